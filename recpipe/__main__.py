@@ -1,0 +1,3 @@
+from recpipe.cli import main
+
+main(prog_name="recpipe")

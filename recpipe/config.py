@@ -1,0 +1,193 @@
+"""One typed settings object, read from the environment once and passed down."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+AUDIO_FORMATS = ("m4a", "mp3", "opus", "wav", "flac")
+VIDEO_FORMATS = ("mp4", "m4a")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    archive_url: str
+    gme_source_url: str
+    gme_secret_keys: Mapping[int, bytes] = field(default_factory=dict)
+    css_callback_key: str | None = None
+    css_allowed_hosts: tuple[str, ...] = ("*.myqcloud.com",)
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str | None = None
+    settle_seconds: float = 120.0
+    max_wait_seconds: float = 3600.0
+    audio_formats: tuple[str, ...] = ("m4a",)
+    max_body_bytes: int = 64 * 1024
+    gme_replay_window_seconds: float = 0.0
+    sweep_seconds: float = 10.0
+    stuck_after_seconds: float = 900.0
+    task_time_limit_seconds: int = 4 * 3600
+    notify_max_attempts: int = 12
+    notify_timeout_seconds: float = 10.0
+    fetch_concurrency: int = 4
+    log_level: str = "INFO"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.data_dir / "scratch"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("RECPIPE_DATA_DIR", "./var")).resolve()
+        database_url = env.get("RECPIPE_DATABASE_URL") or f"sqlite:///{data_dir / 'ledger.sqlite3'}"
+        broker_url = env.get("RECPIPE_BROKER_URL") or "filesystem://"
+        archive_url = env.get("RECPIPE_ARCHIVE_URL") or (data_dir / "archive").as_uri()
+        source_url = env.get("RECPIPE_GME_SOURCE_URL") or (data_dir / "source").as_uri()
+
+        _check_url("RECPIPE_DATABASE_URL", database_url, ("sqlite", "postgresql", "postgres"))
+        _check_url(
+            "RECPIPE_BROKER_URL", broker_url, ("filesystem", "redis", "rediss", "amqp", "pyamqp")
+        )
+        _check_store_url("RECPIPE_ARCHIVE_URL", archive_url, ("s3", "file"))
+        _check_store_url("RECPIPE_GME_SOURCE_URL", source_url, ("s3", "file", "https", "http"))
+
+        notify_secret = env.get("RECPIPE_NOTIFY_SECRET") or None
+        if notify_secret is not None:
+            _check_whsec(notify_secret)
+
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            broker_url=broker_url,
+            archive_url=archive_url,
+            gme_source_url=source_url,
+            gme_secret_keys=parse_gme_keys(env.get("RECPIPE_GME_SECRET_KEYS", "")),
+            css_callback_key=env.get("RECPIPE_CSS_CALLBACK_KEY") or None,
+            css_allowed_hosts=_csv(env.get("RECPIPE_CSS_ALLOWED_HOSTS", "*.myqcloud.com")),
+            notify_urls=_notify_urls(env.get("RECPIPE_NOTIFY_URLS", "")),
+            notify_secret=notify_secret,
+            settle_seconds=_number(env, "RECPIPE_SETTLE_SECONDS", 120.0),
+            max_wait_seconds=_number(env, "RECPIPE_MAX_WAIT_SECONDS", 3600.0),
+            audio_formats=_formats(env.get("RECPIPE_AUDIO_FORMATS", "m4a")),
+            max_body_bytes=int(_number(env, "RECPIPE_MAX_BODY_BYTES", 64 * 1024)),
+            gme_replay_window_seconds=_number(env, "RECPIPE_GME_REPLAY_WINDOW_SECONDS", 0.0),
+            sweep_seconds=_number(env, "RECPIPE_SWEEP_SECONDS", 10.0, minimum=0.5),
+            stuck_after_seconds=_number(env, "RECPIPE_STUCK_AFTER_SECONDS", 900.0, minimum=10),
+            task_time_limit_seconds=int(
+                _number(env, "RECPIPE_TASK_TIME_LIMIT", 4 * 3600, minimum=60)
+            ),
+            notify_max_attempts=int(_number(env, "RECPIPE_NOTIFY_MAX_ATTEMPTS", 12, minimum=1)),
+            notify_timeout_seconds=_number(
+                env, "RECPIPE_NOTIFY_TIMEOUT_SECONDS", 10.0, minimum=0.1
+            ),
+            fetch_concurrency=int(_number(env, "RECPIPE_FETCH_CONCURRENCY", 4, minimum=1)),
+            log_level=env.get("RECPIPE_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def parse_gme_keys(text: str) -> dict[int, bytes]:
+    """`BizID=key` pairs, comma separated; a key may itself contain '='."""
+    keys: dict[int, bytes] = {}
+    for item in _csv(text):
+        biz, sep, key = item.partition("=")
+        if not sep or not biz.strip().isdigit() or not key:
+            raise ConfigError(
+                "RECPIPE_GME_SECRET_KEYS: expected BizID=key pairs separated by commas"
+            )
+        keys[int(biz)] = key.encode()
+    return keys
+
+
+def require_ffmpeg() -> tuple[str, str]:
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if not ffmpeg or not ffprobe:
+        raise ConfigError("ffmpeg and ffprobe must be on PATH (Debian: apt-get install ffmpeg)")
+    return ffmpeg, ffprobe
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum:g}")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.lower() for f in _csv(text)))
+    unknown = [f for f in formats if f not in AUDIO_FORMATS]
+    if not formats or unknown:
+        raise ConfigError(
+            f"RECPIPE_AUDIO_FORMATS: choose from {', '.join(AUDIO_FORMATS)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return formats
+
+
+def _notify_urls(text: str) -> tuple[str, ...]:
+    urls = _csv(text)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"RECPIPE_NOTIFY_URLS: {url!r} is not an http(s) URL")
+    return urls
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    if scheme not in schemes:
+        raise ConfigError(f"{name}: scheme must be one of {', '.join(schemes)}, got {url!r}")
+
+
+def _check_store_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    _check_url(name, url, schemes)
+    parts = urlsplit(url)
+    if parts.scheme == "s3" and not parts.netloc:
+        raise ConfigError(f"{name}: s3:// URLs need a bucket (s3://bucket/prefix)")
+    if parts.scheme == "s3":
+        unknown = set(parse_qs(parts.query)) - {"endpoint_url", "region", "profile"}
+        if unknown:
+            raise ConfigError(f"{name}: unknown s3 parameter(s) {', '.join(sorted(unknown))}")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(f"{name}: {url!r} has no host")
+    if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"{name}: file:// URLs must be local paths (file:///dir)")
+
+
+def _check_whsec(secret: str) -> None:
+    raw = secret.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(raw + "==", validate=False)
+    except ValueError:
+        decoded = b""
+    if not decoded:
+        raise ConfigError("RECPIPE_NOTIFY_SECRET: expected whsec_ followed by base64")

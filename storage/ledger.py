@@ -1,0 +1,787 @@
+"""The ledger: every callback, recording, segment, run and notification, in SQL.
+
+Each public method is one short transaction. State changes that race (two workers,
+the webhook and a worker) are guarded by the row's current state in the UPDATE's
+WHERE clause, or by a row lock, so running anything twice is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.domain import GME_EVENT_UPLOADED, GmeEvent
+from storage.models import (
+    Callback,
+    DeliveryAttempt,
+    Notification,
+    NotificationState,
+    Recording,
+    RecordingState,
+    Run,
+    RunState,
+    Segment,
+    SegmentState,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything the ledger stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger database cannot be reached or written right now."""
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    callback_id: int
+    recording_id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    seq_no: int
+    file_name: str
+    state: str
+    recovered: bool = False
+
+
+@dataclass(frozen=True)
+class RecordingView:
+    id: str
+    source: str
+    state: str
+    revision: int
+    first_event_at: datetime
+    last_event_at: datetime
+    settle_due_at: datetime | None
+    details: dict[str, Any]
+    identity: dict[str, Any]
+    segments: tuple[SegmentView, ...] = ()
+    error: str | None = None
+    current_run_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: str
+    recording_id: str
+    revision: int
+    state: str
+    attempts: int
+    recording: RecordingView
+    steps: list[Any] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    manifest_url: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Ledger:
+    def __init__(self, database_url: str, *, echo: bool = False):
+        self.url = database_url
+        self.engine = make_engine(database_url, echo=echo)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            with self._session.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise LedgerUnavailableError(str(exc.orig).strip().splitlines()[0]) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- health --------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
+
+    def migrate(self) -> None:
+        from storage.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def current_revision(self) -> str | None:
+        from storage.migrate import current_revision
+
+        return current_revision(self.engine)
+
+    # -- intake --------------------------------------------------------------
+
+    def record_gme_event(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        *,
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        """Store the raw callback and apply it to the segment bookkeeping, atomically."""
+        rid = gme.key.recording_id
+        with self.session() as s:
+            callback_id = self._insert_callback(
+                s, "gme", gme.dedupe_key, rid, gme.event_type, body, headers, now
+            )
+            if callback_id is None:
+                s.execute(
+                    update(Callback)
+                    .where(Callback.dedupe_key == gme.dedupe_key)
+                    .values(duplicates=Callback.duplicates + 1)
+                )
+                existing = s.scalar(
+                    select(Callback.id).where(Callback.dedupe_key == gme.dedupe_key)
+                )
+                return IntakeResult(int(existing or 0), rid, duplicate=True)
+
+            s.execute(
+                _insert(s, Recording)
+                .values(
+                    id=rid,
+                    source="gme",
+                    biz_id=gme.key.biz_id,
+                    room_id=gme.key.room_id,
+                    user_id=gme.key.user_id,
+                    task_id=gme.key.task_id,
+                    record_mode=gme.key.record_mode,
+                    details={},
+                    state=RecordingState.COLLECTING,
+                    revision=0,
+                    pending_changes=False,
+                    first_event_at=now,
+                    last_event_at=now,
+                    settle_due_at=now + timedelta(seconds=settle_seconds),
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            recording = s.execute(
+                select(Recording).where(Recording.id == rid).with_for_update()
+            ).scalar_one()
+            newly_uploaded = self._apply_segment_event(s, rid, gme, now)
+            recording.last_event_at = max(aware(recording.last_event_at) or now, now)
+            recording.updated_at = now
+            if recording.state == RecordingState.COLLECTING:
+                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+            elif newly_uploaded and recording.state == RecordingState.PROCESSING:
+                recording.pending_changes = True
+            elif newly_uploaded and recording.state in RecordingState.TERMINAL:
+                # A late segment after the archive: collect again, for the next revision.
+                recording.state = RecordingState.COLLECTING
+                recording.error = None
+                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+            return IntakeResult(callback_id, rid, duplicate=False)
+
+    def _insert_callback(
+        self,
+        s: Session,
+        provider: str,
+        dedupe_key: str,
+        recording_id: str,
+        event_type: int,
+        body: str,
+        headers: dict[str, str],
+        now: datetime,
+    ) -> int | None:
+        result = s.execute(
+            _insert(s, Callback)
+            .values(
+                provider=provider,
+                dedupe_key=dedupe_key,
+                recording_id=recording_id,
+                event_type=event_type,
+                received_at=now,
+                body=body,
+                headers=headers,
+                duplicates=0,
+            )
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(Callback.id)
+        )
+        row = result.first()
+        return None if row is None else int(row[0])
+
+    def _apply_segment_event(self, s: Session, rid: str, gme: GmeEvent, now: datetime) -> bool:
+        """Move the segment forward (never back); True if it just became uploaded."""
+        state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
+            gme.event_type, SegmentState.UPLOADED
+        )
+        s.execute(
+            _insert(s, Segment)
+            .values(
+                recording_id=rid,
+                seq_no=gme.seq_no,
+                file_name=gme.file_name,
+                state=state,
+                recovered=False,
+                first_seen_at=now,
+                uploaded_at=None,
+            )
+            .on_conflict_do_nothing(index_elements=["recording_id", "seq_no"])
+        )
+        segment = s.execute(
+            select(Segment).where(Segment.recording_id == rid, Segment.seq_no == gme.seq_no)
+        ).scalar_one()
+        was_uploaded = segment.uploaded_at is not None
+        if SegmentState.ORDER[state] >= SegmentState.ORDER[segment.state]:
+            segment.state = state
+        if gme.event_type == GME_EVENT_UPLOADED:
+            # The uploaded key is the one to fetch, whatever an earlier event said.
+            segment.file_name = gme.file_name
+            segment.recovered = False
+            if not was_uploaded:
+                segment.uploaded_at = now
+                return True
+        return False
+
+    def mark_callbacks_dispatched(self, ids: Sequence[int], now: datetime) -> None:
+        if ids:
+            with self.session() as s:
+                s.execute(update(Callback).where(Callback.id.in_(ids)).values(dispatched_at=now))
+
+    def undispatched_callbacks(
+        self, older_than: datetime, limit: int = 500
+    ) -> list[tuple[int, str]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(Callback.id, Callback.recording_id)
+                .where(Callback.dispatched_at.is_(None), Callback.received_at <= older_than)
+                .order_by(Callback.id)
+                .limit(limit)
+            ).all()
+        return [(int(r[0]), str(r[1])) for r in rows if r[1] is not None]
+
+    # -- settling ------------------------------------------------------------
+
+    def recording(self, recording_id: str) -> RecordingView | None:
+        with self.session() as s:
+            recording = s.get(Recording, recording_id)
+            if recording is None:
+                return None
+            segments = s.scalars(
+                select(Segment).where(Segment.recording_id == recording_id).order_by(Segment.seq_no)
+            ).all()
+            return _recording_view(recording, segments)
+
+    def postpone(self, recording_id: str, until: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Recording)
+                .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
+                .values(settle_due_at=until)
+            )
+
+    def add_recovered_segments(
+        self, recording_id: str, found: Sequence[tuple[int, str]], now: datetime
+    ) -> int:
+        """Segments found in the source whose upload callback never came."""
+        added = 0
+        with self.session() as s:
+            for seq_no, key in found:
+                result = s.execute(
+                    _insert(s, Segment)
+                    .values(
+                        recording_id=recording_id,
+                        seq_no=seq_no,
+                        file_name=key,
+                        state=SegmentState.UPLOADED,
+                        recovered=True,
+                        first_seen_at=now,
+                        uploaded_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["recording_id", "seq_no"])
+                )
+                added += result.rowcount or 0  # type: ignore[attr-defined]
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    s.execute(
+                        update(Segment)
+                        .where(
+                            Segment.recording_id == recording_id,
+                            Segment.seq_no == seq_no,
+                            Segment.uploaded_at.is_(None),
+                        )
+                        .values(
+                            state=SegmentState.UPLOADED,
+                            file_name=key,
+                            recovered=True,
+                            uploaded_at=now,
+                        )
+                    )
+        return added
+
+    def fail_recording(self, recording_id: str, reason: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Recording)
+                .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
+                .values(
+                    state=RecordingState.FAILED, error=reason, updated_at=now, settle_due_at=None
+                )
+            )
+
+    def claim(
+        self,
+        recording_id: str,
+        *,
+        now: datetime,
+        expected_last_event_at: datetime | None = None,
+        force: bool = False,
+        from_step: str | None = None,
+    ) -> str | None:
+        """Move a collecting recording to processing with a new revision and a queued run.
+
+        Returns the run id, or None when the recording changed under us, is not
+        collecting (unless `force`, used by reprocess), or is already processing.
+        """
+        with self.session() as s:
+            recording = s.execute(
+                select(Recording).where(Recording.id == recording_id).with_for_update()
+            ).scalar_one_or_none()
+            if recording is None:
+                return None
+            if recording.state == RecordingState.PROCESSING:
+                return None
+            if not force:
+                if recording.state != RecordingState.COLLECTING:
+                    return None
+                last = aware(recording.last_event_at)
+                if expected_last_event_at is not None and last != expected_last_event_at:
+                    return None
+            recording.revision += 1
+            recording.state = RecordingState.PROCESSING
+            recording.pending_changes = False
+            recording.settle_due_at = None
+            recording.error = None
+            recording.updated_at = now
+            run_id = str(uuid.uuid4())
+            recording.current_run_id = run_id
+            s.add(
+                Run(
+                    id=run_id,
+                    recording_id=recording_id,
+                    revision=recording.revision,
+                    state=RunState.QUEUED,
+                    steps=[],
+                    attempts=0,
+                    created_at=now,
+                    result={"from_step": from_step} if from_step else {},
+                )
+            )
+            return run_id
+
+    def lease_due_recordings(
+        self, now: datetime, *, until: datetime, limit: int = 500
+    ) -> list[str]:
+        """Collecting recordings whose settle time has come; their due time moves to `until`
+        so the next sweep does not hand them out again while a settle task is queued."""
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Recording.id)
+                    .where(
+                        Recording.state == RecordingState.COLLECTING,
+                        Recording.settle_due_at <= now,
+                    )
+                    .order_by(Recording.settle_due_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                s.execute(
+                    update(Recording).where(Recording.id.in_(ids)).values(settle_due_at=until)
+                )
+            return ids
+
+    def mark_recordings_dispatched(self, recording_ids: Sequence[str], now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Callback)
+                .where(Callback.recording_id.in_(recording_ids), Callback.dispatched_at.is_(None))
+                .values(dispatched_at=now)
+            )
+
+    # -- runs ----------------------------------------------------------------
+
+    def mark_run_dispatched(self, run_id: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
+
+    def start_run(
+        self, run_id: str, *, worker: str, now: datetime, stale_after: float
+    ) -> RunView | None:
+        """Take the run for this worker: queued, or running with a stale heartbeat (a crash).
+
+        None when the run is finished or another worker is actively on it.
+        """
+        stale = now - timedelta(seconds=stale_after)
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    or_(
+                        Run.state == RunState.QUEUED,
+                        (Run.state == RunState.RUNNING) & (Run.heartbeat_at < stale),
+                    ),
+                )
+                .values(
+                    state=RunState.RUNNING,
+                    attempts=Run.attempts + 1,
+                    started_at=func.coalesce(Run.started_at, now),
+                    heartbeat_at=now,
+                    worker=worker,
+                    error=None,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunView | None:
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return None
+            recording = s.get_one(Recording, run.recording_id)
+            segments = s.scalars(
+                select(Segment)
+                .where(Segment.recording_id == run.recording_id)
+                .order_by(Segment.seq_no)
+            ).all()
+            return RunView(
+                id=run.id,
+                recording_id=run.recording_id,
+                revision=run.revision,
+                state=run.state,
+                attempts=run.attempts,
+                recording=_recording_view(recording, segments),
+                steps=list(run.steps or []),
+                result=dict(run.result or {}),
+                error=run.error,
+                manifest_url=run.manifest_url,
+                started_at=aware(run.started_at),
+                finished_at=aware(run.finished_at),
+            )
+
+    def step(self, run_id: str, step: str, *, now: datetime, **facts: Any) -> None:
+        """Record that `step` began (facts empty) or ended (facts say how)."""
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return
+            steps = list(run.steps or [])
+            if not facts:
+                steps.append({"step": step, "started_at": now.isoformat(), "attempt": run.attempts})
+                run.step = step
+            else:
+                for entry in reversed(steps):
+                    if entry["step"] == step and "finished_at" not in entry:
+                        entry.update({"finished_at": now.isoformat(), **facts})
+                        break
+            run.steps = steps
+            run.heartbeat_at = now
+
+    def release_run(self, run_id: str) -> None:
+        """Hand a running run back to the queue (its task will retry)."""
+        with self.session() as s:
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == RunState.RUNNING)
+                .values(state=RunState.QUEUED, step=None)
+            )
+
+    def heartbeat(self, run_id: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
+
+    def finish_run(
+        self, run_id: str, *, now: datetime, result: dict[str, Any], manifest_url: str
+    ) -> None:
+        self._end_run(run_id, RunState.ARCHIVED, now=now, result=result, manifest_url=manifest_url)
+
+    def fail_run(self, run_id: str, *, now: datetime, error: str) -> None:
+        self._end_run(run_id, RunState.FAILED, now=now, error=error)
+
+    def _end_run(
+        self,
+        run_id: str,
+        state: str,
+        *,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        manifest_url: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+            recording = s.execute(
+                select(Recording).where(Recording.id == run.recording_id).with_for_update()
+            ).scalar_one()
+            run.state = state
+            run.finished_at = now
+            run.heartbeat_at = now
+            run.step = None
+            run.error = error
+            if result is not None:
+                run.result = {**(run.result or {}), **result}
+            if manifest_url is not None:
+                run.manifest_url = manifest_url
+            if recording.current_run_id != run_id:
+                return  # a newer run owns the recording now
+            recording.updated_at = now
+            recording.error = error
+            if recording.pending_changes:
+                # Segments arrived while this run worked: settle again for the next revision.
+                recording.state = RecordingState.COLLECTING
+                recording.pending_changes = False
+                recording.settle_due_at = now
+            else:
+                recording.state = (
+                    RecordingState.ARCHIVED if state == RunState.ARCHIVED else RecordingState.FAILED
+                )
+
+    def stale_runs(
+        self, now: datetime, stuck_after: float, limit: int = 100
+    ) -> list[tuple[str, int]]:
+        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`."""
+        cutoff = now - timedelta(seconds=stuck_after)
+        with self.session() as s:
+            rows = s.execute(
+                select(Run.id, Run.attempts)
+                .where(
+                    or_(
+                        (Run.state == RunState.QUEUED)
+                        & or_(Run.dispatched_at.is_(None), Run.dispatched_at < cutoff),
+                        (Run.state == RunState.RUNNING) & (Run.heartbeat_at < cutoff),
+                    )
+                )
+                .limit(limit)
+            ).all()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    # -- notifications ------------------------------------------------------
+
+    def create_notifications(
+        self,
+        run_id: str,
+        event_type: str,
+        webhook_id: str,
+        body: str,
+        urls: Sequence[str],
+        now: datetime,
+    ) -> list[int]:
+        """Ids of the notifications this call created; one that exists already is not
+        returned, so only one caller ever dispatches its delivery."""
+        created: list[int] = []
+        with self.session() as s:
+            for url in urls:
+                row = s.execute(
+                    _insert(s, Notification)
+                    .values(
+                        run_id=run_id,
+                        url=url,
+                        event_type=event_type,
+                        webhook_id=webhook_id,
+                        body=body,
+                        state=NotificationState.PENDING,
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["run_id", "url", "event_type"])
+                    .returning(Notification.id)
+                ).first()
+                if row is not None:
+                    created.append(int(row[0]))
+        return created
+
+    def stale_notifications(self, older_than: datetime, limit: int = 200) -> list[int]:
+        """Pending deliveries nobody has tried for a long time (their task was lost)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Notification.id)
+                    .where(
+                        Notification.state == NotificationState.PENDING,
+                        Notification.updated_at < older_than,
+                    )
+                    .limit(limit)
+                )
+            )
+
+    def touch_notification(self, notification_id: int, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(updated_at=now)
+            )
+
+    def notification(self, notification_id: int) -> Notification | None:
+        with self.session() as s:
+            return s.get(Notification, notification_id)
+
+    def record_attempt(
+        self,
+        notification_id: int,
+        *,
+        now: datetime,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        final_state: str | None,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                DeliveryAttempt(
+                    notification_id=notification_id,
+                    at=now,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=duration_ms,
+                )
+            )
+            values: dict[str, Any] = {
+                "attempts": Notification.attempts + 1,
+                "last_status": status_code,
+                "last_error": error,
+                "updated_at": now,
+            }
+            if final_state:
+                values["state"] = final_state
+                if final_state == NotificationState.DELIVERED:
+                    values["delivered_at"] = now
+            s.execute(
+                update(Notification).where(Notification.id == notification_id).values(**values)
+            )
+
+    def notifications_for_run(self, run_id: str) -> list[Notification]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Notification)
+                    .where(Notification.run_id == run_id)
+                    .order_by(Notification.id)
+                )
+            )
+
+    # -- reading for operators ----------------------------------------------
+
+    def recent_recordings(self, limit: int = 20, state: str | None = None) -> list[RecordingView]:
+        with self.session() as s:
+            query = select(Recording).order_by(Recording.created_at.desc()).limit(limit)
+            if state:
+                query = query.where(Recording.state == state)
+            return [_recording_view(r, ()) for r in s.scalars(query)]
+
+    def runs_for(self, recording_id: str) -> list[RunView]:
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Run.id).where(Run.recording_id == recording_id).order_by(Run.revision)
+                )
+            )
+        return [view for rid in ids if (view := self.run(rid)) is not None]
+
+    def find_recordings(self, term: str) -> list[str]:
+        """Recording ids matching an id or a GME TaskID."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Recording.id).where(or_(Recording.id == term, Recording.task_id == term))
+                )
+            )
+
+
+def _recording_view(recording: Recording, segments: Sequence[Segment]) -> RecordingView:
+    identity: dict[str, Any] = {}
+    if recording.source == "gme":
+        identity = {
+            "BizID": recording.biz_id,
+            "RoomID": recording.room_id,
+            "UserID": recording.user_id,
+            "TaskID": recording.task_id,
+            "RecordMode": recording.record_mode,
+        }
+    return RecordingView(
+        id=recording.id,
+        source=recording.source,
+        state=recording.state,
+        revision=recording.revision,
+        first_event_at=aware(recording.first_event_at) or utcnow(),
+        last_event_at=aware(recording.last_event_at) or utcnow(),
+        settle_due_at=aware(recording.settle_due_at),
+        details=dict(recording.details or {}),
+        identity=identity,
+        segments=tuple(
+            SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered) for seg in segments
+        ),
+        error=recording.error,
+        current_run_id=recording.current_run_id,
+        created_at=aware(recording.created_at),
+    )
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+def make_engine(database_url: str, *, echo: bool = False) -> Engine:
+    url = make_url(database_url)
+    if url.drivername == "postgresql" or url.drivername == "postgres":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Take the write lock up front: several processes write, and a deferred
+            # transaction that upgrades its lock late fails instead of waiting.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)

@@ -1,0 +1,180 @@
+"""The ledger's tables. Schema changes go through Alembic (storage/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class RecordingState:
+    COLLECTING = "collecting"
+    PROCESSING = "processing"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+    TERMINAL = (ARCHIVED, FAILED)
+
+
+class SegmentState:
+    STARTED = "started"
+    COMPLETED = "completed"
+    UPLOADED = "uploaded"
+    ORDER = {STARTED: 1, COMPLETED: 2, UPLOADED: 3}  # noqa: RUF012
+
+
+class RunState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+    TERMINAL = (ARCHIVED, FAILED)
+
+
+class NotificationState:
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8))
+    biz_id: Mapped[int | None] = mapped_column(BigInteger)
+    room_id: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    record_mode: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=RecordingState.COLLECTING)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    pending_changes: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_event_at: Mapped[datetime]
+    last_event_at: Mapped[datetime]
+    settle_due_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(Text)
+    current_run_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (Index("ix_recordings_state_due", "state", "settle_due_at"),)
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    seq_no: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    recovered: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen_at: Mapped[datetime]
+    uploaded_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("recording_id", "seq_no", name="uq_segments_recording_seq"),)
+
+
+class Callback(Base):
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(8))
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    recording_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    event_type: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]
+    body: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_callbacks_undispatched", "dispatched_at", "received_at"),)
+
+
+class Run(Base):
+    """One execution of a recording's chain, producing one revision."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    revision: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=RunState.QUEUED)
+    step: Mapped[str | None] = mapped_column(String(16))
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    manifest_url: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("recording_id", "revision", name="uq_runs_recording_revision"),
+        Index("ix_runs_state_heartbeat", "state", "heartbeat_at"),
+    )
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(32))
+    webhook_id: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "url", "event_type", name="uq_notifications_run_url_type"),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,340 @@
+"""Object stores: a handful of methods with an S3 and a local-directory implementation.
+
+Keys are always relative, '/'-separated and checked by `safe_key` before they reach
+a filesystem path or a bucket. boto3's errors for a missing object become
+`FileNotFoundError` here, so callers never see a vendor exception for that case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import boto3
+import requests
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+CHUNK = 1024 * 1024
+MAX_KEY_LENGTH = 1024
+
+
+class UnsafeKeyError(ValueError):
+    """An object key that could escape its store's root."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    sha256: str
+
+
+class ObjectStore(Protocol):
+    def open(self, key: str) -> IO[bytes]: ...
+    def put(self, key: str, path: Path, content_type: str | None = None) -> None: ...
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> Iterator[StoredObject]: ...
+    def delete(self, key: str) -> None: ...
+    def url(self, key: str) -> str: ...
+    def fetch(self, key: str, dest: Path) -> Fetched: ...
+    def check_writable(self) -> None: ...
+
+
+def safe_key(key: str) -> str:
+    """Return `key` if it is a plain relative object key, else raise UnsafeKeyError."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise UnsafeKeyError("object key is empty or too long")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise UnsafeKeyError("object key contains control characters")
+    if "\\" in key or key.startswith("/") or ("%" in key and unquote(key) != key):
+        raise UnsafeKeyError("object key must be a relative path without escapes")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafeKeyError("object key has empty, '.' or '..' segments")
+    return key
+
+
+def join_key(prefix: str, key: str) -> str:
+    return posixpath.join(prefix, key) if prefix else key
+
+
+def _copy_hashing(src: IO[bytes], dst: IO[bytes]) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class LocalStore:
+    """A directory; writes go to a temporary file in the same directory, then os.replace."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / safe_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise UnsafeKeyError("object key leaves the store root")
+        return path
+
+    def open(self, key: str) -> IO[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.url(key)} does not exist")
+        return path.open("rb")
+
+    def _atomic_write(self, key: str) -> tuple[Path, IO[bytes], str]:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+        return target, os.fdopen(fd, "wb"), tmp
+
+    def put(self, key: str, path: Path, content_type: str | None = None) -> None:
+        target, out, tmp = self._atomic_write(key)
+        try:
+            with out, path.open("rb") as src:
+                _copy_hashing(src, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        target, out, tmp = self._atomic_write(key)
+        try:
+            with out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        base = self.root / prefix if prefix else self.root
+        if prefix:
+            safe_key(prefix.rstrip("/"))
+        start = base if base.is_dir() else base.parent
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            for name in sorted(files):
+                if name.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield StoredObject(key, full.stat().st_size)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str) -> str:
+        return (self.root / key).as_uri()
+
+    def fetch(self, key: str, dest: Path) -> Fetched:
+        with self.open(key) as src, dest.open("wb") as out:
+            size, sha = _copy_hashing(src, out)
+        return Fetched(dest, size, sha)
+
+    def check_writable(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = ".recpipe-write-check"
+        self.put_bytes(probe, b"ok")
+        self.delete(probe)
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what boto3's (possibly threaded) download writes."""
+
+    def __init__(self, out: IO[bytes]):
+        self._out = out
+        self._lock = threading.Lock()
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            self.digest.update(data)
+            self.size += len(data)
+            return self._out.write(data)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None, *, url_query: str = ""):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+        self._url_query = url_query
+        # One stream per object, so the hash sees bytes in order; parts stay large.
+        self._download_config = TransferConfig(use_threads=False)
+        self._upload_config = TransferConfig(
+            multipart_threshold=64 * CHUNK, multipart_chunksize=64 * CHUNK, max_concurrency=4
+        )
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, safe_key(key))
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise FileNotFoundError(f"{self.url(key)} does not exist") from None
+            raise
+        body: IO[bytes] = response["Body"]
+        return body
+
+    def put(self, key: str, path: Path, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_file(
+            str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self._upload_config
+        )
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        full = (
+            join_key(self.prefix, prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        )
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                yield StoredObject(item["Key"][strip:], int(item["Size"]))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
+
+    def fetch(self, key: str, dest: Path) -> Fetched:
+        with dest.open("wb") as out:
+            writer = _HashingWriter(out)
+            try:
+                self.client.download_fileobj(
+                    self.bucket, self._key(key), writer, Config=self._download_config
+                )
+            except ClientError as exc:
+                if _is_missing(exc):
+                    raise FileNotFoundError(f"{self.url(key)} does not exist") from None
+                raise
+        return Fetched(dest, writer.size, writer.digest.hexdigest())
+
+    def check_writable(self) -> None:
+        probe = ".recpipe-write-check"
+        self.put_bytes(probe, b"ok")
+        self.delete(probe)
+
+
+class HTTPStore:
+    """A read-only source behind an https:// prefix (e.g. a CDN in front of COS)."""
+
+    def __init__(self, base_url: str, session: requests.Session | None = None, timeout: float = 30):
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.timeout = timeout
+
+    def url(self, key: str) -> str:
+        return f"{self.base_url}/{quote(safe_key(key))}"
+
+    def open(self, key: str) -> IO[bytes]:
+        response = self.session.get(self.url(key), stream=True, timeout=self.timeout)
+        if response.status_code == 404:
+            raise FileNotFoundError(f"{self.url(key)} does not exist")
+        response.raise_for_status()
+        response.raw.decode_content = True
+        return response.raw  # type: ignore[return-value]
+
+    def fetch(self, key: str, dest: Path) -> Fetched:
+        with self.open(key) as src, dest.open("wb") as out:
+            size, sha = _copy_hashing(src, out)
+        return Fetched(dest, size, sha)
+
+    def exists(self, key: str) -> bool:
+        response = self.session.head(self.url(key), timeout=self.timeout)
+        return response.status_code == 200
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        return iter(())  # a plain HTTP prefix cannot be listed
+
+    def put(self, key: str, path: Path, content_type: str | None = None) -> None:
+        raise PermissionError("an https:// source is read-only")
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        raise PermissionError("an https:// source is read-only")
+
+    def delete(self, key: str) -> None:
+        raise PermissionError("an https:// source is read-only")
+
+    def check_writable(self) -> None:
+        raise PermissionError("an https:// source is read-only")
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+def s3_client(query: str) -> Any:
+    """A boto3 S3 client for an s3:// URL's query (endpoint_url, region, profile)."""
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    session = boto3.session.Session(profile_name=params.get("profile"))
+    return session.client(
+        "s3",
+        endpoint_url=params.get("endpoint_url"),
+        region_name=params.get("region"),
+        config=BotoConfig(
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=16,
+            s3={"addressing_style": "path"} if params.get("endpoint_url") else None,
+        ),
+    )
+
+
+def store_from_url(url: str) -> ObjectStore:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return LocalStore(Path(unquote(parts.path)))
+    if parts.scheme == "s3":
+        return S3Store(parts.netloc, parts.path, s3_client(parts.query), url_query=parts.query)
+    if parts.scheme in ("http", "https"):
+        return HTTPStore(url)
+    raise ValueError(f"unsupported store URL scheme {parts.scheme!r}")

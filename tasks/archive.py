@@ -1,0 +1,76 @@
+"""Archive layout and publishing: one deterministic prefix per recording, manifest last."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.domain import slug
+from storage.ledger import RunView
+from storage.objectstore import ObjectStore
+from tasks.ffmpeg import content_type
+from tasks.media import Output, SourceFile, describe
+
+MANIFEST = "manifest.json"
+
+
+def archive_prefix(run: RunView) -> str:
+    """Same for every revision of a recording, so reprocessing replaces, never duplicates."""
+    rec = run.recording
+    owner = rec.identity.get("BizID") or rec.details.get("appid") or "_"
+    return f"{rec.source}/{slug(str(owner))}/{rec.id}/"
+
+
+def build_manifest(
+    run: RunView,
+    sources: Sequence[SourceFile],
+    outputs: Sequence[dict[str, Any]],
+    missing: Sequence[int],
+) -> dict[str, Any]:
+    rec = run.recording
+    return {
+        "recording": {"id": rec.id, "source": rec.source, rec.source: rec.identity or rec.details},
+        "revision": run.revision,
+        "run_id": run.id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "sources": [s.manifest_entry() for s in sorted(sources, key=lambda s: s.seq_no)],
+        "missing": sorted(missing),
+        "outputs": list(outputs),
+    }
+
+
+def publish(
+    store: ObjectStore,
+    run: RunView,
+    sources: Sequence[SourceFile],
+    outputs: Sequence[Output],
+    missing: Sequence[int],
+) -> tuple[list[dict[str, Any]], str]:
+    """Upload the media, then the manifest, then remove what an older revision left.
+
+    Each object appears whole or not at all (S3 PUT; a rename on local disk).
+    Returns the artifacts (as the notification lists them) and the manifest's URL.
+    """
+    prefix = archive_prefix(run)
+    artifacts, entries, keep = [], [], set()
+    for output in outputs:
+        key = prefix + output.path.name
+        store.put(key, output.path, content_type(output.format))
+        keep.add(key)
+        entry = describe(output)
+        entries.append({**entry, "key": key})
+        artifacts.append({"url": store.url(key), **entry})
+    manifest_key = prefix + MANIFEST
+    manifest = build_manifest(run, sources, entries, missing)
+    store.put_bytes(
+        manifest_key,
+        json.dumps(manifest, indent=2, ensure_ascii=False).encode(),
+        "application/json",
+    )
+    keep.add(manifest_key)
+    for stale in list(store.list(prefix)):
+        if stale.key not in keep:
+            store.delete(stale.key)
+    return artifacts, store.url(manifest_key)

@@ -1,0 +1,164 @@
+"""ffmpeg/ffprobe command building and output parsing. Pure: no process is run here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Encoder settings per output format: (file extension, codec arguments, MIME type).
+AUDIO_ENCODINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "m4a": ("m4a", ("-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"), "audio/mp4"),
+    "mp3": ("mp3", ("-c:a", "libmp3lame", "-b:a", "128k"), "audio/mpeg"),
+    "opus": ("opus", ("-c:a", "libopus", "-b:a", "64k"), "audio/ogg"),
+    "wav": ("wav", ("-c:a", "pcm_s16le"), "audio/wav"),
+    "flac": ("flac", ("-c:a", "flac"), "audio/flac"),
+}
+
+# Containers whose audio the concat demuxer can stream-copy into a file of the same kind.
+COPY_CONTAINERS = {"mp3": "mp3", "aac": "adts", "flac": "flac"}
+
+
+class ProbeError(Exception):
+    """ffprobe's answer says the file is not usable audio."""
+
+
+@dataclass(frozen=True)
+class AudioProbe:
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    format_name: str
+
+    @property
+    def layout(self) -> tuple[str, int, int]:
+        """What must agree between segments for a stream copy to be a valid file."""
+        return (self.codec, self.sample_rate, self.channels)
+
+
+def probe_command(ffprobe: str, path: Path) -> list[str]:
+    return [
+        ffprobe,
+        "-v", "error",
+        "-show_entries", "stream=codec_type,codec_name,sample_rate,channels,duration"
+        ":format=duration,format_name",
+        "-of", "json",
+        str(path),
+    ]  # fmt: skip
+
+
+def parse_probe(output: str | bytes) -> AudioProbe:
+    try:
+        data = json.loads(output or b"{}")
+    except ValueError:
+        raise ProbeError("ffprobe gave no readable answer") from None
+    streams = [s for s in data.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        raise ProbeError("has no audio stream")
+    stream, fmt = streams[0], data.get("format", {})
+    duration = _float(fmt.get("duration")) or _float(stream.get("duration"))
+    if not duration or duration <= 0:
+        raise ProbeError("has no measurable duration")
+    try:
+        sample_rate, channels = int(stream.get("sample_rate", 0)), int(stream.get("channels", 0))
+    except (TypeError, ValueError):
+        sample_rate, channels = 0, 0
+    if sample_rate <= 0 or channels <= 0:
+        raise ProbeError("has no sample rate or channels")
+    return AudioProbe(
+        codec=str(stream.get("codec_name", "")),
+        sample_rate=sample_rate,
+        channels=channels,
+        duration_s=duration,
+        format_name=str(fmt.get("format_name", "")),
+    )
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def concat_list(paths: Sequence[Path]) -> str:
+    """A concat-demuxer list file; quotes are escaped the way the demuxer expects."""
+    lines = ["ffconcat version 1.0"]
+    for path in paths:
+        escaped = str(path.resolve()).replace("'", "'\\''")
+        lines.append(f"file '{escaped}'")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ConcatPlan:
+    """How to join segments: stream copy when they agree, else decode to lossless FLAC."""
+
+    copy: bool
+    extension: str
+    sample_rate: int
+    channels: int
+
+
+def plan_concat(probes: Sequence[AudioProbe]) -> ConcatPlan:
+    if not probes:
+        raise ValueError("no segments to concatenate")
+    first = probes[0]
+    if all(p.layout == first.layout for p in probes) and first.codec in COPY_CONTAINERS:
+        return ConcatPlan(True, first.codec, first.sample_rate, first.channels)
+    # Mixed layouts (a reconnect at another rate, a mono/stereo switch): resample all to
+    # the richest layout seen, through a lossless intermediate.
+    return ConcatPlan(
+        False,
+        "flac",
+        max(p.sample_rate for p in probes),
+        max(p.channels for p in probes),
+    )
+
+
+def concat_command(
+    ffmpeg: str, list_file: Path, inputs: Sequence[Path], plan: ConcatPlan, output: Path
+) -> list[str]:
+    base = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
+    if plan.copy:
+        return [
+            *base,
+            "-f", "concat", "-safe", "0", "-i", str(list_file),
+            "-map", "0:a:0", "-c", "copy",
+            "-f", COPY_CONTAINERS[plan.extension], str(output),
+        ]  # fmt: skip
+    # The concat filter reads its inputs one after another, so memory stays flat.
+    layout = "mono" if plan.channels == 1 else "stereo"
+    filters = "".join(
+        f"[{i}:a:0]aresample={plan.sample_rate},aformat=channel_layouts={layout}[a{i}];"
+        for i in range(len(inputs))
+    )
+    filters += "".join(f"[a{i}]" for i in range(len(inputs)))
+    filters += f"concat=n={len(inputs)}:v=0:a=1[out]"
+    args = [*base]
+    for path in inputs:
+        args += ["-i", str(path)]
+    return [*args, "-filter_complex", filters, "-map", "[out]", "-c:a", "flac", str(output)]
+
+
+def transcode_command(
+    ffmpeg: str, source: Path, source_codec: str, outputs: Sequence[tuple[str, Path]]
+) -> list[str]:
+    """Decode once, encode every requested format; copy where the format is the source's own."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(source)]
+    for fmt, path in outputs:
+        _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
+        if fmt == source_codec and fmt in COPY_CONTAINERS:
+            codec_args = ("-c:a", "copy")
+        args += ["-map", "0:a:0", "-vn", *codec_args, str(path)]
+    return args
+
+
+def output_name(stem: str, fmt: str) -> str:
+    return f"{stem}.{AUDIO_ENCODINGS[fmt][0]}"
+
+
+def content_type(fmt: str) -> str:
+    return AUDIO_ENCODINGS[fmt][2]

@@ -1,0 +1,179 @@
+"""The Celery tasks: a few lines each that load by id, call the workflow, record the outcome.
+
+Arguments are ids (JSON), never objects; every task is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import requests
+import structlog
+from celery import Task, chain
+from celery.signals import worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
+
+from storage.ledger import utcnow
+from storage.models import NotificationState, RunState
+from tasks import context, notify, workflow
+from tasks.celery import app
+
+log = structlog.get_logger("recpipe.tasks")
+MEDIA_RETRIES = 3
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    context.reset()
+
+
+def services() -> workflow.Services:
+    return workflow.Services(
+        settings=context.settings(),
+        ledger=context.ledger(),
+        source=context.source_store(),
+        archive=context.archive_store(),
+    )
+
+
+def start_chain(run_id: str) -> None:
+    """fetch → concat → transcode → archive (one media task), then notify."""
+    chain(process_recording.si(run_id), notify_run.si(run_id)).apply_async()
+    context.ledger().mark_run_dispatched(run_id, utcnow())
+
+
+@app.task(name="recpipe.settle", acks_late=True, ignore_result=True)
+def settle(recording_id: str) -> str:
+    outcome = workflow.settle(services(), recording_id)
+    if outcome.action == "finalize" and outcome.run_id:
+        start_chain(outcome.run_id)
+    elif outcome.action == "fail" and outcome.run_id:
+        notify_run.delay(outcome.run_id)
+    elif outcome.action == "wait" and outcome.recheck_at:
+        delay = max(1.0, (outcome.recheck_at - utcnow()).total_seconds() + 0.5)
+        # Short waits are scheduled here; long ones are left to the beat sweep.
+        if delay <= 6 * 3600:
+            settle.apply_async((recording_id,), countdown=delay)
+    return outcome.action
+
+
+@app.task(
+    name="recpipe.process_recording",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=MEDIA_RETRIES,
+    ignore_result=True,
+)
+def process_recording(self: Task, run_id: str) -> str:
+    svc = services()
+    worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
+    try:
+        workflow.process(svc, run_id, worker)
+    except Exception as exc:
+        # Not a media problem (those fail the recording inside): storage or network.
+        if self.request.retries < MEDIA_RETRIES:
+            svc.ledger.release_run(run_id)
+            countdown = get_exponential_backoff_interval(10, self.request.retries, 300, True)
+            log.warning("run.retrying", run_id=run_id, error=str(exc), countdown=countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        svc.ledger.fail_run(
+            run_id, now=utcnow(), error=f"gave up after {MEDIA_RETRIES + 1} attempts: {exc}"
+        )
+    return run_id
+
+
+@app.task(name="recpipe.notify_run", acks_late=True, ignore_result=True)
+def notify_run(run_id: str) -> int:
+    """Create one notification per downstream URL for the run's outcome and send them."""
+    svc = services()
+    run = svc.ledger.run(run_id)
+    if run is None or run.state not in RunState.TERMINAL or not svc.settings.notify_urls:
+        return 0
+    body = notify.encode(notify.notification_body(run))
+    created = svc.ledger.create_notifications(
+        run_id,
+        notify.event_type(run),
+        notify.webhook_id(run),
+        body,
+        svc.settings.notify_urls,
+        utcnow(),
+    )
+    for notification_id in created:
+        deliver_notification.delay(notification_id)
+    return len(created)
+
+
+_http = requests.Session()
+
+
+@app.task(
+    name="recpipe.deliver_notification",
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def deliver_notification(self: Task, notification_id: int) -> str:
+    svc = services()
+    cfg = svc.settings
+    note = svc.ledger.notification(notification_id)
+    if note is None or note.state != NotificationState.PENDING:
+        return "skip"
+    attempt = notify.deliver(
+        _http, note.url, note.webhook_id, note.body,
+        secret=cfg.notify_secret, timeout=cfg.notify_timeout_seconds,
+    )  # fmt: skip
+    attempts_so_far = note.attempts + 1
+    final: str | None = None
+    if attempt.delivered:
+        final = NotificationState.DELIVERED
+    elif attempt.gone:
+        final = NotificationState.DISABLED
+    elif attempts_so_far >= cfg.notify_max_attempts:
+        final = NotificationState.FAILED
+    svc.ledger.record_attempt(
+        notification_id,
+        now=utcnow(),
+        status_code=attempt.status_code,
+        error=attempt.error,
+        duration_ms=attempt.duration_ms,
+        final_state=final,
+    )
+    bound = log.bind(notification_id=notification_id, url=note.url, attempt=attempts_so_far)
+    if final is None:
+        countdown = get_exponential_backoff_interval(2, attempts_so_far - 1, 600, True)
+        bound.info("notification.retrying", error=attempt.error, countdown=countdown)
+        raise self.retry(countdown=max(1, countdown))
+    bound.info("notification." + final, status=attempt.status_code)
+    return final
+
+
+@app.task(name="recpipe.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    report = workflow.sweep(
+        services(),
+        settle_later=lambda rid: settle.delay(rid),
+        redispatch_run=start_chain,
+        notify=lambda run_id: notify_run.delay(run_id),
+        redeliver=lambda nid: deliver_notification.delay(nid),
+    )
+    counts = {
+        "settled": len(report.settled),
+        "redispatched_runs": len(report.redispatched_runs),
+        "failed_runs": len(report.failed_runs),
+        "redelivered": len(report.redelivered),
+    }
+    if any(counts.values()):
+        log.info("sweep", **counts)
+    return counts
+
+
+@app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)
+def reprocess(recording_id: str) -> str | None:
+    """Re-run a recording's chain as a new revision (same archive prefix, replaced objects)."""
+    run_id = context.ledger().claim(recording_id, now=utcnow(), force=True)
+    if run_id:
+        start_chain(run_id)
+    return run_id

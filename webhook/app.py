@@ -1,0 +1,129 @@
+"""The Flask app factory: callback intake, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from recpipe.config import Settings
+from storage.ledger import Ledger, LedgerUnavailableError
+from webhook import metrics
+from webhook.callbacks import InvalidCallbackError
+from webhook.dispatch import Dispatcher
+from webhook.intake import BodyTooLargeError, Intake, read_body
+from webhook.verify import InvalidSignatureError
+
+log = structlog.get_logger("recpipe.webhook")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ledger: Ledger | None = None,
+    dispatcher: Dispatcher | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    ledger = ledger or Ledger(settings.database_url)
+    dispatcher = dispatcher or Dispatcher(settings)
+    intake = Intake(settings, ledger, dispatcher)
+
+    app = Flask("recpipe")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["recpipe"] = {"settings": settings, "ledger": ledger, "dispatcher": dispatcher}
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUEST_SECONDS.labels(route, request.method).observe(
+            time.perf_counter() - g.get("started", time.perf_counter())
+        )
+        return response
+
+    def answer_callback(provider: str) -> tuple[Response, int]:
+        try:
+            body = read_body(request, settings.max_body_bytes)
+            outcome = intake.accept(provider, body, dict(request.headers))
+        except InvalidSignatureError:
+            return _reject(provider, "unauthorized", 401, "invalid signature")
+        except BodyTooLargeError:
+            return _reject(provider, "too_large", 413, "request body is too large")
+        except InvalidCallbackError as exc:
+            return _reject(provider, "invalid", 400, str(exc), field=exc.field)
+        except LedgerUnavailableError as exc:
+            log.error("callback.unstored", provider=provider, error=str(exc))
+            return _reject(provider, "unavailable", 503, "cannot store the callback right now")
+        metrics.CALLBACKS.labels(provider, outcome).inc()
+        return jsonify(code=0), 200
+
+    @app.post("/callbacks/gme")
+    def gme_callback() -> tuple[Response, int]:
+        return answer_callback("gme")
+
+    @app.post("/callbacks/css")
+    def css_callback() -> tuple[Response, int]:
+        return answer_callback("css")
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(status="ok"), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        problems: dict[str, str] = {}
+        try:
+            ledger.ping()
+        except Exception as exc:
+            problems["ledger"] = _first_line(exc)
+        try:
+            dispatcher.ping()
+        except Exception as exc:
+            problems["broker"] = _first_line(exc)
+        if problems:
+            return jsonify(status="unavailable", reasons=problems), 503
+        return jsonify(status="ready"), 200
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        payload, content_type = metrics.render(ledger)
+        return Response(payload, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        if code == 413:
+            return _reject(
+                _provider_of(request.path), "too_large", 413, "request body is too large"
+            )
+        return jsonify(error=exc.name.lower()), code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("request.failed", path=request.path)
+        return jsonify(error="internal error"), 500
+
+    return app
+
+
+def _provider_of(path: str) -> str:
+    return path.rsplit("/", 1)[-1] if path.startswith("/callbacks/") else "unknown"
+
+
+def _reject(
+    provider: str, outcome: str, status: int, message: str, **extra: Any
+) -> tuple[Response, int]:
+    metrics.CALLBACKS.labels(provider, outcome).inc()
+    log.info("callback.rejected", provider=provider, status=status, reason=message)
+    return jsonify(error=message, **extra), status
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

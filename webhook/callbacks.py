@@ -1,0 +1,100 @@
+"""Parse and validate callback bodies into typed events. Pure: bytes in, event or error out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from storage.domain import GmeEvent, GmeRecordingKey
+from storage.objectstore import UnsafeKeyError, safe_key
+
+MAX_SEQ_NO = 100_000
+MAX_ID_LENGTH = 256
+MAX_TASK_ID = 2**64 - 1
+GME_EVENT_TYPES = (1, 2, 3)
+
+
+class InvalidCallbackError(Exception):
+    """The body is not a callback we understand; `field` names the culprit."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCallbackError("body", "is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidCallbackError("body", "is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidCallbackError("body", "must be a JSON object")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _int(obj: dict[str, Any], field: str, *, lo: int, hi: int, path: str = "") -> int:
+    name = path + field
+    if field not in obj or obj[field] is None:
+        raise InvalidCallbackError(name, "is required")
+    value = obj[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidCallbackError(name, "must be an integer")
+    if not lo <= value <= hi:
+        raise InvalidCallbackError(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _str(
+    obj: dict[str, Any], field: str, *, max_length: int = MAX_ID_LENGTH, path: str = ""
+) -> str:
+    name = path + field
+    if field not in obj or obj[field] is None:
+        raise InvalidCallbackError(name, "is required")
+    value = obj[field]
+    if not isinstance(value, str):
+        raise InvalidCallbackError(name, "must be a string")
+    if not value or len(value) > max_length:
+        raise InvalidCallbackError(name, f"must be 1 to {max_length} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidCallbackError(name, "must not contain control characters")
+    return value
+
+
+def parse_gme(body: bytes) -> GmeEvent:
+    obj = parse_json_object(body)
+    detail = obj.get("Detail")
+    if detail is None:
+        raise InvalidCallbackError("Detail", "is required")
+    if not isinstance(detail, dict):
+        raise InvalidCallbackError("Detail", "must be an object")
+    event_type = _int(obj, "EventType", lo=0, hi=2**31)
+    if event_type not in GME_EVENT_TYPES:
+        raise InvalidCallbackError("EventType", "must be 1, 2 or 3")
+    file_name = _str(detail, "FileName", max_length=1024, path="Detail.")
+    try:
+        safe_key(file_name)
+    except UnsafeKeyError as exc:
+        raise InvalidCallbackError("Detail.FileName", str(exc)) from None
+    key = GmeRecordingKey(
+        biz_id=_int(obj, "BizID", lo=1, hi=2**63 - 1),
+        room_id=_str(obj, "RoomID"),
+        user_id=_str(obj, "UserID"),
+        task_id=str(_int(obj, "TaskID", lo=1, hi=MAX_TASK_ID)),
+        record_mode=_int(obj, "RecordMode", lo=0, hi=1),
+    )
+    return GmeEvent(
+        key=key,
+        event_type=event_type,
+        seq_no=_int(detail, "SeqNo", lo=0, hi=MAX_SEQ_NO, path="Detail."),
+        file_name=file_name,
+        timestamp=_int(obj, "Timestamp", lo=0, hi=2**40),
+    )

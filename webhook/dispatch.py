@@ -1,0 +1,33 @@
+"""Handing work to Celery from the webhook, by task name, never blocking long on a broker."""
+
+from __future__ import annotations
+
+import structlog
+
+from recpipe.config import Settings
+from tasks import context
+from tasks.celery import app as celery_app
+
+log = structlog.get_logger("recpipe.webhook")
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings):
+        context.use(settings)
+        self.app = celery_app
+
+    def settle_later(self, recording_id: str, countdown: float) -> bool:
+        """Ask a worker to settle the recording after `countdown` seconds. False when the
+        broker did not take it; the callback then stays undispatched for the sweep."""
+        try:
+            self.app.send_task(
+                "recpipe.settle", args=[recording_id], countdown=countdown, retry=False
+            )
+        except Exception as exc:
+            log.warning("dispatch.failed", recording_id=recording_id, error=str(exc))
+            return False
+        return True
+
+    def ping(self) -> None:
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)

@@ -1,0 +1,98 @@
+"""From request bytes to a stored, verified event and a dispatch.
+
+Order matters: size limit, then signature on the raw bytes, then JSON, then
+validation, then one ledger transaction. A 200 is only ever answered after that
+transaction commits; the dispatch afterwards is best effort (beat's sweep hands
+out anything whose dispatch failed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import structlog
+from flask import Request
+
+from recpipe.config import Settings
+from storage.domain import GME_EVENT_UPLOADED
+from storage.ledger import Ledger, utcnow
+from webhook.callbacks import InvalidCallbackError, parse_gme, parse_json_object
+from webhook.dispatch import Dispatcher
+from webhook.verify import InvalidSignatureError, safe_headers, verify_css, verify_gme
+
+log = structlog.get_logger("recpipe.webhook")
+
+CSS_RECORDING_FILE = 100
+
+
+class BodyTooLargeError(Exception):
+    """The request body is over the configured limit."""
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes, refusing early on a declared length over it; a lying or
+    absent Content-Length (chunked) is caught by reading one byte past the limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise BodyTooLargeError
+    return data
+
+
+class Intake:
+    def __init__(self, settings: Settings, ledger: Ledger, dispatcher: Dispatcher):
+        self.settings = settings
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+
+    def accept(self, provider: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """Verify, parse and store one callback; returns the outcome for metrics."""
+        if provider == "gme":
+            return self._accept_gme(body, headers)
+        return self._accept_css(body)
+
+    def _accept_gme(self, body: bytes, headers: Mapping[str, str]) -> str:
+        signers = verify_gme(body, headers.get("Signature"), self.settings.gme_secret_keys)
+        event = parse_gme(body)
+        if event.key.biz_id not in signers:
+            raise InvalidSignatureError("signed with another application's key")
+        window = self.settings.gme_replay_window_seconds
+        if window and abs(time.time() - event.timestamp) > window:
+            raise InvalidSignatureError("Timestamp is outside the replay window")
+        now = utcnow()
+        result = self.ledger.record_gme_event(
+            event,
+            body.decode("utf-8"),
+            safe_headers(dict(headers)),
+            now=now,
+            settle_seconds=self.settings.settle_seconds,
+        )
+        bound = log.bind(
+            provider="gme",
+            recording_id=result.recording_id,
+            event_type=event.event_type,
+            seq_no=event.seq_no,
+        )
+        if result.duplicate:
+            bound.info("callback.duplicate")
+            return "duplicate"
+        if event.event_type == GME_EVENT_UPLOADED:
+            # Finalize once the settle window has passed with no newer event.
+            if self.dispatcher.settle_later(result.recording_id, self.settings.settle_seconds + 1):
+                self.ledger.mark_callbacks_dispatched([result.callback_id], now)
+        else:
+            self.ledger.mark_callbacks_dispatched([result.callback_id], now)
+        bound.info("callback.accepted")
+        return "accepted"
+
+    def _accept_css(self, body: bytes) -> str:
+        if self.settings.css_callback_key is None:
+            raise InvalidSignatureError("no CSS callback key configured")
+        obj = parse_json_object(body)
+        verify_css(obj.get("sign"), obj.get("t"), self.settings.css_callback_key)
+        event_type = obj.get("event_type")
+        if event_type != CSS_RECORDING_FILE:
+            return "ignored"
+        raise InvalidCallbackError("event_type", "CSS recording files are not processed yet")
