@@ -261,10 +261,10 @@ def reprocess(recording_ids: tuple[str, ...], dry_run: bool) -> None:
     """Re-run recordings' chains (by recording id or GME TaskID) as new revisions."""
     from storage.ledger import utcnow
     from tasks import context
+    from tasks.celery import configure
     from tasks.jobs import start_chain
 
-    settings = load_settings()
-    context.use(settings)
+    configure(load_settings())
     ledger = context.ledger()
     targets = [rid for term in recording_ids for rid in ledger.find_recordings(term)]
     unknown = [t for t in recording_ids if not ledger.find_recordings(t)]
@@ -304,11 +304,9 @@ def doctor() -> None:
         return f"{ledger.engine.dialect.name}, schema {current}"
 
     def broker_check() -> str:
-        from tasks import context
-        from tasks.celery import app
+        from tasks.celery import configure
 
-        context.use(settings)
-        with app.connection_for_write() as conn:
+        with configure(settings).connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
         return settings.broker_url.split("://")[0]
 

@@ -8,7 +8,7 @@ import sys
 import structlog
 
 
-def configure(level: str = "INFO", *, json: bool | None = None) -> None:
+def configure(level: str | int = "INFO", *, json: bool | None = None) -> None:
     as_json = not sys.stderr.isatty() if json is None else json
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -33,6 +33,6 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu", "amqp"):
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu", "amqp", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -39,7 +39,9 @@ def decide(
     quiet_at = recording.last_event_at + timedelta(seconds=settle_seconds)
     if now < quiet_at:
         return Decision("wait", recheck_at=quiet_at)
-    included = tuple(s.seq_no for s in recording.segments if s.state == SegmentState.UPLOADED)
+    included = tuple(
+        sorted(s.seq_no for s in recording.segments if s.state == SegmentState.UPLOADED)
+    )
     missing = missing_seq_nos(recording.segments)
     give_up_at = recording.last_event_at + timedelta(seconds=max(max_wait_seconds, settle_seconds))
     if missing and now < give_up_at:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import structlog
 
 from recpipe.config import Settings
-from tasks import context
-from tasks.celery import app as celery_app
+from tasks.celery import configure
 
 log = structlog.get_logger("recpipe.webhook")
 
 
 class Dispatcher:
     def __init__(self, settings: Settings):
-        context.use(settings)
-        self.app = celery_app
+        self.app = configure(settings)
 
     def settle_later(self, recording_id: str, countdown: float) -> bool:
         """Ask a worker to settle the recording after `countdown` seconds. False when the

@@ -30,8 +30,9 @@ def _decode_digest(signature: str, size: int) -> bytes:
             return bytes.fromhex(text)
         except ValueError:
             pass
+    unpadded = text.replace("-", "+").replace("_", "/").rstrip("=")
     try:
-        decoded = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=True)
+        decoded = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidSignatureError("signature is neither hex nor base64") from None
     if len(decoded) != size:

@@ -1,0 +1,183 @@
+"""A 3-segment GME recording through the whole pipeline as real processes: Redis as broker,
+PostgreSQL as ledger, an S3 server over HTTP for source and archive, real ffmpeg."""
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import wait_for
+from tests.media import decode, dominant_frequency, duration
+from tests.stack import Receiver, Stack, parse_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+BIZ, SECRET = 1400000000, "e2e-test-key"
+TASK_ID = 446946705284000123  # > 2**53
+SEGMENTS = [(440.0, 2.0), (880.0, 3.5), (1320.0, 1.5)]  # (tone Hz, seconds) by SeqNo
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_NOTIFY_SECRET": whsec,
+        "RECPIPE_SETTLE_SECONDS": "2",
+        "RECPIPE_SWEEP_SECONDS": "1",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    s = Stack(env, logs)
+    s.start_webhook()
+    s.start_worker()
+    yield s
+    s.stop()
+
+
+def callback(event_type: int, seq: int, file_name: str) -> bytes:
+    return json.dumps(
+        {
+            "BizID": BIZ, "RoomID": "100", "UserID": "999", "TaskID": TASK_ID, "RecordMode": 1,
+            "Timestamp": int(time.time()), "EventType": event_type,
+            "Detail": {"SeqNo": seq, "FileName": file_name},
+        }
+    ).encode()  # fmt: skip
+
+
+def sign(body: bytes) -> str:
+    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+
+
+def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notification(
+    stack: Stack, tone, s3_client, bucket, receiver, whsec, tmp_path: Path
+):
+    """Segments of different tones and lengths, callbacks shuffled with a duplicate: one archive,
+    the segments' summed duration, each tone at its place, one signed notification."""
+    keys, durations = [], []
+    for seq, (hz, seconds) in enumerate(SEGMENTS):
+        key = f"{BIZ}_100/2026-11-21-10-00-0{seq}_{TASK_ID}_audio.mp3"
+        path = tone(f"{seq}.mp3", hz, seconds)
+        s3_client.upload_file(str(path), bucket, f"cos/{key}")
+        keys.append(key)
+        durations.append(duration(path))
+
+    bodies = [callback(ev, seq, key) for seq, key in enumerate(keys) for ev in (1, 2, 3)]
+    rng = random.Random(7)
+    rng.shuffle(bodies)
+    bodies.insert(4, bodies[1])
+    for body in bodies:
+        assert stack.post_gme(body, sign(body)) == 200
+
+    recording_id = json.loads(stack_recording_id(keys))
+    recording = stack.wait_for_state(recording_id, ("archived", "failed"))
+    assert recording.state == "archived", stack.log_text()
+
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="archive/")["Contents"]
+    names = sorted(o["Key"] for o in listed)
+    prefix = f"archive/gme/{BIZ}/{recording_id}/"
+    assert names == [f"{prefix}{recording_id}.m4a", f"{prefix}manifest.json"]
+
+    archived = tmp_path / "archived.m4a"
+    s3_client.download_file(bucket, f"{prefix}{recording_id}.m4a", str(archived))
+    assert abs(duration(archived) - sum(durations)) <= 0.15
+    samples = decode(archived)
+    start = 0.0
+    for (hz, _seconds), length in zip(SEGMENTS, durations, strict=True):
+        found = dominant_frequency(samples, start + length / 2)
+        assert abs(found - hz) < 15, f"expected {hz} Hz at {start + length / 2:.2f}s, found {found}"
+        start += length
+
+    manifest = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read()
+    )
+    assert [s["seq_no"] for s in manifest["sources"]] == [0, 1, 2]
+    assert [s["key"] for s in manifest["sources"]] == keys
+    assert manifest["revision"] == 1 and manifest["missing"] == []
+
+    wait_for(lambda: receiver.requests, timeout=30, what="notification")
+    time.sleep(2)  # anything duplicated would have arrived by now
+    assert len(receiver.requests) == 1
+    received = receiver.requests[0]
+    Webhook(whsec).verify(received.body, received.headers)
+    body = parse_body(received)
+    assert body["type"] == "recording.archived"
+    assert body["recording"] == {
+        "id": recording_id,
+        "source": "gme",
+        "revision": 1,
+        "gme": {
+            "BizID": BIZ,
+            "RoomID": "100",
+            "UserID": "999",
+            "TaskID": str(TASK_ID),
+            "RecordMode": 1,
+        },
+    }
+    assert body["segments"] == {"included": [0, 1, 2], "missing": []}
+    [artifact] = body["artifacts"]
+    assert artifact["url"] == f"s3://{bucket}/{prefix}{recording_id}.m4a"
+    assert artifact["format"] == "m4a" and artifact["bytes"] == archived.stat().st_size
+    assert artifact["sha256"] == hashlib.sha256(archived.read_bytes()).hexdigest()
+    assert abs(artifact["duration_s"] - sum(durations)) <= 0.15
+    assert body["manifest"] == f"s3://{bucket}/{prefix}manifest.json"
+    assert body["error"] is None
+    assert received.headers["webhook-id"] == f"msg_{recording_id}_r1_archived"
+
+
+def stack_recording_id(keys: list[str]) -> str:
+    from storage.domain import GmeRecordingKey
+
+    return json.dumps(GmeRecordingKey(BIZ, "100", "999", str(TASK_ID), 1).recording_id)
+
+
+def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
+    stack: Stack, tone, s3_client, bucket, receiver
+):
+    """A text file posing as a segment fails that recording with a message naming the segment;
+    the worker survives and archives the next recording."""
+    bad_task, good_task = TASK_ID + 1, TASK_ID + 2
+    s3_client.put_object(
+        Bucket=bucket, Key=f"cos/bad/1_{bad_task}_audio.mp3", Body=b"not audio" * 100
+    )
+    s3_client.upload_file(str(tone("g.mp3", 440, 1.0)), bucket, f"cos/good/1_{good_task}_audio.mp3")
+    for task, key in (
+        (bad_task, f"bad/1_{bad_task}_audio.mp3"),
+        (good_task, f"good/1_{good_task}_audio.mp3"),
+    ):
+        body = json.loads(callback(3, 0, key))
+        body["TaskID"] = task
+        raw = json.dumps(body).encode()
+        assert stack.post_gme(raw, sign(raw)) == 200
+
+    from storage.domain import GmeRecordingKey
+
+    bad_id = GmeRecordingKey(BIZ, "100", "999", str(bad_task), 1).recording_id
+    good_id = GmeRecordingKey(BIZ, "100", "999", str(good_task), 1).recording_id
+    failed = stack.wait_for_state(bad_id, ("archived", "failed"))
+    assert failed.state == "failed"
+    assert f"segment 0 (bad/1_{bad_task}_audio.mp3) of recording {bad_id}" in failed.error
+    assert stack.wait_for_state(good_id, ("archived", "failed")).state == "archived"
+    wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="both notifications")
+    by_type = {parse_body(r)["type"]: parse_body(r) for r in receiver.requests}
+    assert f"segment 0" in by_type["recording.failed"]["error"]
+    assert by_type["recording.failed"]["artifacts"] == []

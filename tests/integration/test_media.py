@@ -1,0 +1,64 @@
+"""The media steps with real ffmpeg: order by SeqNo, mixed layouts, bad segments named."""
+
+from pathlib import Path
+
+import pytest
+
+from storage.objectstore import LocalStore
+from tasks.media import MediaError, Tools, concatenate, fetch_sources, transcode
+from tests.media import decode, dominant_frequency, duration
+
+pytestmark = pytest.mark.integration
+
+
+def build(store, segments, tmp_path: Path, formats=("m4a",)):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sources = fetch_sources(store, segments, scratch, Tools(), label="rec-1")
+    joined, plan = concatenate(sources, scratch, Tools(), label="rec-1")
+    return sources, plan, transcode(joined, plan, formats, "rec-1", scratch, Tools(), label="rec-1")
+
+
+def test_mixed_sample_rates_and_channels_are_joined_in_seq_order(tone, tmp_path: Path):
+    store = LocalStore(tmp_path / "src")
+    store.put("r/b.mp3", tone("b.mp3", 880, 1.5, sample_rate=48000, channels=2))
+    store.put("r/a.mp3", tone("a.mp3", 440, 2.0, sample_rate=22050))
+    sources, plan, outputs = build(
+        store, [(1, "r/b.mp3"), (0, "r/a.mp3")], tmp_path, ("m4a", "opus", "flac")
+    )
+    assert not plan.copy
+    assert [s.seq_no for s in sources] == [0, 1]
+    expected = sum(s.probe.duration_s for s in sources)
+    for output in outputs:
+        assert abs(duration(output.path) - expected) < 0.15, output.format
+    samples = decode(outputs[0].path)
+    assert abs(dominant_frequency(samples, 1.0) - 440) < 15
+    assert abs(dominant_frequency(samples, 2.8) - 880) < 15
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"this is a text file, not audio\n" * 20,
+            "segment 1 (r/bad.mp3) of recording rec-1 is not",
+        ),
+        (b"", "segment 1 (r/bad.mp3) of recording rec-1 is empty"),
+    ],
+    ids=["text-as-mp3", "zero-bytes"],
+)
+def test_bad_segment_fails_with_a_message_naming_it(tone, tmp_path: Path, content, message):
+    store = LocalStore(tmp_path / "src")
+    store.put("r/good.mp3", tone("good.mp3", 440, 1.0))
+    store.put_bytes("r/bad.mp3", content)
+    with pytest.raises(MediaError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build(store, [(0, "r/good.mp3"), (1, "r/bad.mp3")], tmp_path)
+
+
+def test_missing_segment_is_named(tone, tmp_path: Path):
+    store = LocalStore(tmp_path / "src")
+    store.put("r/good.mp3", tone("good.mp3", 440, 1.0))
+    with pytest.raises(
+        MediaError, match=r"segment 4 \(r/gone.mp3\) of recording rec-1 is not in the source"
+    ):
+        build(store, [(0, "r/good.mp3"), (4, "r/gone.mp3")], tmp_path)

@@ -1,0 +1,148 @@
+"""POST /callbacks/gme through the Flask app, with a real ledger and the embedded broker."""
+
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from recpipe.config import Settings
+from storage.ledger import Ledger
+from storage.models import Callback
+from webhook.app import create_app
+
+pytestmark = pytest.mark.integration
+
+BIZ, SECRET = 1400000000, b"test-key"
+SAMPLE = {
+    "BizID": BIZ,
+    "RoomID": "100",
+    "UserID": "999",
+    "TaskID": 446946705284000000,
+    "RecordMode": 1,
+    "Timestamp": 1675930605,
+    "EventType": 3,
+    "Detail": {"SeqNo": 0, "FileName": "1400000000_100/2023-02-09_446946705284000000_audio.mp3"},
+}
+
+
+def sign(body: bytes, key: bytes = SECRET) -> str:
+    return base64.b64encode(hmac.new(key, body, hashlib.sha1).digest()).decode()
+
+
+@pytest.fixture
+def app_env(tmp_path: Path):
+    settings = Settings.from_env(
+        {
+            "RECPIPE_DATA_DIR": str(tmp_path),
+            "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET.decode()},1400000009=other-app",
+            "RECPIPE_MAX_BODY_BYTES": "4096",
+        }
+    )
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+    app = create_app(settings, ledger=ledger)
+    yield app.test_client(), ledger, settings
+    ledger.dispose()
+
+
+def stored(ledger: Ledger) -> int:
+    with ledger.session() as s:
+        return s.scalar(select(func.count()).select_from(Callback))
+
+
+def post(client, body: bytes, signature: str | None = None, **headers):
+    if signature is not None:
+        headers["Signature"] = signature
+    return client.post(
+        "/callbacks/gme", data=body, headers={"Content-Type": "application/json", **headers}
+    )
+
+
+def test_accepts_and_stores_once_with_duplicates(app_env):
+    client, ledger, settings = app_env
+    body = json.dumps(SAMPLE).encode()
+    for _ in range(3):
+        response = post(client, body, sign(body))
+        assert response.status_code == 200 and response.get_json() == {"code": 0}
+    assert stored(ledger) == 1
+    queued = list((settings.broker_dir / "queue").iterdir())
+    assert len(queued) == 1, "one settle task handed to the broker, not one per duplicate"
+
+
+def test_hex_signature_is_accepted(app_env):
+    client, ledger, _ = app_env
+    body = json.dumps(SAMPLE).encode()
+    digest = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
+    assert post(client, body, digest).status_code == 200
+
+
+def _reserialized(body: bytes) -> bytes:
+    return json.dumps(json.loads(body), indent=1).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "status"),
+    [
+        (lambda b: (b, None), 401),
+        (lambda b: (b, ""), 401),
+        (lambda b: (b, sign(b, b"wrong")), 401),
+        (lambda b: (b.replace(b'"100"', b'"101"'), sign(b)), 401),
+        (lambda b: (_reserialized(b), sign(b)), 401),
+        # signed correctly, but by another application's key for this BizID
+        (lambda b: (b, sign(b, b"other-app")), 401),
+        (lambda b: (b"not json", sign(b"not json")), 400),
+        (lambda b: (b"[]", sign(b"[]")), 400),
+        (lambda b: (b.replace(b"446946705284000000,", b"4.46946705284e17,"), None), 400),
+        (lambda b: (b"x" * 5000, sign(b"x" * 5000)), 413),
+    ],
+    ids=[
+        "no-signature", "empty-signature", "wrong-key", "body-changed", "reserialized",
+        "other-app-key", "not-json", "array", "float-task-id", "too-large",
+    ],
+)  # fmt: skip
+def test_refused_requests_store_nothing(app_env, make, status):
+    client, ledger, _ = app_env
+    body, signature = make(json.dumps(SAMPLE).encode())
+    if signature is None and status == 400:
+        signature = sign(body)
+    response = post(client, body, signature)
+    assert response.status_code == status
+    assert "error" in response.get_json()
+    assert stored(ledger) == 0
+
+
+def test_bad_field_is_named_in_the_400(app_env):
+    client, ledger, _ = app_env
+    body = json.dumps({**SAMPLE, "EventType": 9}).encode()
+    response = post(client, body, sign(body))
+    assert response.status_code == 400 and response.get_json()["field"] == "EventType"
+
+
+def test_ledger_down_is_503_so_the_vendor_retries(tmp_path: Path):
+    settings = Settings.from_env(
+        {
+            "RECPIPE_DATA_DIR": str(tmp_path),
+            "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET.decode()}",
+            "RECPIPE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
+        }
+    )
+    client = create_app(settings).test_client()
+    body = json.dumps(SAMPLE).encode()
+    response = post(client, body, sign(body))
+    assert response.status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "ledger" in ready.get_json()["reasons"]
+
+
+def test_health_ready_and_metrics(app_env):
+    client, _, _ = app_env
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    body = json.dumps(SAMPLE).encode()
+    post(client, body, sign(body))
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'recpipe_callbacks_total{outcome="accepted",provider="gme"}' in metrics

@@ -1,0 +1,63 @@
+"""Test media made with ffmpeg at test time, and the analysis that proves what is in a file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+ANALYSIS_RATE = 16000
+
+
+def make_tone(
+    path: Path,
+    frequency: float,
+    seconds: float,
+    *,
+    sample_rate: int = 44100,
+    channels: int = 1,
+    codec: str = "libmp3lame",
+) -> Path:
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+            "-i", f"sine=frequency={frequency}:duration={seconds}:sample_rate={sample_rate}",
+            "-ac", str(channels), "-c:a", codec, "-b:a", "64k", str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return float(json.loads(out)["format"]["duration"])
+
+
+def decode(path: Path) -> np.ndarray:
+    """Mono float samples at ANALYSIS_RATE."""
+    raw = subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-nostdin", "-i", str(path),
+            "-ac", "1", "-ar", str(ANALYSIS_RATE), "-f", "s16le", "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def dominant_frequency(samples: np.ndarray, at: float, window: float = 0.4) -> float:
+    """The strongest frequency in a window centred on `at` seconds."""
+    half = int(window * ANALYSIS_RATE / 2)
+    centre = int(at * ANALYSIS_RATE)
+    chunk = samples[max(0, centre - half) : centre + half]
+    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
+    freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
+    return float(freqs[int(np.argmax(spectrum))])

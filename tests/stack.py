@@ -1,0 +1,138 @@
+"""recpipe as real processes for end-to-end tests: `recpipe serve`, `celery -A tasks worker`,
+and a downstream receiver that records the notifications it gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from storage.ledger import Ledger
+from tests.conftest import free_port, wait_for
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A downstream endpoint; `fail_first` answers that many requests with 503 first."""
+
+    fail_first: int = 0
+    requests: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append(Received(dict(self.headers), body))
+                failing = len(receiver.requests) <= receiver.fail_first
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/recpipe"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ledger = Ledger(env["RECPIPE_DATABASE_URL"])
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.processes[name] = process
+        return process
+
+    def start_webhook(self) -> None:
+        self._spawn(
+            "webhook",
+            [sys.executable, "-m", "recpipe", "serve", "--port", str(self.port)],
+        )
+        wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")
+
+    def start_worker(self, name: str = "worker", concurrency: int = 2, beat: bool = True) -> None:
+        args = [
+            sys.executable, "-m", "celery", "-A", "tasks", "worker",
+            "--concurrency", str(concurrency), "--loglevel", "INFO", "-n", f"{name}@%h",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        if beat:
+            args.append("--beat")
+        self._spawn(name, args)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        os.killpg(process.pid, sig)
+        process.wait(30)
+
+    def post_gme(self, body: bytes, signature: str) -> int:
+        response = requests.post(
+            f"{self.url}/callbacks/gme",
+            data=body,
+            headers={"Content-Type": "application/json", "Signature": signature},
+            timeout=10,
+        )
+        return response.status_code
+
+    def wait_for_state(self, recording_id: str, states: tuple[str, ...], timeout: float = 90):
+        def done():
+            recording = self.ledger.recording(recording_id)
+            return recording if recording and recording.state in states else None
+
+        return wait_for(done, timeout=timeout, interval=0.5, what=f"{recording_id} in {states}")
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in self.logs.glob("*.log")
+        )
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(5)
+        self.ledger.dispose()
+
+
+def parse_body(received: Received) -> dict:
+    return json.loads(received.body)

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+
+from recpipe.config import ConfigError, Settings, parse_gme_keys
+
+
+def test_embedded_defaults_need_no_server(tmp_path: Path):
+    s = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    assert s.embedded_broker
+    assert s.archive_url == (tmp_path / "archive").as_uri()
+    assert s.gme_source_url == (tmp_path / "source").as_uri()
+    assert s.gme_secret_keys == {} and s.audio_formats == ("m4a",) and s.settle_seconds == 120
+
+
+def test_gme_keys_allow_equals_in_key():
+    assert parse_gme_keys("1400000000=abc=, 1400000001=x") == {
+        1400000000: b"abc=",
+        1400000001: b"x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RECPIPE_GME_SECRET_KEYS", "nokey"),
+        ("RECPIPE_GME_SECRET_KEYS", "abc=key"),
+        ("RECPIPE_AUDIO_FORMATS", "m4a,wma"),
+        ("RECPIPE_ARCHIVE_URL", "ftp://host/x"),
+        ("RECPIPE_ARCHIVE_URL", "s3:///nobucket"),
+        ("RECPIPE_ARCHIVE_URL", "s3://b/p?endpoint=x"),
+        ("RECPIPE_BROKER_URL", "kafka://x"),
+        ("RECPIPE_SETTLE_SECONDS", "soon"),
+        ("RECPIPE_NOTIFY_URLS", "ftp://x"),
+        ("RECPIPE_NOTIFY_SECRET", "whsec_"),
+    ],
+)
+def test_bad_settings_name_the_variable(name, value, tmp_path):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path), name: value})
