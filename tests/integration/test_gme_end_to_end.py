@@ -9,7 +9,6 @@ import random
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -179,5 +178,5 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     assert stack.wait_for_state(good_id, ("archived", "failed")).state == "archived"
     wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="both notifications")
     by_type = {parse_body(r)["type"]: parse_body(r) for r in receiver.requests}
-    assert f"segment 0" in by_type["recording.failed"]["error"]
+    assert "segment 0" in by_type["recording.failed"]["error"]
     assert by_type["recording.failed"]["artifacts"] == []

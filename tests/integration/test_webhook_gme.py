@@ -74,7 +74,7 @@ def test_accepts_and_stores_once_with_duplicates(app_env):
 
 
 def test_hex_signature_is_accepted(app_env):
-    client, ledger, _ = app_env
+    client, _, _ = app_env
     body = json.dumps(SAMPLE).encode()
     digest = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
     assert post(client, body, digest).status_code == 200
@@ -116,7 +116,7 @@ def test_refused_requests_store_nothing(app_env, make, status):
 
 
 def test_bad_field_is_named_in_the_400(app_env):
-    client, ledger, _ = app_env
+    client, _, _ = app_env
     body = json.dumps({**SAMPLE, "EventType": 9}).encode()
     response = post(client, body, sign(body))
     assert response.status_code == 400 and response.get_json()["field"] == "EventType"
