@@ -149,3 +149,23 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def whsec() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+AMQP_URL = os.environ.get("RECPIPE_TEST_AMQP_URL", "amqp://127.0.0.1:5672//")
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """RabbitMQ (kombu's default local login), with recpipe's queues emptied before and after."""
+    from kombu import Connection, Exchange, Queue
+
+    def purge() -> None:
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            for name in ("light", "media"):
+                queue = Queue(name, Exchange(name), routing_key=name)(conn.default_channel)
+                queue.declare()
+                queue.purge()
+
+    purge()
+    yield AMQP_URL
+    purge()

@@ -31,11 +31,12 @@ def receiver():
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
+def stack(request, tmp_path: Path, s3_endpoint, bucket, pg_url, receiver, whsec):
+    broker = getattr(request, "param", "redis")
     env = {
         "RECPIPE_DATA_DIR": str(tmp_path / "var"),
         "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_BROKER_URL": request.getfixturevalue(f"{broker}_url"),
         "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
         "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
         "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
@@ -67,6 +68,7 @@ def sign(body: bytes) -> str:
     return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
 
 
+@pytest.mark.parametrize("stack", ["redis", "amqp"], indirect=True)
 def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notification(
     stack: Stack, tone, s3_client, bucket, receiver, whsec, tmp_path: Path
 ):

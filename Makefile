@@ -1,0 +1,41 @@
+# The README's commands. `make help` lists them.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# `make run` and `make simulate` share a local demo key unless RECPIPE_GME_SECRET_KEYS is
+# set, and a 15 s settle window so the demo is quick. Production sets its own of both.
+DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpipe-local-demo} \
+	RECPIPE_SETTLE_SECONDS=$${RECPIPE_SETTLE_SECONDS:-15}
+
+.PHONY: help setup services run simulate test lint unit integration bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## install ffmpeg if missing and a virtualenv with recpipe in .venv
+	@scripts/bootstrap.sh
+
+services: ## start PostgreSQL, Redis and RabbitMQ where they are not answering
+	@scripts/services.sh
+
+run: setup ## run recpipe on its embedded defaults: webhook on :8080, worker and beat
+	$(DEMO_ENV) $(BIN)/recpipe run
+
+simulate: setup ## post a simulated GME recording to `make run` and follow it to the archive
+	$(DEMO_ENV) $(BIN)/recpipe simulate gme --wait
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup services lint ## everything: lint, types, unit and integration tests on real services
+	$(BIN)/pytest
+
+unit: setup ## only the pure-core unit tests (no services)
+	$(BIN)/pytest tests/unit
+
+integration: setup services ## only the integration tests
+	$(BIN)/pytest -m integration
+
+bench: setup ## the benchmarks (see bench/README section in README.md)
+	$(BIN)/python bench/gme_chain.py
