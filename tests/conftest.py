@@ -156,8 +156,27 @@ AMQP_URL = os.environ.get("RECPIPE_TEST_AMQP_URL", "amqp://127.0.0.1:5672//")
 
 @pytest.fixture
 def amqp_url() -> Iterator[str]:
-    """RabbitMQ (kombu's default local login), with recpipe's queues emptied before and after."""
+    """RabbitMQ with kombu's default local login, in a virtual host of the test's own when
+    rabbitmqctl is at hand (so concurrent runs never share queues), else the default one
+    with recpipe's queues emptied."""
+    import shutil
+
     from kombu import Connection, Exchange, Queue
+
+    ctl = shutil.which("rabbitmqctl")
+    vhost = f"recpipe-test-{uuid.uuid4().hex[:10]}"
+    if ctl and os.environ.get("RECPIPE_TEST_AMQP_URL") is None:
+        subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
+        subprocess.run(
+            [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield f"amqp://127.0.0.1:5672/{vhost}"
+        finally:
+            subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+        return
 
     def purge() -> None:
         with Connection(AMQP_URL, connect_timeout=5) as conn:
