@@ -614,7 +614,7 @@ def main() -> None:
         "results": results,
         "rss_4h_over_1h": growth,
     }
-    result_file = args.out / "gme_chain.json"
+    result_file = args.out / f"gme_chain-{args.store}.json"
     result_file.write_text(json.dumps(report, indent=2) + "\n")
     print(f"figures written to {result_file}")
     print(f"reproduce: {report['command']}")

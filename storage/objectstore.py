@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -102,35 +104,29 @@ class LocalStore:
             raise FileNotFoundError(f"{self.url(key)} does not exist")
         return path.open("rb")
 
-    def _atomic_write(self, key: str) -> tuple[Path, IO[bytes], str]:
+    @contextmanager
+    def _atomic_write(self, key: str) -> Iterator[IO[bytes]]:
+        """A file beside the target that replaces it only once complete and synced."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
-        return target, os.fdopen(fd, "wb"), tmp
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def put(self, key: str, path: Path, content_type: str | None = None) -> None:
-        target, out, tmp = self._atomic_write(key)
-        try:
-            with out, path.open("rb") as src:
-                _copy_hashing(src, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._atomic_write(key) as out, path.open("rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        target, out, tmp = self._atomic_write(key)
-        try:
-            with out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._atomic_write(key) as out:
+            out.write(data)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
