@@ -499,7 +499,9 @@ class Ledger:
             run = s.get(Run, run_id)
             if run is None:
                 return
-            steps = list(run.steps or [])
+            # Fresh dicts: mutating the loaded ones in place would leave SQLAlchemy seeing
+            # an unchanged JSON value, and the step's outcome would never be written.
+            steps = [dict(entry) for entry in run.steps or []]
             if not facts:
                 steps.append({"step": step, "started_at": now.isoformat(), "attempt": run.attempts})
                 run.step = step

@@ -113,3 +113,17 @@ def test_notifications_are_created_once_per_url(ledger: Ledger):
     first = ledger.create_notifications(run_id, "recording.archived", "msg_1", "{}", urls, utcnow())
     again = ledger.create_notifications(run_id, "recording.archived", "msg_1", "{}", urls, utcnow())
     assert len(first) == 2 and again == []
+
+
+def test_step_outcomes_are_persisted(ledger: Ledger):
+    record(ledger, event(0))
+    run_id = ledger.claim(KEY.recording_id, now=utcnow())
+    ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=60)
+    ledger.step(run_id, "fetch", now=utcnow())
+    ledger.step(run_id, "fetch", now=utcnow(), ok=True, seconds=1.5)
+    ledger.step(run_id, "concat", now=utcnow())
+    ledger.step(run_id, "concat", now=utcnow(), ok=False, error="segment 3 is not audio")
+    steps = ledger.run(run_id).steps
+    assert [(s["step"], s["ok"]) for s in steps] == [("fetch", True), ("concat", False)]
+    assert steps[0]["seconds"] == 1.5 and "finished_at" in steps[0]
+    assert steps[1]["error"] == "segment 3 is not audio"
