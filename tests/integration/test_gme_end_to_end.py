@@ -92,6 +92,10 @@ def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notifica
     recording_id = json.loads(stack_recording_id(keys))
     recording = stack.wait_for_state(recording_id, ("archived", "failed"))
     assert recording.state == "archived", stack.log_text()
+    run = stack.ledger.run(recording.current_run_id)
+    assert [(s["step"], s["ok"]) for s in run.steps] == [
+        ("fetch", True), ("concat", True), ("transcode", True), ("archive", True)
+    ]  # fmt: skip
 
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="archive/")["Contents"]
     names = sorted(o["Key"] for o in listed)
