@@ -32,7 +32,8 @@ def create_app(
     intake = Intake(settings, ledger, dispatcher)
 
     app = Flask("recpipe")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No MAX_CONTENT_LENGTH: on a chunked request Werkzeug would cut the stream at the
+    # limit without an error, and an oversized body would look whole. `read_body` enforces it.
     app.extensions["recpipe"] = {"settings": settings, "ledger": ledger, "dispatcher": dispatcher}
 
     @app.before_request
