@@ -153,12 +153,12 @@ def choose_address(target: Target, addresses: Sequence[str]) -> str:
     answer among public ones is refused: it is how DNS rebinding looks). `localhost`
     allowed by name may only be loopback.
     """
+    literal = _literal_ip(target.host)
+    if literal is not None:  # check_url vetted it: public, or named in the allow-list
+        return str(literal)
     ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses]
     if not ips:
         raise FetchError(f"{display(target.url)}: {target.host} did not resolve")
-    literal = _literal_ip(target.host)
-    if literal is not None:
-        return str(literal)
     if target.exact:  # localhost, named in the allow-list
         loopback = [ip for ip in ips if ip.is_loopback]
         if not loopback:
