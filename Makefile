@@ -3,10 +3,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # `make run` and `make simulate` share a local demo key unless RECPIPE_GME_SECRET_KEYS is
 # set, and a 15 s settle window so the demo is quick. Production sets its own of both.
+# The CSS demo serves its files from 127.0.0.1, so the demo allows exactly that address.
 DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpipe-local-demo} \
-	RECPIPE_SETTLE_SECONDS=$${RECPIPE_SETTLE_SECONDS:-15}
+	RECPIPE_SETTLE_SECONDS=$${RECPIPE_SETTLE_SECONDS:-15} \
+	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
+	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
 
-.PHONY: help setup services run simulate test lint unit integration bench
+.PHONY: help setup services run simulate simulate-css test lint unit integration bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +25,9 @@ run: setup ## run recpipe on its embedded defaults: webhook on :8080, worker and
 
 simulate: setup ## post a simulated GME recording to `make run` and follow it to the archive
 	$(DEMO_ENV) $(BIN)/recpipe simulate gme --wait
+
+simulate-css: setup ## post simulated CSS recordings (split mp4, HLS) to `make run` and follow them
+	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check .

@@ -396,6 +396,78 @@ def simulate_gme(
         _follow(settings, sim.recording_id, timeout)
 
 
+@simulate.command("css")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="webhook base URL")
+@click.option("--appid", default=1253000000, show_default=True, type=int)
+@click.option("--seconds", default=3.0, show_default=True, help="length of each file")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to serve files on")
+@click.option("--port", default=0, type=int, help="port to serve files on (default: any free)")
+@click.option("--seed", type=int, help="shuffle seed, for a repeatable order")
+@click.option("--wait/--no-wait", default=False, help="serve and follow until archived or failed")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to wait with --wait")
+@click.option(
+    "--serve-seconds", default=300.0, show_default=True, help="how long to serve without --wait"
+)
+def simulate_css(
+    url: str,
+    appid: int,
+    seconds: float,
+    host: str,
+    port: int,
+    seed: int | None,
+    wait: bool,
+    timeout: float,
+    serve_seconds: float,
+) -> None:
+    """A split stream (two mp4 files) and an HLS recording, served over HTTP, then their
+    signed callbacks in shuffled order with a duplicate."""
+    import tempfile
+    from pathlib import Path
+
+    from recpipe.simulate import MediaServer, post_css_callbacks, simulate_css_recordings
+
+    settings = load_settings()
+    key = settings.css_callback_key
+    if not key:
+        fail("set RECPIPE_CSS_CALLBACK_KEY to the key the webhook uses")
+    if host not in settings.css_allowed_hosts:
+        click.echo(
+            f"note: {host} is not in RECPIPE_CSS_ALLOWED_HOSTS; unless the worker allows it, "
+            "the recordings will fail (that is the fetch policy at work)",
+            err=True,
+        )
+    try:
+        require_ffmpeg()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    with tempfile.TemporaryDirectory(prefix="recpipe-css-") as tmp:
+        server = MediaServer(Path(tmp), host, port)
+        try:
+            sim = simulate_css_recordings(key, appid, Path(tmp), server, seconds=seconds, seed=seed)
+            click.echo(f"serving {len(sim.recordings)} recordings at {server.url('')}")
+            statuses = post_css_callbacks(url.rstrip("/") + "/callbacks/css", sim.callbacks)
+            for (label, _body), code in zip(sim.callbacks, statuses, strict=True):
+                click.echo(f"  {label:<44} -> {code}")
+            if any(code != 200 for code in statuses):
+                fail("some callbacks were refused (is the webhook using the same key?)")
+            click.echo(f"settles after {settings.settle_seconds:g}s of quiet")
+            if wait:
+                ledger = _ledger(settings)
+                for label, file_id in sim.recordings.items():
+                    found = ledger.find_recordings(file_id)
+                    if not found:
+                        fail(f"{label}: no recording in the ledger (is it the webhook's?)")
+                    _follow(settings, found[0], timeout)
+            else:
+                click.echo(
+                    f"serving for {serve_seconds:g}s; follow with: recpipe status "
+                    + " ".join(sim.recordings.values())
+                )
+                time.sleep(serve_seconds)
+        finally:
+            server.close()
+
+
 def _follow(settings: Settings, recording_id: str, timeout: float) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

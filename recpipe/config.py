@@ -42,6 +42,11 @@ class Settings:
     notify_timeout_seconds: float = 10.0
     fetch_concurrency: int = 4
     log_level: str = "INFO"
+    video_formats: tuple[str, ...] = ("mp4", "m4a")
+    css_join_gap_seconds: float = 5.0
+    css_max_file_bytes: int = 16 * 1024**3
+    css_max_hls_segments: int = 20000
+    css_fetch_timeout_seconds: float = 60.0
 
     @property
     def embedded_broker(self) -> bool:
@@ -102,6 +107,19 @@ class Settings:
             ),
             fetch_concurrency=int(_number(env, "RECPIPE_FETCH_CONCURRENCY", 4, minimum=1)),
             log_level=env.get("RECPIPE_LOG_LEVEL", "INFO").upper(),
+            video_formats=_formats(
+                env.get("RECPIPE_VIDEO_FORMATS", "mp4,m4a"), "RECPIPE_VIDEO_FORMATS", VIDEO_FORMATS
+            ),
+            css_join_gap_seconds=_number(env, "RECPIPE_CSS_JOIN_GAP_SECONDS", 5.0),
+            css_max_file_bytes=int(
+                _number(env, "RECPIPE_CSS_MAX_FILE_BYTES", 16 * 1024**3, minimum=1)
+            ),
+            css_max_hls_segments=int(
+                _number(env, "RECPIPE_CSS_MAX_HLS_SEGMENTS", 20000, minimum=1)
+            ),
+            css_fetch_timeout_seconds=_number(
+                env, "RECPIPE_CSS_FETCH_TIMEOUT_SECONDS", 60.0, minimum=1
+            ),
         )
 
 
@@ -142,12 +160,14 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     return value
 
 
-def _formats(text: str) -> tuple[str, ...]:
+def _formats(
+    text: str, name: str = "RECPIPE_AUDIO_FORMATS", known: tuple[str, ...] = AUDIO_FORMATS
+) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.lower() for f in _csv(text)))
-    unknown = [f for f in formats if f not in AUDIO_FORMATS]
+    unknown = [f for f in formats if f not in known]
     if not formats or unknown:
         raise ConfigError(
-            f"RECPIPE_AUDIO_FORMATS: choose from {', '.join(AUDIO_FORMATS)}"
+            f"{name}: choose from {', '.join(known)}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
     return formats

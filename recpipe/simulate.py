@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import random
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -17,7 +20,7 @@ import requests
 from recpipe.config import Settings
 from storage.domain import GmeRecordingKey
 from storage.objectstore import store_from_url
-from webhook.verify import gme_signature
+from webhook.verify import css_sign, gme_signature
 
 # (label, body, Signature header)
 Callback = tuple[str, bytes, str]
@@ -116,3 +119,121 @@ def post_callbacks(url: str, callbacks: list[Callback], timeout: float = 10.0) -
             )
             statuses.append(response.status_code)
     return statuses
+
+
+# -- CSS ---------------------------------------------------------------------------
+
+
+def video(path: Path, frequency: float, seconds: float, extra: tuple[str, ...] = ()) -> None:
+    """A small H.264/AAC test-pattern video whose sound is a sine tone."""
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc=size=320x240:rate=15:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency={frequency}:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "15",
+            "-c:a", "aac", "-b:a", "64k", "-shortest", *extra, str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+class MediaServer:
+    """Serves a directory over HTTP from a thread, the way the VOD domain serves files."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.host, self.port = host, int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}/{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def css_body(
+    key: str, appid: int, stream: str, file_id: str, fmt: str, url: str, start: int, end: int
+) -> dict[str, object]:
+    """A CSS event 100 body as the vendor sends it, signed: `t` 10 minutes ahead."""
+    t = int(time.time()) + 600
+    return {
+        "event_type": 100, "appid": appid, "app": "push.example.com", "appname": "live",
+        "stream_id": stream, "channel_id": stream, "file_id": file_id,
+        "record_file_id": file_id, "file_format": fmt, "task_id": "",
+        "start_time": start, "end_time": end, "start_time_usec": 0, "end_time_usec": 0,
+        "duration": end - start, "file_size": 0, "stream_param": "", "video_url": url,
+        "media_start_time": 0, "record_bps": 0,
+        "callback_ext": json.dumps({"video_codec": "h264", "resolution": "320x240"}),
+        "t": t, "sign": css_sign(key, t),
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SimulatedCss:
+    recordings: dict[str, str]  # label -> one file id of that recording
+    callbacks: list[tuple[str, dict[str, object]]]
+
+
+def simulate_css_recordings(
+    key: str,
+    appid: int,
+    folder: Path,
+    server: MediaServer,
+    *,
+    seconds: float = 3.0,
+    seed: int | None = None,
+) -> SimulatedCss:
+    """A stream split into two mp4 files with adjacent time ranges (different tones, so the
+    join order is audible) and one HLS recording, made in `folder` (which `server` serves),
+    with their callbacks shuffled and one sent twice."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    run = f"{int(time.time())}{rng.randint(100, 999)}"
+    start = int(time.time()) - 60
+    callbacks: list[tuple[str, dict[str, object]]] = []
+    split_stream = f"demo_split_{run}"
+    for part, frequency in enumerate((440.0, 880.0)):
+        name = f"{split_stream}_{part}.mp4"
+        video(folder / name, frequency, seconds)
+        file_id = f"{run}{part}"
+        begin = start + int(part * seconds)
+        body = css_body(
+            key, appid, split_stream, file_id, "mp4", server.url(name), begin, begin + int(seconds)
+        )
+        callbacks.append((f"{split_stream} part {part}", body))
+    hls_stream = f"demo_hls_{run}"
+    hls = folder / hls_stream
+    hls.mkdir()
+    video(
+        hls / "index.m3u8", 660.0, seconds,
+        ("-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"),
+    )  # fmt: skip
+    hls_id = f"{run}9"
+    callbacks.append(
+        (
+            f"{hls_stream} (hls)",
+            css_body(
+                key, appid, hls_stream, hls_id, "hls", server.url(f"{hls_stream}/index.m3u8"),
+                start, start + int(seconds),
+            ),
+        )
+    )  # fmt: skip
+    rng.shuffle(callbacks)
+    duplicate = rng.choice(callbacks)
+    callbacks.insert(rng.randrange(len(callbacks) + 1), (duplicate[0] + " (again)", duplicate[1]))
+    return SimulatedCss({split_stream: f"{run}0", hls_stream: hls_id}, callbacks)
+
+
+def post_css_callbacks(
+    url: str, callbacks: list[tuple[str, dict[str, object]]], timeout: float = 10.0
+) -> list[int]:
+    with requests.Session() as session:
+        return [session.post(url, json=body, timeout=timeout).status_code for _, body in callbacks]

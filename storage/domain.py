@@ -65,3 +65,55 @@ class GmeEvent:
 def slug(text: str, limit: int = 40) -> str:
     """A filesystem- and URL-safe rendering of a vendor identifier, for readable keys."""
     return _UNSAFE.sub("_", text)[:limit].strip("_") or "_"
+
+
+CSS_EVENT_RECORDING_FILE = 100
+CSS_FILE_FORMATS = ("flv", "hls", "mp4", "aac")
+
+
+@dataclass(frozen=True)
+class CssStreamKey:
+    """One live stream: the push domain and path are part of it, since the same stream
+    name may be pushed to two domains of one account."""
+
+    appid: int
+    app: str
+    appname: str
+    stream_id: str
+
+    @property
+    def digest(self) -> str:
+        identity = json.dumps(
+            [self.appid, self.app, self.appname, self.stream_id], ensure_ascii=False
+        )
+        return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+    def recording_id(self, start_time: int) -> str:
+        """Readable and deterministic: the stream, the start of the file that opened the
+        run, and a digest of both so that two streams with similar names never collide."""
+        digest = hashlib.sha256(f"{self.digest}:{start_time}".encode()).hexdigest()[:12]
+        return f"css-{slug(self.stream_id, 40)}-{start_time}-{digest}"
+
+
+@dataclass(frozen=True)
+class CssFileEvent:
+    """One CSS recording file (event_type 100); every field but `t`/`sign` is unsigned."""
+
+    stream: CssStreamKey
+    file_id: str
+    file_format: str
+    start_time: int
+    end_time: int
+    duration: int
+    file_size: int | None
+    video_url: str
+    task_id: str | None
+    stream_param: str | None
+    callback_ext: dict[str, object] | str | None
+    t: int
+
+    @property
+    def dedupe_key(self) -> str:
+        """The vendor retries one file up to 12 times; its file id names it."""
+        identity = json.dumps(["css", self.stream.appid, self.file_id], ensure_ascii=False)
+        return hashlib.sha256(identity.encode()).hexdigest()

@@ -21,9 +21,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.domain import GME_EVENT_UPLOADED, GmeEvent
+from storage.domain import CSS_EVENT_RECORDING_FILE, GME_EVENT_UPLOADED, CssFileEvent, GmeEvent
 from storage.models import (
     Callback,
+    CssFile,
     DeliveryAttempt,
     Notification,
     NotificationState,
@@ -67,6 +68,17 @@ class SegmentView:
 
 
 @dataclass(frozen=True)
+class CssFileView:
+    file_id: str
+    file_format: str
+    start_time: int
+    end_time: int
+    duration: int
+    file_size: int | None
+    video_url: str
+
+
+@dataclass(frozen=True)
 class RecordingView:
     id: str
     source: str
@@ -81,6 +93,7 @@ class RecordingView:
     error: str | None = None
     current_run_id: str | None = None
     created_at: datetime | None = None
+    files: tuple[CssFileView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,7 +219,7 @@ class Ledger:
         s: Session,
         provider: str,
         dedupe_key: str,
-        recording_id: str,
+        recording_id: str | None,
         event_type: int,
         body: str,
         headers: dict[str, str],
@@ -290,7 +303,7 @@ class Ledger:
             segments = s.scalars(
                 select(Segment).where(Segment.recording_id == recording_id).order_by(Segment.seq_no)
             ).all()
-            return _recording_view(recording, segments)
+            return _recording_view(recording, segments, _css_files(s, recording))
 
     def postpone(self, recording_id: str, until: datetime) -> None:
         with self.session() as s:
@@ -484,7 +497,7 @@ class Ledger:
                 revision=run.revision,
                 state=run.state,
                 attempts=run.attempts,
-                recording=_recording_view(recording, segments),
+                recording=_recording_view(recording, segments, _css_files(s, recording)),
                 steps=list(run.steps or []),
                 result=dict(run.result or {}),
                 error=run.error,
@@ -716,17 +729,202 @@ class Ledger:
         return [view for rid in ids if (view := self.run(rid)) is not None]
 
     def find_recordings(self, term: str) -> list[str]:
-        """Recording ids matching an id or a GME TaskID."""
+        """Recording ids matching an id, a GME TaskID, or a CSS file id or stream id."""
         with self.session() as s:
-            return list(
+            found = list(
                 s.scalars(
                     select(Recording.id).where(or_(Recording.id == term, Recording.task_id == term))
                 )
             )
+            found += [
+                rid
+                for rid in s.scalars(
+                    select(CssFile.recording_id)
+                    .where(or_(CssFile.file_id == term, CssFile.stream_id == term))
+                    .distinct()
+                )
+                if rid not in found
+            ]
+            return found
+
+    # -- CSS intake ------------------------------------------------------------
+
+    def record_css_file(
+        self,
+        css: CssFileEvent,
+        body: str,
+        headers: dict[str, str],
+        *,
+        now: datetime,
+        settle_seconds: float,
+        join_gap_seconds: float,
+    ) -> IntakeResult:
+        """Store the raw callback and put the file into its stream's recording, atomically.
+
+        A file whose time range touches (within `join_gap_seconds`) files of a recording
+        joins it; one that touches two recordings not yet processed merges them; one that
+        arrives after its recording was archived reopens it for the next revision.
+        """
+        with self.session() as s:
+            callback_id = self._insert_callback(
+                s, "css", css.dedupe_key, None, CSS_EVENT_RECORDING_FILE, body, headers, now
+            )
+            if callback_id is None:
+                s.execute(
+                    update(Callback)
+                    .where(Callback.dedupe_key == css.dedupe_key)
+                    .values(duplicates=Callback.duplicates + 1)
+                )
+                row = s.execute(
+                    select(Callback.id, Callback.recording_id).where(
+                        Callback.dedupe_key == css.dedupe_key
+                    )
+                ).one()
+                return IntakeResult(int(row[0]), str(row[1] or ""), duplicate=True)
+
+            stream_key = css.stream.digest
+            if s.get_bind().dialect.name == "postgresql":
+                # One stream's files are placed one at a time (SQLite's BEGIN IMMEDIATE
+                # already serializes every writer).
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(stream_key[:15], 16)})
+            rid = self._css_recording_for(s, css, stream_key, now, settle_seconds, join_gap_seconds)
+            s.add(
+                CssFile(
+                    recording_id=rid,
+                    stream_key=stream_key,
+                    appid=css.stream.appid,
+                    stream_id=css.stream.stream_id,
+                    file_id=css.file_id,
+                    file_format=css.file_format,
+                    start_time=css.start_time,
+                    end_time=css.end_time,
+                    duration=css.duration,
+                    file_size=css.file_size,
+                    video_url=css.video_url,
+                    details={
+                        "task_id": css.task_id,
+                        "stream_param": css.stream_param,
+                        "callback_ext": css.callback_ext,
+                    },
+                    received_at=now,
+                )
+            )
+            s.execute(update(Callback).where(Callback.id == callback_id).values(recording_id=rid))
+            recording = s.execute(
+                select(Recording).where(Recording.id == rid).with_for_update()
+            ).scalar_one()
+            recording.last_event_at = max(aware(recording.last_event_at) or now, now)
+            recording.updated_at = now
+            if recording.state == RecordingState.COLLECTING:
+                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+            elif recording.state == RecordingState.PROCESSING:
+                recording.pending_changes = True
+            elif recording.state in RecordingState.TERMINAL:
+                # A file of an archived run: collect again, for the next revision.
+                recording.state = RecordingState.COLLECTING
+                recording.error = None
+                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+            return IntakeResult(callback_id, rid, duplicate=False)
+
+    def _css_recording_for(
+        self,
+        s: Session,
+        css: CssFileEvent,
+        stream_key: str,
+        now: datetime,
+        settle_seconds: float,
+        gap: float,
+    ) -> str:
+        """The recording a new file belongs to, created when no file of the stream touches it."""
+        touching = s.execute(
+            select(CssFile.recording_id)
+            .where(
+                CssFile.stream_key == stream_key,
+                CssFile.start_time <= css.end_time + gap,
+                CssFile.end_time >= css.start_time - gap,
+            )
+            .order_by(CssFile.start_time)
+        ).all()
+        ids = list(dict.fromkeys(str(r[0]) for r in touching))
+        if not ids:
+            rid = css.stream.recording_id(css.start_time)
+            s.execute(
+                _insert(s, Recording)
+                .values(
+                    id=rid,
+                    source="css",
+                    details={
+                        "appid": css.stream.appid,
+                        "app": css.stream.app,
+                        "appname": css.stream.appname,
+                        "stream_id": css.stream.stream_id,
+                    },
+                    state=RecordingState.COLLECTING,
+                    revision=0,
+                    pending_changes=False,
+                    first_event_at=now,
+                    last_event_at=now,
+                    settle_due_at=now + timedelta(seconds=settle_seconds),
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            return rid
+        target, others = ids[0], ids[1:]
+        for other in others:
+            # This file bridges two runs. One never processed is folded into the first;
+            # one already archived keeps its own identity and revisions.
+            recording = s.execute(
+                select(Recording).where(Recording.id == other).with_for_update()
+            ).scalar_one()
+            if recording.state != RecordingState.COLLECTING or recording.revision:
+                continue
+            s.execute(
+                update(CssFile).where(CssFile.recording_id == other).values(recording_id=target)
+            )
+            s.execute(
+                update(Callback).where(Callback.recording_id == other).values(recording_id=target)
+            )
+            s.delete(recording)
+        return target
 
 
-def _recording_view(recording: Recording, segments: Sequence[Segment]) -> RecordingView:
+def _css_files(s: Session, recording: Recording) -> list[CssFile]:
+    if recording.source != "css":
+        return []
+    return list(
+        s.scalars(
+            select(CssFile)
+            .where(CssFile.recording_id == recording.id)
+            .order_by(CssFile.start_time, CssFile.end_time, CssFile.file_id)
+        )
+    )
+
+
+def _recording_view(
+    recording: Recording, segments: Sequence[Segment], css_files: Sequence[CssFile] = ()
+) -> RecordingView:
     identity: dict[str, Any] = {}
+    details = dict(recording.details or {})
+    files = tuple(
+        CssFileView(
+            f.file_id, f.file_format, f.start_time, f.end_time, f.duration, f.file_size, f.video_url
+        )
+        for f in css_files
+    )
+    if files:
+        # The CSS identity the notification carries: the files in start-time order.
+        details["file_ids"] = [f.file_id for f in files]
+        details["start_time"] = min(f.start_time for f in files)
+        details["end_time"] = max(f.end_time for f in files)
+        segments_view = tuple(
+            SegmentView(i, f.video_url, SegmentState.UPLOADED) for i, f in enumerate(files)
+        )
+    else:
+        segments_view = tuple(
+            SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered) for seg in segments
+        )
     if recording.source == "gme":
         identity = {
             "BizID": recording.biz_id,
@@ -743,14 +941,13 @@ def _recording_view(recording: Recording, segments: Sequence[Segment]) -> Record
         first_event_at=aware(recording.first_event_at) or utcnow(),
         last_event_at=aware(recording.last_event_at) or utcnow(),
         settle_due_at=aware(recording.settle_due_at),
-        details=dict(recording.details or {}),
+        details=details,
         identity=identity,
-        segments=tuple(
-            SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered) for seg in segments
-        ),
+        segments=segments_view,
         error=recording.error,
         current_run_id=recording.current_run_id,
         created_at=aware(recording.created_at),
+        files=files,
     )
 
 

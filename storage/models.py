@@ -178,3 +178,32 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class CssFile(Base):
+    """One CSS recording file; a recording is the files of one stream whose time ranges
+    touch, joined in start-time order."""
+
+    __tablename__ = "css_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    stream_key: Mapped[str] = mapped_column(String(16))
+    appid: Mapped[int] = mapped_column(BigInteger)
+    stream_id: Mapped[str] = mapped_column(Text, index=True)
+    file_id: Mapped[str] = mapped_column(String(256), index=True)
+    file_format: Mapped[str] = mapped_column(String(8))
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int] = mapped_column(BigInteger)
+    duration: Mapped[int] = mapped_column(BigInteger)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    video_url: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("appid", "file_id", name="uq_css_files_appid_file"),
+        Index("ix_css_files_stream_time", "stream_key", "start_time"),
+    )

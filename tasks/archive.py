@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from storage.domain import slug
 from storage.ledger import RunView
 from storage.objectstore import ObjectStore
 from tasks.ffmpeg import content_type
-from tasks.media import Output, SourceFile, describe
+from tasks.media import Output, describe
 
 MANIFEST = "manifest.json"
+
+
+class ManifestSource(Protocol):
+    """A fetched source as the manifest lists it (a GME segment, a CSS file)."""
+
+    @property
+    def seq_no(self) -> int: ...
+
+    def manifest_entry(self) -> dict[str, object]: ...
 
 
 def archive_prefix(run: RunView) -> str:
@@ -25,7 +34,7 @@ def archive_prefix(run: RunView) -> str:
 
 def build_manifest(
     run: RunView,
-    sources: Sequence[SourceFile],
+    sources: Sequence[ManifestSource],
     outputs: Sequence[dict[str, Any]],
     missing: Sequence[int],
 ) -> dict[str, Any]:
@@ -44,7 +53,7 @@ def build_manifest(
 def publish(
     store: ObjectStore,
     run: RunView,
-    sources: Sequence[SourceFile],
+    sources: Sequence[ManifestSource],
     outputs: Sequence[Output],
     missing: Sequence[int],
 ) -> tuple[list[dict[str, Any]], str]:

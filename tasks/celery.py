@@ -23,6 +23,9 @@ def configure(settings: Settings) -> Celery:
     context.use(settings)
     app.conf.update(celery_settings(settings))
     app.close()
+    # The producer pool outlives close(); left alone it keeps publishing through the
+    # first settings' broker connection (another embedded broker folder, say).
+    app.amqp._producer_pool = None
     return app
 
 

@@ -161,4 +161,6 @@ def output_name(stem: str, fmt: str) -> str:
 
 
 def content_type(fmt: str) -> str:
+    if fmt == "mp4":  # the video output of CSS recordings (tasks/video.py)
+        return "video/mp4"
     return AUDIO_ENCODINGS[fmt][2]

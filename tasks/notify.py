@@ -33,7 +33,9 @@ def recording_object(run: RunView) -> dict[str, Any]:
     if rec.source == "gme":
         obj["gme"] = dict(rec.identity)
     else:
-        obj[rec.source] = dict(rec.details)
+        # The run records the identity of the files it archived; files that arrived since
+        # belong to the next revision.
+        obj[rec.source] = dict(run.result.get(rec.source) or rec.details)
     return obj
 
 

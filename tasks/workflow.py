@@ -22,9 +22,10 @@ from recpipe.config import Settings
 from storage.ledger import Ledger, RecordingView, RunView, utcnow
 from storage.models import RecordingState, SegmentState
 from storage.objectstore import ObjectStore
+from tasks import css
 from tasks.archive import publish
 from tasks.media import MediaError, Tools, concatenate, fetch_sources, transcode
-from tasks.settle import Decision, decide, missing_seq_nos, recovered_segments
+from tasks.settle import Decision, decide, decide_css, missing_seq_nos, recovered_segments
 
 log = structlog.get_logger("recpipe.tasks")
 
@@ -102,6 +103,8 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
 
 
 def _decide(recording: RecordingView, now: datetime, cfg: Settings) -> Decision:
+    if recording.source == "css":
+        return decide_css(recording, now, settle_seconds=cfg.settle_seconds)
     return decide(
         recording, now, settle_seconds=cfg.settle_seconds, max_wait_seconds=cfg.max_wait_seconds
     )
@@ -135,7 +138,7 @@ class StepRecorder:
 
 
 def process(services: Services, run_id: str, worker: str) -> RunView | None:
-    """fetch → concat → transcode → archive for one run, in one scratch directory.
+    """fetch → concat (join) → transcode → archive for one run, in one scratch directory.
 
     Returns the finished run, or None when the run is done or another worker holds it.
     A MediaError fails the recording with its message; any other error propagates so
@@ -148,38 +151,12 @@ def process(services: Services, run_id: str, worker: str) -> RunView | None:
     if run is None:
         return None
     recording = run.recording
-    segments = [
-        (s.seq_no, s.file_name) for s in recording.segments if s.state == SegmentState.UPLOADED
-    ]
-    missing = list(missing_seq_nos(recording.segments))
     step = StepRecorder(services.ledger, run_id, recording.id)
     cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
     try:
-        if not segments:
-            raise MediaError(f"recording {recording.id} has no uploaded segment")
-        with step("fetch"):
-            sources = fetch_sources(
-                services.source, segments, scratch, services.tools,
-                label=recording.id, concurrency=cfg.fetch_concurrency, heartbeat=step.heartbeat,
-            )  # fmt: skip
-        with step("concat"):
-            joined, plan = concatenate(
-                sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
-            )
-        with step("transcode"):
-            outputs = transcode(
-                joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
-                label=recording.id, heartbeat=step.heartbeat,
-            )  # fmt: skip
-        with step("archive"):
-            artifacts, manifest_url = publish(services.archive, run, sources, outputs, missing)
-        result: dict[str, Any] = {
-            "included": [s.seq_no for s in sources],
-            "missing": missing,
-            "artifacts": artifacts,
-            "sources": [s.manifest_entry() for s in sources],
-        }
+        media = _css_media if recording.source == "css" else _gme_media
+        result, manifest_url = media(services, run, step, scratch)
         services.ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url=manifest_url)
         log.info(
             "recording.archived", recording_id=recording.id, run_id=run_id, manifest=manifest_url
@@ -190,6 +167,76 @@ def process(services: Services, run_id: str, worker: str) -> RunView | None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return services.ledger.run(run_id)
+
+
+def _gme_media(
+    services: Services, run: RunView, step: StepRecorder, scratch: Path
+) -> tuple[dict[str, Any], str]:
+    cfg, recording = services.settings, run.recording
+    segments = [
+        (s.seq_no, s.file_name) for s in recording.segments if s.state == SegmentState.UPLOADED
+    ]
+    missing = list(missing_seq_nos(recording.segments))
+    if not segments:
+        raise MediaError(f"recording {recording.id} has no uploaded segment")
+    with step("fetch"):
+        sources = fetch_sources(
+            services.source, segments, scratch, services.tools,
+            label=recording.id, concurrency=cfg.fetch_concurrency, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("concat"):
+        joined, plan = concatenate(
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
+        )
+    with step("transcode"):
+        outputs = transcode(
+            joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("archive"):
+        artifacts, manifest_url = publish(services.archive, run, sources, outputs, missing)
+    result: dict[str, Any] = {
+        "included": [s.seq_no for s in sources],
+        "missing": missing,
+        "artifacts": artifacts,
+        "sources": [s.manifest_entry() for s in sources],
+    }
+    return result, manifest_url
+
+
+def _css_media(
+    services: Services, run: RunView, step: StepRecorder, scratch: Path
+) -> tuple[dict[str, Any], str]:
+    """A CSS recording: its files fetched by URL under the fetch policy, joined in
+    start-time order, then an mp4 and an m4a (RECPIPE_VIDEO_FORMATS)."""
+    cfg, recording = services.settings, run.recording
+    if not recording.files:
+        raise MediaError(f"recording {recording.id} has no file")
+    with step("fetch"):
+        sources = css.fetch_files(
+            recording.files, scratch, services.tools, css.fetch_policy(cfg),
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("concat"):
+        joined, probe = css.join(
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
+        )
+    with step("transcode"):
+        outputs = css.make_outputs(
+            joined, probe, cfg.video_formats, recording.id, scratch, services.tools,
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("archive"):
+        artifacts, manifest_url = publish(services.archive, run, sources, outputs, [])
+    result: dict[str, Any] = {
+        "included": [s.seq_no for s in sources],
+        "missing": [],
+        "artifacts": artifacts,
+        "sources": [s.manifest_entry() for s in sources],
+        # The identity of exactly the files this revision holds, for the notification.
+        "css": recording.details,
+    }
+    return result, manifest_url
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,58 @@ def dominant_frequency(samples: np.ndarray, at: float, window: float = 0.4) -> f
     spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
     freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
     return float(freqs[int(np.argmax(spectrum))])
+
+
+def make_video(
+    path: Path,
+    frequency: float,
+    seconds: float,
+    *,
+    video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+    audio: tuple[str, ...] = ("-c:a", "aac", "-b:a", "64k"),
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """A small test-pattern video with a sine tone of `frequency` as its sound."""
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc=size=160x120:rate=15:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency={frequency}:duration={seconds}:sample_rate=44100",
+            *video, *audio, "-shortest", *extra, str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def make_hls(folder: Path, frequency: float, seconds: float, *, master: bool = True) -> Path:
+    """An HLS recording (MPEG-TS segments of one second) in `folder`; returns the master
+    playlist, which names the media playlist by a relative URI, or the media playlist."""
+    media = folder / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    make_video(
+        media / "index.m3u8",
+        frequency,
+        seconds,
+        extra=(
+            "-g", "15", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+            "-hls_segment_filename", str(media / "seg%03d.ts"),
+        ),
+    )  # fmt: skip
+    if not master:
+        return media / "index.m3u8"
+    playlist = folder / "master.m3u8"
+    playlist.write_text(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=160x120\nmedia/index.m3u8\n"
+    )
+    return playlist
+
+
+def streams(path: Path) -> list[str]:
+    """The codec names of a file's streams, e.g. ['h264', 'aac']."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return [s["codec_name"] for s in json.loads(out)["streams"]]

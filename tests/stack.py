@@ -108,6 +108,10 @@ class Stack:
         )
         return response.status_code
 
+    def post_css(self, body: dict) -> int:
+        response = requests.post(f"{self.url}/callbacks/css", json=body, timeout=10)
+        return response.status_code
+
     def wait_for_state(self, recording_id: str, states: tuple[str, ...], timeout: float = 90):
         def done():
             recording = self.ledger.recording(recording_id)
@@ -136,3 +140,44 @@ class Stack:
 
 def parse_body(received: Received) -> dict:
     return json.loads(received.body)
+
+
+class FileServer:
+    """A real HTTP server for a directory, on 127.0.0.1, in a thread; it records the Host
+    header of every request and answers paths in `redirects` with a 302."""
+
+    def __init__(self, root: Path):
+        import functools
+        from http.server import SimpleHTTPRequestHandler
+
+        hosts: list[str] = []
+        self.hosts = hosts
+        self.redirects: dict[str, str] = {}
+        redirects = self.redirects
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hosts.append(self.headers.get("Host", ""))
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+        )
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

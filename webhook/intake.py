@@ -17,7 +17,7 @@ from flask import Request
 from recpipe.config import Settings
 from storage.domain import GME_EVENT_UPLOADED
 from storage.ledger import Ledger, utcnow
-from webhook.callbacks import InvalidCallbackError, parse_gme, parse_json_object
+from webhook.callbacks import parse_css, parse_gme, parse_json_object
 from webhook.dispatch import Dispatcher
 from webhook.verify import InvalidSignatureError, safe_headers, verify_css, verify_gme
 
@@ -51,7 +51,7 @@ class Intake:
         """Verify, parse and store one callback; returns the outcome for metrics."""
         if provider == "gme":
             return self._accept_gme(body, headers)
-        return self._accept_css(body)
+        return self._accept_css(body, headers)
 
     def _accept_gme(self, body: bytes, headers: Mapping[str, str]) -> str:
         signers = verify_gme(body, headers.get("Signature"), self.settings.gme_secret_keys)
@@ -87,12 +87,36 @@ class Intake:
         bound.info("callback.accepted")
         return "accepted"
 
-    def _accept_css(self, body: bytes) -> str:
+    def _accept_css(self, body: bytes, headers: Mapping[str, str]) -> str:
         if self.settings.css_callback_key is None:
             raise InvalidSignatureError("no CSS callback key configured")
+        # `t` and `sign` live inside the body, so it is parsed first; nothing else in it is
+        # looked at before they check out.
         obj = parse_json_object(body)
         verify_css(obj.get("sign"), obj.get("t"), self.settings.css_callback_key)
         event_type = obj.get("event_type")
         if event_type != CSS_RECORDING_FILE:
             return "ignored"
-        raise InvalidCallbackError("event_type", "CSS recording files are not processed yet")
+        event = parse_css(obj)
+        now = utcnow()
+        result = self.ledger.record_css_file(
+            event,
+            body.decode("utf-8"),
+            safe_headers(dict(headers)),
+            now=now,
+            settle_seconds=self.settings.settle_seconds,
+            join_gap_seconds=self.settings.css_join_gap_seconds,
+        )
+        bound = log.bind(
+            provider="css",
+            recording_id=result.recording_id,
+            file_id=event.file_id,
+            stream_id=event.stream.stream_id,
+        )
+        if result.duplicate:
+            bound.info("callback.duplicate")
+            return "duplicate"
+        if self.dispatcher.settle_later(result.recording_id, self.settings.settle_seconds + 1):
+            self.ledger.mark_callbacks_dispatched([result.callback_id], now)
+        bound.info("callback.accepted")
+        return "accepted"

@@ -1,0 +1,436 @@
+"""Fetching a CSS `video_url` safely: an allow-list of hosts, no private addresses, and a
+connection pinned to the address that was checked.
+
+The signature of a CSS callback does not cover `video_url`, so the URL is untrusted: it
+could point the worker at a metadata service or an internal admin page. Every URL (each
+redirect hop, each HLS playlist and segment) goes through the same policy:
+
+- `http`/`https` only, no credentials in the URL;
+- the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, `*.myqcloud.com`);
+- the host resolves only to public addresses: never loopback, private, link-local,
+  multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped included). An entry
+  that is a literal IP address (or `localhost`) allows exactly that address, for test
+  and on-premises set-ups; a pattern never does;
+- the connection goes to the address that was checked (the original name is still
+  sent as Host and TLS SNI, and the certificate is checked against it), so a DNS answer
+  that changes between check and connect cannot steer it elsewhere.
+
+The policy functions are pure; `Fetcher` is the requests-based shell around them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from tasks.media import MediaError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK = 1024 * 1024
+
+
+class FetchError(MediaError):
+    """A file cannot be fetched: refused by policy, unreachable, too large, or not there."""
+
+
+class PlaylistError(FetchError):
+    """An HLS playlist recpipe cannot use."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allowed_hosts: tuple[str, ...]
+    max_bytes: int = 16 * 1024**3
+    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    max_redirects: int = 5
+    max_segments: int = 20000
+    max_playlist_bytes: int = 4 * 1024 * 1024
+    attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Target:
+    """A URL that passed the static checks; `exact` when an allow-list entry names it."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    exact: bool
+
+
+def display(url: str) -> str:
+    """A URL for messages: without its query, which may carry a signed token."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _literal_ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def is_public_address(address: str | IPAddress) -> bool:
+    """True only for a globally routable unicast address."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    embedded: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return False
+        embedded += [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+        if ip.teredo:
+            embedded += list(ip.teredo)
+    return all(
+        a.is_global
+        and not (
+            a.is_private
+            or a.is_loopback
+            or a.is_link_local
+            or a.is_multicast
+            or a.is_reserved
+            or a.is_unspecified
+        )
+        for a in embedded
+    )
+
+
+def check_url(url: str, allowed_hosts: Sequence[str]) -> Target:
+    """Scheme, credentials and host name against the allow-list; no network."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(f"{display(url)}: only http and https URLs are fetched")
+    if "@" in parts.netloc:
+        raise FetchError(f"{display(url)}: URLs with credentials are not fetched")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise FetchError(f"{display(url)}: the URL has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError(f"{display(url)}: the URL has an invalid port") from None
+    literal = _literal_ip(host)
+    exact = any(_names_exactly(entry, host, literal) for entry in allowed_hosts)
+    matched = exact or any(
+        fnmatch.fnmatchcase(host, entry.lower())
+        for entry in allowed_hosts
+        if _literal_ip(entry) is None and entry.lower() != "localhost"
+    )
+    if not matched:
+        raise FetchError(f"{display(url)}: host {host} is not in RECPIPE_CSS_ALLOWED_HOSTS")
+    if literal is not None and not exact and not is_public_address(literal):
+        raise FetchError(f"{display(url)}: {host} is not a public address")
+    return Target(url, parts.scheme, host, port, exact)
+
+
+def _names_exactly(entry: str, host: str, literal: IPAddress | None) -> bool:
+    entry = entry.strip().lower()
+    if entry == "localhost":
+        return host == "localhost"
+    entry_ip = _literal_ip(entry.strip("[]"))
+    return entry_ip is not None and literal is not None and entry_ip == literal
+
+
+def choose_address(target: Target, addresses: Sequence[str]) -> str:
+    """The address to connect to, from what the host resolved to.
+
+    A host matched by a pattern must resolve only to public addresses (one private
+    answer among public ones is refused: it is how DNS rebinding looks). `localhost`
+    allowed by name may only be loopback.
+    """
+    literal = _literal_ip(target.host)
+    if literal is not None:  # check_url vetted it: public, or named in the allow-list
+        return str(literal)
+    ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses]
+    if not ips:
+        raise FetchError(f"{display(target.url)}: {target.host} did not resolve")
+    if target.exact:  # localhost, named in the allow-list
+        loopback = [ip for ip in ips if ip.is_loopback]
+        if not loopback:
+            raise FetchError(f"{display(target.url)}: localhost does not resolve to loopback")
+        return str(loopback[0])
+    refused = [str(ip) for ip in ips if not is_public_address(ip)]
+    if refused:
+        raise FetchError(
+            f"{display(target.url)}: {target.host} resolves to a non-public address "
+            f"({', '.join(refused)})"
+        )
+    return str(ips[0])
+
+
+def resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve {host}: {exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# -- HLS ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Playlist:
+    variants: tuple[tuple[int, str], ...] = ()  # (bandwidth, absolute URL), a master playlist
+    segments: tuple[str, ...] = ()  # absolute URLs, a media playlist
+    init: str | None = None  # EXT-X-MAP: the fMP4 initialization section
+
+    @property
+    def best_variant(self) -> str:
+        return max(self.variants, key=lambda v: v[0])[1]
+
+
+def _attributes(text: str) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    key, value, quoted, reading_key = "", "", False, True
+    for ch in text + ",":
+        if reading_key:
+            if ch == "=":
+                reading_key = False
+            elif ch != ",":
+                key += ch
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            attrs[key.strip().upper()] = value
+            key, value, reading_key = "", "", True
+        else:
+            value += ch
+    return attrs
+
+
+def parse_playlist(text: str, base_url: str) -> Playlist:
+    """An m3u8 playlist: a master one (its variants) or a media one (its segments), with
+    every URI resolved against the playlist's own URL."""
+    lines = [line.strip() for line in text.lstrip("\ufeff").splitlines()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError(f"{display(base_url)}: not an HLS playlist (no #EXTM3U)")
+    variants: list[tuple[int, str]] = []
+    segments: list[str] = []
+    init: str | None = None
+    pending_bandwidth: int | None = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line.startswith("#"):
+            tag, _, rest = line.partition(":")
+            if tag == "#EXT-X-STREAM-INF":
+                try:
+                    pending_bandwidth = int(_attributes(rest).get("BANDWIDTH", "0"))
+                except ValueError:
+                    pending_bandwidth = 0
+            elif tag == "#EXT-X-KEY" and _attributes(rest).get("METHOD", "NONE") != "NONE":
+                raise PlaylistError(f"{display(base_url)}: encrypted HLS is not supported")
+            elif tag == "#EXT-X-BYTERANGE":
+                raise PlaylistError(f"{display(base_url)}: byte-range HLS is not supported")
+            elif tag == "#EXT-X-MAP":
+                uri = _attributes(rest).get("URI")
+                if not uri:
+                    raise PlaylistError(f"{display(base_url)}: EXT-X-MAP without URI")
+                init = urljoin(base_url, uri)
+            continue
+        if pending_bandwidth is not None:
+            variants.append((pending_bandwidth, urljoin(base_url, line)))
+            pending_bandwidth = None
+        else:
+            segments.append(urljoin(base_url, line))
+    if variants:
+        return Playlist(variants=tuple(variants))
+    return Playlist(segments=tuple(segments), init=init)
+
+
+# -- the shell: requests, pinned to the checked address -------------------------------
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to whatever host the URL names (the vetted IP) while TLS uses `hostname`
+    for SNI and certificate checks."""
+
+    def __init__(self, hostname: str):
+        self._hostname = hostname
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(server_hostname=self._hostname, assert_hostname=self._hostname)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _HashingSink:
+    def __init__(self, out: IO[bytes], limit: int, what: str):
+        self.out, self.limit, self.what = out, limit, what
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FetchError(f"{self.what} is larger than the limit of {self.limit} bytes")
+        self.digest.update(data)
+        self.out.write(data)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    bytes: int
+    sha256: str
+    requests: int
+
+
+class Fetcher:
+    """Streams URLs to disk under a `FetchPolicy`."""
+
+    def __init__(
+        self,
+        policy: FetchPolicy,
+        *,
+        resolver: Resolver = resolve,
+        heartbeat: Callable[[], None] | None = None,
+        user_agent: str = "recpipe",
+    ):
+        self.policy = policy
+        self.resolver = resolver
+        self.heartbeat = heartbeat
+        self.user_agent = user_agent
+        self.requests = 0
+        self._last_beat = time.monotonic()
+
+    def _beat(self) -> None:
+        if self.heartbeat and time.monotonic() - self._last_beat > 15:
+            self.heartbeat()
+            self._last_beat = time.monotonic()
+
+    def _open(self, url: str) -> tuple[requests.Response, str]:
+        """GET with redirects followed by hand, every hop checked: a streaming 200 response
+        and the URL it finally came from."""
+        current = url
+        for _hop in range(self.policy.max_redirects + 1):
+            target = check_url(current, self.policy.allowed_hosts)
+            address = choose_address(target, self.resolver(target.host, target.port))
+            response = self._get_pinned(target, address)
+            if response.status_code in REDIRECTS and response.headers.get("Location"):
+                current = urljoin(current, response.headers["Location"])
+                response.close()
+                continue
+            if response.status_code != 200:
+                response.close()
+                raise FetchError(f"{display(current)}: HTTP {response.status_code}")
+            return response, current
+        raise FetchError(f"{display(url)}: more than {self.policy.max_redirects} redirects")
+
+    def _get_pinned(self, target: Target, address: str) -> requests.Response:
+        parts = urlsplit(target.url)
+        ip_host = f"[{address}]" if ":" in address else address
+        default_port = 443 if target.scheme == "https" else 80
+        netloc = ip_host if target.port == default_port else f"{ip_host}:{target.port}"
+        pinned_url = urlunsplit((target.scheme, netloc, parts.path or "/", parts.query, ""))
+        name = f"[{target.host}]" if ":" in target.host else target.host
+        host_header = name if target.port == default_port else f"{name}:{target.port}"
+        session = requests.Session()
+        session.trust_env = False  # a proxy from the environment would undo the pinning
+        session.mount(f"{target.scheme}://", _PinnedAdapter(target.host))
+        last: Exception | None = None
+        for attempt in range(self.policy.attempts):
+            if attempt:
+                time.sleep(min(2.0**attempt, 10.0))
+            self.requests += 1
+            try:
+                response = session.get(
+                    pinned_url,
+                    headers={"Host": host_header, "User-Agent": self.user_agent},
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(self.policy.connect_timeout, self.policy.timeout),
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last = exc
+                continue
+            if response.status_code >= 500 and attempt + 1 < self.policy.attempts:
+                response.close()
+                continue
+            return response
+        reason = _reason(last)
+        raise FetchError(f"{display(target.url)}: cannot connect ({reason})")
+
+    def _stream(self, url: str, sink: _HashingSink) -> None:
+        response, _final = self._open(url)
+        with response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and sink.size + int(declared) > sink.limit:
+                raise FetchError(f"{sink.what} is larger than the limit of {sink.limit} bytes")
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    sink.write(chunk)
+                    self._beat()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise FetchError(f"{display(url)}: download broke off ({_reason(exc)})") from None
+
+    def download(self, url: str, dest: Path, *, what: str) -> Fetched:
+        """One file, streamed to `dest`, hashed as it goes."""
+        with dest.open("wb") as out:
+            sink = _HashingSink(out, self.policy.max_bytes, what)
+            self._stream(url, sink)
+        return Fetched(dest, sink.size, sink.digest.hexdigest(), self.requests)
+
+    def playlist(self, url: str) -> tuple[Playlist, str]:
+        """A playlist and its final URL (relative URIs resolve against where it came from)."""
+        response, final = self._open(url)
+        data = b""
+        with response:
+            for chunk in response.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > self.policy.max_playlist_bytes:
+                    raise PlaylistError(f"{display(url)}: playlist is too large")
+        return parse_playlist(data.decode("utf-8", errors="replace"), final), final
+
+    def download_hls(self, url: str, dest: Path, *, what: str) -> Fetched:
+        """An HLS recording as one file: the playlist (a master playlist's best variant),
+        then every segment appended in order. MPEG-TS segments (and an fMP4 init section
+        followed by its fragments) concatenate into one valid stream for ffmpeg to remux."""
+        playlist, url = self.playlist(url)
+        if playlist.variants:
+            playlist, url = self.playlist(playlist.best_variant)
+            if playlist.variants:
+                raise PlaylistError(f"{display(url)}: a variant playlist lists variants again")
+        parts = ([playlist.init] if playlist.init else []) + list(playlist.segments)
+        if not playlist.segments:
+            raise PlaylistError(f"{display(url)}: the playlist has no segments")
+        if len(playlist.segments) > self.policy.max_segments:
+            raise PlaylistError(
+                f"{display(url)}: {len(playlist.segments)} segments, more than the limit of "
+                f"{self.policy.max_segments}"
+            )
+        # Every URL is checked before the first byte is fetched, so a playlist that hides
+        # one hostile segment fails as a whole, early.
+        for part in parts:
+            check_url(part, self.policy.allowed_hosts)
+        with dest.open("wb") as out:
+            sink = _HashingSink(out, self.policy.max_bytes, what)
+            for part in parts:
+                self._stream(part, sink)
+        return Fetched(dest, sink.size, sink.digest.hexdigest(), self.requests)
+
+
+def _reason(exc: Exception | None) -> str:
+    if exc is None:
+        return "no answer"
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "reset"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return type(exc).__name__
