@@ -42,6 +42,8 @@ class Settings:
     notify_timeout_seconds: float = 10.0
     fetch_concurrency: int = 4
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9808
 
     @property
     def embedded_broker(self) -> bool:
@@ -102,6 +104,8 @@ class Settings:
             ),
             fetch_concurrency=int(_number(env, "RECPIPE_FETCH_CONCURRENCY", 4, minimum=1)),
             log_level=env.get("RECPIPE_LOG_LEVEL", "INFO").upper(),
+            metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
         )
 
 
@@ -140,6 +144,13 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum:g}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value) or value > 65535:
+        raise ConfigError(f"{name}: expected a TCP port (0 turns it off)")
+    return int(value)
 
 
 def _formats(text: str) -> tuple[str, ...]:

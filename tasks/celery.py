@@ -3,10 +3,13 @@ when Celery first needs its configuration, not at import."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
+import structlog
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import before_task_publish, celeryd_init, setup_logging, task_prerun
 
 from recpipe.config import Settings
 
@@ -32,4 +35,34 @@ def _structured_logs(loglevel: Any = None, **_: Any) -> None:
     from recpipe import logs
     from tasks.context import settings
 
-    logs.configure(loglevel or settings().log_level)
+    logs.configure(loglevel or settings().log_level, secrets=logs.secrets_of(settings()))
+
+
+@before_task_publish.connect
+def _stamp_publication(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Workers measure queue wait from this header (see `tasks.metrics`)."""
+    if headers is not None:
+        headers["recpipe_published_at"] = time.time()
+
+
+@task_prerun.connect
+def _task_log_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """Each task's log lines carry its own context only: a pool process runs many tasks."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task=getattr(task, "name", None), task_id=task_id)
+
+
+@celeryd_init.connect
+def _worker_metrics(**_: Any) -> None:
+    """In the worker's main process, before the pool forks and before any metric exists:
+    multiprocess mode for the pool's processes and an HTTP server for scrapes."""
+    from recpipe import metrics
+    from tasks.context import settings
+
+    cfg = settings()
+    if cfg.metrics_port or metrics.multiprocess():
+        metrics.use_multiprocess_dir(cfg.data_dir / "metrics" / f"worker-{os.getpid()}")
+    if cfg.metrics_port:
+        from tasks.metrics import serve_worker_metrics
+
+        serve_worker_metrics(cfg.metrics_host, cfg.metrics_port)

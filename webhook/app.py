@@ -38,6 +38,8 @@ def create_app(
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+        # gunicorn's threads serve many requests: each starts with an empty log context.
+        structlog.contextvars.clear_contextvars()
 
     @app.after_request
     def _observe(response: Response) -> Response:
@@ -48,6 +50,7 @@ def create_app(
         return response
 
     def answer_callback(provider: str) -> tuple[Response, int]:
+        structlog.contextvars.bind_contextvars(provider=provider)
         try:
             body = read_body(request, settings.max_body_bytes)
             outcome = intake.accept(provider, body, dict(request.headers))
