@@ -4,6 +4,7 @@ when Celery first needs its configuration, not at import."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -61,6 +62,12 @@ def _worker_metrics(**_: Any) -> None:
 
     cfg = settings()
     if cfg.metrics_port or metrics.multiprocess():
+        if not metrics.multiprocess() and "prometheus_client" in sys.modules:
+            structlog.get_logger("recpipe.tasks").warning(
+                "metrics.not_aggregated",
+                reason="prometheus_client was imported before the worker started: set "
+                "PROMETHEUS_MULTIPROC_DIR to count the pool processes' metrics",
+            )
         metrics.use_multiprocess_dir(cfg.data_dir / "metrics" / f"worker-{os.getpid()}")
     if cfg.metrics_port:
         from tasks.metrics import serve_worker_metrics

@@ -129,7 +129,7 @@ def deliver_notification(self: Task, notification_id: int) -> str:
         _http, note.url, note.webhook_id, note.body,
         secret=cfg.notify_secret, timeout=cfg.notify_timeout_seconds,
     )  # fmt: skip
-    metrics.NOTIFICATION_ATTEMPTS.labels(metrics.notification_outcome(attempt.status_code)).inc()
+    metrics.count_notification_attempt(attempt.status_code)
     attempts_so_far = note.attempts + 1
     final: str | None = None
     if attempt.delivered:

@@ -6,13 +6,13 @@ started from `tasks.celery`); its pool processes write them in multiprocess mode
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime
 from typing import Any
 
 import structlog
 from celery.signals import task_prerun, worker_process_shutdown
-from prometheus_client import Counter, Histogram
 
 from recpipe import metrics as shared
 
@@ -20,29 +20,55 @@ log = structlog.get_logger("recpipe.tasks")
 
 PUBLISHED_AT_HEADER = "recpipe_published_at"
 
-STEP_SECONDS = Histogram(
-    "recpipe_step_seconds",
-    "Duration of each finished step of a recording's chain",
-    ["step"],
-    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
-)
-STEP_FAILURES = Counter(
-    "recpipe_step_failures_total",
-    "Steps of a recording's chain that raised, by step",
-    ["step"],
-)
-QUEUE_WAIT_SECONDS = Histogram(
-    "recpipe_queue_wait_seconds",
-    "Time a task waited in its queue: from publication (or its ETA) to a worker starting it",
-    ["queue", "task"],
-    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
-)
-NOTIFICATION_ATTEMPTS = Counter(
-    "recpipe_notification_attempts_total",
-    "Downstream notification attempts, by outcome "
-    "(delivered, gone: 410, rejected: another HTTP status, unreachable: no answer)",
-    ["outcome"],
-)
+
+class _Families:
+    """The metric objects, made on first use, not at import: Celery imports this module
+    before its worker's main process has chosen multiprocess mode, and prometheus_client
+    fixes how values are stored when it is first imported."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.step_seconds = Histogram(
+            "recpipe_step_seconds",
+            "Duration of each finished step of a recording's chain",
+            ["step"],
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+        )
+        self.step_failures = Counter(
+            "recpipe_step_failures_total",
+            "Steps of a recording's chain that raised, by step",
+            ["step"],
+        )
+        self.queue_wait_seconds = Histogram(
+            "recpipe_queue_wait_seconds",
+            "Time a task waited in its queue: from publication (or its ETA) to its start",
+            ["queue", "task"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+        )
+        self.notification_attempts = Counter(
+            "recpipe_notification_attempts_total",
+            "Downstream notification attempts, by outcome "
+            "(delivered, gone: 410, rejected: another HTTP status, unreachable: no answer)",
+            ["outcome"],
+        )
+
+
+@functools.cache
+def families() -> _Families:
+    return _Families()
+
+
+def observe_step(step: str, seconds: float) -> None:
+    families().step_seconds.labels(step).observe(seconds)
+
+
+def count_step_failure(step: str) -> None:
+    families().step_failures.labels(step).inc()
+
+
+def count_notification_attempt(status_code: int | None) -> None:
+    families().notification_attempts.labels(notification_outcome(status_code)).inc()
 
 
 def notification_outcome(status_code: int | None) -> str:
@@ -74,7 +100,7 @@ def _observe_queue_wait(task: Any = None, **_: Any) -> None:
         wait = queue_wait(float(published_at), request.eta, time.time())
     except (TypeError, ValueError):
         return
-    QUEUE_WAIT_SECONDS.labels(queue, task.name).observe(wait)
+    families().queue_wait_seconds.labels(queue, task.name).observe(wait)
 
 
 @worker_process_shutdown.connect

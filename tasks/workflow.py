@@ -136,7 +136,7 @@ class StepRecorder:
         try:
             yield
         except Exception as exc:
-            metrics.STEP_FAILURES.labels(step).inc()
+            metrics.count_step_failure(step)
             self.ledger.step(self.run_id, step, now=utcnow(), ok=False, error=str(exc))
             bound.warning("step.failed", error=str(exc))
             raise
@@ -144,7 +144,7 @@ class StepRecorder:
             reset_contextvars(**context)
         finished = utcnow()
         seconds = round((finished - started).total_seconds(), 3)
-        metrics.STEP_SECONDS.labels(step).observe(seconds)
+        metrics.observe_step(step, seconds)
         self.ledger.step(self.run_id, step, now=finished, ok=True, seconds=seconds)
         bound.info("step.finished", seconds=seconds)
 
