@@ -10,6 +10,7 @@ stored), so the process that starts the others calls `use_multiprocess_dir` firs
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,34 @@ def use_multiprocess_dir(default: Path) -> Path:
     Call it in the parent before any metric is recorded or any child is forked: files left
     by an earlier run would otherwise be added to this one's figures.
     """
-    path = Path(os.environ.get(ENV) or default)
+    chosen = os.environ.get(ENV)
+    path = Path(chosen or default)
     path.mkdir(parents=True, exist_ok=True)
+    if not chosen:
+        _remove_dead_siblings(path)
     for stale in path.glob("*.db"):
         stale.unlink(missing_ok=True)
     os.environ[ENV] = str(path)
     return path
+
+
+def _remove_dead_siblings(path: Path) -> None:
+    """Default directories are named `<role>-<pid>`: drop those of processes gone."""
+    role, _, _pid = path.name.rpartition("-")
+    for other in path.parent.glob(f"{role}-*"):
+        pid = other.name.rpartition("-")[2]
+        if other != path and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def multiprocess() -> bool:
