@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from celery import Celery
 from celery.signals import before_task_publish, celeryd_init, setup_logging, task_prerun
+from kombu import pools
 
 from recpipe.config import Settings
 
@@ -27,6 +28,11 @@ def configure(settings: Settings) -> Celery:
     context.use(settings)
     app.conf.update(celery_settings(settings))
     app.close()
+    # close() keeps the producer pool, and kombu keeps pools per broker URL, not per
+    # transport options: a second configuration with the embedded broker in another data
+    # directory would still publish into the first one's.
+    app.amqp._producer_pool = None
+    pools.reset()
     return app
 
 
