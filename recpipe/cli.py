@@ -41,14 +41,19 @@ def main() -> None:
 @click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the webhook on gunicorn (a production WSGI server)."""
+    settings = load_settings()
+    # Before anything imports prometheus_client: /metrics adds up every gunicorn process.
+    from recpipe import metrics
+
+    metrics.use_multiprocess_dir(settings.data_dir / "metrics" / f"webhook-{os.getpid()}")
+
     from gunicorn.app.base import BaseApplication
 
     from recpipe import logs
     from storage.ledger import Ledger, LedgerUnavailableError
     from webhook.app import create_app
 
-    settings = load_settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, secrets=logs.secrets_of(settings))
     try:
         Ledger(settings.database_url).migrate()
     except LedgerUnavailableError as exc:
@@ -65,6 +70,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
                 "timeout": 60,
                 "graceful_timeout": 20,
                 "keepalive": 5,
+                "child_exit": lambda _server, worker: metrics.mark_process_dead(worker.pid),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

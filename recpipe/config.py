@@ -47,6 +47,8 @@ class Settings:
     css_max_file_bytes: int = 16 * 1024**3
     css_max_hls_segments: int = 20000
     css_fetch_timeout_seconds: float = 60.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9808
 
     @property
     def embedded_broker(self) -> bool:
@@ -120,6 +122,8 @@ class Settings:
             css_fetch_timeout_seconds=_number(
                 env, "RECPIPE_CSS_FETCH_TIMEOUT_SECONDS", 60.0, minimum=1
             ),
+            metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
         )
 
 
@@ -158,6 +162,13 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum:g}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value) or value > 65535:
+        raise ConfigError(f"{name}: expected a TCP port (0 turns it off)")
+    return int(value)
 
 
 def _formats(

@@ -1,15 +1,99 @@
-"""Structured logs: JSON lines when not on a terminal, readable lines when on one."""
+"""Structured logs: JSON lines when not on a terminal, readable lines when on one.
+
+Every line, recpipe's own and those of the libraries (Celery, gunicorn, boto3), passes
+through `Redactor` last, so configured secrets, signature headers, passwords in URLs and
+signed query strings never reach the output.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
+from recpipe.config import Settings
 
-def configure(level: str | int = "INFO", *, json: bool | None = None) -> None:
-    as_json = not sys.stderr.isatty() if json is None else json
+REDACTED = "[redacted]"
+
+# Keys whose values are secrets whatever they look like (compared lowercased, '-' as '_').
+_SECRET_KEY = re.compile(
+    r"(secret|passw|token|authorization|cookie|credential|signature|api_key|access_key"
+    r"|private_key|^sign$|^sig$)"
+)
+# Secrets inside text: a URL's password, signed or keyed query parameters, whsec_ keys.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)", re.I)
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature|sign"
+    r"|sig|awsaccesskeyid|access_token|token|secret|key|api_key|password|q-signature"
+    r"|q-ak)=)[^&\s#\"']+",
+    re.I,
+)
+_WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=]+")
+
+
+class Redactor:
+    """A structlog processor that masks secrets in every value of an event, nested or not.
+
+    `secrets` are literal values (keys from the configuration) masked wherever they occur.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        # Longest first, so a secret containing another is masked whole; very short
+        # values would mask ordinary words and are not secrets worth the name.
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+        for key in list(event):
+            event[key] = self._clean(key, event[key])
+        return event
+
+    def _clean(self, key: object, value: Any) -> Any:
+        if isinstance(key, str) and _SECRET_KEY.search(key.lower().replace("-", "_")):
+            return REDACTED if value not in (None, "") else value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self._clean(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._clean(None, v) for v in value)
+        return value
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        value = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
+        value = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", value)
+        return _WHSEC.sub(f"whsec_{REDACTED}", value)
+
+
+def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """The secret values a process holds: to be masked if they ever reach a log line."""
+    env = os.environ if environ is None else environ
+    values = [key.decode(errors="replace") for key in settings.gme_secret_keys.values()]
+    values += [v for v in (settings.css_callback_key, settings.notify_secret) if v]
+    if settings.notify_secret:
+        values.append(settings.notify_secret.removeprefix("whsec_"))
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        if env.get(name):
+            values.append(env[name])
+    return values
+
+
+def configure(
+    level: str | int = "INFO",
+    *,
+    json: bool | None = None,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    output = stream or sys.stderr
+    as_json = not output.isatty() if json is None else json
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -24,11 +108,17 @@ def configure(level: str | int = "INFO", *, json: bool | None = None) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Tracebacks become text before redaction (and never show local variables).
+                structlog.processors.format_exc_info,
+                Redactor(secrets),
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -728,6 +728,12 @@ class Ledger:
             )
         return [view for rid in ids if (view := self.run(rid)) is not None]
 
+    def count_recordings_by_state(self) -> dict[str, int]:
+        """How many recordings are in each state (for metrics: one indexed GROUP BY)."""
+        with self.session() as s:
+            rows = s.execute(select(Recording.state, func.count()).group_by(Recording.state))
+            return {state: int(count) for state, count in rows}
+
     def find_recordings(self, term: str) -> list[str]:
         """Recording ids matching an id, a GME TaskID, or a CSS file id or stream id."""
         with self.session() as s:
@@ -983,4 +989,14 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # A server that accepts but never answers must not hang intake or /readyz: libpq's
+    # connect_timeout bounds the whole connection set-up (the URL may set its own).
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 5}
+    return create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args=connect_args,
+    )

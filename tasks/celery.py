@@ -3,10 +3,15 @@ when Celery first needs its configuration, not at import."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from typing import Any
 
+import structlog
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import before_task_publish, celeryd_init, setup_logging, task_prerun
+from kombu import pools
 
 from recpipe.config import Settings
 
@@ -23,9 +28,11 @@ def configure(settings: Settings) -> Celery:
     context.use(settings)
     app.conf.update(celery_settings(settings))
     app.close()
-    # The producer pool outlives close(); left alone it keeps publishing through the
-    # first settings' broker connection (another embedded broker folder, say).
+    # close() keeps the producer pool, and kombu keeps pools per broker URL, not per
+    # transport options: a second configuration with the embedded broker in another data
+    # directory would still publish into the first one's.
     app.amqp._producer_pool = None
+    pools.reset()
     return app
 
 
@@ -35,4 +42,40 @@ def _structured_logs(loglevel: Any = None, **_: Any) -> None:
     from recpipe import logs
     from tasks.context import settings
 
-    logs.configure(loglevel or settings().log_level)
+    logs.configure(loglevel or settings().log_level, secrets=logs.secrets_of(settings()))
+
+
+@before_task_publish.connect
+def _stamp_publication(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Workers measure queue wait from this header (see `tasks.metrics`)."""
+    if headers is not None:
+        headers["recpipe_published_at"] = time.time()
+
+
+@task_prerun.connect
+def _task_log_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """Each task's log lines carry its own context only: a pool process runs many tasks."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task=getattr(task, "name", None), task_id=task_id)
+
+
+@celeryd_init.connect
+def _worker_metrics(**_: Any) -> None:
+    """In the worker's main process, before the pool forks and before any metric exists:
+    multiprocess mode for the pool's processes and an HTTP server for scrapes."""
+    from recpipe import metrics
+    from tasks.context import settings
+
+    cfg = settings()
+    if cfg.metrics_port or metrics.multiprocess():
+        if not metrics.multiprocess() and "prometheus_client" in sys.modules:
+            structlog.get_logger("recpipe.tasks").warning(
+                "metrics.not_aggregated",
+                reason="prometheus_client was imported before the worker started: set "
+                "PROMETHEUS_MULTIPROC_DIR to count the pool processes' metrics",
+            )
+        metrics.use_multiprocess_dir(cfg.data_dir / "metrics" / f"worker-{os.getpid()}")
+    if cfg.metrics_port:
+        from tasks.metrics import serve_worker_metrics
+
+        serve_worker_metrics(cfg.metrics_host, cfg.metrics_port)

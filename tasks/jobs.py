@@ -5,6 +5,7 @@ Arguments are ids (JSON), never objects; every task is safe to run twice.
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
@@ -16,7 +17,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from storage.ledger import utcnow
 from storage.models import NotificationState, RunState
-from tasks import context, notify, workflow
+from tasks import context, metrics, notify, workflow
 from tasks.celery import app
 
 log = structlog.get_logger("recpipe.tasks")
@@ -68,6 +69,7 @@ def settle(recording_id: str) -> str:
 )
 def process_recording(self: Task, run_id: str) -> str:
     svc = services()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
     worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
     try:
         workflow.process(svc, run_id, worker)
@@ -91,6 +93,7 @@ def notify_run(run_id: str) -> int:
     run = svc.ledger.run(run_id)
     if run is None or run.state not in RunState.TERMINAL or not svc.settings.notify_urls:
         return 0
+    workflow.bind_recording(run.recording, run_id=run_id)
     body = notify.encode(notify.notification_body(run))
     created = svc.ledger.create_notifications(
         run_id,
@@ -121,10 +124,12 @@ def deliver_notification(self: Task, notification_id: int) -> str:
     note = svc.ledger.notification(notification_id)
     if note is None or note.state != NotificationState.PENDING:
         return "skip"
+    _bind_notification(note.body, notification_id, note.run_id)
     attempt = notify.deliver(
         _http, note.url, note.webhook_id, note.body,
         secret=cfg.notify_secret, timeout=cfg.notify_timeout_seconds,
     )  # fmt: skip
+    metrics.count_notification_attempt(attempt.status_code)
     attempts_so_far = note.attempts + 1
     final: str | None = None
     if attempt.delivered:
@@ -148,6 +153,20 @@ def deliver_notification(self: Task, notification_id: int) -> str:
         raise self.retry(countdown=max(1, countdown))
     bound.info("notification." + final, status=attempt.status_code)
     return final
+
+
+def _bind_notification(body: str, notification_id: int, run_id: str) -> None:
+    """The recording a notification is about, from its body (the contract's fields)."""
+    try:
+        recording = json.loads(body).get("recording") or {}
+    except ValueError:
+        recording = {}
+    structlog.contextvars.bind_contextvars(
+        recording_id=recording.get("id"),
+        provider=recording.get("source"),
+        run_id=run_id,
+        notification_id=notification_id,
+    )
 
 
 @app.task(name="recpipe.sweep", ignore_result=True)

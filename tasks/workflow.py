@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from recpipe.config import Settings
 from storage.ledger import Ledger, RecordingView, RunView, utcnow
 from storage.models import RecordingState, SegmentState
 from storage.objectstore import ObjectStore
-from tasks import css
+from tasks import css, metrics
 from tasks.archive import publish
 from tasks.media import MediaError, Tools, concatenate, fetch_sources, transcode
 from tasks.settle import Decision, decide, decide_css, missing_seq_nos, recovered_segments
@@ -74,6 +75,7 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
     recording = services.ledger.recording(recording_id)
     if recording is None or recording.state != RecordingState.COLLECTING:
         return SettleOutcome("skip")
+    bind_recording(recording)
     decision = _decide(recording, now, cfg)
     quiet = decision.action != "wait" or bool(decision.missing)
     if quiet and reconcile(services, recording, now):
@@ -110,8 +112,15 @@ def _decide(recording: RecordingView, now: datetime, cfg: Settings) -> Decision:
     )
 
 
+def bind_recording(recording: RecordingView, **more: Any) -> None:
+    """Put the recording into the context of every later log line of this task (Celery's
+    task_prerun clears it for the next task; see tasks.celery)."""
+    bind_contextvars(recording_id=recording.id, provider=recording.source, **more)
+
+
 class StepRecorder:
-    """Times each step of a run in the ledger and keeps the run's heartbeat fresh."""
+    """Times each step of a run in the ledger and in metrics, keeps the run's heartbeat
+    fresh, and puts the step into the context of every log line written during it."""
 
     def __init__(self, ledger: Ledger, run_id: str, label: str):
         self.ledger, self.run_id, self.label = ledger, run_id, label
@@ -125,14 +134,19 @@ class StepRecorder:
         self.ledger.step(self.run_id, step, now=started)
         bound = log.bind(recording_id=self.label, run_id=self.run_id, step=step)
         bound.info("step.started")
+        context = bind_contextvars(step=step)  # for lines written inside the step
         try:
             yield
         except Exception as exc:
+            metrics.count_step_failure(step)
             self.ledger.step(self.run_id, step, now=utcnow(), ok=False, error=str(exc))
             bound.warning("step.failed", error=str(exc))
             raise
+        finally:
+            reset_contextvars(**context)
         finished = utcnow()
         seconds = round((finished - started).total_seconds(), 3)
+        metrics.observe_step(step, seconds)
         self.ledger.step(self.run_id, step, now=finished, ok=True, seconds=seconds)
         bound.info("step.finished", seconds=seconds)
 
@@ -151,6 +165,7 @@ def process(services: Services, run_id: str, worker: str) -> RunView | None:
     if run is None:
         return None
     recording = run.recording
+    bind_recording(recording, run_id=run_id)
     step = StepRecorder(services.ledger, run_id, recording.id)
     cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))

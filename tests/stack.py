@@ -62,7 +62,9 @@ class Receiver:
 
 class Stack:
     def __init__(self, env: dict[str, str], logs: Path):
-        self.env = {**os.environ, **env}
+        # Worker metrics ports are off unless a test asks for one: concurrent stacks on one
+        # machine would otherwise contend for the default port.
+        self.env = {**os.environ, "RECPIPE_METRICS_PORT": "0", **env}
         self.logs = logs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,11 +79,14 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_webhook(self) -> None:
+    def start_webhook(self, workers: int = 1) -> None:
         self._spawn(
             "webhook",
-            [sys.executable, "-m", "recpipe", "serve", "--port", str(self.port)],
-        )
+            [
+                sys.executable, "-m", "recpipe", "serve", "--port", str(self.port),
+                "--workers", str(workers),
+            ],
+        )  # fmt: skip
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")
 
     def start_worker(self, name: str = "worker", concurrency: int = 2, beat: bool = True) -> None:

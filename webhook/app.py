@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -39,6 +40,8 @@ def create_app(
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+        # gunicorn's threads serve many requests: each starts with an empty log context.
+        structlog.contextvars.clear_contextvars()
 
     @app.after_request
     def _observe(response: Response) -> Response:
@@ -49,6 +52,7 @@ def create_app(
         return response
 
     def answer_callback(provider: str) -> tuple[Response, int]:
+        structlog.contextvars.bind_contextvars(provider=provider)
         try:
             body = read_body(request, settings.max_body_bytes)
             outcome = intake.accept(provider, body, dict(request.headers))
@@ -79,14 +83,15 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         problems: dict[str, str] = {}
-        try:
-            ledger.ping()
-        except Exception as exc:
-            problems["ledger"] = _first_line(exc)
-        try:
-            dispatcher.ping()
-        except Exception as exc:
-            problems["broker"] = _first_line(exc)
+        # Both at once: each ping is bounded (ledger connect_timeout, broker socket
+        # timeouts), so the answer comes within the slower of the two bounds.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pings = {"ledger": pool.submit(ledger.ping), "broker": pool.submit(dispatcher.ping)}
+        for name, ping in pings.items():
+            try:
+                ping.result()
+            except Exception as exc:
+                problems[name] = _first_line(exc)
         if problems:
             return jsonify(status="unavailable", reasons=problems), 503
         return jsonify(status="ready"), 200

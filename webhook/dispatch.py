@@ -26,6 +26,16 @@ class Dispatcher:
             return False
         return True
 
-    def ping(self) -> None:
-        with self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+    def ping(self, timeout: float = 3.0) -> None:
+        """One connection attempt to the broker, each wait (connect, then the broker's
+        answer) bounded by `timeout` seconds: readiness must answer even when a broker
+        accepts connections but never replies."""
+        options = {
+            **self.app.conf.broker_transport_options,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+        }
+        with self.app.connection_for_write(
+            connect_timeout=timeout, transport_options=options
+        ) as conn:
+            conn.ensure_connection(max_retries=0)

@@ -1,10 +1,23 @@
-"""Prometheus metrics of the webhook."""
+"""Prometheus metrics of the webhook, and what `GET /metrics` answers.
+
+Besides the webhook's own counters, a scrape reports how many recordings are in each
+state, read from the ledger at scrape time (one GROUP BY on an indexed column), and the
+samples every process of this host wrote in multiprocess mode (see `recpipe.metrics`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from collections.abc import Iterator
 
-from storage.ledger import Ledger
+import structlog
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from recpipe import metrics as shared
+from storage.ledger import Ledger, LedgerUnavailableError
+from storage.models import RecordingState
+
+log = structlog.get_logger("recpipe.webhook")
 
 CALLBACKS = Counter(
     "recpipe_callbacks_total",
@@ -18,6 +31,39 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+STATES = (
+    RecordingState.COLLECTING,
+    RecordingState.PROCESSING,
+    RecordingState.ARCHIVED,
+    RecordingState.FAILED,
+)
 
-def render(_ledger: Ledger) -> tuple[bytes, str]:
-    return generate_latest(), CONTENT_TYPE_LATEST
+
+class RecordingsByState:
+    """`recpipe_recordings{state}` from the ledger, and `recpipe_ledger_up` (0 when the
+    ledger did not answer, so a scrape still succeeds while the database is down)."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("recpipe_ledger_up", "1 when the ledger answered this scrape")
+        try:
+            counts = self.ledger.count_recordings_by_state()
+        except LedgerUnavailableError as exc:
+            log.warning("metrics.ledger_unavailable", error=str(exc))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        gauge = GaugeMetricFamily(
+            "recpipe_recordings", "Recordings in the ledger, by state", labels=["state"]
+        )
+        for state in sorted({*STATES, *counts}):
+            gauge.add_metric([state], counts.get(state, 0))
+        yield gauge
+
+
+def render(ledger: Ledger) -> tuple[bytes, str]:
+    return shared.render(RecordingsByState(ledger))
