@@ -577,11 +577,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--segment-minutes", type=float, default=5.0)
     parser.add_argument("--store", choices=("s3", "file"), default="s3")
     parser.add_argument("--out", dest="out_arg", default="bench/out")
+    parser.add_argument("--quick", action="store_true", help="15 min and 1 h only")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy recpipe's side (times then inflated)"
     )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.hours = [h for h in args.hours if h <= 1] or [1.0]
+        args.hours = sorted({0.25, *args.hours})
     args.out = Path(args.out_arg)
     return args
 

@@ -13,7 +13,7 @@ Every callback is distinct (own TaskID/SeqNo/EventType) and validly signed, so r
 stores each one; the mix is a vendor's: per segment, started (1), completed (2) and
 uploaded (3), the last of which also hands a settle task to the broker.
 
-    python bench/webhook.py [--quick] [--clients 16] [--requests 6000] [--rate 200]
+    python bench/webhook_load.py [--quick] [--clients 16] [--requests 6000] [--rate 200]
                             [--profile] [--wrk] [--out bench/out]
 """
 
@@ -354,7 +354,7 @@ def main() -> None:
 
     ratios = print_table(results["recpipe"], results["bare"], args)
     print(f"callbacks stored by recpipe: {results['recpipe']['stored_callbacks']}")
-    command = shlex.join(["python", "bench/webhook.py", *sys.argv[1:]])
+    command = shlex.join(["python", "bench/webhook_load.py", *sys.argv[1:]])
     report = {
         "command": command,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
