@@ -43,5 +43,9 @@ unit: setup ## only the pure-core unit tests (no services)
 integration: setup services ## only the integration tests
 	$(BIN)/pytest -m integration
 
-bench: setup ## the benchmarks (see bench/README section in README.md)
-	$(BIN)/python bench/gme_chain.py
+# `make bench BENCH_ARGS=--quick` for a short run; figures and profiles go to bench/out.
+BENCH_ARGS ?=
+bench: setup services ## all benchmarks with their baselines (README "Benchmarks"); BENCH_ARGS=--quick
+	$(BIN)/python bench/gme_chain.py $(BENCH_ARGS)
+	$(BIN)/python bench/webhook_load.py $(BENCH_ARGS)
+	$(BIN)/python bench/burst.py $(BENCH_ARGS)

@@ -9,6 +9,7 @@ For each recording length it
 then prints wall times and peak memory and writes them as JSON to --out.
 
     python bench/gme_chain.py [--hours 1,4] [--segment-minutes 5] [--store s3|file] [--out DIR]
+                              [--profile]
 
 Peak RSS: Linux keeps `ru_maxrss` across fork+exec, so a child's ru_maxrss is at least what
 its parent had resident when it spawned it (an ffmpeg started by a 150 MB worker reports
@@ -405,15 +406,32 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_child(side: str, spec: dict[str, Any], env: dict[str, str], work: Path) -> dict[str, Any]:
+def run_child(
+    side: str, spec: dict[str, Any], env: dict[str, str], work: Path, profile: Path | None = None
+) -> dict[str, Any]:
+    """Run one side in a fresh process; with `profile`, py-spy samples it (wall clock) into
+    that path's .svg/.txt (a profiled run's times are not the figures)."""
     spec_path, result_path = work / f"{side}-spec.json", work / f"{side}-result.json"
     spec_path.write_text(json.dumps(spec))
     result_path.unlink(missing_ok=True)
-    subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--child", side, str(spec_path), str(result_path)],
         env=env,
-        check=True,
     )
+    profiler = None
+    if profile is not None:
+        from benchlib import Profiler
+
+        profiler = Profiler(child.pid, profile.parent, profile.name, 4 * 3600, mode="wall")
+    code = child.wait()
+    if profiler is not None:
+        from benchlib import print_top
+
+        for path in profiler.stop():
+            if path.suffix == ".txt":
+                print_top(f"recpipe chain profile ({path})", path, within="process (", limit=30)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, child.args)
     return dict(json.loads(result_path.read_text()))
 
 
@@ -455,7 +473,8 @@ def bench_length(
         "RECPIPE_LOG_LEVEL": "INFO",
     }
     spec = {"keys": keys, "task_id": task_id, "room_id": room_id, "user_id": user_id}
-    recpipe = run_child("recpipe", spec, env, work)
+    profile = args.out / f"chain-{hours:g}h" if args.profile else None
+    recpipe = run_child("recpipe", spec, env, work, profile)
     if recpipe["run_state"] != "archived":
         print(f"  recpipe run ended {recpipe['run_state']}: {recpipe['error']}")
     print(f"  recpipe  {recpipe['wall_s']:8.2f} s  steps {recpipe['steps_s']}")
@@ -558,8 +577,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--segment-minutes", type=float, default=5.0)
     parser.add_argument("--store", choices=("s3", "file"), default="s3")
     parser.add_argument("--out", dest="out_arg", default="bench/out")
+    parser.add_argument("--quick", action="store_true", help="15 min and 1 h only")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy recpipe's side (times then inflated)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.hours = [h for h in args.hours if h <= 1] or [1.0]
+        args.hours = sorted({0.25, *args.hours})
     args.out = Path(args.out_arg)
     return args
 
