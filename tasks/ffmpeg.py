@@ -42,8 +42,11 @@ def probe_command(ffprobe: str, path: Path) -> list[str]:
     return [
         ffprobe,
         "-v", "error",
-        "-show_entries", "stream=codec_type,codec_name,sample_rate,channels,duration"
-        ":format=duration,format_name",
+        # Counting packets demuxes the whole file without decoding it: cheap, and it is how
+        # a truncated mp3 shows (its header still promises the full length).
+        "-count_packets",
+        "-show_entries", "stream=codec_type,codec_name,sample_rate,channels,duration,"
+        "nb_read_packets:format=duration,format_name",
         "-of", "json",
         str(path),
     ]  # fmt: skip
@@ -67,13 +70,28 @@ def parse_probe(output: str | bytes) -> AudioProbe:
         sample_rate, channels = 0, 0
     if sample_rate <= 0 or channels <= 0:
         raise ProbeError("has no sample rate or channels")
+    codec = str(stream.get("codec_name", ""))
+    held = _mp3_duration_held(codec, stream.get("nb_read_packets"), sample_rate)
+    if held is not None and duration - held > max(0.5, 0.02 * duration):
+        raise ProbeError(f"is truncated: its header says {duration:.2f}s, it holds {held:.2f}s")
     return AudioProbe(
-        codec=str(stream.get("codec_name", "")),
+        codec=codec,
         sample_rate=sample_rate,
         channels=channels,
         duration_s=duration,
         format_name=str(fmt.get("format_name", "")),
     )
+
+
+def _mp3_duration_held(codec: str, packets: object, sample_rate: int) -> float | None:
+    """Seconds of audio in an mp3's frames: 1152 samples a frame (576 below 32 kHz)."""
+    if codec != "mp3":
+        return None
+    try:
+        count = int(packets)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return count * (1152 if sample_rate >= 32000 else 576) / sample_rate
 
 
 def _float(value: object) -> float | None:

@@ -44,12 +44,19 @@ def test_mixed_sample_rates_and_channels_are_joined_in_seq_order(tone, tmp_path:
             "segment 1 (r/bad.mp3) of recording rec-1 is not",
         ),
         (b"", "segment 1 (r/bad.mp3) of recording rec-1 is empty"),
+        (
+            "truncated",
+            "segment 1 (r/bad.mp3) of recording rec-1 is not an audio file: is truncated",
+        ),
     ],
-    ids=["text-as-mp3", "zero-bytes"],
+    ids=["text-as-mp3", "zero-bytes", "truncated-mp3"],
 )
 def test_bad_segment_fails_with_a_message_naming_it(tone, tmp_path: Path, content, message):
     store = LocalStore(tmp_path / "src")
     store.put("r/good.mp3", tone("good.mp3", 440, 1.0))
+    if content == "truncated":
+        whole = tone("whole.mp3", 880, 6.0).read_bytes()
+        content = whole[: len(whole) // 2]
     store.put_bytes("r/bad.mp3", content)
     with pytest.raises(MediaError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build(store, [(0, "r/good.mp3"), (1, "r/bad.mp3")], tmp_path)

@@ -80,3 +80,14 @@ def test_parse_probe_reads_audio_stream():
 def test_parse_probe_rejects_non_audio(out):
     with pytest.raises(ProbeError):
         parse_probe(out)
+
+
+def test_parse_probe_refuses_an_mp3_holding_less_than_its_header_promises():
+    def probe(packets: int) -> str:
+        stream = {"codec_type": "audio", "codec_name": "mp3", "sample_rate": "44100",
+                  "channels": 1, "nb_read_packets": str(packets)}  # fmt: skip
+        return json.dumps({"streams": [stream], "format": {"duration": "10.03102"}})
+
+    assert parse_probe(probe(384)).duration_s == 10.03102
+    with pytest.raises(ProbeError, match=r"truncated: its header says 10\.03s, it holds 5\.02s"):
+        parse_probe(probe(192))
