@@ -185,6 +185,8 @@ def _operator_errors() -> Iterator[None]:
     try:
         yield
     except LedgerUnavailableError as exc:
+        if "no such table" in str(exc):  # SQLite's word for an unmigrated ledger
+            fail(f"ledger error: {exc} (is the schema current? `recpipe migrate`)")
         fail(f"ledger unreachable: {exc}")
     except SQLAlchemyError as exc:
         fail(f"ledger error: {_first_line(exc)} (is the schema current? `recpipe migrate`)")
@@ -541,7 +543,7 @@ def _reprocess_all(settings: Settings, recording_ids: list[str], from_step: str)
         elif outcome.action == "notified":
             click.echo(f"{rid}: {outcome.detail}")
         else:
-            click.echo(f"{rid}: not reprocessed: {outcome.detail}", err=True)
+            click.echo(f"{rid}: not reprocessed: {outcome.detail}")
         outcomes.append(outcome)
     return outcomes
 

@@ -536,7 +536,9 @@ class Ledger:
             run = s.get(Run, run_id)
             if run is None:
                 return
-            steps = list(run.steps or [])
+            # Copies: the JSON column is compared by value, so an entry changed in place
+            # would look unchanged and never be written.
+            steps = [dict(entry) for entry in run.steps or []]
             if not facts:
                 steps.append({"step": step, "started_at": now.isoformat(), "attempt": run.attempts})
                 run.step = step
