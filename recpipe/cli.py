@@ -418,12 +418,16 @@ def _print_detail(console: Any, d: dict[str, Any]) -> None:
             elif step.get("ok"):
                 result = Text("ok", style="green")
             else:
-                result = Text(str(step.get("error") or "failed"), style="red")
+                result = Text("failed", style="red")
             steps.add_row(
                 step["step"], str(step.get("attempt", "")), _clock(step.get("started_at")),
                 str(step.get("seconds", "")), result,
             )  # fmt: skip
         console.print(steps)
+        for step in run["steps"]:
+            if step.get("error") and step["error"] != run["error"]:
+                line = f"  {step['step']} (attempt {step.get('attempt', '?')}): {step['error']}"
+                console.print(Text(line, style="red"))
         if run["error"]:
             console.print(Text(f"  error: {run['error']}", style="red"))
         for a in run["artifacts"]:
