@@ -520,10 +520,8 @@ def reprocess(
             return
         outcomes = _reprocess_all(settings, selected, from_step)
     refused = [o for o in outcomes if o.action == "refused"]
-    if wait:
-        ok = _follow_outcomes(settings, [o for o in outcomes if o.action != "refused"], timeout)
-    else:
-        ok = True
+    started = [o for o in outcomes if o.action != "refused"]
+    ok = _follow_outcomes(settings, started, timeout) if wait and started else True
     if refused:
         fail(f"{len(refused)} of {len(outcomes)} not reprocessed")
     if not ok:
