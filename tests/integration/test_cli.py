@@ -1,5 +1,5 @@
 """The operator commands run as a user runs them (`python -m recpipe ...` in a subprocess)
-against PostgreSQL, Redis and real stores: what they print, what they change, and the one
+against PostgreSQL, a broker and real stores: what they print, what they change, and the one
 line and non-zero exit of every failure."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
+from kombu import Connection, Exchange, Queue
 
 from storage.ledger import Ledger, utcnow
 from storage.models import Recording
@@ -27,7 +27,9 @@ TASK = "446946705284000777"
 
 
 @pytest.fixture
-def env(tmp_path: Path, pg_url: str, redis_url: str) -> dict[str, str]:
+def env(request, tmp_path: Path, pg_url: str) -> dict[str, str]:
+    """Redis unless a test asks for RabbitMQ (`indirect` parametrization) too."""
+    broker_url = request.getfixturevalue(f"{getattr(request, 'param', 'redis')}_url")
     (tmp_path / "source").mkdir()
     migrating = Ledger(pg_url)
     migrating.migrate()
@@ -35,7 +37,7 @@ def env(tmp_path: Path, pg_url: str, redis_url: str) -> dict[str, str]:
     return {
         "RECPIPE_DATA_DIR": str(tmp_path / "var"),
         "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_BROKER_URL": broker_url,
         "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
         "RECPIPE_GME_SOURCE_URL": (tmp_path / "source").as_uri(),
         "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=cli-test-key",
@@ -108,11 +110,10 @@ def archived_run(ledger: Ledger, rid: str) -> str:
 
 
 def queue_length(env: dict[str, str], queue: str) -> int:
-    client = redis.Redis.from_url(env["RECPIPE_BROKER_URL"])
-    try:
-        return int(client.llen(queue))
-    finally:
-        client.close()
+    """Messages waiting in one of recpipe's queues on the broker."""
+    with Connection(env["RECPIPE_BROKER_URL"], connect_timeout=5) as conn:
+        declared = Queue(queue, Exchange(queue), routing_key=queue)(conn.default_channel)
+        return int(declared.queue_declare().message_count)  # declared as Celery declares it
 
 
 # -- status ---------------------------------------------------------------------------
@@ -266,6 +267,7 @@ def test_reprocess_dry_run_lists_what_would_run_and_changes_nothing(env, ledger)
     assert queue_length(env, "media") == 0
 
 
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
 def test_reprocess_makes_a_new_revision_and_hands_its_chain_to_the_broker(env, ledger):
     rid = store(ledger, 0).recording_id
     first = archived_run(ledger, rid)
@@ -299,6 +301,7 @@ def test_reprocess_by_filter_takes_only_the_matching_recordings(env, ledger):
     assert revisions == {old: 0, failed: 1, fine: 0}
 
 
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
 def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(env, ledger):
     rid = store(ledger, 0).recording_id
     run_id = archived_run(ledger, rid)
@@ -320,6 +323,7 @@ def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(env
 # -- replay ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
 def test_replay_reapplies_undispatched_callbacks_and_sends_their_settle_tasks(env, ledger):
     rid = store(ledger, 0).recording_id
     store(ledger, 1)

@@ -1,5 +1,6 @@
 """`recpipe reprocess --wait` and the `recpipe.reprocess` Celery task with a real worker:
-Redis broker, PostgreSQL ledger, S3 (moto's server) for source and archive, real ffmpeg,
+RabbitMQ broker (a virtual host of the test's own, so no other test run's worker takes
+these messages), PostgreSQL ledger, S3 (moto's server) for source and archive, real ffmpeg,
 a downstream receiver. Revisions go up, archive objects are replaced, never duplicated."""
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ def receiver():
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
+def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, amqp_url, receiver, whsec):
     env = {
         "RECPIPE_DATA_DIR": str(tmp_path / "var"),
         "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_BROKER_URL": amqp_url,
         "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
         "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
         "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=e2e-cli-key",
@@ -104,7 +105,6 @@ def test_reprocess_wait_follows_runs_to_the_end_and_replaces_the_archive(
     first = cli(stack, "reprocess", TASK, "--wait")
     assert first.returncode == 0, first.stdout + first.stderr + stack.log_text()
     assert f"{RID}: archived, revision 1" in first.stdout
-    print(first.stderr)
     assert first.stdout.strip().endswith("1 archived")
     assert archived_keys(s3_client, bucket) == expected
 
