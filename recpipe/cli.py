@@ -8,9 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 
@@ -106,6 +109,8 @@ def run(host: str, port: int, concurrency: int) -> None:
     except ConfigError as exc:
         fail(str(exc), 2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.gme_source_url.startswith("file://"):
+        Path(urlsplit(settings.gme_source_url).path).mkdir(parents=True, exist_ok=True)
     Ledger(settings.database_url).migrate()
     python = sys.executable
     commands = {
@@ -161,11 +166,61 @@ def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> NoReturn:
 
 # -- operators --------------------------------------------------------------------
 
+RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+SOURCES = ("gme", "css")
+TIME_HELP = "ISO date/time (UTC unless it says) or an age: 30m, 2h, 3d"
+
+
+class BrokerUnavailableError(Exception):
+    """The Celery broker does not answer."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+@contextmanager
+def _operator_errors() -> Iterator[None]:
+    """Turn the ledger's and the broker's failures into one line and a non-zero exit."""
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.ledger import LedgerUnavailableError
+
+    try:
+        yield
+    except LedgerUnavailableError as exc:
+        if "no such table" in str(exc):  # SQLite's word for an unmigrated ledger
+            fail(f"ledger error: {exc} (is the schema current? `recpipe migrate`)")
+        fail(f"ledger unreachable: {exc}")
+    except SQLAlchemyError as exc:
+        fail(f"ledger error: {_first_line(exc)} (is the schema current? `recpipe migrate`)")
+    except (BrokerUnavailableError, BrokerOperationalError) as exc:
+        fail(
+            f"broker unreachable: {_first_line(exc)} "
+            "(a run already recorded is dispatched by beat's sweep once the broker answers)"
+        )
+
 
 def _ledger(settings: Settings) -> Any:
     from storage.ledger import Ledger
 
     return Ledger(settings.database_url)
+
+
+def _connect_broker(settings: Settings) -> Any:
+    """The Celery app on these settings, after checking that its broker answers, quickly."""
+    from tasks.celery import configure
+
+    app = configure(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        scheme = settings.broker_url.split("://")[0]
+        raise BrokerUnavailableError(f"{scheme}: {_first_line(exc)}") from exc
+    return app
 
 
 def _age(when: datetime | None) -> str:
@@ -178,72 +233,85 @@ def _age(when: datetime | None) -> str:
     return f"{seconds}s"
 
 
+def _when(value: str | None, option: str) -> datetime | None:
+    from recpipe.timespec import BadTimeError, parse_when
+
+    if value is None:
+        return None
+    try:
+        return parse_when(value, datetime.now(UTC), option)
+    except BadTimeError as exc:
+        fail(str(exc), 2)
+
+
+def _choice(value: str | None, option: str, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        fail(f"{option}: {value!r} is not one of {', '.join(choices)}", 2)
+    return value
+
+
+def _resolve(ledger: Any, terms: tuple[str, ...]) -> list[str]:
+    """Recording ids the terms name (id, GME TaskID, CSS stream or file id), in order;
+    one line and exit 1 if any term names nothing."""
+    found: list[str] = []
+    unknown = []
+    for term in terms:
+        matches = ledger.find_recordings(term)
+        if not matches:
+            unknown.append(term)
+        found.extend(rid for rid in matches if rid not in found)
+    if unknown:
+        fail(f"no recording matches {', '.join(map(repr, unknown))}")
+    return found
+
+
 @main.command()
 @click.argument("recording_id", required=False)
-@click.option("--state", help="only recordings in this state")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--state", help="only recordings in this state: " + ", ".join(RECORDING_STATES))
+@click.option("--source", help="only recordings from gme or css")
+@click.option("--limit", default=20, show_default=True, help="rows in the table")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(recording_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
-    """One recording in detail, or a table of recent ones."""
+def status(
+    recording_id: str | None, state: str | None, source: str | None, limit: int, as_json: bool
+) -> None:
+    """One recording in detail, or a table of recent ones.
+
+    RECORDING_ID may be a recording id, a GME TaskID or a CSS stream or file id; with
+    --json a single recording is an object, several (a TaskID of several users) a list.
+    """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from storage.ledger import LedgerUnavailableError
-
+    _choice(state, "--state", RECORDING_STATES)
+    _choice(source, "--source", SOURCES)
     settings = load_settings()
     ledger = _ledger(settings)
     console = Console()
-    try:
+    with _operator_errors():
         if recording_id is None:
-            recordings = ledger.recent_recordings(limit=limit, state=state)
+            recordings = ledger.recent_recordings(limit=limit, state=state, source=source)
             if as_json:
                 click.echo(json.dumps([_recording_json(r) for r in recordings], indent=2))
                 return
             table = Table("recording", "source", "state", "rev", "age", "error")
             for r in recordings:
                 table.add_row(
-                    r.id, r.source, r.state, str(r.revision), _age(r.created_at), r.error or ""
-                )
+                    Text(r.id), r.source, r.state, str(r.revision), _age(r.created_at),
+                    Text(r.error or ""),
+                )  # fmt: skip
             console.print(table)
             return
-        matches = ledger.find_recordings(recording_id)
-        if not matches:
-            fail(f"no recording {recording_id!r}")
-        for rid in matches:
-            recording = ledger.recording(rid)
-            runs = ledger.runs_for(rid)
-            detail = _recording_json(recording)
-            detail["segments"] = [s.__dict__ for s in recording.segments]
-            detail["runs"] = [
-                {
-                    "id": r.id,
-                    "revision": r.revision,
-                    "state": r.state,
-                    "attempts": r.attempts,
-                    "steps": r.steps,
-                    "error": r.error,
-                    "manifest": r.manifest_url,
-                    "artifacts": r.result.get("artifacts", []),
-                    "notifications": [
-                        {
-                            "url": n.url,
-                            "type": n.event_type,
-                            "state": n.state,
-                            "attempts": n.attempts,
-                            "last_status": n.last_status,
-                            "last_error": n.last_error,
-                        }
-                        for n in ledger.notifications_for_run(r.id)
-                    ],
-                }
-                for r in runs
-            ]
-            if as_json:
-                click.echo(json.dumps(detail, indent=2, default=str))
-            else:
-                console.print_json(json.dumps(detail, default=str))
-    except LedgerUnavailableError as exc:
-        fail(f"ledger unreachable: {exc}")
+        details = [_recording_detail(ledger, rid) for rid in _resolve(ledger, (recording_id,))]
+    if as_json:
+        click.echo(json.dumps(details[0] if len(details) == 1 else details, indent=2))
+        return
+    for detail in details:
+        _print_detail(console, detail)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _recording_json(r: Any) -> dict[str, Any]:
@@ -253,45 +321,384 @@ def _recording_json(r: Any) -> dict[str, Any]:
         "state": r.state,
         "revision": r.revision,
         "identity": r.identity or r.details,
-        "created_at": r.created_at.isoformat() if r.created_at else None,
+        "created_at": _iso(r.created_at),
         "last_event_at": r.last_event_at.isoformat(),
-        "settle_due_at": r.settle_due_at.isoformat() if r.settle_due_at else None,
+        "settle_due_at": _iso(r.settle_due_at),
         "error": r.error,
     }
 
 
-@main.command()
-@click.argument("recording_ids", nargs=-1, required=True)
-@click.option("--dry-run", is_flag=True, help="list what would run")
-def reprocess(recording_ids: tuple[str, ...], dry_run: bool) -> None:
-    """Re-run recordings' chains (by recording id or GME TaskID) as new revisions."""
-    from storage.ledger import utcnow
-    from tasks import context
-    from tasks.celery import configure
-    from tasks.jobs import start_chain
+def _recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
+    recording = ledger.recording(recording_id)
+    detail = _recording_json(recording)
+    detail["current_run_id"] = recording.current_run_id
+    detail["segments"] = [
+        {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
+        for s in recording.segments
+    ]
+    detail["runs"] = [
+        {
+            "id": r.id,
+            "revision": r.revision,
+            "state": r.state,
+            "from_step": r.result.get("from_step"),
+            "attempts": r.attempts,
+            "started_at": _iso(r.started_at),
+            "finished_at": _iso(r.finished_at),
+            "steps": r.steps,
+            "error": r.error,
+            "manifest": r.manifest_url,
+            "artifacts": r.result.get("artifacts", []),
+            "notifications": [
+                {
+                    "id": n.id,
+                    "url": n.url,
+                    "type": n.event_type,
+                    "webhook_id": n.webhook_id,
+                    "state": n.state,
+                    "attempts": n.attempts,
+                    "last_status": n.last_status,
+                    "last_error": n.last_error,
+                    "delivery_attempts": [
+                        {
+                            "at": _iso(a.at),
+                            "status": a.status_code,
+                            "error": a.error,
+                            "ms": a.duration_ms,
+                        }
+                        for a in ledger.delivery_attempts(n.id)
+                    ],
+                }
+                for n in ledger.notifications_for_run(r.id)
+            ],
+        }
+        for r in ledger.runs_for(recording_id)
+    ]
+    return detail
 
-    configure(load_settings())
-    ledger = context.ledger()
-    targets = [rid for term in recording_ids for rid in ledger.find_recordings(term)]
-    unknown = [t for t in recording_ids if not ledger.find_recordings(t)]
-    if unknown:
-        fail(f"no recording {', '.join(map(repr, unknown))}")
-    for rid in targets:
+
+def _clock(value: str | None) -> str:
+    if not value:
+        return "-"
+    when = datetime.fromisoformat(value)
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z ({_age(when)} ago)"
+
+
+def _print_detail(console: Any, d: dict[str, Any]) -> None:
+    """The detail view for a terminal: the same facts as --json, as tables."""
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Text.assemble(
+        (d["id"], "bold"), "  ", (d["state"], "bold"), f"  revision {d['revision']}"
+    )
+    console.print(head)
+    identity = "  ".join(f"{k}={v}" for k, v in (d["identity"] or {}).items())
+    console.print(Text(f"  {d['source']}  {identity}"))
+    console.print(
+        Text(
+            f"  first event {_clock(d['created_at'])}   last event {_clock(d['last_event_at'])}"
+            + (f"   settles {_clock(d['settle_due_at'])}" if d["settle_due_at"] else "")
+        )
+    )
+    if d["error"]:
+        console.print(Text(f"  error: {d['error']}", style="red"))
+
+    segments = Table("seq", "state", "file", title="segments", title_justify="left")
+    for s in d["segments"]:
+        note = " (found in the source)" if s["recovered"] else ""
+        segments.add_row(str(s["seq_no"]), s["state"], Text(s["file_name"] + note))
+    console.print(segments)
+
+    for run in d["runs"]:
+        title = (
+            f"run {run['id']}: revision {run['revision']}, {run['state']}, "
+            f"attempts {run['attempts']}"
+            + (f", from {run['from_step']}" if run["from_step"] else "")
+        )
+        steps = Table("step", "attempt", "started", "seconds", "result", title=title,
+                      title_justify="left")  # fmt: skip
+        for step in run["steps"]:
+            if "finished_at" not in step:
+                result = Text("running", style="yellow")
+            elif step.get("ok"):
+                result = Text("ok", style="green")
+            else:
+                result = Text("failed", style="red")
+            steps.add_row(
+                step["step"], str(step.get("attempt", "")), _clock(step.get("started_at")),
+                str(step.get("seconds", "")), result,
+            )  # fmt: skip
+        console.print(steps)
+        for step in run["steps"]:
+            if step.get("error") and step["error"] != run["error"]:
+                line = f"  {step['step']} (attempt {step.get('attempt', '?')}): {step['error']}"
+                console.print(Text(line, style="red"))
+        if run["error"]:
+            console.print(Text(f"  error: {run['error']}", style="red"))
+        for a in run["artifacts"]:
+            console.print(
+                Text(
+                    f"  {a.get('format', '?'):<5} {a.get('duration_s', 0):>9.2f}s "
+                    f"{a.get('bytes', 0):>12} B  {a.get('url')}"
+                )
+            )
+        if run["manifest"]:
+            console.print(Text(f"  manifest {run['manifest']}"))
+        if run["notifications"]:
+            notes = Table("url", "type", "state", "attempts", "last", title="notifications",
+                          title_justify="left")  # fmt: skip
+            for n in run["notifications"]:
+                last = n["last_error"] or (str(n["last_status"]) if n["last_status"] else "-")
+                notes.add_row(Text(n["url"]), n["type"], n["state"], str(n["attempts"]), Text(last))
+            console.print(notes)
+    console.print()
+
+
+@main.command()
+@click.argument("terms", nargs=-1)
+@click.option(
+    "--status", "state", help="only recordings in this state: " + ", ".join(RECORDING_STATES)
+)
+@click.option("--since", help="only recordings whose first event is at or after this: " + TIME_HELP)
+@click.option("--until", help="only recordings whose first event is before this: " + TIME_HELP)
+@click.option("--source", help="only recordings from gme or css")
+@click.option(
+    "--from-step",
+    default="fetch",
+    show_default=True,
+    help="fetch, concat, transcode, archive: a new revision, media from fetch (the steps share "
+    "one scratch directory per run, so the later steps' inputs do not outlive it); notify: "
+    "re-send the current revision's outcome, no new media",
+)
+@click.option("--dry-run", is_flag=True, help="list what would run, change nothing")
+@click.option("--wait", is_flag=True, help="follow with a progress bar until each run ends")
+@click.option("--timeout", type=float, help="with --wait: stop following after this many seconds")
+def reprocess(
+    terms: tuple[str, ...],
+    state: str | None,
+    since: str | None,
+    until: str | None,
+    source: str | None,
+    from_step: str,
+    dry_run: bool,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Re-run recordings' chains as new revisions, replacing their archived objects.
+
+    TERMS are recording ids, GME TaskIDs, or CSS stream or file ids; the filters narrow
+    them, or select from all recordings when no term is given. Exit status is non-zero
+    when a recording is not reprocessed or, with --wait, when a run fails.
+    """
+    from tasks.workflow import STEPS, plan_reprocess
+
+    _choice(from_step, "--from-step", STEPS)
+    _choice(state, "--status", RECORDING_STATES)
+    _choice(source, "--source", SOURCES)
+    since_at, until_at = _when(since, "--since"), _when(until, "--until")
+    if not terms and not (state or since or until or source):
+        fail(
+            "name recordings (id, TaskID, stream id, file id) or select them with "
+            "--status, --since, --until or --source",
+            2,
+        )
+    settings = load_settings()
+    ledger = _ledger(settings)
+    with _operator_errors():
+        ids = _resolve(ledger, terms) if terms else None
+        selected = ledger.select_recordings(
+            state=state, source=source, since=since_at, until=until_at, ids=ids
+        )
+        if not selected:
+            click.echo("no recording matches: nothing to reprocess")
+            return
         if dry_run:
-            click.echo(f"would reprocess {rid}")
-            continue
-        run_id = ledger.claim(rid, now=utcnow(), force=True)
-        if run_id is None:
-            click.echo(f"{rid}: already processing, skipped")
-            continue
-        start_chain(run_id)
-        click.echo(f"{rid}: queued as run {run_id}")
+            refusing = 0
+            for rid in selected:
+                recording = ledger.recording(rid)
+                current = ledger.run(recording.current_run_id) if recording.current_run_id else None
+                plan = plan_reprocess(recording, current, from_step, settings.notify_urls)
+                verb = {"media": "would reprocess", "notify": "would notify"}.get(plan.action)
+                refusing += verb is None
+                click.echo(f"{verb or 'would refuse'} {rid}: {plan.detail}")
+            click.echo(f"{len(selected) - refusing} of {len(selected)} would run (dry run)")
+            return
+        outcomes = _reprocess_all(settings, selected, from_step)
+    refused = [o for o in outcomes if o.action == "refused"]
+    started = [o for o in outcomes if o.action != "refused"]
+    ok = _follow_outcomes(settings, started, timeout) if wait and started else True
+    if refused:
+        fail(f"{len(refused)} of {len(outcomes)} not reprocessed")
+    if not ok:
+        sys.exit(1)
+
+
+def _reprocess_all(settings: Settings, recording_ids: list[str], from_step: str) -> list[Any]:
+    from tasks import jobs, workflow
+
+    _connect_broker(settings)
+    svc = jobs.services()
+    outcomes = []
+    for rid in recording_ids:
+        outcome = workflow.reprocess(
+            svc, rid, from_step,
+            start_chain=jobs.start_chain,
+            deliver=lambda nid: jobs.deliver_notification.delay(nid),
+        )  # fmt: skip
+        if outcome.action == "queued":
+            click.echo(f"{rid}: queued run {outcome.run_id}, {outcome.detail}")
+        elif outcome.action == "notified":
+            click.echo(f"{rid}: {outcome.detail}")
+        else:
+            click.echo(f"{rid}: not reprocessed: {outcome.detail}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _follow_outcomes(settings: Settings, outcomes: list[Any], timeout: float | None) -> bool:
+    """A progress bar until every queued run has ended and every re-sent notification is
+    settled; then a summary. True when all archived / delivered."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from storage.models import NotificationState, RunState
+
+    ledger = _ledger(settings)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def look(outcome: Any) -> tuple[bool, str]:
+        if outcome.action == "queued":
+            run = ledger.run(outcome.run_id)
+            if run.state in RunState.TERMINAL:
+                return True, run.state
+            current = [s["step"] for s in run.steps if "finished_at" not in s]
+            return False, current[-1] if current and run.state == "running" else run.state
+        states = [ledger.notification(n).state for n in outcome.notification_ids]
+        if any(s == NotificationState.PENDING for s in states):
+            return False, "delivering"
+        if all(s == NotificationState.DELIVERED for s in states):
+            return True, "delivered"
+        return True, "failed" if NotificationState.FAILED in states else "disabled"
+
+    final: dict[str, str] = {}
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with _operator_errors(), Progress(*columns, console=console) as progress:
+        overall = progress.add_task("reprocessing", total=len(outcomes))
+        rows = {}
+        if len(outcomes) <= 20:
+            for o in outcomes:
+                rows[o.recording_id] = progress.add_task(f"  {o.recording_id}", total=1)
+        while len(final) < len(outcomes):
+            for o in outcomes:
+                if o.recording_id in final:
+                    continue
+                done, state = look(o)
+                if done:
+                    final[o.recording_id] = state
+                if o.recording_id in rows:
+                    progress.update(
+                        rows[o.recording_id],
+                        description=f"  {o.recording_id}: {state}",
+                        completed=1 if done else 0,
+                    )
+            progress.update(overall, completed=len(final))
+            if len(final) == len(outcomes):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    ok = True
+    for o in outcomes:
+        state = final.get(o.recording_id, "still running (stopped following)")
+        line = f"{o.recording_id}: {state}"
+        if state == "archived":
+            recording = ledger.recording(o.recording_id)
+            line += f", revision {recording.revision if recording else '?'}"
+        elif o.action == "queued" and state == "failed":
+            run = ledger.run(o.run_id)
+            line += f": {run.error}" if run and run.error else ""
+        ok = ok and state in ("archived", "delivered")
+        click.echo(line)
+    counts: dict[str, int] = {}
+    for state in (final.get(o.recording_id, "unfinished") for o in outcomes):
+        counts[state] = counts.get(state, 0) + 1
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    ledger.dispose()
+    return ok
+
+
+@main.command()
+@click.argument("terms", nargs=-1)
+@click.option("--since", help="only callbacks received at or after this: " + TIME_HELP)
+@click.option("--until", help="only callbacks received before this: " + TIME_HELP)
+@click.option("--undispatched", is_flag=True, help="only callbacks never handed to a worker")
+@click.option("--dry-run", is_flag=True, help="list the callbacks, change nothing")
+def replay(
+    terms: tuple[str, ...], since: str | None, until: str | None, undispatched: bool, dry_run: bool
+) -> None:
+    """Re-dispatch stored callbacks through the intake's own path.
+
+    TERMS are recording ids, GME TaskIDs, or CSS stream or file ids; --since/--until
+    select by arrival, --undispatched those never handed to a worker (all of them when
+    nothing else is given). Each callback is applied to the segment bookkeeping again
+    (idempotent: a replay never moves a segment back) and its settle task sent, as when
+    it arrived. Signatures are not checked again: callbacks were verified before they
+    were stored, and the keys may have rotated since.
+    """
+    from webhook.intake import ReplayError
+
+    since_at, until_at = _when(since, "--since"), _when(until, "--until")
+    if not (terms or since or until or undispatched):
+        fail("name recordings or select callbacks with --since, --until or --undispatched", 2)
+    settings = load_settings()
+    ledger = _ledger(settings)
+    with _operator_errors():
+        ids = _resolve(ledger, terms) if terms else None
+        callbacks = ledger.callbacks(
+            recording_ids=ids, since=since_at, until=until_at, undispatched=undispatched
+        )
+        if not callbacks:
+            click.echo("no stored callback matches: nothing to replay")
+            return
+        if dry_run:
+            for cb in callbacks:
+                click.echo(f"would replay {_callback_label(cb)}")
+            click.echo(f"{len(callbacks)} callback(s) would be replayed (dry run)")
+            return
+        from webhook.dispatch import Dispatcher
+        from webhook.intake import Intake
+
+        _connect_broker(settings)
+        intake = Intake(settings, ledger, Dispatcher(settings))
+        counts = {"dispatched": 0, "undispatched": 0, "refused": 0}
+        for cb in callbacks:
+            try:
+                outcome = intake.replay(cb)
+            except ReplayError as exc:
+                outcome = "refused"
+                click.echo(f"{_callback_label(cb)}: {exc}", err=True)
+            else:
+                click.echo(f"{_callback_label(cb)}: {outcome}")
+            counts[outcome] += 1
+    click.echo(", ".join(f"{n} {name}" for name, n in counts.items()))
+    if counts["undispatched"] or counts["refused"]:
+        sys.exit(1)
+
+
+def _callback_label(cb: Any) -> str:
+    return (
+        f"callback {cb.id} ({cb.provider} event {cb.event_type}, {cb.recording_id}, "
+        f"received {cb.received_at:%Y-%m-%d %H:%M:%S}Z"
+        + (", never dispatched)" if cb.dispatched_at is None else ")")
+    )
 
 
 @main.command()
 def doctor() -> None:
     """Check configuration, ledger, broker, storage and ffmpeg, one line each."""
-    checks: list[tuple[str, Callable[[], str]]] = []
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -303,43 +710,50 @@ def doctor() -> None:
         from storage.migrate import head_revision
 
         ledger = _ledger(settings)
-        ledger.ping()
-        current, head = ledger.current_revision(), head_revision()
+        try:
+            ledger.ping()
+            current, head = ledger.current_revision(), head_revision()
+        finally:
+            ledger.dispose()
         if current != head:
             raise RuntimeError(f"schema at {current}, code expects {head}: run `recpipe migrate`")
         return f"{ledger.engine.dialect.name}, schema {current}"
 
     def broker_check() -> str:
-        from tasks.celery import configure
-
-        with configure(settings).connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
+        _connect_broker(settings)
         return settings.broker_url.split("://")[0]
 
     def archive_check() -> str:
         from storage.objectstore import store_from_url
 
         store_from_url(settings.archive_url).check_writable()
-        return settings.archive_url
+        return f"{settings.archive_url} writable"
 
     def source_check() -> str:
         from storage.objectstore import store_from_url
 
-        store = store_from_url(settings.gme_source_url)
-        next(iter(store.list("")), None)
-        return settings.gme_source_url
+        url = settings.gme_source_url
+        if url.startswith("file://") and not Path(urlsplit(url).path).is_dir():
+            raise FileNotFoundError(f"{url} is not a directory")
+        next(iter(store_from_url(url).list("")), None)
+        return f"{url} readable"
 
-    def ffmpeg_check() -> str:
-        ffmpeg, _ffprobe = require_ffmpeg()
-        out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, check=True)
-        return out.stdout.splitlines()[0]
+    def tool_check(name: str) -> Callable[[], str]:
+        def check() -> str:
+            ffmpeg, ffprobe = require_ffmpeg()
+            tool = ffmpeg if name == "ffmpeg" else ffprobe
+            out = subprocess.run([tool, "-version"], capture_output=True, text=True, check=True)
+            return out.stdout.splitlines()[0]
 
-    checks = [
+        return check
+
+    checks: list[tuple[str, Callable[[], str]]] = [
         ("ledger", ledger_check),
         ("broker", broker_check),
         ("archive", archive_check),
         ("source", source_check),
-        ("ffmpeg", ffmpeg_check),
+        ("ffmpeg", tool_check("ffmpeg")),
+        ("ffprobe", tool_check("ffprobe")),
     ]
     failed = 0
     for name, check in checks:
@@ -347,8 +761,7 @@ def doctor() -> None:
             click.echo(f"ok   {name}: {check()}")
         except Exception as exc:
             failed += 1
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"FAIL {name}: {first}")
+            click.echo(f"FAIL {name}: {_first_line(exc)}")
     sys.exit(1 if failed else 0)
 
 

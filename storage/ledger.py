@@ -112,6 +112,18 @@ class RunView:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class StoredCallback:
+    id: int
+    provider: str
+    recording_id: str | None
+    event_type: int
+    received_at: datetime
+    body: str
+    headers: dict[str, Any]
+    dispatched_at: datetime | None
+
+
 class Ledger:
     def __init__(self, database_url: str, *, echo: bool = False):
         self.url = database_url
@@ -175,44 +187,58 @@ class Ledger:
                 )
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
 
-            s.execute(
-                _insert(s, Recording)
-                .values(
-                    id=rid,
-                    source="gme",
-                    biz_id=gme.key.biz_id,
-                    room_id=gme.key.room_id,
-                    user_id=gme.key.user_id,
-                    task_id=gme.key.task_id,
-                    record_mode=gme.key.record_mode,
-                    details={},
-                    state=RecordingState.COLLECTING,
-                    revision=0,
-                    pending_changes=False,
-                    first_event_at=now,
-                    last_event_at=now,
-                    settle_due_at=now + timedelta(seconds=settle_seconds),
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-            recording = s.execute(
-                select(Recording).where(Recording.id == rid).with_for_update()
-            ).scalar_one()
-            newly_uploaded = self._apply_segment_event(s, rid, gme, now)
-            recording.last_event_at = max(aware(recording.last_event_at) or now, now)
-            recording.updated_at = now
-            if recording.state == RecordingState.COLLECTING:
-                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
-            elif newly_uploaded and recording.state == RecordingState.PROCESSING:
-                recording.pending_changes = True
-            elif newly_uploaded and recording.state in RecordingState.TERMINAL:
-                # A late segment after the archive: collect again, for the next revision.
-                recording.state = RecordingState.COLLECTING
-                recording.error = None
-                recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+            self._apply_gme_event(s, gme, now, settle_seconds)
             return IntakeResult(callback_id, rid, duplicate=False)
+
+    def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
+        """Apply a stored callback's event to the bookkeeping again, as if it arrived now
+        (`recpipe replay`); harmless when it was applied before. True if a segment just
+        became uploaded."""
+        with self.session() as s:
+            return self._apply_gme_event(s, gme, now, settle_seconds)
+
+    def _apply_gme_event(
+        self, s: Session, gme: GmeEvent, now: datetime, settle_seconds: float
+    ) -> bool:
+        rid = gme.key.recording_id
+        s.execute(
+            _insert(s, Recording)
+            .values(
+                id=rid,
+                source="gme",
+                biz_id=gme.key.biz_id,
+                room_id=gme.key.room_id,
+                user_id=gme.key.user_id,
+                task_id=gme.key.task_id,
+                record_mode=gme.key.record_mode,
+                details={},
+                state=RecordingState.COLLECTING,
+                revision=0,
+                pending_changes=False,
+                first_event_at=now,
+                last_event_at=now,
+                settle_due_at=now + timedelta(seconds=settle_seconds),
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        recording = s.execute(
+            select(Recording).where(Recording.id == rid).with_for_update()
+        ).scalar_one()
+        newly_uploaded = self._apply_segment_event(s, rid, gme, now)
+        recording.last_event_at = max(aware(recording.last_event_at) or now, now)
+        recording.updated_at = now
+        if recording.state == RecordingState.COLLECTING:
+            recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+        elif newly_uploaded and recording.state == RecordingState.PROCESSING:
+            recording.pending_changes = True
+        elif newly_uploaded and recording.state in RecordingState.TERMINAL:
+            # A late segment after the archive: collect again, for the next revision.
+            recording.state = RecordingState.COLLECTING
+            recording.error = None
+            recording.settle_due_at = now + timedelta(seconds=settle_seconds)
+        return newly_uploaded
 
     def _insert_callback(
         self,
@@ -712,12 +738,41 @@ class Ledger:
 
     # -- reading for operators ----------------------------------------------
 
-    def recent_recordings(self, limit: int = 20, state: str | None = None) -> list[RecordingView]:
+    def recent_recordings(
+        self, limit: int = 20, state: str | None = None, source: str | None = None
+    ) -> list[RecordingView]:
         with self.session() as s:
             query = select(Recording).order_by(Recording.created_at.desc()).limit(limit)
             if state:
                 query = query.where(Recording.state == state)
+            if source:
+                query = query.where(Recording.source == source)
             return [_recording_view(r, ()) for r in s.scalars(query)]
+
+    def select_recordings(
+        self,
+        *,
+        state: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Recording ids matching every filter given, oldest first; `since`/`until` bound
+        the recording's first event (its `created_at`)."""
+        with self.session() as s:
+            query = select(Recording.id).order_by(Recording.created_at, Recording.id)
+            if ids is not None:
+                query = query.where(Recording.id.in_(list(ids)))
+            if state:
+                query = query.where(Recording.state == state)
+            if source:
+                query = query.where(Recording.source == source)
+            if since:
+                query = query.where(Recording.created_at >= since)
+            if until:
+                query = query.where(Recording.created_at < until)
+            return list(s.scalars(query))
 
     def runs_for(self, recording_id: str) -> list[RunView]:
         with self.session() as s:
@@ -727,6 +782,81 @@ class Ledger:
                 )
             )
         return [view for rid in ids if (view := self.run(rid)) is not None]
+
+    def callbacks(
+        self,
+        *,
+        recording_ids: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        undispatched: bool = False,
+        limit: int | None = None,
+    ) -> list[StoredCallback]:
+        """Stored callbacks matching every filter given, in arrival order."""
+        with self.session() as s:
+            query = select(Callback).order_by(Callback.id)
+            if recording_ids is not None:
+                query = query.where(Callback.recording_id.in_(list(recording_ids)))
+            if since:
+                query = query.where(Callback.received_at >= since)
+            if until:
+                query = query.where(Callback.received_at < until)
+            if undispatched:
+                query = query.where(Callback.dispatched_at.is_(None))
+            if limit:
+                query = query.limit(limit)
+            return [
+                StoredCallback(
+                    id=c.id,
+                    provider=c.provider,
+                    recording_id=c.recording_id,
+                    event_type=c.event_type,
+                    received_at=aware(c.received_at) or utcnow(),
+                    body=c.body,
+                    headers=dict(c.headers or {}),
+                    dispatched_at=aware(c.dispatched_at),
+                )
+                for c in s.scalars(query)
+            ]
+
+    def rearm_notifications(self, run_id: str, urls: Sequence[str], now: datetime) -> list[int]:
+        """Make the run's finished notifications to `urls` pending again, for another
+        delivery of the same message (same webhook-id and body); ids of those rearmed.
+        Pending ones are left alone: their delivery is still under way."""
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Notification.id)
+                    .where(
+                        Notification.run_id == run_id,
+                        Notification.url.in_(list(urls)),
+                        Notification.state != NotificationState.PENDING,
+                    )
+                    .with_for_update()
+                )
+            )
+            if ids:
+                s.execute(
+                    update(Notification)
+                    .where(Notification.id.in_(ids))
+                    .values(
+                        state=NotificationState.PENDING,
+                        attempts=0,
+                        delivered_at=None,
+                        updated_at=now,
+                    )
+                )
+            return ids
+
+    def delivery_attempts(self, notification_id: int) -> list[DeliveryAttempt]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(DeliveryAttempt)
+                    .where(DeliveryAttempt.notification_id == notification_id)
+                    .order_by(DeliveryAttempt.id)
+                )
+            )
 
     def count_recordings_by_state(self) -> dict[str, int]:
         """How many recordings are in each state (for metrics: one indexed GROUP BY)."""

@@ -136,8 +136,8 @@ class LocalStore:
         if prefix:
             safe_key(prefix.rstrip("/"))
         start = base if base.is_dir() else base.parent
-        if not start.is_dir():
-            return
+        if not start.is_dir() or not start.resolve().is_relative_to(self.root):
+            return  # a missing root is an empty store, not a walk of its parent
         for dirpath, _dirs, files in os.walk(start):
             for name in sorted(files):
                 if name.startswith(".tmp-"):

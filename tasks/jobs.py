@@ -190,9 +190,27 @@ def sweep() -> dict[str, int]:
 
 
 @app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)
-def reprocess(recording_id: str) -> str | None:
-    """Re-run a recording's chain as a new revision (same archive prefix, replaced objects)."""
-    run_id = context.ledger().claim(recording_id, now=utcnow(), force=True)
-    if run_id:
-        start_chain(run_id)
-    return run_id
+def reprocess(recording_id: str, from_step: str = "fetch") -> list[dict[str, Any]]:
+    """Re-run the recordings a term names (recording id, GME TaskID, CSS stream or file id)
+    from `from_step`, as `recpipe reprocess` does: fetch/concat/transcode/archive make a new
+    revision under the same archive prefix; notify re-sends the current outcome."""
+    svc = services()
+    outcomes = [
+        workflow.reprocess(
+            svc,
+            rid,
+            from_step,
+            start_chain=start_chain,
+            deliver=lambda nid: deliver_notification.delay(nid),
+        )
+        for rid in svc.ledger.find_recordings(recording_id)
+    ]
+    for outcome in outcomes:
+        log.info("reprocess." + outcome.action, recording_id=outcome.recording_id,
+                 run_id=outcome.run_id, detail=outcome.detail)  # fmt: skip
+    if not outcomes:
+        log.warning("reprocess.unknown", term=recording_id)
+    return [
+        {"recording_id": o.recording_id, "action": o.action, "run_id": o.run_id, "detail": o.detail}
+        for o in outcomes
+    ]

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 
 import structlog
 from flask import Request
 
 from recpipe.config import Settings
-from storage.domain import GME_EVENT_UPLOADED
-from storage.ledger import Ledger, utcnow
-from webhook.callbacks import parse_css, parse_gme, parse_json_object
+from storage.domain import GME_EVENT_UPLOADED, GmeEvent
+from storage.ledger import Ledger, StoredCallback, utcnow
+from webhook.callbacks import InvalidCallbackError, parse_css, parse_gme, parse_json_object
 from webhook.dispatch import Dispatcher
 from webhook.verify import InvalidSignatureError, safe_headers, verify_css, verify_gme
 
 log = structlog.get_logger("recpipe.webhook")
 
 CSS_RECORDING_FILE = 100
+
+
+class ReplayError(Exception):
+    """A stored callback that cannot be replayed; the message names it."""
 
 
 class BodyTooLargeError(Exception):
@@ -78,14 +83,67 @@ class Intake:
         if result.duplicate:
             bound.info("callback.duplicate")
             return "duplicate"
-        if event.event_type == GME_EVENT_UPLOADED:
-            # Finalize once the settle window has passed with no newer event.
-            if self.dispatcher.settle_later(result.recording_id, self.settings.settle_seconds + 1):
-                self.ledger.mark_callbacks_dispatched([result.callback_id], now)
-        else:
-            self.ledger.mark_callbacks_dispatched([result.callback_id], now)
+        self._dispatch_gme(result.callback_id, event, now)
         bound.info("callback.accepted")
         return "accepted"
+
+    def _dispatch_gme(self, callback_id: int, event: GmeEvent, now: datetime) -> bool:
+        """True when the callback is dispatched (or needs no dispatch)."""
+        # An upload is finalized once the settle window has passed with no newer event.
+        if event.event_type == GME_EVENT_UPLOADED and not self.dispatcher.settle_later(
+            event.key.recording_id, self.settings.settle_seconds + 1
+        ):
+            return False
+        self.ledger.mark_callbacks_dispatched([callback_id], now)
+        return True
+
+    def replay(self, callback: StoredCallback) -> str:
+        """Apply a stored callback again and dispatch it, as when it arrived: the
+        bookkeeping is idempotent, so replaying is harmless. Its signature is not checked
+        again: it was verified before it was stored, and the key may have rotated since.
+        Returns "dispatched", or "undispatched" when the broker did not take it."""
+        if callback.provider == "css":
+            return self._replay_css(callback)
+        if callback.provider != "gme":
+            raise ReplayError(
+                f"callback {callback.id}: {callback.provider} callbacks cannot be replayed"
+            )
+        try:
+            event = parse_gme(callback.body.encode("utf-8"))
+        except InvalidCallbackError as exc:
+            raise ReplayError(
+                f"callback {callback.id}: stored body no longer parses: {exc}"
+            ) from None
+        now = utcnow()
+        self.ledger.reapply_gme_event(event, now=now, settle_seconds=self.settings.settle_seconds)
+        dispatched = self._dispatch_gme(callback.id, event, now)
+        log.info(
+            "callback.replayed",
+            provider="gme",
+            callback_id=callback.id,
+            recording_id=event.key.recording_id,
+            dispatched=dispatched,
+        )
+        return "dispatched" if dispatched else "undispatched"
+
+    def _replay_css(self, callback: StoredCallback) -> str:
+        """A stored CSS callback's file was placed in its recording in the same transaction
+        that stored it, so replaying it is handing its recording to settle again."""
+        if not callback.recording_id:
+            raise ReplayError(f"callback {callback.id}: no recording (an ignored event type)")
+        dispatched = self.dispatcher.settle_later(
+            callback.recording_id, self.settings.settle_seconds + 1
+        )
+        if dispatched:
+            self.ledger.mark_callbacks_dispatched([callback.id], utcnow())
+        log.info(
+            "callback.replayed",
+            provider="css",
+            callback_id=callback.id,
+            recording_id=callback.recording_id,
+            dispatched=dispatched,
+        )
+        return "dispatched" if dispatched else "undispatched"
 
     def _accept_css(self, body: bytes, headers: Mapping[str, str]) -> str:
         if self.settings.css_callback_key is None:

@@ -1,0 +1,412 @@
+"""The operator commands run as a user runs them (`python -m recpipe ...` in a subprocess)
+against PostgreSQL, a broker and real stores: what they print, what they change, and the one
+line and non-zero exit of every failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from storage.ledger import Ledger, utcnow
+from storage.models import Recording
+from tests.conftest import free_port
+from webhook.callbacks import parse_gme
+
+pytestmark = pytest.mark.integration
+
+BIZ = 1400000000
+TASK = "446946705284000777"
+
+
+@pytest.fixture
+def env(request, tmp_path: Path, pg_url: str) -> dict[str, str]:
+    """Redis unless a test asks for RabbitMQ (`indirect` parametrization) too."""
+    broker_url = request.getfixturevalue(f"{getattr(request, 'param', 'redis')}_url")
+    (tmp_path / "source").mkdir()
+    migrating = Ledger(pg_url)
+    migrating.migrate()
+    migrating.dispose()
+    return {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": broker_url,
+        "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
+        "RECPIPE_GME_SOURCE_URL": (tmp_path / "source").as_uri(),
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=cli-test-key",
+        "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
+        "RECPIPE_SETTLE_SECONDS": "30",
+    }
+
+
+@pytest.fixture
+def ledger(env):
+    ledger = Ledger(env["RECPIPE_DATABASE_URL"])
+    yield ledger
+    ledger.dispose()
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str], starts: str, code: int = 1) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(f"recpipe: {starts}"), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def store(
+    ledger: Ledger, seq: int, event_type: int = 3, task: str = TASK, user: str = "999", now=None
+):
+    """A GME callback stored as intake stores it (body and bookkeeping), not yet dispatched."""
+    body = json.dumps(
+        {
+            "BizID": BIZ, "RoomID": "100", "UserID": user, "TaskID": int(task), "RecordMode": 1,
+            "Timestamp": int(time.time()), "EventType": event_type,
+            "Detail": {"SeqNo": seq, "FileName": f"{BIZ}_100/{seq}_{task}_audio.mp3"},
+        }
+    )  # fmt: skip
+    event = parse_gme(body.encode())
+    result = ledger.record_gme_event(
+        event, body, {"Signature": "checked-at-intake"}, now=now or utcnow(), settle_seconds=30
+    )
+    return result
+
+
+def archived_run(ledger: Ledger, rid: str) -> str:
+    """A finished revision with timed steps, an artifact and a delivered notification."""
+    run_id = ledger.claim(rid, now=utcnow(), force=True)
+    for step in ("fetch", "concat", "transcode", "archive"):
+        ledger.step(run_id, step, now=utcnow())
+        ledger.step(run_id, step, now=utcnow(), ok=True, seconds=0.25)
+    artifact = {"url": "file:///a/x.m4a", "format": "m4a", "bytes": 1234, "sha256": "ab",
+                "duration_s": 6.5}  # fmt: skip
+    result = {"included": [0], "missing": [], "artifacts": [artifact]}
+    ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url="file:///a/manifest.json")
+    [note] = ledger.create_notifications(
+        run_id, "recording.archived", f"msg_{rid}_r1_archived", "{}", ["http://127.0.0.1:9/hooks"],
+        utcnow(),
+    )  # fmt: skip
+    ledger.record_attempt(note, now=utcnow(), status_code=503, error="HTTP 503", duration_ms=5,
+                          final_state=None)  # fmt: skip
+    ledger.record_attempt(note, now=utcnow(), status_code=204, error=None, duration_ms=4,
+                          final_state="delivered")  # fmt: skip
+    return run_id
+
+
+def queue_length(env: dict[str, str], queue: str) -> int:
+    """Messages waiting in one of recpipe's queues on the broker."""
+    with Connection(env["RECPIPE_BROKER_URL"], connect_timeout=5) as conn:
+        declared = Queue(queue, Exchange(queue), routing_key=queue)(conn.default_channel)
+        return int(declared.queue_declare().message_count)  # declared as Celery declares it
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def test_status_lists_recent_recordings_filtered_by_state_as_table_and_json(env, ledger):
+    archived = store(ledger, 0).recording_id
+    collecting = store(ledger, 0, user="1000").recording_id
+    archived_run(ledger, archived)
+
+    table = cli(env, "status")
+    assert table.returncode == 0, table.stderr
+    assert archived in table.stdout and collecting in table.stdout
+
+    only = cli(env, "status", "--state", "archived", "--json")
+    assert only.returncode == 0, only.stderr
+    rows = json.loads(only.stdout)
+    assert [(r["id"], r["state"], r["revision"]) for r in rows] == [(archived, "archived", 1)]
+    assert rows[0]["identity"]["TaskID"] == TASK
+
+
+def test_status_of_one_recording_shows_segments_steps_artifacts_and_notifications(env, ledger):
+    rid = store(ledger, 0).recording_id
+    store(ledger, 1, event_type=1)
+    run_id = archived_run(ledger, rid)
+
+    shown = cli(env, "status", rid)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert f"{rid}  archived  revision 1" in text
+    assert "segments" in text and "uploaded" in text and "started" in text
+    assert f"run {run_id}: revision 1, archived" in text
+    for step in ("fetch", "concat", "transcode", "archive"):
+        assert step in text
+    assert "file:///a/x.m4a" in text and "manifest file:///a/manifest.json" in text
+    assert "http://127.0.0.1:9/hooks" in text and "delivered" in text
+
+    detail = json.loads(cli(env, "status", rid, "--json").stdout)
+    assert [(s["seq_no"], s["state"]) for s in detail["segments"]] == [
+        (0, "uploaded"),
+        (1, "started"),
+    ]
+    [run] = detail["runs"]
+    assert [s["step"] for s in run["steps"]] == ["fetch", "concat", "transcode", "archive"]
+    assert all(s["ok"] and "finished_at" in s for s in run["steps"])
+    assert run["artifacts"][0]["format"] == "m4a"
+    [note] = run["notifications"]
+    assert note["state"] == "delivered" and note["attempts"] == 2
+    assert [a["status"] for a in note["delivery_attempts"]] == [503, 204]
+
+
+def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id(env, ledger):
+    first, second = store(ledger, 0).recording_id, store(ledger, 0, user="2").recording_id
+    now = utcnow()
+    with ledger.session() as s:
+        s.add(
+            Recording(
+                id="css-1", source="css", details={"stream_id": "live_7", "file_ids": ["f-77"]},
+                state="archived", revision=1, pending_changes=False, first_event_at=now,
+                last_event_at=now, created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+
+    both = json.loads(cli(env, "status", TASK, "--json").stdout)
+    assert sorted(d["id"] for d in both) == sorted([first, second])
+    assert json.loads(cli(env, "status", "live_7", "--json").stdout)["id"] == "css-1"
+    assert json.loads(cli(env, "status", "f-77", "--json").stdout)["id"] == "css-1"
+
+
+# -- failures are one line ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "gme-nope"),
+        ("reprocess", "gme-nope"),
+        ("reprocess", "gme-nope", "--dry-run"),
+        ("replay", "gme-nope"),
+    ],
+)
+def test_an_unknown_id_is_one_line_and_exit_1(env, ledger, args):
+    store(ledger, 0)
+    one_line_failure(cli(env, *args), "no recording matches 'gme-nope'")
+
+
+@pytest.mark.parametrize(
+    ("args", "starts"),
+    [
+        (("reprocess", "--since", "yesterday-ish"), "--since: cannot read 'yesterday-ish'"),
+        (("reprocess", "--status", "failed", "--until", "soon"), "--until: cannot read 'soon'"),
+        (("reprocess", "--status", "broken"), "--status: 'broken' is not one of"),
+        (("reprocess", "--source", "rtmp"), "--source: 'rtmp' is not one of gme, css"),
+        (("reprocess", TASK, "--from-step", "mux"), "--from-step: 'mux' is not one of fetch"),
+        (("reprocess",), "name recordings"),
+        (("replay", "--since", "last week"), "--since: cannot read 'last week'"),
+        (("replay",), "name recordings"),
+        (("status", "--state", "done"), "--state: 'done' is not one of"),
+    ],
+)
+def test_a_bad_filter_is_one_line_and_exit_2(env, ledger, args, starts):
+    rid = store(ledger, 0).recording_id
+    one_line_failure(cli(env, *args), starts, code=2)
+    assert ledger.recording(rid).revision == 0
+
+
+@pytest.mark.parametrize(
+    "args", [("reprocess", TASK), ("reprocess", TASK, "--wait"), ("replay", "--undispatched")]
+)
+def test_an_unreachable_broker_is_one_line_and_nothing_is_claimed(env, ledger, args):
+    rid = store(ledger, 0).recording_id
+    down = {**env, "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    one_line_failure(cli(down, *args), "broker unreachable: redis:")
+    recording = ledger.recording(rid)
+    assert recording.revision == 0 and recording.state == "collecting"
+    assert [c.dispatched_at for c in ledger.callbacks()] == [None]
+
+
+@pytest.mark.parametrize(
+    "args", [("status",), ("status", TASK), ("reprocess", TASK), ("replay", "--undispatched")]
+)
+def test_an_unreachable_ledger_is_one_line(env, args):
+    down = {**env, "RECPIPE_DATABASE_URL": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"}
+    one_line_failure(cli(down, *args), "ledger unreachable: ")
+
+
+def test_an_unmigrated_ledger_is_one_line_pointing_at_migrate(env, tmp_path):
+    bare = {**env, "RECPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    result = cli(bare, "status")
+    one_line_failure(result, "ledger error: ")
+    assert "recpipe migrate" in result.stderr
+
+
+# -- reprocess (no worker: what is claimed and handed to the broker) -----------------
+
+
+def test_reprocess_dry_run_lists_what_would_run_and_changes_nothing(env, ledger):
+    rid = store(ledger, 0).recording_id
+    done = store(ledger, 0, user="2").recording_id
+    archived_run(ledger, done)
+
+    media = cli(env, "reprocess", TASK, "--dry-run")
+    assert media.returncode == 0, media.stderr
+    assert f"would reprocess {rid}: revision 1: fetch, concat" in media.stdout
+    assert f"would reprocess {done}: revision 2: fetch, concat" in media.stdout
+    notify = cli(env, "reprocess", TASK, "--from-step", "notify", "--dry-run")
+    assert f"would refuse {rid}: no finished run to notify about" in notify.stdout
+    assert f"would notify {done}: re-send revision 1's recording.archived" in notify.stdout
+    assert "1 of 2 would run (dry run)" in notify.stdout
+    assert (ledger.recording(rid).revision, ledger.recording(done).revision) == (0, 1)
+    assert queue_length(env, "media") == 0
+
+
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
+def test_reprocess_makes_a_new_revision_and_hands_its_chain_to_the_broker(env, ledger):
+    rid = store(ledger, 0).recording_id
+    first = archived_run(ledger, rid)
+
+    result = cli(env, "reprocess", rid, "--from-step", "transcode")
+    assert result.returncode == 0, result.stderr
+    recording = ledger.recording(rid)
+    assert recording.revision == 2 and recording.state == "processing"
+    assert recording.current_run_id != first
+    run = ledger.run(recording.current_run_id)
+    assert run.state == "queued" and run.result == {"from_step": "transcode"}
+    assert f"{rid}: queued run {run.id}, revision 2" in result.stdout
+    assert queue_length(env, "media") == 1
+
+    again = cli(env, "reprocess", rid)
+    one_line_failure(again, "1 of 1 not reprocessed")
+    assert ledger.recording(rid).revision == 2
+    assert f"{rid}: not reprocessed: already processing" in again.stdout
+
+
+def test_reprocess_by_filter_takes_only_the_matching_recordings(env, ledger):
+    old = store(ledger, 0, now=utcnow() - timedelta(days=2)).recording_id
+    failed = store(ledger, 0, user="2").recording_id
+    fine = store(ledger, 0, user="3").recording_id
+    for rid in (old, failed):
+        ledger.fail_recording(rid, "gave up", utcnow())
+
+    result = cli(env, "reprocess", "--status", "failed", "--since", "1d", "--source", "gme")
+    assert result.returncode == 0, result.stderr
+    revisions = {rid: ledger.recording(rid).revision for rid in (old, failed, fine)}
+    assert revisions == {old: 0, failed: 1, fine: 0}
+
+
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
+def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(env, ledger):
+    rid = store(ledger, 0).recording_id
+    run_id = archived_run(ledger, rid)
+
+    result = cli(env, "reprocess", rid, "--from-step", "notify")
+    assert result.returncode == 0, result.stderr
+    assert f"{rid}: re-send revision 1's recording.archived to 1 URL(s)" in result.stdout
+    assert ledger.recording(rid).revision == 1
+    [note] = ledger.notifications_for_run(run_id)
+    assert note.state == "pending" and note.webhook_id == f"msg_{rid}_r1_archived"
+    assert queue_length(env, "light") == 1
+
+    never = store(ledger, 0, user="2").recording_id
+    refused = cli(env, "reprocess", never, "--from-step", "notify")
+    one_line_failure(refused, "1 of 1 not reprocessed")
+    assert f"{never}: not reprocessed: no finished run to notify about" in refused.stdout
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
+def test_replay_reapplies_undispatched_callbacks_and_sends_their_settle_tasks(env, ledger):
+    rid = store(ledger, 0).recording_id
+    store(ledger, 1)
+    store(ledger, 2, event_type=1)
+    before = ledger.recording(rid)
+
+    dry = cli(env, "replay", "--undispatched", "--dry-run")
+    assert dry.returncode == 0 and "3 callback(s) would be replayed (dry run)" in dry.stdout
+    assert queue_length(env, "light") == 0
+
+    result = cli(env, "replay", "--undispatched")
+    assert result.returncode == 0, result.stderr
+    assert "3 dispatched, 0 undispatched, 0 refused" in result.stdout
+    assert all(c.dispatched_at is not None for c in ledger.callbacks())
+    assert queue_length(env, "light") == 2  # one settle per upload, as at intake
+    after = ledger.recording(rid)
+    assert after.segments == before.segments and after.state == "collecting"
+    assert after.last_event_at >= before.last_event_at
+
+    nothing = cli(env, "replay", "--undispatched")
+    assert nothing.returncode == 0 and "nothing to replay" in nothing.stdout
+
+
+def test_replay_by_recording_and_time_range_selects_their_callbacks(env, ledger):
+    now = utcnow()
+    store(ledger, 0, now=now - timedelta(hours=5))
+    store(ledger, 1, now=now - timedelta(minutes=1))
+    other = store(ledger, 0, user="2").recording_id
+
+    by_time = cli(env, "replay", TASK, "--since", "1h", "--dry-run")
+    assert by_time.stdout.count("would replay") == 2  # seq 1 of the first user, and the other
+    by_recording = cli(env, "replay", other)
+    assert by_recording.returncode == 0, by_recording.stderr
+    assert "1 dispatched" in by_recording.stdout
+    assert [c.recording_id for c in ledger.callbacks(undispatched=True)] == [
+        c.recording_id for c in ledger.callbacks() if c.recording_id != other
+    ]
+
+
+# -- doctor ---------------------------------------------------------------------------
+
+
+def test_doctor_passes_on_a_working_setup_with_s3(env, s3_endpoint, bucket):
+    s3 = {
+        **env,
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
+    }
+    result = cli(s3, "doctor")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    names = [line.split()[1].rstrip(":") for line in lines]
+    assert names == ["configuration", "ledger", "broker", "archive", "source", "ffmpeg", "ffprobe"]
+    assert all(line.startswith("ok   ") for line in lines)
+    assert "postgresql, schema" in lines[1] and "ffprobe version" in lines[-1]
+
+
+def test_doctor_says_which_check_fails_one_line_each(env, tmp_path, s3_endpoint):
+    broken = {
+        **env,
+        "RECPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'unmigrated.sqlite3'}",
+        "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "RECPIPE_ARCHIVE_URL": f"s3://no-such-bucket-recpipe/a?endpoint_url={s3_endpoint}",
+        "RECPIPE_GME_SOURCE_URL": (tmp_path / "missing").as_uri(),
+    }
+    result = cli(broken, "doctor")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    by_name = {line.split()[1].rstrip(":"): line for line in result.stdout.splitlines()}
+    assert by_name["configuration"].startswith("ok")
+    assert (
+        by_name["ledger"].startswith("FAIL ledger: schema at None")
+        and "migrate" in by_name["ledger"]
+    )
+    assert by_name["broker"].startswith("FAIL broker: redis: ")
+    assert by_name["archive"].startswith("FAIL archive: ")
+    assert by_name["source"] == f"FAIL source: {(tmp_path / 'missing').as_uri()} is not a directory"
+    assert by_name["ffmpeg"].startswith("ok")
+
+
+def test_doctor_reports_a_bad_configuration_and_stops(env):
+    result = cli({**env, "RECPIPE_ARCHIVE_URL": "ftp://x/y"}, "doctor")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "FAIL configuration: RECPIPE_ARCHIVE_URL: scheme must be one of s3, file, got 'ftp://x/y'"
+    ]

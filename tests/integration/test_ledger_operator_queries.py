@@ -1,0 +1,144 @@
+"""The ledger's queries for operators, on PostgreSQL and SQLite: finding recordings by any
+of their ids, selecting by filters and callbacks by arrival, re-applying stored events,
+re-arming finished notifications."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from storage.domain import GmeEvent, GmeRecordingKey
+from storage.ledger import Ledger, utcnow
+from storage.models import Recording
+
+pytestmark = pytest.mark.integration
+
+KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000001", 1)
+OTHER = GmeRecordingKey(1400000000, "100", "1000", "446946705284000001", 1)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(request, tmp_path: Path):
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
+def event(seq: int, event_type: int = 3, key: GmeRecordingKey = KEY) -> GmeEvent:
+    return GmeEvent(key, event_type, seq, f"p/{seq}_{key.task_id}_audio.mp3", 1675930605)
+
+
+def record(ledger: Ledger, ev: GmeEvent, now=None):
+    return ledger.record_gme_event(ev, "{}", {}, now=now or utcnow(), settle_seconds=60)
+
+
+def add_css(ledger: Ledger, rid: str, details: dict) -> None:
+    now = utcnow()
+    with ledger.session() as s:
+        s.add(
+            Recording(
+                id=rid, source="css", details=details, state="archived", revision=1,
+                pending_changes=False, first_event_at=now, last_event_at=now, created_at=now,
+                updated_at=now,
+            )
+        )  # fmt: skip
+
+
+def test_recordings_are_found_by_id_taskid_and_css_stream_or_file_id(ledger: Ledger):
+    record(ledger, event(0))
+    record(ledger, event(0, key=OTHER))
+    add_css(ledger, "css-a", {"stream_id": "live_100%", "file_ids": ["5285890800000001"]})
+    add_css(ledger, "css-b", {"stream_id": "live_1000", "file_ids": ["5285890800000002"]})
+
+    assert ledger.find_recordings(KEY.recording_id) == [KEY.recording_id]
+    assert sorted(ledger.find_recordings(KEY.task_id)) == sorted(
+        [KEY.recording_id, OTHER.recording_id]
+    )
+    assert ledger.find_recordings("live_100%") == ["css-a"]
+    assert ledger.find_recordings("live_1000") == ["css-b"]
+    assert ledger.find_recordings("5285890800000002") == ["css-b"]
+    # Substrings of an id and LIKE wildcards match nothing.
+    assert ledger.find_recordings("live_100") == []
+    assert ledger.find_recordings("%") == []
+    assert ledger.find_recordings("52858908") == []
+
+
+def test_selection_filters_by_state_source_and_first_event_time(ledger: Ledger):
+    now = utcnow()
+    record(ledger, event(0), now=now - timedelta(hours=3))
+    record(ledger, event(0, key=OTHER), now=now - timedelta(minutes=10))
+    add_css(ledger, "css-a", {"stream_id": "s"})
+    ledger.fail_recording(KEY.recording_id, "gave up", now)
+
+    assert ledger.select_recordings(state="failed") == [KEY.recording_id]
+    assert ledger.select_recordings(source="css") == ["css-a"]
+    assert ledger.select_recordings(since=now - timedelta(hours=1), source="gme") == [
+        OTHER.recording_id
+    ]
+    assert ledger.select_recordings(until=now - timedelta(hours=1)) == [KEY.recording_id]
+    assert ledger.select_recordings(ids=["css-a", OTHER.recording_id], state="failed") == []
+    assert ledger.recent_recordings(source="gme", state="collecting")[0].id == OTHER.recording_id
+
+
+def test_callbacks_select_by_recording_arrival_and_dispatch(ledger: Ledger):
+    now = utcnow()
+    first = record(ledger, event(0), now=now - timedelta(hours=2))
+    second = record(ledger, event(1), now=now - timedelta(minutes=5))
+    other = record(ledger, event(0, key=OTHER), now=now)
+    ledger.mark_callbacks_dispatched([first.callback_id], now)
+
+    def ids(**filters) -> list[int]:
+        return [c.id for c in ledger.callbacks(**filters)]
+
+    assert ids(recording_ids=[KEY.recording_id]) == [first.callback_id, second.callback_id]
+    assert ids(undispatched=True) == [second.callback_id, other.callback_id]
+    assert ids(since=now - timedelta(hours=1), until=now) == [second.callback_id]
+    [stored] = ledger.callbacks(recording_ids=[OTHER.recording_id])
+    assert stored.provider == "gme" and stored.event_type == 3 and stored.dispatched_at is None
+
+
+def test_reapplying_an_event_is_idempotent_and_restores_lost_bookkeeping(ledger: Ledger):
+    record(ledger, event(0))
+    before = ledger.recording(KEY.recording_id)
+    assert ledger.reapply_gme_event(event(0), now=utcnow(), settle_seconds=60) is False
+    assert ledger.reapply_gme_event(event(0, 1), now=utcnow(), settle_seconds=60) is False
+    after = ledger.recording(KEY.recording_id)
+    assert after.segments == before.segments and after.state == "collecting"
+    # A recording whose rows are gone is rebuilt from its stored event.
+    assert ledger.reapply_gme_event(event(2, key=OTHER), now=utcnow(), settle_seconds=60)
+    rebuilt = ledger.recording(OTHER.recording_id)
+    assert [(s.seq_no, s.state) for s in rebuilt.segments] == [(2, "uploaded")]
+
+
+def test_rearming_makes_finished_notifications_pending_once(ledger: Ledger):
+    record(ledger, event(0))
+    run_id = ledger.claim(KEY.recording_id, now=utcnow(), force=True)
+    ledger.fail_run(run_id, now=utcnow(), error="x")
+    urls = ["http://a.invalid/", "http://b.invalid/"]
+    delivered, pending = ledger.create_notifications(run_id, "t", "w", "{}", urls, utcnow())
+    ledger.record_attempt(
+        delivered, now=utcnow(), status_code=204, error=None, duration_ms=3, final_state="delivered"
+    )
+    assert ledger.rearm_notifications(run_id, urls, utcnow()) == [delivered]
+    note = ledger.notification(delivered)
+    assert (note.state, note.attempts, note.delivered_at) == ("pending", 0, None)
+    assert ledger.rearm_notifications(run_id, urls, utcnow()) == []
+    assert [a.status_code for a in ledger.delivery_attempts(delivered)] == [204]
+    assert ledger.notification(pending).state == "pending"
+
+
+def test_a_steps_end_is_stored_with_its_facts(ledger: Ledger):
+    record(ledger, event(0))
+    run_id = ledger.claim(KEY.recording_id, now=utcnow(), force=True)
+    ledger.step(run_id, "fetch", now=utcnow())
+    ledger.step(run_id, "fetch", now=utcnow(), ok=True, seconds=1.5)
+    ledger.step(run_id, "concat", now=utcnow())
+    ledger.step(run_id, "concat", now=utcnow(), ok=False, error="segment 1 is not audio")
+    fetch, concat = ledger.run(run_id).steps
+    assert fetch["ok"] is True and fetch["seconds"] == 1.5 and "finished_at" in fetch
+    assert concat["ok"] is False and concat["error"] == "segment 1 is not audio"
