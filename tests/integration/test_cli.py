@@ -16,9 +16,8 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from storage.ledger import Ledger, utcnow
-from storage.models import Recording
 from tests.conftest import free_port
-from webhook.callbacks import parse_gme
+from webhook.callbacks import parse_css, parse_gme
 
 pytestmark = pytest.mark.integration
 
@@ -167,20 +166,23 @@ def test_status_of_one_recording_shows_segments_steps_artifacts_and_notification
 
 def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id(env, ledger):
     first, second = store(ledger, 0).recording_id, store(ledger, 0, user="2").recording_id
-    now = utcnow()
-    with ledger.session() as s:
-        s.add(
-            Recording(
-                id="css-1", source="css", details={"stream_id": "live_7", "file_ids": ["f-77"]},
-                state="archived", revision=1, pending_changes=False, first_event_at=now,
-                last_event_at=now, created_at=now, updated_at=now,
-            )
-        )  # fmt: skip
+    css_file = parse_css(
+        {
+            "event_type": 100, "appid": 1253000000, "app": "push.example.com", "appname": "live",
+            "stream_id": "live_7", "file_id": "f-77", "file_format": "mp4",
+            "start_time": 1700000000, "end_time": 1700000060, "duration": 60,
+            "video_url": "https://1253000000.vod2.myqcloud.com/x/f-77.mp4",
+            "t": 1700000600, "sign": "0" * 32,
+        }
+    )  # fmt: skip
+    css = ledger.record_css_file(
+        css_file, "{}", {}, now=utcnow(), settle_seconds=60, join_gap_seconds=5
+    ).recording_id
 
     both = json.loads(cli(env, "status", TASK, "--json").stdout)
     assert sorted(d["id"] for d in both) == sorted([first, second])
-    assert json.loads(cli(env, "status", "live_7", "--json").stdout)["id"] == "css-1"
-    assert json.loads(cli(env, "status", "f-77", "--json").stdout)["id"] == "css-1"
+    assert json.loads(cli(env, "status", "live_7", "--json").stdout)["id"] == css
+    assert json.loads(cli(env, "status", "f-77", "--json").stdout)["id"] == css
 
 
 # -- failures are one line ------------------------------------------------------------
