@@ -9,7 +9,7 @@ import pytest
 
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
-from storage.models import Recording
+from webhook.callbacks import parse_css
 
 pytestmark = pytest.mark.integration
 
@@ -37,31 +37,35 @@ def record(ledger: Ledger, ev: GmeEvent, now=None):
     return ledger.record_gme_event(ev, "{}", {}, now=now or utcnow(), settle_seconds=60)
 
 
-def add_css(ledger: Ledger, rid: str, details: dict) -> None:
-    now = utcnow()
-    with ledger.session() as s:
-        s.add(
-            Recording(
-                id=rid, source="css", details=details, state="archived", revision=1,
-                pending_changes=False, first_event_at=now, last_event_at=now, created_at=now,
-                updated_at=now,
-            )
-        )  # fmt: skip
+def add_css(ledger: Ledger, stream_id: str, file_id: str = "5285890800000009") -> str:
+    """A CSS file recorded the way intake records one; returns its recording id."""
+    css = parse_css(
+        {
+            "event_type": 100, "appid": 1253000000, "app": "push.example.com", "appname": "live",
+            "stream_id": stream_id, "file_id": file_id, "file_format": "mp4",
+            "start_time": 1700000000, "end_time": 1700000060, "duration": 60,
+            "video_url": "https://1253000000.vod2.myqcloud.com/x/f.mp4",
+            "t": 1700000600, "sign": "0" * 32,
+        }
+    )  # fmt: skip
+    return ledger.record_css_file(
+        css, "{}", {}, now=utcnow(), settle_seconds=60, join_gap_seconds=5
+    ).recording_id
 
 
 def test_recordings_are_found_by_id_taskid_and_css_stream_or_file_id(ledger: Ledger):
     record(ledger, event(0))
     record(ledger, event(0, key=OTHER))
-    add_css(ledger, "css-a", {"stream_id": "live_100%", "file_ids": ["5285890800000001"]})
-    add_css(ledger, "css-b", {"stream_id": "live_1000", "file_ids": ["5285890800000002"]})
+    css_a = add_css(ledger, "live_100%", "5285890800000001")
+    css_b = add_css(ledger, "live_1000", "5285890800000002")
 
     assert ledger.find_recordings(KEY.recording_id) == [KEY.recording_id]
     assert sorted(ledger.find_recordings(KEY.task_id)) == sorted(
         [KEY.recording_id, OTHER.recording_id]
     )
-    assert ledger.find_recordings("live_100%") == ["css-a"]
-    assert ledger.find_recordings("live_1000") == ["css-b"]
-    assert ledger.find_recordings("5285890800000002") == ["css-b"]
+    assert ledger.find_recordings("live_100%") == [css_a]
+    assert ledger.find_recordings("live_1000") == [css_b]
+    assert ledger.find_recordings("5285890800000002") == [css_b]
     # Substrings of an id and LIKE wildcards match nothing.
     assert ledger.find_recordings("live_100") == []
     assert ledger.find_recordings("%") == []
@@ -72,16 +76,16 @@ def test_selection_filters_by_state_source_and_first_event_time(ledger: Ledger):
     now = utcnow()
     record(ledger, event(0), now=now - timedelta(hours=3))
     record(ledger, event(0, key=OTHER), now=now - timedelta(minutes=10))
-    add_css(ledger, "css-a", {"stream_id": "s"})
+    css_a = add_css(ledger, "s")
     ledger.fail_recording(KEY.recording_id, "gave up", now)
 
     assert ledger.select_recordings(state="failed") == [KEY.recording_id]
-    assert ledger.select_recordings(source="css") == ["css-a"]
+    assert ledger.select_recordings(source="css") == [css_a]
     assert ledger.select_recordings(since=now - timedelta(hours=1), source="gme") == [
         OTHER.recording_id
     ]
     assert ledger.select_recordings(until=now - timedelta(hours=1)) == [KEY.recording_id]
-    assert ledger.select_recordings(ids=["css-a", OTHER.recording_id], state="failed") == []
+    assert ledger.select_recordings(ids=[css_a, OTHER.recording_id], state="failed") == []
     assert ledger.recent_recordings(source="gme", state="collecting")[0].id == OTHER.recording_id
 
 
