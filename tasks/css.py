@@ -102,6 +102,19 @@ def fetch_files(
     return sources
 
 
+def require_audio(sources: Sequence[CssSource], formats: Sequence[str], *, label: str) -> None:
+    """An m4a output is the recording's sound: a file without any fails the recording,
+    named, rather than leaving a silent gap or no m4a at all."""
+    if "m4a" not in formats:
+        return
+    for source in sources:
+        if not source.probe.has_audio:
+            raise MediaError(
+                f"file {source.file.file_id} ({source.file.file_format}) of recording {label} "
+                "has no audio stream, which the m4a output needs"
+            )
+
+
 def join(
     sources: Sequence[CssSource],
     scratch: Path,

@@ -232,6 +232,7 @@ def _css_media(
             recording.files, scratch, services.tools, css.fetch_policy(cfg),
             label=recording.id, heartbeat=step.heartbeat,
         )  # fmt: skip
+        css.require_audio(sources, cfg.video_formats, label=recording.id)
     with step("concat"):
         joined, probe = css.join(
             sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from storage.ledger import CssFileView
-from tasks.css import CssSource, join, make_outputs, probe_media
-from tasks.media import Tools
+from tasks.css import CssSource, join, make_outputs, probe_media, require_audio
+from tasks.media import MediaError, Tools
 from tests.media import decode, dominant_frequency, duration, make_video, streams
 
 pytestmark = pytest.mark.integration
@@ -43,3 +43,13 @@ def test_files_of_different_sizes_join_in_order_through_the_concat_filter(tmp_pa
     samples = decode(joined)
     assert abs(dominant_frequency(samples, 0.75) - 440) < 15
     assert abs(dominant_frequency(samples, 2.25) - 880) < 15
+
+
+def test_a_video_without_audio_fails_its_recording_when_the_m4a_output_needs_audio(
+    tmp_path: Path,
+):
+    silent = source(1, make_video(tmp_path / "silent.mp4", 440, 1.0, audio=("-an",)))
+    sound = source(0, make_video(tmp_path / "sound.mp4", 440, 1.0))
+    require_audio([sound, silent], ["mp4"], label="rec")  # video-only outputs: fine
+    with pytest.raises(MediaError, match=r"file f1 \(mp4\) of recording rec has no audio"):
+        require_audio([sound, silent], ["mp4", "m4a"], label="rec")

@@ -12,9 +12,9 @@ import posixpath
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.domain import GmeEvent
+from storage.domain import CssFileEvent, GmeEvent
 from storage.objectstore import UnsafeKeyError, safe_key
-from webhook.callbacks import InvalidCallbackError, parse_gme
+from webhook.callbacks import InvalidCallbackError, parse_callback_ext, parse_css, parse_gme
 from webhook.verify import InvalidSignatureError, verify_css, verify_gme
 
 EXAMPLES = int(os.environ.get("RECPIPE_FUZZ_EXAMPLES", "300"))
@@ -97,3 +97,30 @@ def test_safe_keys_never_escape_their_root(key):
         return
     joined = posixpath.normpath(posixpath.join("/root", checked))
     assert joined.startswith("/root/") and "\\" not in checked and "\x00" not in checked
+
+
+CSS_FIELDS = [
+    "event_type", "appid", "app", "appname", "stream_id", "channel_id", "file_id",
+    "record_file_id", "file_format", "task_id", "start_time", "end_time", "duration",
+    "file_size", "stream_param", "video_url", "callback_ext", "t", "sign",
+]  # fmt: skip
+css_like = st.fixed_dictionaries({}, optional={name: json_values for name in CSS_FIELDS})
+
+
+@fuzz
+@given(css_like)
+def test_parse_css_on_callback_shaped_objects(obj):
+    try:
+        event = parse_css(obj)
+    except InvalidCallbackError as exc:
+        assert exc.field
+        return
+    assert isinstance(event, CssFileEvent)
+    assert event.video_url.startswith(("http://", "https://"))
+
+
+@fuzz
+@given(st.text(max_size=200) | json_values)
+def test_callback_ext_is_kept_whatever_it_holds(value):
+    parsed = parse_callback_ext(value)
+    assert parsed is None or isinstance(parsed, dict | str)
