@@ -190,14 +190,19 @@ def status(recording_id: str | None, state: str | None, limit: int, as_json: boo
     try:
         if recording_id is None:
             recordings = ledger.recent_recordings(limit=limit, state=state)
+            notified = ledger.notification_summary([r.id for r in recordings])
             if as_json:
-                click.echo(json.dumps([_recording_json(r) for r in recordings], indent=2))
+                rows = [
+                    {**_recording_json(r), "notification": notified.get(r.id)} for r in recordings
+                ]
+                click.echo(json.dumps(rows, indent=2))
                 return
-            table = Table("recording", "source", "state", "rev", "age", "error")
+            table = Table("recording", "source", "state", "rev", "age", "notification", "error")
             for r in recordings:
                 table.add_row(
-                    r.id, r.source, r.state, str(r.revision), _age(r.created_at), r.error or ""
-                )
+                    r.id, r.source, r.state, str(r.revision), _age(r.created_at),
+                    notified.get(r.id, "-"), r.error or "",
+                )  # fmt: skip
             console.print(table)
             return
         matches = ledger.find_recordings(recording_id)
@@ -207,6 +212,7 @@ def status(recording_id: str | None, state: str | None, limit: int, as_json: boo
             recording = ledger.recording(rid)
             runs = ledger.runs_for(rid)
             detail = _recording_json(recording)
+            detail["notification"] = ledger.notification_summary([rid]).get(rid)
             detail["segments"] = [s.__dict__ for s in recording.segments]
             detail["runs"] = [
                 {
@@ -424,6 +430,11 @@ def _follow(settings: Settings, recording_id: str, timeout: float) -> None:
             click.echo(
                 f"  {artifact['format']:<5} {artifact['duration_s']:>8.2f}s  {artifact['url']}"
             )
+
+
+from recpipe.cli_delivery import redeliver  # noqa: E402
+
+main.add_command(redeliver)
 
 
 if __name__ == "__main__":  # pragma: no cover

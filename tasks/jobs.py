@@ -86,10 +86,11 @@ def process_recording(self: Task, run_id: str) -> str:
 
 @app.task(name="recpipe.notify_run", acks_late=True, ignore_result=True)
 def notify_run(run_id: str) -> int:
-    """Create one notification per downstream URL for the run's outcome and send them."""
+    """Create one notification per downstream URL for the run's outcome and send them.
+    With no URL configured the run is still marked notified (there is nobody to tell)."""
     svc = services()
     run = svc.ledger.run(run_id)
-    if run is None or run.state not in RunState.TERMINAL or not svc.settings.notify_urls:
+    if run is None or run.state not in RunState.TERMINAL:
         return 0
     body = notify.encode(notify.notification_body(run))
     created = svc.ledger.create_notifications(
@@ -164,6 +165,7 @@ def sweep() -> dict[str, int]:
         "redispatched_runs": len(report.redispatched_runs),
         "failed_runs": len(report.failed_runs),
         "redelivered": len(report.redelivered),
+        "renotified": len(report.renotified),
     }
     if any(counts.values()):
         log.info("sweep", **counts)
@@ -177,3 +179,15 @@ def reprocess(recording_id: str) -> str | None:
     if run_id:
         start_chain(run_id)
     return run_id
+
+
+@app.task(name="recpipe.redeliver", acks_late=True, ignore_result=True)
+def redeliver(recording_id: str, include_disabled: bool = False) -> list[int]:
+    """Send a recording's finally failed notifications again (same webhook-id and body),
+    with a fresh attempt budget; `include_disabled` also re-sends those a 410 stopped."""
+    reopened = context.ledger().reopen_notifications(
+        recording_id, utcnow(), include_disabled=include_disabled
+    )
+    for notification_id in reopened:
+        deliver_notification.delay(notification_id)
+    return reopened
