@@ -499,7 +499,9 @@ class Ledger:
             run = s.get(Run, run_id)
             if run is None:
                 return
-            steps = list(run.steps or [])
+            # Copies of the entries: an entry changed in place would compare equal to the
+            # loaded value, and SQLAlchemy would not write the JSON column back.
+            steps = [dict(entry) for entry in run.steps or []]
             if not facts:
                 steps.append({"step": step, "started_at": now.isoformat(), "attempt": run.attempts})
                 run.step = step

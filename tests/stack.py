@@ -27,9 +27,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A downstream endpoint; `fail_first` answers that many requests with 503 first."""
+    """A downstream endpoint; `fail_first` answers that many requests with 503 first,
+    then `answer` (204 unless told otherwise, e.g. 410)."""
 
     fail_first: int = 0
+    answer: int = 204
     requests: list[Received] = field(default_factory=list)
     port: int = 0
 
@@ -41,7 +43,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append(Received(dict(self.headers), body))
                 failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(503 if failing else 204)
+                self.send_response(503 if failing else receiver.answer)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
