@@ -319,9 +319,12 @@ class Ledger:
                         uploaded_at=now,
                     )
                     .on_conflict_do_nothing(index_elements=["recording_id", "seq_no"])
+                    # RETURNING, not rowcount: psycopg reports -1 for a skipped insert.
+                    .returning(Segment.id)
                 )
-                added += result.rowcount or 0  # type: ignore[attr-defined]
-                if not result.rowcount:  # type: ignore[attr-defined]
+                if result.first() is not None:
+                    added += 1
+                else:
                     s.execute(
                         update(Segment)
                         .where(

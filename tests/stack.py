@@ -86,7 +86,9 @@ class Stack:
         )
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2, beat: bool = True) -> None:
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 2, beat: bool = True, queues: str = ""
+    ) -> None:
         args = [
             sys.executable, "-m", "celery", "-A", "tasks", "worker",
             "--concurrency", str(concurrency), "--loglevel", "INFO", "-n", f"{name}@%h",
@@ -94,6 +96,8 @@ class Stack:
         ]  # fmt: skip
         if beat:
             args.append("--beat")
+        if queues:
+            args += ["--queues", queues]
         self._spawn(name, args)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -150,11 +150,11 @@ def receiver():
 def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recording_once(
     make_stack, redis_url, receiver, tones, s3_client, bucket, whsec, tmp_path: Path
 ):
-    """60 recordings, their callbacks shuffled together with 30% duplicates, some upload
+    """50 recordings, their callbacks shuffled together with 30% duplicates, some upload
     callbacks (and some segments' every callback) lost while the files are in the source:
     every recording is archived once, complete and in SeqNo order, and notified once."""
     rng = random.Random(4)
-    recordings = [recording(i, segments=2 + i % 2, room=str(100 + i % 4)) for i in range(60)]
+    recordings = [recording(i, segments=2 + i % 2, room=str(100 + i % 4)) for i in range(50)]
     lost: dict[str, set[tuple[int, int]]] = {}  # recording id -> dropped (event, seq)
     bodies: list[bytes] = []
     for i, rec in enumerate(recordings):
@@ -171,12 +171,15 @@ def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recordin
         bodies.extend(rec.callback(ev, seq) for ev, seq in sorted(events))
     bodies += rng.sample(bodies, k=int(len(bodies) * 0.3))
     rng.shuffle(bodies)
-    assert len(lost) >= 15
+    assert len(lost) >= 12
 
     stack = make_stack(redis_url, [receiver.url])
     # Every callback is in before any worker runs, so no recording settles half-told.
     assert Counter(post_all(stack, bodies)) == {200: len(bodies)}
-    stack.start_worker()
+    # As in production: media work in a pool of its own, so notifications do not queue
+    # behind transcodes.
+    stack.start_worker("media", concurrency=3, beat=False, queues="media")
+    stack.start_worker("light", concurrency=1, queues="light")
 
     ids = [rec.id for rec in recordings]
     states = wait_all(stack, ids, timeout=240)
