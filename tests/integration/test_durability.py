@@ -182,7 +182,7 @@ def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recordin
     stack.start_worker("light", concurrency=1, queues="light")
 
     ids = [rec.id for rec in recordings]
-    states = wait_all(stack, ids, timeout=240)
+    states = wait_all(stack, ids, timeout=300)
     assert Counter(states.values()) == {"archived": len(ids)}, stack.log_text()
 
     names = archive_keys(s3_client, bucket)
