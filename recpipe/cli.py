@@ -291,14 +291,18 @@ def status(
     with _operator_errors():
         if recording_id is None:
             recordings = ledger.recent_recordings(limit=limit, state=state, source=source)
+            notified = ledger.notification_summary([r.id for r in recordings])
             if as_json:
-                click.echo(json.dumps([_recording_json(r) for r in recordings], indent=2))
+                rows = [
+                    {**_recording_json(r), "notification": notified.get(r.id)} for r in recordings
+                ]
+                click.echo(json.dumps(rows, indent=2))
                 return
-            table = Table("recording", "source", "state", "rev", "age", "error")
+            table = Table("recording", "source", "state", "rev", "age", "notification", "error")
             for r in recordings:
                 table.add_row(
                     Text(r.id), r.source, r.state, str(r.revision), _age(r.created_at),
-                    Text(r.error or ""),
+                    notified.get(r.id, "-"), Text(r.error or ""),
                 )  # fmt: skip
             console.print(table)
             return
@@ -332,6 +336,7 @@ def _recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
     recording = ledger.recording(recording_id)
     detail = _recording_json(recording)
     detail["current_run_id"] = recording.current_run_id
+    detail["notification"] = ledger.notification_summary([recording_id]).get(recording_id)
     detail["segments"] = [
         {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
         for s in recording.segments
@@ -403,6 +408,9 @@ def _print_detail(console: Any, d: dict[str, Any]) -> None:
     )
     if d["error"]:
         console.print(Text(f"  error: {d['error']}", style="red"))
+    if d.get("notification"):
+        style = "red" if d["notification"] == "failed" else ""
+        console.print(Text(f"  notification: {d['notification']}", style=style))
 
     segments = Table("seq", "state", "file", title="segments", title_justify="left")
     for s in d["segments"]:
@@ -915,6 +923,11 @@ def _follow(settings: Settings, recording_id: str, timeout: float) -> None:
             click.echo(
                 f"  {artifact['format']:<5} {artifact['duration_s']:>8.2f}s  {artifact['url']}"
             )
+
+
+from recpipe.cli_delivery import redeliver  # noqa: E402
+
+main.add_command(redeliver)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -358,9 +358,12 @@ class Ledger:
                         uploaded_at=now,
                     )
                     .on_conflict_do_nothing(index_elements=["recording_id", "seq_no"])
+                    # RETURNING, not rowcount: psycopg reports -1 for a skipped insert.
+                    .returning(Segment.id)
                 )
-                added += result.rowcount or 0  # type: ignore[attr-defined]
-                if not result.rowcount:  # type: ignore[attr-defined]
+                if result.first() is not None:
+                    added += 1
+                else:
                     s.execute(
                         update(Segment)
                         .where(
@@ -664,7 +667,101 @@ class Ledger:
                 ).first()
                 if row is not None:
                     created.append(int(row[0]))
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.notified_at.is_(None))
+                .values(notified_at=now)
+            )
         return created
+
+    def lease_unnotified_runs(
+        self, now: datetime, older_than: datetime, limit: int = 100
+    ) -> list[str]:
+        """Finished runs whose notifications were never created (their notify task was
+        lost); their `dispatched_at` becomes `now` so the next sweeps leave them alone
+        until `older_than` has passed again."""
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Run.id)
+                    .where(
+                        Run.notified_at.is_(None),
+                        Run.state.in_(RunState.TERMINAL),
+                        Run.finished_at < older_than,
+                        or_(Run.dispatched_at.is_(None), Run.dispatched_at < older_than),
+                    )
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                s.execute(update(Run).where(Run.id.in_(ids)).values(dispatched_at=now))
+            return ids
+
+    def reopen_notifications(
+        self, recording_id: str, now: datetime, *, include_disabled: bool = False
+    ) -> list[int]:
+        """Make the finally failed notifications of the recording's current run pending
+        again, with a fresh attempt budget (earlier attempts stay in delivery_attempts).
+        Returns their ids; each keeps its webhook-id and body."""
+        states = [NotificationState.FAILED]
+        if include_disabled:
+            states.append(NotificationState.DISABLED)
+        with self.session() as s:
+            run_id = s.scalar(select(Recording.current_run_id).where(Recording.id == recording_id))
+            if run_id is None:
+                return []
+            ids = list(
+                s.scalars(
+                    select(Notification.id)
+                    .where(Notification.run_id == run_id, Notification.state.in_(states))
+                    .order_by(Notification.id)
+                    .with_for_update()
+                )
+            )
+            if ids:
+                s.execute(
+                    update(Notification)
+                    .where(Notification.id.in_(ids))
+                    .values(state=NotificationState.PENDING, attempts=0, updated_at=now)
+                )
+            return ids
+
+    def recordings_with_failed_notifications(self, limit: int = 1000) -> list[str]:
+        """Recordings whose current run has a finally failed notification, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Recording.id)
+                    .join(Notification, Notification.run_id == Recording.current_run_id)
+                    .where(Notification.state == NotificationState.FAILED)
+                    .group_by(Recording.id)
+                    .order_by(func.min(Notification.updated_at))
+                    .limit(limit)
+                )
+            )
+
+    def notification_summary(self, recording_ids: Sequence[str]) -> dict[str, str]:
+        """Per recording, how its current run's notifications stand: `failed` if any
+        finally failed, else `pending`, `disabled` (410) or `delivered`; absent if none."""
+        if not recording_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Recording.id, Notification.state)
+                .join(Notification, Notification.run_id == Recording.current_run_id)
+                .where(Recording.id.in_(recording_ids))
+            ).all()
+        states: dict[str, set[str]] = {}
+        for recording_id, state in rows:
+            states.setdefault(str(recording_id), set()).add(str(state))
+        order = (
+            NotificationState.FAILED,
+            NotificationState.PENDING,
+            NotificationState.DISABLED,
+            NotificationState.DELIVERED,
+        )
+        return {rid: next(st for st in order if st in found) for rid, found in states.items()}
 
     def stale_notifications(self, older_than: datetime, limit: int = 200) -> list[int]:
         """Pending deliveries nobody has tried for a long time (their task was lost)."""

@@ -134,6 +134,9 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # When the outcome's notifications were created (one per URL); NULL on a finished
+    # run means its notify task was lost and beat's sweep sends it again.
+    notified_at: Mapped[datetime | None] = mapped_column(index=True)
     worker: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     manifest_url: Mapped[str | None] = mapped_column(Text)

@@ -68,6 +68,9 @@ def celery_settings(s: Settings) -> dict[str, Any]:
             "sweep": {"task": "recpipe.sweep", "schedule": timedelta(seconds=s.sweep_seconds)},
         },
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
+        # The schedule is one short interval, so beat keeps it in memory: the default
+        # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
+        "beat_scheduler": "celery.beat:Scheduler",
         "worker_enable_remote_control": not s.embedded_broker,
     }
 

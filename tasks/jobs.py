@@ -88,10 +88,11 @@ def process_recording(self: Task, run_id: str) -> str:
 
 @app.task(name="recpipe.notify_run", acks_late=True, ignore_result=True)
 def notify_run(run_id: str) -> int:
-    """Create one notification per downstream URL for the run's outcome and send them."""
+    """Create one notification per downstream URL for the run's outcome and send them.
+    With no URL configured the run is still marked notified (there is nobody to tell)."""
     svc = services()
     run = svc.ledger.run(run_id)
-    if run is None or run.state not in RunState.TERMINAL or not svc.settings.notify_urls:
+    if run is None or run.state not in RunState.TERMINAL:
         return 0
     workflow.bind_recording(run.recording, run_id=run_id)
     body = notify.encode(notify.notification_body(run))
@@ -183,6 +184,7 @@ def sweep() -> dict[str, int]:
         "redispatched_runs": len(report.redispatched_runs),
         "failed_runs": len(report.failed_runs),
         "redelivered": len(report.redelivered),
+        "renotified": len(report.renotified),
     }
     if any(counts.values()):
         log.info("sweep", **counts)
@@ -214,3 +216,15 @@ def reprocess(recording_id: str, from_step: str = "fetch") -> list[dict[str, Any
         {"recording_id": o.recording_id, "action": o.action, "run_id": o.run_id, "detail": o.detail}
         for o in outcomes
     ]
+
+
+@app.task(name="recpipe.redeliver", acks_late=True, ignore_result=True)
+def redeliver(recording_id: str, include_disabled: bool = False) -> list[int]:
+    """Send a recording's finally failed notifications again (same webhook-id and body),
+    with a fresh attempt budget; `include_disabled` also re-sends those a 410 stopped."""
+    reopened = context.ledger().reopen_notifications(
+        recording_id, utcnow(), include_disabled=include_disabled
+    )
+    for notification_id in reopened:
+        deliver_notification.delay(notification_id)
+    return reopened

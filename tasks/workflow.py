@@ -261,6 +261,7 @@ class SweepReport:
     redispatched_runs: list[str]
     failed_runs: list[str]
     redelivered: list[int]
+    renotified: list[str] = field(default_factory=list)
 
 
 def sweep(
@@ -273,7 +274,8 @@ def sweep(
     now: datetime | None = None,
     max_run_attempts: int = 3,
 ) -> SweepReport:
-    """Periodic safety net: settle due recordings, recover stuck runs and deliveries."""
+    """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
+    were never notified, and deliveries."""
     now = now or utcnow()
     cfg, ledger = services.settings, services.ledger
     lease = timedelta(seconds=max(cfg.sweep_seconds * 3, 30))
@@ -293,12 +295,17 @@ def sweep(
             redispatch_run(run_id)
             redispatched.append(run_id)
 
+    # A run that finished (or was failed above) but whose notify task was lost.
+    renotified = ledger.lease_unnotified_runs(now, now - timedelta(seconds=cfg.stuck_after_seconds))
+    for run_id in renotified:
+        notify(run_id)
+
     stale_after = timedelta(seconds=max(cfg.stuck_after_seconds, 1200))
     redelivered = ledger.stale_notifications(now - stale_after)
     for notification_id in redelivered:
         ledger.touch_notification(notification_id, now)
         redeliver(notification_id)
-    return SweepReport(settled, redispatched, failed, redelivered)
+    return SweepReport(settled, redispatched, failed, redelivered, renotified)
 
 
 # -- reprocessing (recpipe reprocess, the recpipe.reprocess task) ---------------------------

@@ -27,9 +27,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A downstream endpoint; `fail_first` answers that many requests with 503 first."""
+    """A downstream endpoint; `fail_first` answers that many requests with 503 first,
+    then `answer` (204 unless told otherwise, e.g. 410)."""
 
     fail_first: int = 0
+    answer: int = 204
     requests: list[Received] = field(default_factory=list)
     port: int = 0
 
@@ -41,7 +43,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append(Received(dict(self.headers), body))
                 failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(503 if failing else 204)
+                self.send_response(503 if failing else receiver.answer)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -89,7 +91,9 @@ class Stack:
         )  # fmt: skip
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2, beat: bool = True) -> None:
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 2, beat: bool = True, queues: str = ""
+    ) -> None:
         args = [
             sys.executable, "-m", "celery", "-A", "tasks", "worker",
             "--concurrency", str(concurrency), "--loglevel", "INFO", "-n", f"{name}@%h",
@@ -97,6 +101,8 @@ class Stack:
         ]  # fmt: skip
         if beat:
             args.append("--beat")
+        if queues:
+            args += ["--queues", queues]
         self._spawn(name, args)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
