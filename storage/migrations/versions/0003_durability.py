@@ -1,7 +1,7 @@
 """runs.notified_at: finished runs whose notifications were never created are found again
 
 Revision ID: 0003_durability
-Revises: 0001
+Revises: 0002_css
 Create Date: 2026-11-21 05:10:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0003_durability'
-down_revision = '0001'
+down_revision = '0002_css'
 branch_labels = None
 depends_on = None
 
