@@ -1,6 +1,9 @@
 """Faults injected for real into recpipe running as processes: a burst of shuffled,
 duplicated and partly lost callbacks, a worker SIGKILLed mid-chain, a broker stopped while
-callbacks arrive, downstream endpoints failing, answering 410 or recovering."""
+callbacks arrive, downstream endpoints failing, answering 410 or recovering.
+
+Each test runs its own redis-server as broker: no other test run on the machine can
+consume or flush its messages, and the outage test can stop it."""
 
 from __future__ import annotations
 
@@ -148,7 +151,7 @@ def receiver():
 
 
 def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recording_once(
-    make_stack, redis_url, receiver, tones, s3_client, bucket, whsec, tmp_path: Path
+    own_redis, make_stack, receiver, tones, s3_client, bucket, whsec, tmp_path: Path
 ):
     """50 recordings, their callbacks shuffled together with 30% duplicates, some upload
     callbacks (and some segments' every callback) lost while the files are in the source:
@@ -173,7 +176,7 @@ def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recordin
     rng.shuffle(bodies)
     assert len(lost) >= 12
 
-    stack = make_stack(redis_url, [receiver.url])
+    stack = make_stack(own_redis.url, [receiver.url])
     # Every callback is in before any worker runs, so no recording settles half-told.
     assert Counter(post_all(stack, bodies)) == {200: len(bodies)}
     # As in production: media work in a pool of its own, so notifications do not queue
@@ -222,7 +225,7 @@ def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recordin
 
 
 def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
-    make_stack, redis_url, receiver, s3_client, bucket, tmp_path: Path
+    own_redis, make_stack, receiver, s3_client, bucket, tmp_path: Path
 ):
     """SIGKILL of the whole worker while its run is in the middle of the media chain: after a
     restart beat's sweep takes the run over, and there is one archive, one notification."""
@@ -230,7 +233,7 @@ def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
     rec = recording(900, segments=3)
     upload(s3_client, bucket, rec, files)
     stack = make_stack(
-        redis_url,
+        own_redis.url,
         [receiver.url],
         RECPIPE_STUCK_AFTER_SECONDS="10",
         RECPIPE_AUDIO_FORMATS="m4a,mp3,opus",
@@ -312,7 +315,7 @@ def own_redis(tmp_path: Path):
 
 
 def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
-    make_stack, own_redis: RedisServer, receiver, tones, s3_client, bucket
+    own_redis: RedisServer, make_stack, receiver, tones, s3_client, bucket
 ):
     """The broker is stopped while callbacks arrive: each is still stored and answered 200,
     readiness says the broker is down, and once it is back every recording is archived."""
@@ -352,7 +355,7 @@ def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
 
 
 def test_failing_endpoint_is_retried_until_it_recovers_410_stops_and_failed_can_be_redelivered(
-    make_stack, redis_url, tones, s3_client, bucket
+    own_redis, make_stack, tones, s3_client, bucket
 ):
     """Three endpoints: one answers 503 twice then recovers (delivered on the third attempt),
     one answers 410 (disabled after one attempt), one is down past the attempt limit (shown
@@ -362,7 +365,7 @@ def test_failing_endpoint_is_retried_until_it_recovers_410_stops_and_failed_can_
         rec = recording(700, segments=2)
         upload(s3_client, bucket, rec, tones)
         urls = {"recovering": recovering.url, "gone": gone.url, "down": down.url}
-        stack = make_stack(redis_url, list(urls.values()), RECPIPE_NOTIFY_MAX_ATTEMPTS="3")
+        stack = make_stack(own_redis.url, list(urls.values()), RECPIPE_NOTIFY_MAX_ATTEMPTS="3")
         stack.start_worker()
         bodies = [rec.callback(ev, seq) for seq in range(2) for ev in (1, 2, 3)]
         assert post_all(stack, bodies) == [200] * len(bodies)
