@@ -35,6 +35,7 @@ class Settings:
     audio_formats: tuple[str, ...] = ("m4a",)
     max_body_bytes: int = 64 * 1024
     gme_replay_window_seconds: float = 0.0
+    gme_key_scope: bool = True
     sweep_seconds: float = 10.0
     stuck_after_seconds: float = 900.0
     task_time_limit_seconds: int = 4 * 3600
@@ -98,6 +99,7 @@ class Settings:
             audio_formats=_formats(env.get("RECPIPE_AUDIO_FORMATS", "m4a")),
             max_body_bytes=int(_number(env, "RECPIPE_MAX_BODY_BYTES", 64 * 1024)),
             gme_replay_window_seconds=_number(env, "RECPIPE_GME_REPLAY_WINDOW_SECONDS", 0.0),
+            gme_key_scope=_choice(env, "RECPIPE_GME_KEY_SCOPE", ("bizid", "off")) == "bizid",
             sweep_seconds=_number(env, "RECPIPE_SWEEP_SECONDS", 10.0, minimum=0.5),
             stuck_after_seconds=_number(env, "RECPIPE_STUCK_AFTER_SECONDS", 900.0, minimum=10),
             task_time_limit_seconds=int(
@@ -161,6 +163,13 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
         raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: choose from {', '.join(choices)}")
     return value
 
 

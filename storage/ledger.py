@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, text, update
+from sqlalchemy import Engine, case, create_engine, event, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.domain import CSS_EVENT_RECORDING_FILE, GME_EVENT_UPLOADED, CssFileEvent, GmeEvent
@@ -57,6 +57,10 @@ class IntakeResult:
     callback_id: int
     recording_id: str
     duplicate: bool
+    # This callback began a collecting period (a new recording, or one reopened after its
+    # archive): the one moment a settle task must be handed out; later events of the
+    # period only move the settle time, which the pending settle task follows.
+    opens_settle: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,79 +174,137 @@ class Ledger:
         now: datetime,
         settle_seconds: float,
     ) -> IntakeResult:
-        """Store the raw callback and apply it to the segment bookkeeping, atomically."""
+        """Store the raw callback and apply it to the segment bookkeeping, atomically.
+
+        The hot path of the webhook: three statements in one transaction (callback,
+        recording, segment), no ORM objects loaded. The callback is stored as dispatched:
+        its effect is the recording's settle time, which a settle task or beat's sweep
+        acts on; `opens_settle` tells the caller when a settle task must be handed out.
+        """
         rid = gme.key.recording_id
-        with self.session() as s:
+        with self.session() as session:
+            # Core statements on the session's connection: the ORM's statement layer
+            # costs more than the statements themselves on this path.
+            s = session.connection()
             callback_id = self._insert_callback(
-                s, "gme", gme.dedupe_key, rid, gme.event_type, body, headers, now
-            )
+                s, "gme", gme.dedupe_key, rid, gme.event_type, body, headers, now,
+                dispatched_at=now,
+            )  # fmt: skip
             if callback_id is None:
-                s.execute(
+                existing = s.scalar(
                     update(Callback)
                     .where(Callback.dedupe_key == gme.dedupe_key)
                     .values(duplicates=Callback.duplicates + 1)
-                )
-                existing = s.scalar(
-                    select(Callback.id).where(Callback.dedupe_key == gme.dedupe_key)
+                    .returning(Callback.id)
                 )
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
-
-            self._apply_gme_event(s, gme, now, settle_seconds)
-            return IntakeResult(callback_id, rid, duplicate=False)
+            opens = self._apply_gme_event(s, gme, now, settle_seconds)
+            return IntakeResult(callback_id, rid, duplicate=False, opens_settle=opens)
 
     def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
-        (`recpipe replay`); harmless when it was applied before. True if a segment just
-        became uploaded."""
-        with self.session() as s:
-            return self._apply_gme_event(s, gme, now, settle_seconds)
+        (`recpipe replay`); harmless when it was applied before. True if it began a
+        collecting period."""
+        with self.session() as session:
+            return self._apply_gme_event(session.connection(), gme, now, settle_seconds)
 
     def _apply_gme_event(
-        self, s: Session, gme: GmeEvent, now: datetime, settle_seconds: float
+        self, s: Connection, gme: GmeEvent, now: datetime, settle_seconds: float
     ) -> bool:
+        """Upsert the recording (quiet time restarts while it collects), then the segment
+        (its state only moves forward). Returns True if this event began a collecting
+        period: the recording is new, or a newly uploaded segment reopened it."""
         rid = gme.key.recording_id
-        s.execute(
-            _insert(s, Recording)
-            .values(
-                id=rid,
-                source="gme",
-                biz_id=gme.key.biz_id,
-                room_id=gme.key.room_id,
-                user_id=gme.key.user_id,
-                task_id=gme.key.task_id,
-                record_mode=gme.key.record_mode,
-                details={},
-                state=RecordingState.COLLECTING,
-                revision=0,
-                pending_changes=False,
-                first_event_at=now,
-                last_event_at=now,
-                settle_due_at=now + timedelta(seconds=settle_seconds),
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
+        due = now + timedelta(seconds=settle_seconds)
+        recordings = Recording.__table__
+        insert = _insert(s, Recording).values(
+            id=rid,
+            source="gme",
+            biz_id=gme.key.biz_id,
+            room_id=gme.key.room_id,
+            user_id=gme.key.user_id,
+            task_id=gme.key.task_id,
+            record_mode=gme.key.record_mode,
+            details={},
+            state=RecordingState.COLLECTING,
+            revision=0,
+            pending_changes=False,
+            first_event_at=now,
+            last_event_at=now,
+            settle_due_at=due,
+            created_at=now,
+            updated_at=now,
         )
-        recording = s.execute(
-            select(Recording).where(Recording.id == rid).with_for_update()
-        ).scalar_one()
-        newly_uploaded = self._apply_segment_event(s, rid, gme, now)
-        recording.last_event_at = max(aware(recording.last_event_at) or now, now)
-        recording.updated_at = now
-        if recording.state == RecordingState.COLLECTING:
-            recording.settle_due_at = now + timedelta(seconds=settle_seconds)
-        elif newly_uploaded and recording.state == RecordingState.PROCESSING:
-            recording.pending_changes = True
-        elif newly_uploaded and recording.state in RecordingState.TERMINAL:
+        collecting = recordings.c.state == RecordingState.COLLECTING
+        state, created_at = s.execute(
+            insert.on_conflict_do_update(
+                index_elements=["id"],
+                set_={
+                    "last_event_at": case(
+                        (recordings.c.last_event_at > now, recordings.c.last_event_at),
+                        else_=insert.excluded.last_event_at,
+                    ),
+                    "updated_at": insert.excluded.updated_at,
+                    "settle_due_at": case(
+                        (collecting, insert.excluded.settle_due_at),
+                        else_=recordings.c.settle_due_at,
+                    ),
+                },
+            ).returning(recordings.c.state, recordings.c.created_at)
+        ).one()
+        if not self._upsert_segment(s, rid, gme, now):
+            return aware(created_at) == now
+        # A segment uploaded for the first time: the recording must (re)settle after it.
+        if state == RecordingState.PROCESSING:
+            s.execute(update(Recording).where(Recording.id == rid).values(pending_changes=True))
+        elif state in RecordingState.TERMINAL:
             # A late segment after the archive: collect again, for the next revision.
-            recording.state = RecordingState.COLLECTING
-            recording.error = None
-            recording.settle_due_at = now + timedelta(seconds=settle_seconds)
-        return newly_uploaded
+            s.execute(
+                update(Recording)
+                .where(Recording.id == rid)
+                .values(state=RecordingState.COLLECTING, error=None, settle_due_at=due)
+            )
+            return True
+        return aware(created_at) == now
+
+    def _upsert_segment(self, s: Connection, rid: str, gme: GmeEvent, now: datetime) -> bool:
+        """Move the segment forward (never back); True if it just became uploaded."""
+        uploaded = gme.event_type == GME_EVENT_UPLOADED
+        state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
+            gme.event_type, SegmentState.UPLOADED
+        )
+        segments = Segment.__table__
+        insert = _insert(s, Segment).values(
+            recording_id=rid,
+            seq_no=gme.seq_no,
+            file_name=gme.file_name,
+            state=state,
+            recovered=False,
+            first_seen_at=now,
+            uploaded_at=now if uploaded else None,
+        )
+        rank = case(SegmentState.ORDER, value=segments.c.state, else_=0)
+        changes: dict[str, Any] = {
+            "state": case(
+                (rank <= SegmentState.ORDER[state], insert.excluded.state),
+                else_=segments.c.state,
+            ),
+            "uploaded_at": func.coalesce(segments.c.uploaded_at, insert.excluded.uploaded_at),
+        }
+        if uploaded:
+            # The uploaded key is the one to fetch, whatever an earlier event said.
+            changes |= {"file_name": insert.excluded.file_name, "recovered": False}
+        uploaded_at = s.scalar(
+            insert.on_conflict_do_update(
+                index_elements=["recording_id", "seq_no"], set_=changes
+            ).returning(segments.c.uploaded_at)
+        )
+        # Still our own timestamp: this event is the one that uploaded it.
+        return uploaded and aware(uploaded_at) == now
 
     def _insert_callback(
         self,
-        s: Session,
+        s: Session | Connection,
         provider: str,
         dedupe_key: str,
         recording_id: str | None,
@@ -250,6 +312,8 @@ class Ledger:
         body: str,
         headers: dict[str, str],
         now: datetime,
+        *,
+        dispatched_at: datetime | None = None,
     ) -> int | None:
         result = s.execute(
             _insert(s, Callback)
@@ -262,6 +326,7 @@ class Ledger:
                 body=body,
                 headers=headers,
                 duplicates=0,
+                dispatched_at=dispatched_at,
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(Callback.id)
@@ -269,38 +334,9 @@ class Ledger:
         row = result.first()
         return None if row is None else int(row[0])
 
-    def _apply_segment_event(self, s: Session, rid: str, gme: GmeEvent, now: datetime) -> bool:
-        """Move the segment forward (never back); True if it just became uploaded."""
-        state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
-            gme.event_type, SegmentState.UPLOADED
-        )
-        s.execute(
-            _insert(s, Segment)
-            .values(
-                recording_id=rid,
-                seq_no=gme.seq_no,
-                file_name=gme.file_name,
-                state=state,
-                recovered=False,
-                first_seen_at=now,
-                uploaded_at=None,
-            )
-            .on_conflict_do_nothing(index_elements=["recording_id", "seq_no"])
-        )
-        segment = s.execute(
-            select(Segment).where(Segment.recording_id == rid, Segment.seq_no == gme.seq_no)
-        ).scalar_one()
-        was_uploaded = segment.uploaded_at is not None
-        if SegmentState.ORDER[state] >= SegmentState.ORDER[segment.state]:
-            segment.state = state
-        if gme.event_type == GME_EVENT_UPLOADED:
-            # The uploaded key is the one to fetch, whatever an earlier event said.
-            segment.file_name = gme.file_name
-            segment.recovered = False
-            if not was_uploaded:
-                segment.uploaded_at = now
-                return True
-        return False
+    def mark_callbacks_undispatched(self, ids: Sequence[int]) -> None:
+        with self.session() as s:
+            s.execute(update(Callback).where(Callback.id.in_(ids)).values(dispatched_at=None))
 
     def mark_callbacks_dispatched(self, ids: Sequence[int], now: datetime) -> None:
         if ids:
@@ -1184,8 +1220,8 @@ def _recording_view(
     )
 
 
-def _insert(session: Session, model: Any) -> Any:
-    dialect = session.get_bind().dialect.name
+def _insert(bind: Session | Connection, model: Any) -> Any:
+    dialect = (bind.dialect if isinstance(bind, Connection) else bind.get_bind().dialect).name
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
 
 
@@ -1222,7 +1258,11 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per transaction on the webhook's hot path. A
+        # connection the server dropped fails its transaction once (a 503 the vendor
+        # retries) and SQLAlchemy then discards the whole pool; recycling keeps idle
+        # connections younger than the usual server and proxy idle timeouts.
+        pool_recycle=1800,
         pool_size=5,
         max_overflow=10,
         connect_args=connect_args,

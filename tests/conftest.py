@@ -134,11 +134,14 @@ def redis_url() -> Iterator[str]:
     """A Redis database number of its own, flushed before and after."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
-    db = 1 + int(uuid.uuid4().int % 14)
+    # Numbers are handed out in turn by a counter in database 0, so test runs side by side
+    # (several checkouts on one machine) do not share a database and eat each other's
+    # messages; 1-14, leaving 15 to the benchmarks.
+    client = redis.Redis.from_url(f"{REDIS_URL}/0")
+    db = 1 + int(client.incr("recpipe-test:db-counter")) % 14
+    client.close()
     scoped = redis.Redis.from_url(f"{REDIS_URL}/{db}")
     scoped.flushdb()
-    client.close()
     try:
         yield f"{REDIS_URL}/{db}"
     finally:

@@ -178,3 +178,15 @@ def parse_css(obj: dict[str, Any]) -> CssFileEvent:
         callback_ext=parse_callback_ext(obj.get("callback_ext")),
         t=_int(obj, "t", lo=0, hi=MAX_UNIX_SECONDS),
     )
+
+
+def check_gme_key_scope(event: GmeEvent) -> None:
+    """A segment's key must lie under its own application's folder: the vendor writes
+    `<BizID>_<RoomID>_<UserID>/...` (single stream) or `<BizID>_<RoomID>/...` (mixed), so
+    a callback whose key points elsewhere in the bucket (another application's, or
+    anything a leaked key could name) is refused rather than fetched."""
+    folder = event.file_name.split("/", 1)[0]
+    if "/" not in event.file_name or not folder.startswith(f"{event.key.biz_id}_"):
+        raise InvalidCallbackError(
+            "Detail.FileName", f"must lie under the application's folder ({event.key.biz_id}_...)"
+        )

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
 
 import structlog
 from flask import Request
 
 from recpipe.config import Settings
-from storage.domain import GME_EVENT_UPLOADED, GmeEvent
 from storage.ledger import Ledger, StoredCallback, utcnow
-from webhook.callbacks import InvalidCallbackError, parse_css, parse_gme, parse_json_object
+from webhook.callbacks import (
+    InvalidCallbackError,
+    check_gme_key_scope,
+    parse_css,
+    parse_gme,
+    parse_json_object,
+)
 from webhook.dispatch import Dispatcher
 from webhook.verify import InvalidSignatureError, safe_headers, verify_css, verify_gme
 
@@ -63,6 +67,8 @@ class Intake:
         event = parse_gme(body)
         if event.key.biz_id not in signers:
             raise InvalidSignatureError("signed with another application's key")
+        if self.settings.gme_key_scope:
+            check_gme_key_scope(event)
         window = self.settings.gme_replay_window_seconds
         if window and abs(time.time() - event.timestamp) > window:
             raise InvalidSignatureError("Timestamp is outside the replay window")
@@ -83,19 +89,20 @@ class Intake:
         if result.duplicate:
             bound.info("callback.duplicate")
             return "duplicate"
-        self._dispatch_gme(result.callback_id, event, now)
+        if result.opens_settle:
+            self._settle_later(result.callback_id, result.recording_id)
         bound.info("callback.accepted")
         return "accepted"
 
-    def _dispatch_gme(self, callback_id: int, event: GmeEvent, now: datetime) -> bool:
-        """True when the callback is dispatched (or needs no dispatch)."""
-        # An upload is finalized once the settle window has passed with no newer event.
-        if event.event_type == GME_EVENT_UPLOADED and not self.dispatcher.settle_later(
-            event.key.recording_id, self.settings.settle_seconds + 1
-        ):
-            return False
-        self.ledger.mark_callbacks_dispatched([callback_id], now)
-        return True
+    def _settle_later(self, callback_id: int, recording_id: str) -> bool:
+        """Hand the recording to a settle task, which finalizes it once quiet (following
+        its settle time as later events move it). The callback was stored as dispatched;
+        when the broker does not take the task it is marked undispatched, and beat's sweep
+        settles the recording from its settle time in the ledger."""
+        if self.dispatcher.settle_later(recording_id, self.settings.settle_seconds + 1):
+            return True
+        self.ledger.mark_callbacks_undispatched([callback_id])
+        return False
 
     def replay(self, callback: StoredCallback) -> str:
         """Apply a stored callback again and dispatch it, as when it arrived: the
@@ -116,7 +123,11 @@ class Intake:
             ) from None
         now = utcnow()
         self.ledger.reapply_gme_event(event, now=now, settle_seconds=self.settings.settle_seconds)
-        dispatched = self._dispatch_gme(callback.id, event, now)
+        dispatched = self.dispatcher.settle_later(
+            event.key.recording_id, self.settings.settle_seconds + 1
+        )
+        if dispatched:
+            self.ledger.mark_callbacks_dispatched([callback.id], now)
         log.info(
             "callback.replayed",
             provider="gme",

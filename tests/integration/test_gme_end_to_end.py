@@ -162,12 +162,14 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     the worker survives and archives the next recording."""
     bad_task, good_task = TASK_ID + 1, TASK_ID + 2
     s3_client.put_object(
-        Bucket=bucket, Key=f"cos/bad/1_{bad_task}_audio.mp3", Body=b"not audio" * 100
+        Bucket=bucket, Key=f"cos/{BIZ}_bad/1_{bad_task}_audio.mp3", Body=b"not audio" * 100
     )
-    s3_client.upload_file(str(tone("g.mp3", 440, 1.0)), bucket, f"cos/good/1_{good_task}_audio.mp3")
+    s3_client.upload_file(
+        str(tone("g.mp3", 440, 1.0)), bucket, f"cos/{BIZ}_good/1_{good_task}_audio.mp3"
+    )
     for task, key in (
-        (bad_task, f"bad/1_{bad_task}_audio.mp3"),
-        (good_task, f"good/1_{good_task}_audio.mp3"),
+        (bad_task, f"{BIZ}_bad/1_{bad_task}_audio.mp3"),
+        (good_task, f"{BIZ}_good/1_{good_task}_audio.mp3"),
     ):
         body = json.loads(callback(3, 0, key))
         body["TaskID"] = task
@@ -180,7 +182,7 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     good_id = GmeRecordingKey(BIZ, "100", "999", str(good_task), 1).recording_id
     failed = stack.wait_for_state(bad_id, ("archived", "failed"))
     assert failed.state == "failed"
-    assert f"segment 0 (bad/1_{bad_task}_audio.mp3) of recording {bad_id}" in failed.error
+    assert f"segment 0 ({BIZ}_bad/1_{bad_task}_audio.mp3) of recording {bad_id}" in failed.error
     assert stack.wait_for_state(good_id, ("archived", "failed")).state == "archived"
     wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="both notifications")
     by_type = {parse_body(r)["type"]: parse_body(r) for r in receiver.requests}

@@ -94,7 +94,9 @@ def test_callbacks_select_by_recording_arrival_and_dispatch(ledger: Ledger):
     first = record(ledger, event(0), now=now - timedelta(hours=2))
     second = record(ledger, event(1), now=now - timedelta(minutes=5))
     other = record(ledger, event(0, key=OTHER), now=now)
-    ledger.mark_callbacks_dispatched([first.callback_id], now)
+    # Intake stores callbacks as dispatched and takes that back when the broker refuses.
+    assert all(c.dispatched_at is not None for c in ledger.callbacks())
+    ledger.mark_callbacks_undispatched([second.callback_id, other.callback_id])
 
     def ids(**filters) -> list[int]:
         return [c.id for c in ledger.callbacks(**filters)]

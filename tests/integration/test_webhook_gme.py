@@ -98,10 +98,11 @@ def _reserialized(body: bytes) -> bytes:
         (lambda b: (b"[]", sign(b"[]")), 400),
         (lambda b: (b.replace(b"446946705284000000,", b"4.46946705284e17,"), None), 400),
         (lambda b: (b"x" * 5000, sign(b"x" * 5000)), 413),
+        (lambda b: (b.replace(b'"1400000000_100/', b'"other_app/'), None), 400),
     ],
     ids=[
         "no-signature", "empty-signature", "wrong-key", "body-changed", "reserialized",
-        "other-app-key", "not-json", "array", "float-task-id", "too-large",
+        "other-app-key", "not-json", "array", "float-task-id", "too-large", "key-out-of-scope",
     ],
 )  # fmt: skip
 def test_refused_requests_store_nothing(app_env, make, status):

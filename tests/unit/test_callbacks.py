@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from webhook.callbacks import InvalidCallbackError, parse_gme
+from webhook.callbacks import InvalidCallbackError, check_gme_key_scope, parse_gme
 
 SAMPLE = {
     "BizID": 1400000000,
@@ -87,3 +87,24 @@ def test_invalid_bodies_name_the_field(raw, field):
     with pytest.raises(InvalidCallbackError) as info:
         parse_gme(raw)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("file_name", "allowed"),
+    [
+        ("1400000000_100_999/2023-02-09_446946705284000000_audio.mp3", True),
+        ("1400000000_100/2023-02-09_446946705284000000_audio.mp3", True),
+        ("1400000001_100/x_audio.mp3", False),
+        ("140000000_100/x_audio.mp3", False),
+        ("backups/db.dump", False),
+        ("1400000000_100_audio.mp3", False),
+    ],
+)
+def test_segment_keys_must_lie_under_the_applications_folder(file_name, allowed):
+    event = parse_gme(body(Detail__FileName=file_name))
+    if allowed:
+        check_gme_key_scope(event)
+    else:
+        with pytest.raises(InvalidCallbackError) as info:
+            check_gme_key_scope(event)
+        assert info.value.field == "Detail.FileName"

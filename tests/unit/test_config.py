@@ -34,6 +34,7 @@ def test_gme_keys_allow_equals_in_key():
         ("RECPIPE_SETTLE_SECONDS", "soon"),
         ("RECPIPE_NOTIFY_URLS", "ftp://x"),
         ("RECPIPE_NOTIFY_SECRET", "whsec_"),
+        ("RECPIPE_GME_KEY_SCOPE", "loose"),
     ],
 )
 def test_bad_settings_name_the_variable(name, value, tmp_path):
