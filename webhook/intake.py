@@ -15,6 +15,7 @@ import structlog
 from flask import Request
 
 from recpipe.config import Settings
+from storage.domain import GME_EVENT_UPLOADED
 from storage.ledger import Ledger, StoredCallback, utcnow
 from webhook.callbacks import (
     InvalidCallbackError,
@@ -123,7 +124,8 @@ class Intake:
             ) from None
         now = utcnow()
         self.ledger.reapply_gme_event(event, now=now, settle_seconds=self.settings.settle_seconds)
-        dispatched = self.dispatcher.settle_later(
+        # An upload is handed to settle again; started/completed events only re-apply.
+        dispatched = event.event_type != GME_EVENT_UPLOADED or self.dispatcher.settle_later(
             event.key.recording_id, self.settings.settle_seconds + 1
         )
         if dispatched:

@@ -227,6 +227,7 @@ def test_a_bad_filter_is_one_line_and_exit_2(env, ledger, args, starts):
 )
 def test_an_unreachable_broker_is_one_line_and_nothing_is_claimed(env, ledger, args):
     rid = store(ledger, 0).recording_id
+    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
     down = {**env, "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     one_line_failure(cli(down, *args), "broker unreachable: redis:")
     recording = ledger.recording(rid)
@@ -330,6 +331,8 @@ def test_replay_reapplies_undispatched_callbacks_and_sends_their_settle_tasks(en
     rid = store(ledger, 0).recording_id
     store(ledger, 1)
     store(ledger, 2, event_type=1)
+    # As if the broker had refused their settle tasks at intake.
+    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
     before = ledger.recording(rid)
 
     dry = cli(env, "replay", "--undispatched", "--dry-run")
@@ -340,7 +343,7 @@ def test_replay_reapplies_undispatched_callbacks_and_sends_their_settle_tasks(en
     assert result.returncode == 0, result.stderr
     assert "3 dispatched, 0 undispatched, 0 refused" in result.stdout
     assert all(c.dispatched_at is not None for c in ledger.callbacks())
-    assert queue_length(env, "light") == 2  # one settle per upload, as at intake
+    assert queue_length(env, "light") == 2  # one settle per replayed upload
     after = ledger.recording(rid)
     assert after.segments == before.segments and after.state == "collecting"
     assert after.last_event_at >= before.last_event_at
@@ -354,6 +357,8 @@ def test_replay_by_recording_and_time_range_selects_their_callbacks(env, ledger)
     store(ledger, 0, now=now - timedelta(hours=5))
     store(ledger, 1, now=now - timedelta(minutes=1))
     other = store(ledger, 0, user="2").recording_id
+    # As if the broker had refused their settle tasks at intake.
+    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
 
     by_time = cli(env, "replay", TASK, "--since", "1h", "--dry-run")
     assert by_time.stdout.count("would replay") == 2  # seq 1 of the first user, and the other
