@@ -1,7 +1,6 @@
 """The ledger on real PostgreSQL and on SQLite: intake is idempotent, claims happen once."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -11,18 +10,6 @@ from storage.ledger import Ledger, utcnow
 pytestmark = pytest.mark.integration
 
 KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000001", 1)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def ledger(request, tmp_path: Path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def event(seq: int, event_type: int = 3, key: GmeRecordingKey = KEY) -> GmeEvent:

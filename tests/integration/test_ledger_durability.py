@@ -19,18 +19,6 @@ KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000002", 1)
 RID = KEY.recording_id
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def ledger(request, tmp_path: Path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
-
-
 def key_of(seq: int) -> str:
     return f"p/{seq}_{KEY.task_id}_audio.mp3"
 

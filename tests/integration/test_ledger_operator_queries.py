@@ -3,7 +3,6 @@ of their ids, selecting by filters and callbacks by arrival, re-applying stored 
 re-arming finished notifications."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,18 +14,6 @@ pytestmark = pytest.mark.integration
 
 KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000001", 1)
 OTHER = GmeRecordingKey(1400000000, "100", "1000", "446946705284000001", 1)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def ledger(request, tmp_path: Path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def event(seq: int, event_type: int = 3, key: GmeRecordingKey = KEY) -> GmeEvent:

@@ -1,0 +1,21 @@
+"""Fixtures of the integration tests."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage.ledger import Ledger
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A migrated ledger, once on a fresh PostgreSQL database and once on SQLite."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
