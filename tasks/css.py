@@ -15,7 +15,7 @@ from storage.ledger import CssFileView
 from tasks import video
 from tasks.fetch import Fetcher, FetchError, FetchPolicy, display
 from tasks.ffmpeg import ProbeError, concat_list
-from tasks.media import Heartbeat, MediaError, Output, Tools, run_tool, sha256_file
+from tasks.media import Heartbeat, MediaError, Output, Tools, describe_outputs, run_tool
 
 # Where a downloaded file of each CSS format is kept (ffmpeg probes content, not names).
 SUFFIX = {"mp4": ".mp4", "flv": ".flv", "hls": ".ts", "aac": ".aac"}
@@ -161,8 +161,4 @@ def make_outputs(
         f"transcoding recording {label}",
         heartbeat,
     )
-    outputs = []
-    for fmt, path in targets:
-        info = probe_media(tools, path, f"{fmt} output of recording {label}")
-        outputs.append(Output(fmt, path, path.stat().st_size, sha256_file(path), info.duration_s))
-    return outputs
+    return describe_outputs(targets, lambda path, what: probe_media(tools, path, what), label=label)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from storage.objectstore import ObjectStore
 from tasks import ffmpeg as cmd
@@ -179,9 +180,24 @@ def transcode(
         f"transcoding recording {label}",
         heartbeat,
     )
+    return describe_outputs(targets, lambda path, what: probe(tools, path, what), label=label)
+
+
+class HasDuration(Protocol):
+    @property
+    def duration_s(self) -> float: ...
+
+
+def describe_outputs(
+    targets: Sequence[tuple[str, Path]],
+    measure: Callable[[Path, str], HasDuration],
+    *,
+    label: str,
+) -> list[Output]:
+    """Size, checksum and duration (by `measure`, a probe) of each file ffmpeg wrote."""
     outputs = []
     for fmt, path in targets:
-        info = probe(tools, path, f"{fmt} output of recording {label}")
+        info = measure(path, f"{fmt} output of recording {label}")
         outputs.append(Output(fmt, path, path.stat().st_size, sha256_file(path), info.duration_s))
     return outputs
 
