@@ -95,8 +95,8 @@ def test_safe_keys_never_escape_their_root(key):
         checked = safe_key(key)
     except UnsafeKeyError:
         return
-    joined = posixpath.normpath(posixpath.join("/root", checked))
-    assert joined.startswith("/root/") and "\\" not in checked and "\x00" not in checked
+    joined = posixpath.normpath(posixpath.join("/store", checked))
+    assert joined.startswith("/store/") and "\\" not in checked and "\x00" not in checked
 
 
 CSS_FIELDS = [
