@@ -13,9 +13,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, create_engine, event, func, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -133,6 +145,7 @@ class Ledger:
         self.url = database_url
         self.engine = make_engine(database_url, echo=echo)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._statements: dict[str, _GmeStatements] = {}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -177,29 +190,34 @@ class Ledger:
         """Store the raw callback and apply it to the segment bookkeeping, atomically.
 
         The hot path of the webhook: three statements in one transaction (callback,
-        recording, segment), no ORM objects loaded. The callback is stored as dispatched:
-        its effect is the recording's settle time, which a settle task or beat's sweep
-        acts on; `opens_settle` tells the caller when a settle task must be handed out.
+        recording, segment), built once per dialect and run on the session's connection
+        with parameters, no ORM objects loaded. The callback is stored as dispatched: its
+        effect is the recording's settle time, which a settle task or beat's sweep acts
+        on; `opens_settle` tells the caller when a settle task must be handed out.
         """
         rid = gme.key.recording_id
         with self.session() as session:
-            # Core statements on the session's connection: the ORM's statement layer
-            # costs more than the statements themselves on this path.
-            s = session.connection()
-            callback_id = self._insert_callback(
-                s, "gme", gme.dedupe_key, rid, gme.event_type, body, headers, now,
-                dispatched_at=now,
-            )  # fmt: skip
+            conn = session.connection()
+            sql = self._gme_statements(conn)
+            callback_id = conn.execute(
+                sql.insert_callback,
+                {
+                    "provider": "gme",
+                    "dedupe_key": gme.dedupe_key,
+                    "recording_id": rid,
+                    "event_type": gme.event_type,
+                    "received_at": now,
+                    "body": body,
+                    "headers": headers,
+                    "duplicates": 0,
+                    "dispatched_at": now,
+                },
+            ).scalar()
             if callback_id is None:
-                existing = s.scalar(
-                    update(Callback)
-                    .where(Callback.dedupe_key == gme.dedupe_key)
-                    .values(duplicates=Callback.duplicates + 1)
-                    .returning(Callback.id)
-                )
+                existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
-            opens = self._apply_gme_event(s, gme, now, settle_seconds)
-            return IntakeResult(callback_id, rid, duplicate=False, opens_settle=opens)
+            opens = self._apply_gme_event(conn, gme, now, settle_seconds)
+            return IntakeResult(int(callback_id), rid, duplicate=False, opens_settle=opens)
 
     def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
@@ -208,99 +226,75 @@ class Ledger:
         with self.session() as session:
             return self._apply_gme_event(session.connection(), gme, now, settle_seconds)
 
+    def _gme_statements(self, conn: Connection) -> _GmeStatements:
+        dialect = conn.dialect.name
+        if dialect not in self._statements:
+            self._statements[dialect] = _GmeStatements(dialect)
+        return self._statements[dialect]
+
     def _apply_gme_event(
-        self, s: Connection, gme: GmeEvent, now: datetime, settle_seconds: float
+        self, conn: Connection, gme: GmeEvent, now: datetime, settle_seconds: float
     ) -> bool:
         """Upsert the recording (quiet time restarts while it collects), then the segment
         (its state only moves forward). Returns True if this event began a collecting
         period: the recording is new, or a newly uploaded segment reopened it."""
+        sql = self._gme_statements(conn)
         rid = gme.key.recording_id
         due = now + timedelta(seconds=settle_seconds)
-        recordings = Recording.__table__
-        insert = _insert(s, Recording).values(
-            id=rid,
-            source="gme",
-            biz_id=gme.key.biz_id,
-            room_id=gme.key.room_id,
-            user_id=gme.key.user_id,
-            task_id=gme.key.task_id,
-            record_mode=gme.key.record_mode,
-            details={},
-            state=RecordingState.COLLECTING,
-            revision=0,
-            pending_changes=False,
-            first_event_at=now,
-            last_event_at=now,
-            settle_due_at=due,
-            created_at=now,
-            updated_at=now,
-        )
-        collecting = recordings.c.state == RecordingState.COLLECTING
-        state, created_at = s.execute(
-            insert.on_conflict_do_update(
-                index_elements=["id"],
-                set_={
-                    "last_event_at": case(
-                        (recordings.c.last_event_at > now, recordings.c.last_event_at),
-                        else_=insert.excluded.last_event_at,
-                    ),
-                    "updated_at": insert.excluded.updated_at,
-                    "settle_due_at": case(
-                        (collecting, insert.excluded.settle_due_at),
-                        else_=recordings.c.settle_due_at,
-                    ),
-                },
-            ).returning(recordings.c.state, recordings.c.created_at)
+        state, created_at = conn.execute(
+            sql.upsert_recording,
+            {
+                "id": rid,
+                "source": "gme",
+                "biz_id": gme.key.biz_id,
+                "room_id": gme.key.room_id,
+                "user_id": gme.key.user_id,
+                "task_id": gme.key.task_id,
+                "record_mode": gme.key.record_mode,
+                "details": {},
+                "state": RecordingState.COLLECTING,
+                "revision": 0,
+                "pending_changes": False,
+                "first_event_at": now,
+                "last_event_at": now,
+                "settle_due_at": due,
+                "created_at": now,
+                "updated_at": now,
+            },
         ).one()
-        if not self._upsert_segment(s, rid, gme, now):
-            return aware(created_at) == now
+        created = aware(created_at) == now
+        uploaded = gme.event_type == GME_EVENT_UPLOADED
+        state_now = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
+            gme.event_type, SegmentState.UPLOADED
+        )
+        uploaded_at = conn.execute(
+            sql.upsert_upload if uploaded else sql.upsert_segment,
+            {
+                "recording_id": rid,
+                "seq_no": gme.seq_no,
+                "file_name": gme.file_name,
+                "state": state_now,
+                "recovered": False,
+                "first_seen_at": now,
+                "uploaded_at": now if uploaded else None,
+                "rank": SegmentState.ORDER[state_now],
+            },
+        ).scalar()
+        # Still our own timestamp: this event is the one that uploaded the segment.
+        if not (uploaded and aware(uploaded_at) == now):
+            return created
         # A segment uploaded for the first time: the recording must (re)settle after it.
         if state == RecordingState.PROCESSING:
-            s.execute(update(Recording).where(Recording.id == rid).values(pending_changes=True))
+            conn.execute(update(Recording).where(Recording.id == rid).values(pending_changes=True))
         elif state in RecordingState.TERMINAL:
             # A late segment after the archive: collect again, for the next revision.
-            s.execute(
+            conn.execute(
                 update(Recording)
                 .where(Recording.id == rid)
                 .values(state=RecordingState.COLLECTING, error=None, settle_due_at=due)
             )
             return True
-        return aware(created_at) == now
-
-    def _upsert_segment(self, s: Connection, rid: str, gme: GmeEvent, now: datetime) -> bool:
-        """Move the segment forward (never back); True if it just became uploaded."""
-        uploaded = gme.event_type == GME_EVENT_UPLOADED
-        state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
-            gme.event_type, SegmentState.UPLOADED
-        )
-        segments = Segment.__table__
-        insert = _insert(s, Segment).values(
-            recording_id=rid,
-            seq_no=gme.seq_no,
-            file_name=gme.file_name,
-            state=state,
-            recovered=False,
-            first_seen_at=now,
-            uploaded_at=now if uploaded else None,
-        )
-        rank = case(SegmentState.ORDER, value=segments.c.state, else_=0)
-        changes: dict[str, Any] = {
-            "state": case(
-                (rank <= SegmentState.ORDER[state], insert.excluded.state),
-                else_=segments.c.state,
-            ),
-            "uploaded_at": func.coalesce(segments.c.uploaded_at, insert.excluded.uploaded_at),
-        }
-        if uploaded:
-            # The uploaded key is the one to fetch, whatever an earlier event said.
-            changes |= {"file_name": insert.excluded.file_name, "recovered": False}
-        uploaded_at = s.scalar(
-            insert.on_conflict_do_update(
-                index_elements=["recording_id", "seq_no"], set_=changes
-            ).returning(segments.c.uploaded_at)
-        )
-        # Still our own timestamp: this event is the one that uploaded it.
-        return uploaded and aware(uploaded_at) == now
+        return created
 
     def _insert_callback(
         self,
@@ -1218,6 +1212,66 @@ def _recording_view(
         created_at=aware(recording.created_at),
         files=files,
     )
+
+
+class _GmeStatements:
+    """GME intake's statements, built once per dialect: building an upsert costs more CPU
+    than running it, and the webhook runs three per callback. Executed with a dict of
+    parameters named after the columns (plus `rank` for the segment's state order)."""
+
+    def __init__(self, dialect: str):
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        callbacks = cast(Table, Callback.__table__)
+        self.insert_callback = (
+            insert(callbacks)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(callbacks.c.id)
+        )
+        self.count_duplicate = (
+            update(callbacks)
+            .where(callbacks.c.dedupe_key == bindparam("key"))
+            .values(duplicates=callbacks.c.duplicates + 1)
+            .returning(callbacks.c.id)
+        )
+        recordings = cast(Table, Recording.__table__)
+        upsert = insert(recordings)
+        self.upsert_recording = upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "last_event_at": case(
+                    (
+                        recordings.c.last_event_at > upsert.excluded.last_event_at,
+                        recordings.c.last_event_at,
+                    ),
+                    else_=upsert.excluded.last_event_at,
+                ),
+                "updated_at": upsert.excluded.updated_at,
+                "settle_due_at": case(
+                    (
+                        recordings.c.state == RecordingState.COLLECTING,
+                        upsert.excluded.settle_due_at,
+                    ),
+                    else_=recordings.c.settle_due_at,
+                ),
+            },
+        ).returning(recordings.c.state, recordings.c.created_at)
+        segments = cast(Table, Segment.__table__)
+        segment = insert(segments)
+        rank = case(SegmentState.ORDER, value=segments.c.state, else_=0)
+        forward = {
+            "state": case(
+                (rank <= bindparam("rank"), segment.excluded.state), else_=segments.c.state
+            ),
+            "uploaded_at": func.coalesce(segments.c.uploaded_at, segment.excluded.uploaded_at),
+        }
+        self.upsert_segment = segment.on_conflict_do_update(
+            index_elements=["recording_id", "seq_no"], set_=forward
+        ).returning(segments.c.uploaded_at)
+        # The uploaded key is the one to fetch, whatever an earlier event said.
+        self.upsert_upload = segment.on_conflict_do_update(
+            index_elements=["recording_id", "seq_no"],
+            set_={**forward, "file_name": segment.excluded.file_name, "recovered": False},
+        ).returning(segments.c.uploaded_at)
 
 
 def _insert(bind: Session | Connection, model: Any) -> Any:
