@@ -306,8 +306,6 @@ class Ledger:
         body: str,
         headers: dict[str, str],
         now: datetime,
-        *,
-        dispatched_at: datetime | None = None,
     ) -> int | None:
         result = s.execute(
             _insert(s, Callback)
@@ -320,7 +318,6 @@ class Ledger:
                 body=body,
                 headers=headers,
                 duplicates=0,
-                dispatched_at=dispatched_at,
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(Callback.id)
@@ -336,20 +333,6 @@ class Ledger:
         if ids:
             with self.session() as s:
                 s.execute(update(Callback).where(Callback.id.in_(ids)).values(dispatched_at=now))
-
-    def undispatched_callbacks(
-        self, older_than: datetime, limit: int = 500
-    ) -> list[tuple[int, str]]:
-        with self.session() as s:
-            rows = s.execute(
-                select(Callback.id, Callback.recording_id)
-                .where(Callback.dispatched_at.is_(None), Callback.received_at <= older_than)
-                .order_by(Callback.id)
-                .limit(limit)
-            ).all()
-        return [(int(r[0]), str(r[1])) for r in rows if r[1] is not None]
-
-    # -- settling ------------------------------------------------------------
 
     def recording(self, recording_id: str) -> RecordingView | None:
         with self.session() as s:

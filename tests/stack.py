@@ -68,6 +68,7 @@ class Stack:
         # machine would otherwise contend for the default port.
         self.env = {**os.environ, "RECPIPE_METRICS_PORT": "0", **env}
         self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

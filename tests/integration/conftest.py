@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from storage.ledger import Ledger
+from tests.stack import Receiver
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -19,3 +20,11 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     ledger.migrate()
     yield ledger
     ledger.dispose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A downstream endpoint recording the notifications it gets."""
+    r = Receiver()
+    yield r
+    r.close()

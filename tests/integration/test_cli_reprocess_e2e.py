@@ -16,7 +16,7 @@ import pytest
 from storage.domain import GmeRecordingKey
 from storage.ledger import utcnow
 from tests.conftest import wait_for
-from tests.stack import Receiver, Stack, parse_body
+from tests.stack import Stack, parse_body
 from webhook.callbacks import parse_gme
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -24,13 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BIZ, TASK = 1400000000, "446946705284000555"
 KEY = GmeRecordingKey(BIZ, "100", "999", TASK, 1)
 RID = KEY.recording_id
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -46,9 +39,7 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, amqp_url, receiver, whsec
         "RECPIPE_NOTIFY_SECRET": whsec,
         "RECPIPE_SETTLE_SECONDS": "3600",  # only reprocessing starts runs in these tests
     }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    s = Stack(env, logs)
+    s = Stack(env, tmp_path / "logs")
     s.ledger.migrate()
     s.start_worker(beat=False)
     yield s

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import free_port, wait_for
 from tests.media import decode, dominant_frequency, duration, make_hls, make_video, streams
-from tests.stack import FileServer, Receiver, Stack, parse_body
+from tests.stack import FileServer, Stack, parse_body
 from webhook.verify import css_sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 KEY, APPID, T0 = "css-e2e-key", 1253000000, 1_763_700_000
 SPLIT = [(440.0, 2.0), (880.0, 3.0)]  # (tone Hz, seconds) of the split stream's files
 LATE = (1320.0, 1.5)
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -56,13 +49,11 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whse
         "RECPIPE_NOTIFY_SECRET": whsec,
         "RECPIPE_SETTLE_SECONDS": "2",
         "RECPIPE_SWEEP_SECONDS": "1",
-        # Redis database numbers are shared with concurrent test runs: should a flush lose
-        # a message, the sweep takes the run over soon rather than after 15 minutes.
+        # Should a message be lost, the sweep takes the run over soon rather than after
+        # the default 15 minutes.
         "RECPIPE_STUCK_AFTER_SECONDS": "30",
     }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    s = Stack(env, logs)
+    s = Stack(env, tmp_path / "logs")
     s.start_webhook()
     s.start_worker()
     yield s

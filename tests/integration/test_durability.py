@@ -131,9 +131,7 @@ def make_stack(tmp_path: Path, s3_endpoint: str, bucket: str, pg_url: str, whsec
             "RECPIPE_MAX_WAIT_SECONDS": "30",
             **extra,
         }
-        logs = tmp_path / "logs"
-        logs.mkdir(exist_ok=True)
-        stack = Stack(env, logs)
+        stack = Stack(env, tmp_path / "logs")
         stacks.append(stack)
         stack.start_webhook()
         return stack
@@ -141,13 +139,6 @@ def make_stack(tmp_path: Path, s3_endpoint: str, bucket: str, pg_url: str, whsec
     yield make
     for stack in stacks:
         stack.stop()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recording_once(

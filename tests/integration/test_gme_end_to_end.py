@@ -14,20 +14,13 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import wait_for
 from tests.media import decode, dominant_frequency, duration
-from tests.stack import Receiver, Stack, parse_body
+from tests.stack import Stack, parse_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 BIZ, SECRET = 1400000000, "e2e-test-key"
 TASK_ID = 446946705284000123  # > 2**53
 SEGMENTS = [(440.0, 2.0), (880.0, 3.5), (1320.0, 1.5)]  # (tone Hz, seconds) by SeqNo
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -45,9 +38,7 @@ def stack(request, tmp_path: Path, s3_endpoint, bucket, pg_url, receiver, whsec)
         "RECPIPE_SETTLE_SECONDS": "2",
         "RECPIPE_SWEEP_SECONDS": "1",
     }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    s = Stack(env, logs)
+    s = Stack(env, tmp_path / "logs")
     s.start_webhook()
     s.start_worker()
     yield s

@@ -17,19 +17,12 @@ import requests
 from storage.domain import GmeRecordingKey
 from tests.conftest import free_port, wait_for
 from tests.integration.test_observe import sample
-from tests.stack import Receiver, Stack
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 BIZ, SECRET = 1400000000, "metrics-e2e-key"
 TASK_ID = "446946705284000911"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -50,9 +43,7 @@ def env(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver) -> dic
 
 @pytest.fixture
 def stack(env, tmp_path: Path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    s = Stack(env, logs)
+    s = Stack(env, tmp_path / "logs")
     yield s
     s.stop()
 

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import socket
-from pathlib import Path
 
 import pytest
 import requests
@@ -30,8 +29,7 @@ def server(tmp_path_factory):
         "RECPIPE_MAX_BODY_BYTES": str(LIMIT),
         "RECPIPE_DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite3'}",
     }
-    (tmp / "logs").mkdir()
-    stack = Stack(env, Path(tmp / "logs"))
+    stack = Stack(env, tmp / "logs")
     stack.start_webhook()
     yield stack
     stack.stop()
