@@ -67,9 +67,14 @@ class Redactor:
         for secret in self.secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        value = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
-        value = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", value)
-        return _WHSEC.sub(f"whsec_{REDACTED}", value)
+        # Each pattern needs its marker; most values have none, and skip the regexes.
+        if "://" in value:
+            value = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
+        if "=" in value:
+            value = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", value)
+        if "whsec_" in value:
+            value = _WHSEC.sub(f"whsec_{REDACTED}", value)
+        return value
 
 
 def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = None) -> list[str]:

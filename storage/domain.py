@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 GME_EVENT_STARTED = 1
 GME_EVENT_COMPLETED = 2
@@ -24,7 +25,7 @@ class GmeRecordingKey:
     task_id: str  # exact decimal text: TaskID exceeds 2**53
     record_mode: int
 
-    @property
+    @cached_property  # read several times per callback
     def recording_id(self) -> str:
         identity = json.dumps(
             [self.biz_id, self.room_id, self.user_id, self.task_id, self.record_mode],

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import pg_intake
 from storage.domain import CSS_EVENT_RECORDING_FILE, GME_EVENT_UPLOADED, CssFileEvent, GmeEvent
 from storage.models import (
     Callback,
@@ -189,12 +190,27 @@ class Ledger:
     ) -> IntakeResult:
         """Store the raw callback and apply it to the segment bookkeeping, atomically.
 
-        The hot path of the webhook: three statements in one transaction (callback,
-        recording, segment), built once per dialect and run on the session's connection
-        with parameters, no ORM objects loaded. The callback is stored as dispatched: its
-        effect is the recording's settle time, which a settle task or beat's sweep acts
-        on; `opens_settle` tells the caller when a settle task must be handed out.
+        The hot path of the webhook. The callback is stored as dispatched: its effect is
+        the recording's settle time, which a settle task or beat's sweep acts on;
+        `opens_settle` tells the caller when a settle task must be handed out. On
+        PostgreSQL this is one statement (`storage.pg_intake`); elsewhere, the same steps
+        one after another in a transaction.
         """
+        if self.engine.dialect.name == "postgresql":
+            return self._record_gme_event_pg(gme, body, headers, now, settle_seconds)
+        return self._record_gme_event_steps(gme, body, headers, now, settle_seconds)
+
+    def _record_gme_event_steps(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        """Three statements in one transaction (callback, recording, segment), built once
+        per dialect and run on the session's connection with parameters, no ORM objects
+        loaded; a fourth when a first upload reopens the recording."""
         rid = gme.key.recording_id
         with self.session() as session:
             conn = session.connection()
@@ -218,6 +234,42 @@ class Ledger:
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
             opens = self._apply_gme_event(conn, gme, now, settle_seconds)
             return IntakeResult(int(callback_id), rid, duplicate=False, opens_settle=opens)
+
+    def _record_gme_event_pg(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        import psycopg
+
+        params = pg_intake.parameters(gme, body, headers, now, settle_seconds)
+        try:
+            pooled = self.engine.raw_connection()  # the pool's errors come unwrapped
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailableError(str(exc).strip().splitlines()[0]) from exc
+        try:
+            conn = pooled.driver_connection
+            conn.autocommit = True  # the statement is its own transaction
+            try:
+                outcome = pg_intake.record(conn.cursor(), params)
+            finally:
+                conn.autocommit = False
+        except psycopg.OperationalError as exc:
+            # Dropped by the server: discard it and the idle ones, as SQLAlchemy does.
+            pooled.invalidate(exc)
+            self.engine.pool.dispose()
+            raise LedgerUnavailableError(str(exc).strip().splitlines()[0]) from exc
+        finally:
+            pooled.close()
+        rid = gme.key.recording_id
+        if outcome.callback_id is None:
+            return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
+        return IntakeResult(
+            outcome.callback_id, rid, duplicate=False, opens_settle=outcome.opens_settle
+        )
 
     def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
@@ -1300,7 +1352,9 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
         # retries) and SQLAlchemy then discards the whole pool; recycling keeps idle
         # connections younger than the usual server and proxy idle timeouts.
         pool_recycle=1800,
-        pool_size=5,
-        max_overflow=10,
+        # At least `recpipe serve`'s threads (8): past pool_size, a busy webhook would open
+        # and close an overflow connection per request, and lose its prepared statements.
+        pool_size=10,
+        max_overflow=20,
         connect_args=connect_args,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
@@ -59,11 +60,19 @@ class ObjectStore(Protocol):
     def check_writable(self) -> None: ...
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """C0 controls or DEL anywhere in `text`."""
+    return _CONTROL_CHARACTER.search(text) is not None
+
+
 def safe_key(key: str) -> str:
     """Return `key` if it is a plain relative object key, else raise UnsafeKeyError."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise UnsafeKeyError("object key is empty or too long")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if has_control_characters(key):
         raise UnsafeKeyError("object key contains control characters")
     if "\\" in key or key.startswith("/") or ("%" in key and unquote(key) != key):
         raise UnsafeKeyError("object key must be a relative path without escapes")

@@ -13,7 +13,7 @@ from storage.domain import (
     GmeEvent,
     GmeRecordingKey,
 )
-from storage.objectstore import UnsafeKeyError, safe_key
+from storage.objectstore import UnsafeKeyError, has_control_characters, safe_key
 
 MAX_SEQ_NO = 100_000
 MAX_ID_LENGTH = 256
@@ -71,7 +71,7 @@ def _str(
         raise InvalidCallbackError(name, "must be a string")
     if not value or len(value) > max_length:
         raise InvalidCallbackError(name, f"must be 1 to {max_length} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if has_control_characters(value):
         raise InvalidCallbackError(name, "must not contain control characters")
     return value
 

@@ -1,0 +1,168 @@
+"""The webhook's GME hot path on PostgreSQL: one statement, one round trip.
+
+`Ledger.record_gme_event` must store the raw callback and apply it to the recording and
+segment bookkeeping atomically, for every request the vendor sends. Run as SQLAlchemy
+statements in a transaction that is BEGIN, four statements and COMMIT: five round trips,
+and most of the webhook's CPU. Here it is one statement with data-modifying CTEs, sent on
+the pooled psycopg connection in autocommit mode (a single statement is its own
+transaction) and prepared by psycopg after its first few runs.
+
+It does what `Ledger._apply_gme_event` does step by step, with one difference forced by
+the single statement: whether this event is the segment's first upload is read from the
+statement's snapshot, so the recording's row is written once. Under concurrency this can
+only err towards "first" (two racing uploads of one segment under different file names
+may both reopen the recording), which costs at most one extra settle. The recording's
+previous state, which decides `opens_settle`, is also the snapshot's; `opens_settle` only
+decides whether a settle task is handed out now, and beat's sweep settles any recording
+whose settle time has passed, so a stale read delays nothing by more than one sweep.
+
+`tests/integration/test_ledger_pg_intake.py` replays random event sequences through this
+statement and through the step-by-step path and compares the resulting rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from storage.domain import GME_EVENT_UPLOADED, GmeEvent
+from storage.models import RecordingState, SegmentState
+
+_RANK = " ".join(f"WHEN '{state}' THEN {rank}" for state, rank in SegmentState.ORDER.items())
+_TERMINAL = ", ".join(f"'{state}'" for state in RecordingState.TERMINAL)
+
+# Parameters: key, rid, event_type, now, due, body, headers (JSON text), biz_id, room_id,
+# user_id, task_id, record_mode, seq_no, file_name, state, rank, uploaded (bool),
+# uploaded_at. `first_upload` is true when this event uploads a segment that the
+# snapshot does not show as uploaded. Only this module's constants are formatted in.
+RECORD_GME_EVENT = f"""
+WITH cb AS (
+    INSERT INTO callbacks (provider, dedupe_key, recording_id, event_type, received_at,
+                           body, headers, duplicates, dispatched_at)
+    VALUES ('gme', %(key)s, %(rid)s, %(event_type)s, %(now)s,
+            %(body)s, %(headers)s::json, 0, %(now)s)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+), dup AS (
+    UPDATE callbacks SET duplicates = duplicates + 1
+    WHERE dedupe_key = %(key)s AND NOT EXISTS (SELECT FROM cb)
+    RETURNING id
+), prior AS (
+    SELECT
+        (SELECT state FROM recordings WHERE id = %(rid)s) AS state,
+        %(uploaded)s::boolean AND NOT EXISTS (
+            SELECT FROM segments
+            WHERE recording_id = %(rid)s AND seq_no = %(seq_no)s AND uploaded_at IS NOT NULL
+        ) AS first_upload
+), rec AS (
+    INSERT INTO recordings AS r (id, source, biz_id, room_id, user_id, task_id, record_mode,
+                                 details, state, revision, pending_changes, first_event_at,
+                                 last_event_at, settle_due_at, created_at, updated_at)
+    SELECT %(rid)s::text, 'gme', %(biz_id)s::bigint, %(room_id)s::text, %(user_id)s::text,
+           %(task_id)s::text, %(record_mode)s::integer, '{{}}'::json,
+           '{RecordingState.COLLECTING}', 0, false, %(now)s::timestamptz, %(now)s::timestamptz,
+           %(due)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM cb
+    ON CONFLICT (id) DO UPDATE SET
+        last_event_at = GREATEST(r.last_event_at, excluded.last_event_at),
+        updated_at = excluded.updated_at,
+        -- Quiet time restarts while collecting; a first upload after the archive (or the
+        -- failure) collects again, for the next revision; one during processing is
+        -- remembered for after it.
+        settle_due_at = CASE
+            WHEN r.state = '{RecordingState.COLLECTING}' THEN excluded.settle_due_at
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior)
+                THEN excluded.settle_due_at
+            ELSE r.settle_due_at END,
+        state = CASE
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior)
+                THEN '{RecordingState.COLLECTING}'
+            ELSE r.state END,
+        error = CASE
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior) THEN NULL
+            ELSE r.error END,
+        pending_changes = r.pending_changes OR (
+            r.state = '{RecordingState.PROCESSING}' AND (SELECT first_upload FROM prior))
+    RETURNING created_at
+), seg AS (
+    INSERT INTO segments AS s (recording_id, seq_no, file_name, state, recovered,
+                               first_seen_at, uploaded_at)
+    SELECT %(rid)s::text, %(seq_no)s::integer, %(file_name)s::text, %(state)s::text, false,
+           %(now)s::timestamptz, %(uploaded_at)s::timestamptz
+    FROM cb
+    ON CONFLICT (recording_id, seq_no) DO UPDATE SET
+        -- A segment's state only moves forward.
+        state = CASE WHEN (CASE s.state {_RANK} ELSE 0 END) <= %(rank)s
+            THEN excluded.state ELSE s.state END,
+        uploaded_at = COALESCE(s.uploaded_at, excluded.uploaded_at),
+        -- The uploaded key is the one to fetch, whatever an earlier event said.
+        file_name = CASE WHEN %(uploaded)s THEN excluded.file_name ELSE s.file_name END,
+        recovered = CASE WHEN %(uploaded)s THEN false ELSE s.recovered END
+    RETURNING 1
+)
+-- Every CTE runs to completion whether or not this reads it.
+SELECT (SELECT id FROM cb), (SELECT id FROM dup), (SELECT created_at FROM rec),
+       prior.state, prior.first_upload
+FROM prior
+"""  # noqa: S608
+
+
+# A retry that raced the first delivery: its row was committed after this statement's
+# snapshot, so `dup` above did not see it; a statement of its own does.
+COUNT_DUPLICATE = """
+UPDATE callbacks SET duplicates = duplicates + 1 WHERE dedupe_key = %(key)s RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    callback_id: int | None  # None: a duplicate
+    duplicate_of: int | None
+    opens_settle: bool
+
+
+def parameters(
+    gme: GmeEvent, body: str, headers: dict[str, str], now: datetime, settle_seconds: float
+) -> dict[str, Any]:
+    uploaded = gme.event_type == GME_EVENT_UPLOADED
+    state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
+        gme.event_type, SegmentState.UPLOADED
+    )
+    key = gme.key
+    return {
+        "key": gme.dedupe_key,
+        "rid": key.recording_id,
+        "event_type": gme.event_type,
+        "now": now,
+        "due": now + timedelta(seconds=settle_seconds),
+        "body": body,
+        "headers": json.dumps(headers),
+        "biz_id": key.biz_id,
+        "room_id": key.room_id,
+        "user_id": key.user_id,
+        "task_id": key.task_id,
+        "record_mode": key.record_mode,
+        "seq_no": gme.seq_no,
+        "file_name": gme.file_name,
+        "state": state,
+        "rank": SegmentState.ORDER[state],
+        "uploaded": uploaded,
+        "uploaded_at": now if uploaded else None,
+    }
+
+
+def record(cursor: Any, params: dict[str, Any]) -> Outcome:
+    """Run the statement on a psycopg cursor whose connection is in autocommit mode."""
+    cursor.execute(RECORD_GME_EVENT, params)
+    callback_id, duplicate_of, created_at, prior_state, first_upload = cursor.fetchone()
+    if callback_id is None:
+        if duplicate_of is None:
+            cursor.execute(COUNT_DUPLICATE, {"key": params["key"]})
+            row = cursor.fetchone()
+            duplicate_of = row[0] if row else None
+        return Outcome(None, duplicate_of, opens_settle=False)
+    created = created_at == params["now"]
+    reopened = bool(first_upload) and prior_state in RecordingState.TERMINAL
+    return Outcome(callback_id, None, opens_settle=created or reopened)
