@@ -219,7 +219,7 @@ def test_racing_retries_store_each_event_once_and_open_settle_once(pg_ledger: Le
                 result = pg_ledger.record_gme_event(
                     gme, "{}", dict(HEADERS), now=now, settle_seconds=SETTLE_SECONDS
                 )
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
                 continue
             with lock:
