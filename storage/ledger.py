@@ -251,7 +251,7 @@ class Ledger:
         except psycopg.OperationalError as exc:
             raise LedgerUnavailableError(str(exc).strip().splitlines()[0]) from exc
         try:
-            conn = pooled.driver_connection
+            conn = cast("psycopg.Connection[Any]", pooled.driver_connection)
             conn.autocommit = True  # the statement is its own transaction
             try:
                 outcome = pg_intake.record(conn.cursor(), params)
