@@ -16,8 +16,9 @@ AUDIO_ENCODINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "flac": ("flac", ("-c:a", "flac"), "audio/flac"),
 }
 
-# Containers whose audio the concat demuxer can stream-copy into a file of the same kind.
-COPY_CONTAINERS = {"mp3": "mp3", "aac": "adts", "flac": "flac"}
+# Codecs whose agreeing segments the concat demuxer reads in turn, and which an output of
+# the same format takes by stream copy.
+COPY_CODECS = frozenset({"mp3", "aac", "flac"})
 
 
 class ProbeError(Exception):
@@ -112,7 +113,8 @@ def concat_list(paths: Sequence[Path]) -> str:
 
 @dataclass(frozen=True)
 class ConcatPlan:
-    """How to join segments: stream copy when they agree, else decode to lossless FLAC."""
+    """How to join segments: read in turn through the concat demuxer when they agree,
+    else decode to lossless FLAC."""
 
     copy: bool
     extension: str
@@ -124,7 +126,7 @@ def plan_concat(probes: Sequence[AudioProbe]) -> ConcatPlan:
     if not probes:
         raise ValueError("no segments to concatenate")
     first = probes[0]
-    if all(p.layout == first.layout for p in probes) and first.codec in COPY_CONTAINERS:
+    if all(p.layout == first.layout for p in probes) and first.codec in COPY_CODECS:
         return ConcatPlan(True, first.codec, first.sample_rate, first.channels)
     # Mixed layouts (a reconnect at another rate, a mono/stereo switch): resample all to
     # the richest layout seen, through a lossless intermediate.
@@ -137,16 +139,11 @@ def plan_concat(probes: Sequence[AudioProbe]) -> ConcatPlan:
 
 
 def concat_command(
-    ffmpeg: str, list_file: Path, inputs: Sequence[Path], plan: ConcatPlan, output: Path
+    ffmpeg: str, inputs: Sequence[Path], plan: ConcatPlan, output: Path
 ) -> list[str]:
+    """Segments that differ in layout, decoded and resampled into one lossless file (those
+    that agree are read through a concat list by `transcode_command` instead)."""
     base = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
-    if plan.copy:
-        return [
-            *base,
-            "-f", "concat", "-safe", "0", "-i", str(list_file),
-            "-map", "0:a:0", "-c", "copy",
-            "-f", COPY_CONTAINERS[plan.extension], str(output),
-        ]  # fmt: skip
     # The concat filter reads its inputs one after another, so memory stays flat.
     layout = "mono" if plan.channels == 1 else "stereo"
     filters = "".join(
@@ -162,13 +159,22 @@ def concat_command(
 
 
 def transcode_command(
-    ffmpeg: str, source: Path, source_codec: str, outputs: Sequence[tuple[str, Path]]
+    ffmpeg: str,
+    source: Path,
+    source_codec: str,
+    outputs: Sequence[tuple[str, Path]],
+    *,
+    concat_list: bool = False,
 ) -> list[str]:
-    """Decode once, encode every requested format; copy where the format is the source's own."""
-    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(source)]
+    """Decode once, encode every requested format; copy where the format is the source's own.
+    With `concat_list`, `source` is a concat-demuxer list whose files are read in turn."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
+    if concat_list:
+        args += ["-f", "concat", "-safe", "0"]
+    args += ["-i", str(source)]
     for fmt, path in outputs:
         _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
-        if fmt == source_codec and fmt in COPY_CONTAINERS:
+        if fmt == source_codec and fmt in COPY_CODECS:
             codec_args = ("-c:a", "copy")
         args += ["-map", "0:a:0", "-vn", *codec_args, str(path)]
     return args

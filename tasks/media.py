@@ -19,6 +19,7 @@ from typing import Protocol
 
 from storage.objectstore import ObjectStore
 from tasks import ffmpeg as cmd
+from tasks import mp3
 from tasks.ffmpeg import AudioProbe, ConcatPlan, ProbeError
 
 Heartbeat = Callable[[], None]
@@ -91,8 +92,18 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
 
 
 def probe(tools: Tools, path: Path, what: str) -> AudioProbe:
+    """What the file holds. A plain, whole MP3 is read in Python (`tasks.mp3`, no process);
+    anything else, including every file that is not quite right, is asked of ffprobe."""
     if path.stat().st_size == 0:
         raise MediaError(f"{what} is empty (0 bytes)")
+    if path.suffix.lower() == ".mp3" and (info := mp3.read(path)) is not None:
+        return AudioProbe(
+            codec="mp3",
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            duration_s=info.duration_s,
+            format_name="mp3",
+        )
     try:
         output = run_tool(cmd.probe_command(tools.ffprobe, path), what)
         return cmd.parse_probe(output)
@@ -147,14 +158,19 @@ def concatenate(
     label: str,
     heartbeat: Heartbeat | None = None,
 ) -> tuple[Path, ConcatPlan]:
-    """Join in SeqNo order: stream copy where the segments agree, else a lossless decode."""
+    """Join in SeqNo order. Segments that agree need no joined file: the answer is a
+    concat-demuxer list, which `transcode` reads straight through (one ffmpeg, no
+    intermediate copy of the recording). Segments that differ are decoded into one
+    lossless FLAC file at the richest layout."""
     ordered = sorted(sources, key=lambda s: s.seq_no)
     plan = cmd.plan_concat([s.probe for s in ordered])
-    list_file = scratch / "concat.txt"
-    list_file.write_text(cmd.concat_list([s.path for s in ordered]))
+    if plan.copy:
+        list_file = scratch / "concat.txt"
+        list_file.write_text(cmd.concat_list([s.path for s in ordered]))
+        return list_file, plan
     output = scratch / f"joined.{plan.extension}"
     run_tool(
-        cmd.concat_command(tools.ffmpeg, list_file, [s.path for s in ordered], plan, output),
+        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output),
         f"concatenating recording {label}",
         heartbeat,
     )
@@ -176,7 +192,7 @@ def transcode(
     out_dir.mkdir(exist_ok=True)
     targets = [(fmt, out_dir / cmd.output_name(stem, fmt)) for fmt in formats]
     run_tool(
-        cmd.transcode_command(tools.ffmpeg, joined, plan.extension, targets),
+        cmd.transcode_command(tools.ffmpeg, joined, plan.extension, targets, concat_list=plan.copy),
         f"transcoding recording {label}",
         heartbeat,
     )

@@ -1,11 +1,14 @@
 """The media steps with real ffmpeg: order by SeqNo, mixed layouts, bad segments named."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from storage.objectstore import LocalStore
-from tasks.media import MediaError, Tools, concatenate, fetch_sources, transcode
+from tasks import mp3
+from tasks.ffmpeg import parse_probe, probe_command
+from tasks.media import MediaError, Tools, concatenate, fetch_sources, probe, transcode
 from tests.media import decode, dominant_frequency, duration
 
 pytestmark = pytest.mark.integration
@@ -69,3 +72,37 @@ def test_missing_segment_is_named(tone, tmp_path: Path):
         MediaError, match=r"segment 4 \(r/gone.mp3\) of recording rec-1 is not in the source"
     ):
         build(store, [(0, "r/good.mp3"), (4, "r/gone.mp3")], tmp_path)
+
+
+ENCODINGS = {
+    "cbr": ["-b:a", "32k"],
+    "vbr": ["-q:a", "5"],
+    "no-xing": ["-b:a", "64k", "-write_xing", "0"],
+    "id3v1": ["-b:a", "48k", "-write_id3v1", "1"],
+    "no-id3v2": ["-b:a", "24k", "-id3v2_version", "0"],
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+@pytest.mark.parametrize(
+    ("sample_rate", "channels"), [(8000, 1), (16000, 1), (22050, 2), (48000, 2)]
+)
+def test_mp3s_are_read_without_ffprobe_and_agree_with_it(
+    tmp_path: Path, encoding: str, sample_rate: int, channels: int
+):
+    path = tmp_path / "s.mp3"
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=3.3",
+            "-ac", str(channels), "-ar", str(sample_rate), "-c:a", "libmp3lame",
+            *ENCODINGS[encoding], str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    assert mp3.read(path) is not None  # the fast path answers for what encoders write
+    answer = probe(Tools(), path, "segment 0")
+    reference = parse_probe(
+        subprocess.run(probe_command("ffprobe", path), capture_output=True, check=True).stdout
+    )
+    assert answer.layout == reference.layout == ("mp3", sample_rate, channels)
+    assert answer.duration_s == pytest.approx(reference.duration_s, abs=0.001)

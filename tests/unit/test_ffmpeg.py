@@ -21,17 +21,21 @@ def test_concat_list_escapes_quotes():
     assert "file '/tmp/it'\\''s.mp3'" in text
 
 
-def test_matching_segments_are_stream_copied():
+def test_matching_segments_are_read_through_a_concat_list_by_the_transcode():
     plan = plan_concat([MP3, MP3])
     assert plan.copy and plan.extension == "mp3"
-    args = concat_command("ffmpeg", Path("l.txt"), [Path("a"), Path("b")], plan, Path("o.mp3"))
-    assert args[args.index("-c") + 1] == "copy" and "-filter_complex" not in args
+    args = transcode_command(
+        "ffmpeg", Path("l.txt"), "mp3", [("m4a", Path("o.m4a"))], concat_list=True
+    )
+    assert args[args.index("-i") - 4 : args.index("-i") + 2] == [
+        "-f", "concat", "-safe", "0", "-i", "l.txt",
+    ]  # fmt: skip
 
 
 def test_mixed_segments_are_resampled_to_the_richest_layout():
     plan = plan_concat([MP3, AudioProbe("mp3", 48000, 2, 3.0, "mp3")])
     assert not plan.copy and (plan.sample_rate, plan.channels, plan.extension) == (48000, 2, "flac")
-    args = concat_command("ffmpeg", Path("l.txt"), [Path("a"), Path("b")], plan, Path("o.flac"))
+    args = concat_command("ffmpeg", [Path("a"), Path("b")], plan, Path("o.flac"))
     graph = args[args.index("-filter_complex") + 1]
     assert "aresample=48000" in graph and graph.endswith("concat=n=2:v=0:a=1[out]")
 
