@@ -89,9 +89,9 @@ def main() -> None:
             )
             ids.append(result.callback_id)
 
-        timed("ledger.record_gme_event (1 transaction)", events, record)
+        timed("ledger.record_gme_event (1 statement)", events, record)
         timed(
-            "ledger.mark_callbacks_dispatched (1 transaction)",
+            "ledger.mark_callbacks_dispatched (replay only)",
             ids,
             lambda i: ledger.mark_callbacks_dispatched([i], utcnow()),
         )

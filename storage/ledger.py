@@ -316,9 +316,7 @@ class Ledger:
         ).one()
         created = aware(created_at) == now
         uploaded = gme.event_type == GME_EVENT_UPLOADED
-        state_now = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
-            gme.event_type, SegmentState.UPLOADED
-        )
+        state_now = SegmentState.after_event(gme.event_type)
         uploaded_at = conn.execute(
             sql.upsert_upload if uploaded else sql.upsert_segment,
             {

@@ -42,6 +42,11 @@ class SegmentState:
     UPLOADED = "uploaded"
     ORDER = {STARTED: 1, COMPLETED: 2, UPLOADED: 3}  # noqa: RUF012
 
+    @classmethod
+    def after_event(cls, event_type: int) -> str:
+        """The state a GME file event (1 started, 2 completed, 3 uploaded) moves a segment to."""
+        return {1: cls.STARTED, 2: cls.COMPLETED}.get(event_type, cls.UPLOADED)
+
 
 class RunState:
     QUEUED = "queued"

@@ -127,9 +127,7 @@ def parameters(
     gme: GmeEvent, body: str, headers: dict[str, str], now: datetime, settle_seconds: float
 ) -> dict[str, Any]:
     uploaded = gme.event_type == GME_EVENT_UPLOADED
-    state = {1: SegmentState.STARTED, 2: SegmentState.COMPLETED}.get(
-        gme.event_type, SegmentState.UPLOADED
-    )
+    state = SegmentState.after_event(gme.event_type)
     key = gme.key
     return {
         "key": gme.dedupe_key,
