@@ -19,7 +19,7 @@ from typing import Protocol
 
 from storage.objectstore import ObjectStore
 from tasks import ffmpeg as cmd
-from tasks import mp3
+from tasks import mp3, mp4
 from tasks.ffmpeg import AudioProbe, ConcatPlan, ProbeError
 
 Heartbeat = Callable[[], None]
@@ -196,7 +196,22 @@ def transcode(
         f"transcoding recording {label}",
         heartbeat,
     )
-    return describe_outputs(targets, lambda path, what: probe(tools, path, what), label=label)
+    return describe_outputs(
+        targets, lambda path, what: measure_output(tools, path, what), label=label
+    )
+
+
+@dataclass(frozen=True)
+class Length:
+    duration_s: float
+
+
+def measure_output(tools: Tools, path: Path, what: str) -> HasDuration:
+    """The length of a file ffmpeg has just written: from an m4a's movie header or an MP3's
+    frames where they can be read in Python, else by ffprobe."""
+    if path.suffix.lower() == ".m4a" and (seconds := mp4.duration(path)) is not None:
+        return Length(seconds)
+    return probe(tools, path, what)
 
 
 class HasDuration(Protocol):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from storage.objectstore import LocalStore
-from tasks import mp3
+from tasks import mp3, mp4
 from tasks.ffmpeg import parse_probe, probe_command
 from tasks.media import MediaError, Tools, concatenate, fetch_sources, probe, transcode
 from tests.media import decode, dominant_frequency, duration
@@ -106,3 +106,20 @@ def test_mp3s_are_read_without_ffprobe_and_agree_with_it(
     )
     assert answer.layout == reference.layout == ("mp3", sample_rate, channels)
     assert answer.duration_s == pytest.approx(reference.duration_s, abs=0.001)
+
+
+@pytest.mark.parametrize(("sample_rate", "channels"), [(8000, 1), (44100, 2), (48000, 2)])
+def test_m4a_outputs_are_measured_without_ffprobe_and_agree_with_it(
+    tone, tmp_path: Path, sample_rate: int, channels: int
+):
+    store = LocalStore(tmp_path / "src")
+    for seq in range(3):
+        name = f"{seq}.mp3"
+        store.put(
+            f"r/{name}",
+            tone(name, 440 * (seq + 1), 1.3, sample_rate=sample_rate, channels=channels),
+        )
+    _, plan, [output] = build(store, [(seq, f"r/{seq}.mp3") for seq in range(3)], tmp_path)
+    assert plan.copy
+    assert mp4.duration(output.path) is not None  # the fast path answers for ffmpeg's m4a
+    assert output.duration_s == pytest.approx(duration(output.path), abs=0.001)
