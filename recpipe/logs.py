@@ -90,6 +90,52 @@ def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = No
     return values
 
 
+# Method name -> stdlib level, for recpipe's own lines (see `configure`).
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+_RECPIPE = logging.getLogger("recpipe")
+
+
+def _enabled(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    """Drop a line below the stdlib level of the `recpipe` logger (the root's by default)."""
+    if not _RECPIPE.isEnabledFor(_LEVELS.get(method, logging.INFO)):
+        raise structlog.DropEvent
+    return event
+
+
+class _HandlerOutput:
+    """structlog's output for recpipe's own lines: the root handler that `configure`
+    installed, written under that handler's lock, so they interleave whole with the lines
+    of the libraries (which come through the stdlib handler)."""
+
+    handler: logging.StreamHandler[TextIO] | None = None
+
+    def msg(self, message: str) -> None:
+        handler = self.handler
+        if handler is None:
+            return
+        handler.acquire()
+        try:
+            handler.stream.write(message + "\n")
+            handler.flush()
+        finally:
+            handler.release()
+
+    debug = info = warning = warn = error = exception = critical = fatal = msg
+
+
+_OUTPUT = _HandlerOutput()
+
+
 def configure(
     level: str | int = "INFO",
     *,
@@ -97,6 +143,12 @@ def configure(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> None:
+    """Every line to `stream` (stderr) as JSON, or as readable lines on a terminal.
+
+    recpipe's own lines are rendered by structlog and written straight to the handler: on
+    the webhook's hot path, a stdlib LogRecord, its caller lookup and the formatter cost
+    twice what the line itself does. Library lines go through the stdlib handler and the
+    same processors. Both pass the Redactor last but the renderer."""
     output = stream or sys.stderr
     as_json = not output.isatty() if json is None else json
     shared: list[structlog.types.Processor] = [
@@ -107,10 +159,18 @@ def configure(
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+    redactor = Redactor(secrets)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            _enabled,
+            *shared,
+            # Tracebacks become text before redaction (and never show local variables).
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+        logger_factory=lambda *_: _OUTPUT,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(output)
@@ -119,9 +179,8 @@ def configure(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                # Tracebacks become text before redaction (and never show local variables).
                 structlog.processors.format_exc_info,
-                Redactor(secrets),
+                redactor,
                 renderer,
             ],
         )
@@ -129,5 +188,6 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    _OUTPUT.handler = handler
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu", "amqp", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
