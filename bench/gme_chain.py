@@ -21,8 +21,8 @@ from /proc every 50 ms for its ffmpeg/ffprobe children. VmHWM is the one to read
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import logging
 import math
 import os
 import platform
@@ -262,20 +262,28 @@ def memory_report(sampler: ChildPeakSampler) -> dict[str, Any]:
 # -- the two sides, each run in a fresh process -----------------------------------------
 
 
-class StepTimes(logging.Handler):
-    """Collects recpipe's `step.finished` log events (their `seconds`), at INFO as in a worker.
+class StepTimes(io.StringIO):
+    """The log stream of recpipe's side: collects the `step.finished` events (their
+    `seconds`) from the JSON lines, and passes warnings and errors on to stderr.
 
     The run's own step list in the ledger is not used for this: see `ledger_steps_s`.
     """
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__()
         self.seconds: dict[str, float] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        event = record.msg
-        if isinstance(event, dict) and event.get("event") == "step.finished":
-            self.seconds[str(event.get("step"))] = event["seconds"]
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "step.finished":
+                self.seconds[str(event.get("step"))] = event["seconds"]
+            elif event.get("level") in ("warning", "error", "critical"):
+                sys.stderr.write(line + "\n")
+        return len(text)
 
 
 def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -288,12 +296,8 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
     from storage.objectstore import store_from_url
     from tasks.workflow import Services, process
 
-    logs.configure("INFO")
-    root = logging.getLogger()
-    for handler in root.handlers:
-        handler.setLevel(logging.WARNING)  # only warnings reach the terminal
     step_times = StepTimes()
-    root.addHandler(step_times)
+    logs.configure("INFO", json=True, stream=step_times)  # only warnings reach the terminal
     settings = Settings.from_env()
     ledger = Ledger(settings.database_url)
     ledger.migrate()

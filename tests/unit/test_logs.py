@@ -118,3 +118,31 @@ def test_ordinary_values_are_left_alone(capture):
     structlog.get_logger("recpipe.tasks").info("archived", **fields)
     [line] = capture.lines()
     assert {k: line[k] for k in fields} == fields
+
+
+def test_the_level_applies_to_recpipe_and_library_lines_alike():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    try:
+        logs.configure("WARNING", json=True, stream=stream)
+        recpipe_log = structlog.get_logger("recpipe.webhook")
+        recpipe_log.info("callback.accepted")
+        logging.getLogger("celery.worker").info("ready")
+        recpipe_log.warning("dispatch.failed", recording_id="gme-1-abc")
+        logging.getLogger("celery.worker").warning("lost connection")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(line["event"], line["level"]) for line in lines] == [
+            ("dispatch.failed", "warning"),
+            ("lost connection", "warning"),
+        ]
+        # Reconfiguring (a new stream, a lower level) reaches loggers already in use.
+        again = io.StringIO()
+        logs.configure("INFO", json=True, stream=again)
+        recpipe_log.info("callback.accepted")
+        assert [json.loads(line)["event"] for line in again.getvalue().splitlines()] == [
+            "callback.accepted"
+        ]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
