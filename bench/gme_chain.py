@@ -29,31 +29,25 @@ import platform
 import resource
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchlib import BIZ_ID, TASK_ID_BASE, clean_env, moto_server, s3_client
+
 SAMPLE_RATE = 48000
 BITRATE = "64k"
-BIZ_ID = 1400000000
-TASK_ID_BASE = 446946705284000000  # > 2**53, as GME's TaskIDs are
 SOURCE_BUCKET = "bench-source"
 ARCHIVE_BUCKET = "bench-archive"
 ARCHIVE_PREFIX = "recordings"
 SAMPLE_SECONDS = 0.05
-DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 SCRIPT = Path(__file__)
 
 
@@ -108,42 +102,6 @@ def media_duration(path: Path) -> float:
 
 
 # -- stores -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_moto(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"moto server exited early; see {log_path}")
-        try:
-            with urllib.request.urlopen(endpoint, timeout=1):
-                return server, endpoint
-        except OSError:
-            time.sleep(0.2)
-    server.terminate()
-    raise RuntimeError("moto server did not answer within 30 s")
-
-
-def s3_client(endpoint: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"}))
 
 
 def empty_bucket(client: Any, bucket: str) -> None:
@@ -468,14 +426,15 @@ def bench_length(
     print(f"\n== {hours:g} h: {count} segments, {source_mb:.1f} MB of mp3 in {stores.kind} ==")
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"recpipe-{hours:g}h-", dir=work))
-    env = {
-        **os.environ,
-        "RECPIPE_DATA_DIR": str(data_dir),
-        "RECPIPE_GME_SOURCE_URL": stores.source_url,
-        "RECPIPE_ARCHIVE_URL": stores.archive_url,
-        "RECPIPE_AUDIO_FORMATS": "m4a",
-        "RECPIPE_LOG_LEVEL": "INFO",
-    }
+    env = clean_env(
+        {
+            "RECPIPE_DATA_DIR": str(data_dir),
+            "RECPIPE_GME_SOURCE_URL": stores.source_url,
+            "RECPIPE_ARCHIVE_URL": stores.archive_url,
+            "RECPIPE_AUDIO_FORMATS": "m4a",
+            "RECPIPE_LOG_LEVEL": "INFO",
+        }
+    )
     spec = {"keys": keys, "task_id": task_id, "room_id": room_id, "user_id": user_id}
     profile = args.out / f"chain-{hours:g}h" if args.profile else None
     recpipe = run_child("recpipe", spec, env, work, profile)
@@ -600,30 +559,20 @@ def main() -> None:
         child_main(*args.child)
         return
 
-    # Dummy credentials for the local S3 server, inherited by every child.
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(name, None)
-    os.environ.update(DUMMY_AWS)
-    os.environ["NO_PROXY"] = ",".join(
-        filter(None, [os.environ.get("NO_PROXY", ""), "127.0.0.1", "localhost"])
-    )
-
     args.out.mkdir(parents=True, exist_ok=True)
-    server = None
     work = Path(tempfile.mkdtemp(prefix="work-", dir=args.out))
     try:
-        endpoint = None
-        if args.store == "s3":
-            server, endpoint = start_moto(args.out / "moto.log")
-            print(f"moto S3 server at {endpoint}")
-        stores = Stores(args.store, work, endpoint)
-        results = [
-            bench_length(hours, index, args, stores, work) for index, hours in enumerate(args.hours)
-        ]
+        with ExitStack() as services:
+            endpoint = None
+            if args.store == "s3":
+                endpoint = services.enter_context(moto_server(args.out / "moto.log"))
+                print(f"moto S3 server at {endpoint}")
+            stores = Stores(args.store, work, endpoint)
+            results = [
+                bench_length(hours, index, args, stores, work)
+                for index, hours in enumerate(args.hours)
+            ]
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
     print_table(results)
