@@ -91,17 +91,8 @@ def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = No
 
 
 # Method name -> stdlib level, for recpipe's own lines (see `configure`).
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "msg": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
+_LEVELS = {name.lower(): level for name, level in logging.getLevelNamesMapping().items()}
+_LEVELS |= {"exception": logging.ERROR, "msg": logging.INFO}
 _RECPIPE = logging.getLogger("recpipe")
 
 
