@@ -161,4 +161,6 @@ def make_outputs(
         f"transcoding recording {label}",
         heartbeat,
     )
-    return describe_outputs(targets, lambda path, what: probe_media(tools, path, what), label=label)
+    return describe_outputs(
+        targets, lambda path, what: probe_media(tools, path, what).duration_s, label=label
+    )

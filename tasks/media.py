@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 from storage.objectstore import ObjectStore
 from tasks import ffmpeg as cmd
@@ -196,40 +196,28 @@ def transcode(
         f"transcoding recording {label}",
         heartbeat,
     )
-    return describe_outputs(
-        targets, lambda path, what: measure_output(tools, path, what), label=label
-    )
+    return describe_outputs(targets, partial(output_seconds, tools), label=label)
 
 
-@dataclass(frozen=True)
-class Length:
-    duration_s: float
-
-
-def measure_output(tools: Tools, path: Path, what: str) -> HasDuration:
+def output_seconds(tools: Tools, path: Path, what: str) -> float:
     """The length of a file ffmpeg has just written: from an m4a's movie header or an MP3's
     frames where they can be read in Python, else by ffprobe."""
     if path.suffix.lower() == ".m4a" and (seconds := mp4.duration(path)) is not None:
-        return Length(seconds)
-    return probe(tools, path, what)
-
-
-class HasDuration(Protocol):
-    @property
-    def duration_s(self) -> float: ...
+        return seconds
+    return probe(tools, path, what).duration_s
 
 
 def describe_outputs(
     targets: Sequence[tuple[str, Path]],
-    measure: Callable[[Path, str], HasDuration],
+    seconds: Callable[[Path, str], float],
     *,
     label: str,
 ) -> list[Output]:
-    """Size, checksum and duration (by `measure`, a probe) of each file ffmpeg wrote."""
+    """Size, checksum and duration (by `seconds`, a probe) of each file ffmpeg wrote."""
     outputs = []
     for fmt, path in targets:
-        info = measure(path, f"{fmt} output of recording {label}")
-        outputs.append(Output(fmt, path, path.stat().st_size, sha256_file(path), info.duration_s))
+        length = seconds(path, f"{fmt} output of recording {label}")
+        outputs.append(Output(fmt, path, path.stat().st_size, sha256_file(path), length))
     return outputs
 
 
