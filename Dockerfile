@@ -20,6 +20,7 @@ RUN groupadd --system --gid 10001 recpipe \
 
 WORKDIR /opt/recpipe
 COPY pyproject.toml README.md ./
+COPY foundation ./foundation
 COPY recpipe ./recpipe
 COPY webhook ./webhook
 COPY tasks ./tasks

@@ -246,8 +246,8 @@ class StepTimes(io.StringIO):
 
 def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
     """recpipe's side: Settings from env, ledger events, a forced claim, then process()."""
-    from recpipe import logs
-    from recpipe.config import Settings
+    from foundation import logs
+    from foundation.config import Settings
     from recpipe.simulate import gme_body
     from storage.domain import GME_EVENT_UPLOADED, GmeEvent, GmeRecordingKey
     from storage.ledger import Ledger

@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import Ledger
 from webhook.app import create_app
 

@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15)
     args = parser.parse_args()
 
-    from recpipe import logs
-    from recpipe.config import Settings
+    from foundation import logs
+    from foundation.config import Settings
     from storage.ledger import Ledger, utcnow
     from webhook.app import create_app
     from webhook.callbacks import parse_gme

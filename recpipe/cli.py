@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from recpipe.config import ConfigError, Settings, require_ffmpeg
+from foundation.config import ConfigError, Settings, require_ffmpeg
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -46,13 +46,13 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the webhook on gunicorn (a production WSGI server)."""
     settings = load_settings()
     # Before anything imports prometheus_client: /metrics adds up every gunicorn process.
-    from recpipe import metrics
+    from foundation import metrics
 
     metrics.use_multiprocess_dir(settings.data_dir / "metrics" / f"webhook-{os.getpid()}")
 
     from gunicorn.app.base import BaseApplication
 
-    from recpipe import logs
+    from foundation import logs
     from storage.ledger import Ledger, LedgerUnavailableError
     from webhook.app import create_app
 

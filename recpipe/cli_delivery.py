@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from recpipe.config import ConfigError, Settings
+from foundation.config import ConfigError, Settings
 from storage.models import NotificationState
 
 

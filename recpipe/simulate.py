@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.domain import GmeRecordingKey
 from storage.objectstore import store_from_url
 from webhook.verify import css_sign, gme_signature

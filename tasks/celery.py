@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import before_task_publish, celeryd_init, setup_logging, task_prerun
 from kombu import pools
 
-from recpipe.config import Settings
+from foundation.config import Settings
 
 app = Celery("recpipe", include=["tasks.jobs"])
 app.config_from_object("tasks.celeryconfig")
@@ -39,7 +39,7 @@ def configure(settings: Settings) -> Celery:
 @setup_logging.connect
 def _structured_logs(loglevel: Any = None, **_: Any) -> None:
     """Workers log like the webhook: structured, JSON when not on a terminal."""
-    from recpipe import logs
+    from foundation import logs
     from tasks.context import settings
 
     logs.configure(loglevel or settings().log_level, secrets=logs.secrets_of(settings()))
@@ -63,7 +63,7 @@ def _task_log_context(task_id: str | None = None, task: Any = None, **_: Any) ->
 def _worker_metrics(**_: Any) -> None:
     """In the worker's main process, before the pool forks and before any metric exists:
     multiprocess mode for the pool's processes and an HTTP server for scrapes."""
-    from recpipe import metrics
+    from foundation import metrics
     from tasks.context import settings
 
     cfg = settings()

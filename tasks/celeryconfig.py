@@ -8,7 +8,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from tasks.context import settings
 
 

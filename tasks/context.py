@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import Ledger
 from storage.objectstore import ObjectStore, store_from_url
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import CssFileView
 from tasks import video
 from tasks.fetch import Fetcher, FetchError, FetchPolicy, display

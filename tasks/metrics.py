@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from celery.signals import task_prerun, worker_process_shutdown
 
-from recpipe import metrics as shared
+from foundation import metrics as shared
 
 log = structlog.get_logger("recpipe.tasks")
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import Ledger, RecordingView, RunView, utcnow
 from storage.models import RecordingState, RunState, SegmentState
 from storage.objectstore import ObjectStore

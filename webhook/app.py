@@ -10,7 +10,7 @@ import structlog
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import Ledger, LedgerUnavailableError
 from webhook import metrics
 from webhook.callbacks import InvalidCallbackError

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from kombu.pools import ProducerPool
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from tasks.celery import configure
 
 log = structlog.get_logger("recpipe.webhook")

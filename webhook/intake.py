@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import structlog
 from flask import Request
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.domain import GME_EVENT_UPLOADED
 from storage.ledger import Ledger, StoredCallback, utcnow
 from webhook.callbacks import (

@@ -2,7 +2,7 @@
 
 Besides the webhook's own counters, a scrape reports how many recordings are in each
 state, read from the ledger at scrape time (one GROUP BY on an indexed column), and the
-samples every process of this host wrote in multiprocess mode (see `recpipe.metrics`).
+samples every process of this host wrote in multiprocess mode (see `foundation.metrics`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from recpipe import metrics as shared
+from foundation import metrics as shared
 from storage.ledger import Ledger, LedgerUnavailableError
 from storage.models import RecordingState
 

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from recpipe.config import Settings
+from foundation.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.models import NotificationState

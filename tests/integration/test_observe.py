@@ -17,9 +17,9 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from recpipe import logs
-from recpipe import metrics as shared
-from recpipe.config import Settings
+from foundation import logs
+from foundation import metrics as shared
+from foundation.config import Settings
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import LocalStore

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.domain import GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.models import Callback

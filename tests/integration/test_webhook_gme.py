@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from recpipe.config import Settings
+from foundation.config import Settings
 from storage.ledger import Ledger
 from storage.models import Callback
 from webhook.app import create_app

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from recpipe.config import ConfigError, Settings, parse_gme_keys
+from foundation.config import ConfigError, Settings, parse_gme_keys
 
 
 def test_embedded_defaults_need_no_server(tmp_path: Path):

@@ -1,6 +1,6 @@
 import pytest
 
-from recpipe.config import ConfigError, Settings
+from foundation.config import ConfigError, Settings
 
 
 def test_css_settings_have_safe_defaults():

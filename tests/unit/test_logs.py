@@ -9,8 +9,8 @@ import logging
 import pytest
 import structlog
 
-from recpipe import logs
-from recpipe.config import Settings
+from foundation import logs
+from foundation.config import Settings
 
 GME_KEY = "gme-app-secret-key-1"
 CSS_KEY = "css-callback-key-22"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recpipe import metrics
+from foundation import metrics
 
 
 @pytest.fixture

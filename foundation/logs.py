@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from recpipe.config import Settings
+from foundation.config import Settings
 
 REDACTED = "[redacted]"
 
