@@ -122,8 +122,8 @@ def poll_until_archived(
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Poll the ledger once a second; returns when each recording was first seen archived
     (seconds after `started`) and the last state counts."""
+    from storage.domain import RecordingState
     from storage.ledger import Ledger
-    from storage.models import RecordingState
 
     ledger = Ledger(db_url)
     archived: dict[str, float] = {}

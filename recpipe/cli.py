@@ -570,7 +570,7 @@ def _follow_outcomes(settings: Settings, outcomes: list[Any], timeout: float | N
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from storage.models import NotificationState, RunState
+    from storage.domain import NotificationState, RunState
 
     ledger = _ledger(settings)
     deadline = None if timeout is None else time.monotonic() + timeout

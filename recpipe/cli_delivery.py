@@ -8,7 +8,7 @@ from typing import NoReturn
 import click
 
 from foundation.config import ConfigError, Settings
-from storage.models import NotificationState
+from storage.domain import NotificationState
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

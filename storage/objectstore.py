@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
 import shutil
 import tempfile
 import threading
@@ -27,12 +26,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from storage.domain import UnsafeKeyError, safe_key
+
 CHUNK = 1024 * 1024
-MAX_KEY_LENGTH = 1024
-
-
-class UnsafeKeyError(ValueError):
-    """An object key that could escape its store's root."""
 
 
 @dataclass(frozen=True)
@@ -58,28 +54,6 @@ class ObjectStore(Protocol):
     def url(self, key: str) -> str: ...
     def fetch(self, key: str, dest: Path) -> Fetched: ...
     def check_writable(self) -> None: ...
-
-
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def has_control_characters(text: str) -> bool:
-    """C0 controls or DEL anywhere in `text`."""
-    return _CONTROL_CHARACTER.search(text) is not None
-
-
-def safe_key(key: str) -> str:
-    """Return `key` if it is a plain relative object key, else raise UnsafeKeyError."""
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise UnsafeKeyError("object key is empty or too long")
-    if has_control_characters(key):
-        raise UnsafeKeyError("object key contains control characters")
-    if "\\" in key or key.startswith("/") or ("%" in key and unquote(key) != key):
-        raise UnsafeKeyError("object key must be a relative path without escapes")
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafeKeyError("object key has empty, '.' or '..' segments")
-    return key
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from storage.domain import slug
-from storage.ledger import RunView
+from storage.domain import RunView, slug
 from storage.objectstore import ObjectStore
 from tasks.ffmpeg import content_type
 from tasks.media import Output, describe

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.config import Settings
-from storage.ledger import CssFileView
+from storage.domain import CssFileView
 from tasks import video
 from tasks.fetch import Fetcher, FetchError, FetchPolicy, display
 from tasks.ffmpeg import ProbeError, concat_list

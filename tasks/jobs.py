@@ -15,8 +15,8 @@ from celery import Task, chain
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
+from storage.domain import NotificationState, RunState
 from storage.ledger import utcnow
-from storage.models import NotificationState, RunState
 from tasks import context, metrics, notify, workflow
 from tasks.celery import app
 

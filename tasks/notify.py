@@ -11,8 +11,7 @@ from typing import Any
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from storage.ledger import RunView
-from storage.models import RunState
+from storage.domain import RunState, RunView
 
 ARCHIVED = "recording.archived"
 FAILED = "recording.failed"

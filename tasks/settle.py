@@ -11,8 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from storage.ledger import RecordingView, SegmentView
-from storage.models import SegmentState
+from storage.domain import RecordingView, SegmentState, SegmentView
 
 
 @dataclass(frozen=True)

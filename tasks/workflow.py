@@ -20,8 +20,8 @@ import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from foundation.config import Settings
+from storage.domain import RecordingState, RunState, SegmentState
 from storage.ledger import Ledger, RecordingView, RunView, utcnow
-from storage.models import RecordingState, RunState, SegmentState
 from storage.objectstore import ObjectStore
 from tasks import css, metrics
 from tasks.archive import publish

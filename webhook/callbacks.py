@@ -12,8 +12,10 @@ from storage.domain import (
     CssStreamKey,
     GmeEvent,
     GmeRecordingKey,
+    UnsafeKeyError,
+    has_control_characters,
+    safe_key,
 )
-from storage.objectstore import UnsafeKeyError, has_control_characters, safe_key
 
 MAX_SEQ_NO = 100_000
 MAX_ID_LENGTH = 256

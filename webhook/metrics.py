@@ -14,8 +14,8 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from foundation import metrics as shared
+from storage.domain import RecordingState
 from storage.ledger import Ledger, LedgerUnavailableError
-from storage.models import RecordingState
 
 log = structlog.get_logger("recpipe.webhook")
 

@@ -1,4 +1,5 @@
-"""Plain values shared by intake and the chains: identities of recordings and events."""
+"""Plain values shared by intake and the chains: identities of recordings and events, and
+the object keys a callback may name."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from urllib.parse import unquote
 
 GME_EVENT_STARTED = 1
 GME_EVENT_COMPLETED = 2
 GME_EVENT_UPLOADED = 3
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+MAX_KEY_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -118,3 +122,26 @@ class CssFileEvent:
         """The vendor retries one file up to 12 times; its file id names it."""
         identity = json.dumps(["css", self.stream.appid, self.file_id], ensure_ascii=False)
         return hashlib.sha256(identity.encode()).hexdigest()
+
+
+class UnsafeKeyError(ValueError):
+    """An object key that could escape its store's root."""
+
+
+def has_control_characters(text: str) -> bool:
+    """C0 controls or DEL anywhere in `text`."""
+    return _CONTROL_CHARACTER.search(text) is not None
+
+
+def safe_key(key: str) -> str:
+    """Return `key` if it is a plain relative object key, else raise UnsafeKeyError."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise UnsafeKeyError("object key is empty or too long")
+    if has_control_characters(key):
+        raise UnsafeKeyError("object key contains control characters")
+    if "\\" in key or key.startswith("/") or ("%" in key and unquote(key) != key):
+        raise UnsafeKeyError("object key must be a relative path without escapes")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafeKeyError("object key has empty, '.' or '..' segments")
+    return key

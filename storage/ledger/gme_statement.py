@@ -1,13 +1,14 @@
 """The webhook's GME hot path on PostgreSQL: one statement, one round trip.
 
 `Ledger.record_gme_event` must store the raw callback and apply it to the recording and
-segment bookkeeping atomically, for every request the vendor sends. Run as SQLAlchemy
-statements in a transaction that is BEGIN, four statements and COMMIT: five round trips,
-and most of the webhook's CPU. Here it is one statement with data-modifying CTEs, sent on
-the pooled psycopg connection in autocommit mode (a single statement is its own
-transaction) and prepared by psycopg after its first few runs.
+segment bookkeeping atomically, for every request the vendor sends. Step by step
+(`storage.ledger.gme_intake`) that is a transaction of BEGIN, up to five statements and
+COMMIT: up to seven round trips, and most of the webhook's CPU. Here it is one statement
+with data-modifying CTEs, sent on the pooled psycopg connection in autocommit mode (a
+single statement is its own transaction) and prepared by psycopg after its first few runs.
 
-It does what `Ledger._apply_gme_event` does step by step, with one difference forced by
+It applies the lifecycle rules (`storage.domain.lifecycle.gme_event`) that the step-by-step
+path (`storage.ledger.gme_intake.apply_gme_event`) calls, with one difference forced by
 the single statement: whether this event is the segment's first upload is read from the
 statement's snapshot, so the recording's row is written once. Under concurrency this can
 only err towards "first" (two racing uploads of one segment under different file names
@@ -17,7 +18,8 @@ decides whether a settle task is handed out now, and beat's sweep settles any re
 whose settle time has passed, so a stale read delays nothing by more than one sweep.
 
 `tests/integration/test_ledger_pg_intake.py` replays random event sequences through this
-statement and through the step-by-step path and compares the resulting rows.
+statement and through the step-by-step path and compares the resulting rows, and checks
+both against the event sequences and expected states of `tests/lifecycle_cases.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage.domain import GME_EVENT_UPLOADED, GmeEvent
-from storage.models import RecordingState, SegmentState
+from storage.domain import GME_EVENT_UPLOADED, GmeEvent, RecordingState, SegmentState
 
 _RANK = " ".join(f"WHEN '{state}' THEN {rank}" for state, rank in SegmentState.ORDER.items())
 _TERMINAL = ", ".join(f"'{state}'" for state in RecordingState.TERMINAL)

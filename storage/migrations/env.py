@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.models import Base
+from storage.ledger.tables import Base
 
 config = context.config
 engine = config.attributes["engine"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.ledger import CssFileView
+from storage.domain import CssFileView
 from tasks.css import CssSource, join, make_outputs, probe_media, require_audio
 from tasks.media import MediaError, Tools
 from tests.media import decode, dominant_frequency, duration, make_video, streams

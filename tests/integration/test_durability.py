@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from storage.domain import GmeRecordingKey
-from storage.models import NotificationState
+from storage.domain import GmeRecordingKey, NotificationState
 from tests.conftest import free_port, wait_for
 from tests.media import decode, dominant_frequency, duration, make_tone
 from tests.stack import Receiver, Stack, parse_body

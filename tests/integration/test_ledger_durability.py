@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from foundation.config import Settings
-from storage.domain import GmeEvent, GmeRecordingKey
+from storage.domain import GmeEvent, GmeRecordingKey, NotificationState
 from storage.ledger import Ledger, utcnow
-from storage.models import NotificationState
 from storage.objectstore import store_from_url
 from tasks import workflow
 

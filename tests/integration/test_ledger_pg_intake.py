@@ -1,5 +1,6 @@
-"""The webhook's one-statement GME intake on PostgreSQL (`storage.pg_intake`) against the
-step-by-step transaction it replaces (`Ledger._record_gme_event_steps`, which SQLite uses).
+"""The webhook's one-statement GME intake on PostgreSQL (`storage.ledger.gme_statement`)
+against the step-by-step transaction it replaces (`Ledger.record_gme_event_step_by_step`,
+which SQLite uses).
 
 Random event sequences (vendor events in any order, retries, a recording moving through
 processing, archived and failed as the workers move it) are applied to two recordings,
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from storage.domain import GmeEvent, GmeRecordingKey
+from storage.domain import GmeEvent, GmeRecordingKey, RecordingState
 from storage.ledger import IntakeResult, Ledger
-from storage.models import Callback, Recording, RecordingState, Segment
+from storage.ledger.tables import Callback, Recording, Segment
+
+pytestmark = pytest.mark.integration
 
 HEADERS = {"Content-Type": "application/json"}
 SETTLE_SECONDS = 30
@@ -148,9 +151,9 @@ class Side:
 
     def apply(self, gme: GmeEvent, body: str, now: datetime) -> IntakeResult:
         record = (
-            self.ledger._record_gme_event_pg
+            self.ledger.record_gme_event_in_one_statement
             if self.one_statement
-            else self.ledger._record_gme_event_steps
+            else self.ledger.record_gme_event_step_by_step
         )
         result = record(gme, body, dict(HEADERS), now, SETTLE_SECONDS)
         if result.duplicate:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.objectstore import HTTPStore, UnsafeKeyError, store_from_url
+from storage.domain import UnsafeKeyError
+from storage.objectstore import HTTPStore, store_from_url
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.objectstore import S3Store, UnsafeKeyError, store_from_url
+from storage.domain import UnsafeKeyError
+from storage.objectstore import S3Store, store_from_url
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from foundation.config import Settings
 from storage.domain import GmeRecordingKey
 from storage.ledger import Ledger, utcnow
-from storage.models import Callback
+from storage.ledger.tables import Callback
 from storage.objectstore import store_from_url
 from tasks import workflow
 from tests.conftest import free_port

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from foundation.config import Settings
 from storage.ledger import Ledger, utcnow
-from storage.models import Callback, CssFile
+from storage.ledger.tables import Callback, CssFile
 from webhook.app import create_app
 from webhook.verify import css_sign
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from foundation.config import Settings
 from storage.ledger import Ledger
-from storage.models import Callback
+from storage.ledger.tables import Callback
 from webhook.app import create_app
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from storage.models import Callback
+from storage.ledger.tables import Callback
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,7 @@ import posixpath
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.domain import CssFileEvent, GmeEvent
-from storage.objectstore import UnsafeKeyError, safe_key
+from storage.domain import CssFileEvent, GmeEvent, UnsafeKeyError, safe_key
 from webhook.callbacks import InvalidCallbackError, parse_callback_ext, parse_css, parse_gme
 from webhook.verify import InvalidSignatureError, verify_css, verify_gme
 

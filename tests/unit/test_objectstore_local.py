@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.objectstore import LocalStore, UnsafeKeyError, safe_key
+from storage.domain import UnsafeKeyError, safe_key
+from storage.objectstore import LocalStore
 
 
 @pytest.mark.parametrize(

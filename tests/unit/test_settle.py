@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from storage.ledger import RecordingView, SegmentView
+from storage.domain import RecordingView, SegmentView
 from tasks.settle import decide, missing_seq_nos, recovered_segments
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.ledger import CssFileView, RecordingView
+from storage.domain import CssFileView, RecordingView
 from tasks.ffmpeg import ProbeError
 from tasks.settle import decide_css
 from tasks.video import (

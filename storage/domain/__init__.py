@@ -1,0 +1,62 @@
+"""recpipe's domain: plain values, states, read views and the lifecycle rules.
+
+Nothing here talks to a database, a bucket or the network (no SQLAlchemy, boto3 or
+requests), so everything here is tested without a server.
+"""
+
+from storage.domain.events import (
+    CSS_EVENT_RECORDING_FILE,
+    CSS_FILE_FORMATS,
+    GME_EVENT_COMPLETED,
+    GME_EVENT_STARTED,
+    GME_EVENT_UPLOADED,
+    MAX_KEY_LENGTH,
+    CssFileEvent,
+    CssStreamKey,
+    GmeEvent,
+    GmeRecordingKey,
+    UnsafeKeyError,
+    has_control_characters,
+    safe_key,
+    slug,
+)
+from storage.domain.states import NotificationState, RecordingState, RunState, SegmentState
+from storage.domain.views import (
+    CssFileView,
+    DeliveryAttemptView,
+    IntakeResult,
+    NotificationView,
+    RecordingView,
+    RunView,
+    SegmentView,
+    StoredCallback,
+)
+
+__all__ = [
+    "CSS_EVENT_RECORDING_FILE",
+    "CSS_FILE_FORMATS",
+    "GME_EVENT_COMPLETED",
+    "GME_EVENT_STARTED",
+    "GME_EVENT_UPLOADED",
+    "MAX_KEY_LENGTH",
+    "CssFileEvent",
+    "CssFileView",
+    "CssStreamKey",
+    "DeliveryAttemptView",
+    "GmeEvent",
+    "GmeRecordingKey",
+    "IntakeResult",
+    "NotificationState",
+    "NotificationView",
+    "RecordingState",
+    "RecordingView",
+    "RunState",
+    "RunView",
+    "SegmentState",
+    "SegmentView",
+    "StoredCallback",
+    "UnsafeKeyError",
+    "has_control_characters",
+    "safe_key",
+    "slug",
+]

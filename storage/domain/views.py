@@ -1,0 +1,112 @@
+"""What the ledger hands out: frozen snapshots of its rows, never live database objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    callback_id: int
+    recording_id: str
+    duplicate: bool
+    # This callback began a collecting period (a new recording, or one reopened after its
+    # archive): the one moment a settle task must be handed out; later events of the
+    # period only move the settle time, which the pending settle task follows.
+    opens_settle: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    seq_no: int
+    file_name: str
+    state: str
+    recovered: bool = False
+
+
+@dataclass(frozen=True)
+class CssFileView:
+    file_id: str
+    file_format: str
+    start_time: int
+    end_time: int
+    duration: int
+    file_size: int | None
+    video_url: str
+
+
+@dataclass(frozen=True)
+class RecordingView:
+    id: str
+    source: str
+    state: str
+    revision: int
+    first_event_at: datetime
+    last_event_at: datetime
+    settle_due_at: datetime | None
+    details: dict[str, Any]
+    identity: dict[str, Any]
+    segments: tuple[SegmentView, ...] = ()
+    error: str | None = None
+    current_run_id: str | None = None
+    created_at: datetime | None = None
+    files: tuple[CssFileView, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: str
+    recording_id: str
+    revision: int
+    state: str
+    attempts: int
+    recording: RecordingView
+    steps: list[Any] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    manifest_url: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredCallback:
+    id: int
+    provider: str
+    recording_id: str | None
+    event_type: int
+    received_at: datetime
+    body: str
+    headers: dict[str, Any]
+    dispatched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    """One downstream message to one URL, and how its delivery stands."""
+
+    id: int
+    run_id: str
+    url: str
+    event_type: str
+    webhook_id: str
+    body: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeliveryAttemptView:
+    id: int
+    notification_id: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int

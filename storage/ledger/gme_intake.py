@@ -1,0 +1,268 @@
+"""GME intake: a file event becomes a stored callback, a segment and its recording's state.
+
+On PostgreSQL the webhook runs this as one statement (`gme_statement`); elsewhere, and for
+`recpipe replay`, the same rules step by step: read the recording and the segment, ask
+`storage.domain.lifecycle` what the event does to them, write back what changed.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, case, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from storage.domain import GmeEvent, IntakeResult, lifecycle
+from storage.domain.lifecycle import RecordingStatus, SegmentStatus
+from storage.ledger import gme_statement
+from storage.ledger.engine import LedgerBase, LedgerUnavailableError, aware, first_line
+from storage.ledger.tables import Callback, Recording, Segment
+
+
+class GmeIntake(LedgerBase):
+    def record_gme_event(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        *,
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        """Store the raw callback and apply it to the segment bookkeeping, atomically.
+
+        The hot path of the webhook. The callback is stored as dispatched: its effect is
+        the recording's settle time, which a settle task or beat's sweep acts on;
+        `opens_settle` tells the caller when a settle task must be handed out. On
+        PostgreSQL this is one statement (`gme_statement`); elsewhere, the same steps one
+        after another in a transaction.
+        """
+        if self.engine.dialect.name == "postgresql":
+            return self.record_gme_event_in_one_statement(gme, body, headers, now, settle_seconds)
+        return self.record_gme_event_step_by_step(gme, body, headers, now, settle_seconds)
+
+    def record_gme_event_step_by_step(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        rid = gme.key.recording_id
+        with self.session() as session:
+            conn = session.connection()
+            sql = statements(conn.dialect.name)
+            callback_id = conn.execute(
+                sql.insert_callback,
+                {
+                    "provider": "gme",
+                    "dedupe_key": gme.dedupe_key,
+                    "recording_id": rid,
+                    "event_type": gme.event_type,
+                    "received_at": now,
+                    "body": body,
+                    "headers": headers,
+                    "duplicates": 0,
+                    "dispatched_at": now,
+                },
+            ).scalar()
+            if callback_id is None:
+                existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
+                return IntakeResult(int(existing or 0), rid, duplicate=True)
+            opens = apply_gme_event(conn, gme, now, settle_seconds)
+            return IntakeResult(int(callback_id), rid, duplicate=False, opens_settle=opens)
+
+    def record_gme_event_in_one_statement(
+        self,
+        gme: GmeEvent,
+        body: str,
+        headers: dict[str, str],
+        now: datetime,
+        settle_seconds: float,
+    ) -> IntakeResult:
+        import psycopg
+
+        params = gme_statement.parameters(gme, body, headers, now, settle_seconds)
+        try:
+            pooled = self.engine.raw_connection()  # the pool's errors come unwrapped
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailableError(first_line(exc)) from exc
+        try:
+            conn = cast("psycopg.Connection[Any]", pooled.driver_connection)
+            conn.autocommit = True  # the statement is its own transaction
+            try:
+                outcome = gme_statement.record(conn.cursor(), params)
+            finally:
+                conn.autocommit = False
+        except psycopg.OperationalError as exc:
+            # Dropped by the server: discard it and the idle ones, as SQLAlchemy does.
+            pooled.invalidate(exc)
+            self.engine.pool.dispose()
+            raise LedgerUnavailableError(first_line(exc)) from exc
+        finally:
+            pooled.close()
+        rid = gme.key.recording_id
+        if outcome.callback_id is None:
+            return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
+        return IntakeResult(
+            outcome.callback_id, rid, duplicate=False, opens_settle=outcome.opens_settle
+        )
+
+    def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
+        """Apply a stored callback's event to the bookkeeping again, as if it arrived now
+        (`recpipe replay`); harmless when it was applied before. True if it began a
+        collecting period."""
+        with self.session() as session:
+            return apply_gme_event(session.connection(), gme, now, settle_seconds)
+
+
+def apply_gme_event(conn: Connection, gme: GmeEvent, now: datetime, settle_seconds: float) -> bool:
+    """Apply a GME event to its recording and segment. True if it began a collecting
+    period: the recording is new, or a newly uploaded segment reopened it."""
+    sql = statements(conn.dialect.name)
+    rid = gme.key.recording_id
+    fresh = lifecycle.new_recording(now, settle_seconds)
+    # Creates the recording, or locks it and records this event's time.
+    row = conn.execute(
+        sql.upsert_recording,
+        {
+            "id": rid,
+            "source": "gme",
+            "biz_id": gme.key.biz_id,
+            "room_id": gme.key.room_id,
+            "user_id": gme.key.user_id,
+            "task_id": gme.key.task_id,
+            "record_mode": gme.key.record_mode,
+            "details": {},
+            "state": fresh.state,
+            "revision": 0,
+            "pending_changes": fresh.pending_changes,
+            "first_event_at": now,
+            "last_event_at": now,
+            "settle_due_at": fresh.settle_due_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
+    # As the one-statement path tells it (it cannot see whether its upsert inserted).
+    created = aware(row.created_at) == now
+    recording = RecordingStatus(row.state, aware(row.settle_due_at), row.pending_changes, row.error)
+    found = conn.execute(sql.select_segment, {"rid": rid, "seq_no": gme.seq_no}).first()
+    segment = (
+        None
+        if found is None
+        else SegmentStatus(found.state, found.file_name, aware(found.uploaded_at), found.recovered)
+    )
+    change, segment_now = lifecycle.gme_event(
+        recording, segment, gme.event_type, gme.file_name, now=now, settle_seconds=settle_seconds
+    )
+    if change.recording != recording:
+        status = change.recording
+        conn.execute(
+            sql.update_recording,
+            {
+                "rid": rid,
+                "new_state": status.state,
+                "new_due": status.settle_due_at,
+                "new_pending": status.pending_changes,
+                "new_error": status.error,
+            },
+        )
+    if segment_now != segment:
+        conn.execute(
+            sql.upsert_segment,
+            {
+                "recording_id": rid,
+                "seq_no": gme.seq_no,
+                "file_name": segment_now.file_name,
+                "state": segment_now.state,
+                "recovered": segment_now.recovered,
+                "first_seen_at": now,
+                "uploaded_at": segment_now.uploaded_at,
+            },
+        )
+    return created or change.opens_settle
+
+
+class _GmeStatements:
+    """GME intake's statements, built once per dialect: building an upsert costs more CPU
+    than running it, and the webhook runs several per callback. Executed with a dict of
+    parameters named after the columns."""
+
+    def __init__(self, dialect: str):
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        callbacks = cast(Table, Callback.__table__)
+        self.insert_callback = (
+            insert(callbacks)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(callbacks.c.id)
+        )
+        self.count_duplicate = (
+            update(callbacks)
+            .where(callbacks.c.dedupe_key == bindparam("key"))
+            .values(duplicates=callbacks.c.duplicates + 1)
+            .returning(callbacks.c.id)
+        )
+        recordings = cast(Table, Recording.__table__)
+        recording = insert(recordings)
+        self.upsert_recording = recording.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "last_event_at": case(
+                    (
+                        recordings.c.last_event_at > recording.excluded.last_event_at,
+                        recordings.c.last_event_at,
+                    ),
+                    else_=recording.excluded.last_event_at,
+                ),
+                "updated_at": recording.excluded.updated_at,
+            },
+        ).returning(
+            recordings.c.state,
+            recordings.c.settle_due_at,
+            recordings.c.pending_changes,
+            recordings.c.error,
+            recordings.c.created_at,
+        )
+        self.update_recording = (
+            update(recordings)
+            .where(recordings.c.id == bindparam("rid"))
+            .values(
+                state=bindparam("new_state"),
+                settle_due_at=bindparam("new_due"),
+                pending_changes=bindparam("new_pending"),
+                error=bindparam("new_error"),
+            )
+        )
+        segments = cast(Table, Segment.__table__)
+        self.select_segment = (
+            select(
+                segments.c.state,
+                segments.c.file_name,
+                segments.c.uploaded_at,
+                segments.c.recovered,
+            )
+            .where(
+                segments.c.recording_id == bindparam("rid"),
+                segments.c.seq_no == bindparam("seq_no"),
+            )
+            .with_for_update()
+        )
+        segment = insert(segments)
+        self.upsert_segment = segment.on_conflict_do_update(
+            index_elements=["recording_id", "seq_no"],
+            set_={
+                column: segment.excluded[column]
+                for column in ("state", "file_name", "uploaded_at", "recovered")
+            },
+        )
+
+
+@functools.cache
+def statements(dialect: str) -> _GmeStatements:
+    return _GmeStatements(dialect)

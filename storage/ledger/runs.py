@@ -1,0 +1,171 @@
+"""Runs: one execution of a recording's chain (one revision), its steps and its end."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+
+from storage.domain import RunState, RunView, lifecycle
+from storage.ledger.engine import LedgerBase, aware
+from storage.ledger.recordings import recording_view, set_status, status_of
+from storage.ledger.tables import Recording, Run
+
+
+class Runs(LedgerBase):
+    def mark_run_dispatched(self, run_id: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
+
+    def start_run(
+        self, run_id: str, *, worker: str, now: datetime, stale_after: float
+    ) -> RunView | None:
+        """Take the run for this worker: queued, or running with a stale heartbeat (a crash).
+
+        None when the run is finished or another worker is actively on it.
+        """
+        stale = now - timedelta(seconds=stale_after)
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    or_(
+                        Run.state == RunState.QUEUED,
+                        (Run.state == RunState.RUNNING) & (Run.heartbeat_at < stale),
+                    ),
+                )
+                .values(
+                    state=RunState.RUNNING,
+                    attempts=Run.attempts + 1,
+                    started_at=func.coalesce(Run.started_at, now),
+                    heartbeat_at=now,
+                    worker=worker,
+                    error=None,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunView | None:
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return None
+            recording = s.get_one(Recording, run.recording_id)
+            return RunView(
+                id=run.id,
+                recording_id=run.recording_id,
+                revision=run.revision,
+                state=run.state,
+                attempts=run.attempts,
+                recording=recording_view(s, recording),
+                steps=list(run.steps or []),
+                result=dict(run.result or {}),
+                error=run.error,
+                manifest_url=run.manifest_url,
+                started_at=aware(run.started_at),
+                finished_at=aware(run.finished_at),
+            )
+
+    def runs_for(self, recording_id: str) -> list[RunView]:
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Run.id).where(Run.recording_id == recording_id).order_by(Run.revision)
+                )
+            )
+        return [view for rid in ids if (view := self.run(rid)) is not None]
+
+    def step(self, run_id: str, step: str, *, now: datetime, **facts: Any) -> None:
+        """Record that `step` began (facts empty) or ended (facts say how)."""
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return
+            # Fresh dicts: mutating the loaded ones in place would leave SQLAlchemy seeing
+            # an unchanged JSON value, and the step's outcome would never be written.
+            steps = [dict(entry) for entry in run.steps or []]
+            if not facts:
+                steps.append({"step": step, "started_at": now.isoformat(), "attempt": run.attempts})
+                run.step = step
+            else:
+                for entry in reversed(steps):
+                    if entry["step"] == step and "finished_at" not in entry:
+                        entry.update({"finished_at": now.isoformat(), **facts})
+                        break
+            run.steps = steps
+            run.heartbeat_at = now
+
+    def release_run(self, run_id: str) -> None:
+        """Hand a running run back to the queue (its task will retry)."""
+        with self.session() as s:
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == RunState.RUNNING)
+                .values(state=RunState.QUEUED, step=None)
+            )
+
+    def heartbeat(self, run_id: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
+
+    def finish_run(
+        self, run_id: str, *, now: datetime, result: dict[str, Any], manifest_url: str
+    ) -> None:
+        self._end_run(run_id, RunState.ARCHIVED, now=now, result=result, manifest_url=manifest_url)
+
+    def fail_run(self, run_id: str, *, now: datetime, error: str) -> None:
+        self._end_run(run_id, RunState.FAILED, now=now, error=error)
+
+    def _end_run(
+        self,
+        run_id: str,
+        state: str,
+        *,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        manifest_url: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+            recording = s.execute(
+                select(Recording).where(Recording.id == run.recording_id).with_for_update()
+            ).scalar_one()
+            run.state = state
+            run.finished_at = now
+            run.heartbeat_at = now
+            run.step = None
+            run.error = error
+            if result is not None:
+                run.result = {**(run.result or {}), **result}
+            if manifest_url is not None:
+                run.manifest_url = manifest_url
+            if recording.current_run_id != run_id:
+                return  # a newer run owns the recording now
+            recording.updated_at = now
+            set_status(
+                recording, lifecycle.run_ended(status_of(recording), state, error=error, now=now)
+            )
+
+    def stale_runs(
+        self, now: datetime, stuck_after: float, limit: int = 100
+    ) -> list[tuple[str, int]]:
+        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`."""
+        cutoff = now - timedelta(seconds=stuck_after)
+        with self.session() as s:
+            rows = s.execute(
+                select(Run.id, Run.attempts)
+                .where(
+                    or_(
+                        (Run.state == RunState.QUEUED)
+                        & or_(Run.dispatched_at.is_(None), Run.dispatched_at < cutoff),
+                        (Run.state == RunState.RUNNING) & (Run.heartbeat_at < cutoff),
+                    )
+                )
+                .limit(limit)
+            ).all()
+        return [(str(r[0]), int(r[1])) for r in rows]
