@@ -1,0 +1,197 @@
+"""A recording's lifecycle as a table: event sequences and the states they leave.
+
+The one place these expectations are written. They are checked against the pure rules
+(`tests/unit/test_lifecycle.py`) and against the ledger's GME intake, both the
+one-statement PostgreSQL path and the step-by-step one on SQLite and PostgreSQL
+(`tests/integration/test_ledger_lifecycle.py`).
+
+Step number `i` happens `i` seconds after `T0`; `due` is the expected settle time in
+seconds after `T0` (None: no settle time). A GME step repeated exactly is a vendor retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from storage.domain import RecordingState, RunState
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+SETTLE_SECONDS = 30
+ERROR = "segment 2 is not audio"
+
+COLLECTING = RecordingState.COLLECTING
+PROCESSING = RecordingState.PROCESSING
+ARCHIVED = RecordingState.ARCHIVED
+FAILED = RecordingState.FAILED
+
+
+@dataclass(frozen=True)
+class Gme:
+    """A GME file event: 1 started, 2 completed, 3 uploaded; `name` varies the file name."""
+
+    event_type: int
+    seq_no: int
+    name: str = "a"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The settle decision: a run begins."""
+
+
+@dataclass(frozen=True)
+class RunEnds:
+    state: str  # RunState.ARCHIVED, or RunState.FAILED with ERROR
+
+
+Step = Gme | Claim | RunEnds
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    steps: tuple[Step, ...]
+    state: str
+    due: int | None
+    segments: dict[int, tuple[str, str]]  # seq_no: (state, name)
+    opens: tuple[int, ...] = (0,)  # the steps that open a collecting period
+    pending: bool = False
+    error: str | None = None
+
+
+def at(step: int) -> datetime:
+    return T0 + timedelta(seconds=step)
+
+
+def due_at(case: Case) -> datetime | None:
+    return None if case.due is None else T0 + timedelta(seconds=case.due)
+
+
+CASES = (
+    Case(
+        "the first event opens a collecting recording",
+        (Gme(1, 0),),
+        COLLECTING,
+        due=0 + SETTLE_SECONDS,
+        segments={0: ("started", "a")},
+    ),
+    Case(
+        "every event moves the settle time while collecting",
+        (Gme(1, 0), Gme(2, 0), Gme(3, 0), Gme(1, 1)),
+        COLLECTING,
+        due=3 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("started", "a")},
+    ),
+    Case(
+        "a vendor retry changes nothing, not even the settle time",
+        (Gme(1, 0), Gme(3, 0), Gme(1, 0), Gme(3, 0)),
+        COLLECTING,
+        due=1 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a segment's state only moves forward, and its uploaded name stays",
+        (Gme(3, 0, "up"), Gme(1, 0, "st"), Gme(2, 0, "co")),
+        COLLECTING,
+        due=2 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "up")},
+    ),
+    Case(
+        "the uploaded file name replaces the one an earlier event gave",
+        (Gme(1, 0, "st"), Gme(2, 0, "co"), Gme(3, 0, "up")),
+        COLLECTING,
+        due=2 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "up")},
+    ),
+    Case(
+        "a claim stops the settle time",
+        (Gme(3, 0), Claim()),
+        PROCESSING,
+        due=None,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a first upload during processing is remembered for after the run",
+        (Gme(3, 0), Claim(), Gme(3, 1)),
+        PROCESSING,
+        due=None,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        pending=True,
+    ),
+    Case(
+        "starts and re-uploads during processing bring nothing new",
+        (Gme(3, 0), Claim(), Gme(1, 1), Gme(2, 1), Gme(3, 0, "b")),
+        PROCESSING,
+        due=None,
+        segments={0: ("uploaded", "b"), 1: ("completed", "a")},
+    ),
+    Case(
+        "the run's end archives the recording",
+        (Gme(3, 0), Claim(), RunEnds(RunState.ARCHIVED)),
+        ARCHIVED,
+        due=None,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a failed run fails the recording with its error",
+        (Gme(3, 0), Claim(), RunEnds(RunState.FAILED)),
+        FAILED,
+        due=None,
+        segments={0: ("uploaded", "a")},
+        error=ERROR,
+    ),
+    Case(
+        "content that came during the run sends it back to collecting, due at once",
+        (Gme(3, 0), Claim(), Gme(3, 1), RunEnds(RunState.ARCHIVED)),
+        COLLECTING,
+        due=3,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+    ),
+    Case(
+        "a failed run with content pending collects again and keeps its error",
+        (Gme(3, 0), Claim(), Gme(3, 1), RunEnds(RunState.FAILED)),
+        COLLECTING,
+        due=3,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        error=ERROR,
+    ),
+    Case(
+        "a late upload reopens an archived recording for the next revision",
+        (Gme(3, 0), Claim(), RunEnds(RunState.ARCHIVED), Gme(3, 1), Gme(1, 2)),
+        COLLECTING,
+        due=4 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a"), 2: ("started", "a")},
+        opens=(0, 3),
+    ),
+    Case(
+        "a late upload reopens a failed recording and clears its error",
+        (Gme(3, 0), Claim(), RunEnds(RunState.FAILED), Gme(3, 1)),
+        COLLECTING,
+        due=3 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        opens=(0, 3),
+    ),
+    Case(
+        "a late start, completion or re-upload does not reopen",
+        (Gme(3, 0), Claim(), RunEnds(RunState.ARCHIVED), Gme(1, 1), Gme(2, 1), Gme(3, 0, "b")),
+        ARCHIVED,
+        due=None,
+        segments={0: ("uploaded", "b"), 1: ("completed", "a")},
+    ),
+    Case(
+        "a second revision: claim, archive, reopen, claim, archive",
+        (
+            Gme(3, 0),
+            Claim(),
+            RunEnds(RunState.ARCHIVED),
+            Gme(3, 1),
+            Claim(),
+            RunEnds(RunState.ARCHIVED),
+        ),
+        ARCHIVED,
+        due=None,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        opens=(0, 3),
+    ),
+)

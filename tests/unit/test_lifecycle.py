@@ -1,0 +1,134 @@
+"""The lifecycle rules (storage.domain.lifecycle) against the table in tests/lifecycle_cases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from storage.domain import RecordingState, lifecycle
+from storage.domain.lifecycle import (
+    CssPlacement,
+    RecordingStatus,
+    SegmentStatus,
+    TouchedRecording,
+)
+from tests.lifecycle_cases import CASES, ERROR, SETTLE_SECONDS, Case, Claim, Gme, at, due_at
+
+
+def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[int]]:
+    """Fold the case's steps through the rules, as the ledger's step-by-step path does."""
+    recording: RecordingStatus | None = None
+    segments: dict[int, SegmentStatus] = {}
+    seen: set[Gme] = set()
+    opens: list[int] = []
+    for number, step in enumerate(case.steps):
+        now = at(number)
+        if isinstance(step, Gme):
+            if step in seen:
+                continue  # a vendor retry: the callback is stored once
+            seen.add(step)
+            change, segments[step.seq_no] = lifecycle.gme_event(
+                recording,
+                segments.get(step.seq_no),
+                step.event_type,
+                step.name,
+                now=now,
+                settle_seconds=SETTLE_SECONDS,
+            )
+            recording = change.recording
+            if change.opens_settle:
+                opens.append(number)
+        elif isinstance(step, Claim):
+            assert recording is not None
+            assert lifecycle.may_claim(recording.state)
+            recording = lifecycle.claimed()
+        else:
+            assert recording is not None
+            error = ERROR if step.state == "failed" else None
+            recording = lifecycle.run_ended(recording, step.state, error=error, now=now)
+    assert recording is not None
+    return recording, segments, opens
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_rules_leave_the_states_the_table_expects(case: Case):
+    recording, segments, opens = replay(case)
+    assert recording == RecordingStatus(case.state, due_at(case), case.pending, case.error)
+    assert {seq: (s.state, s.file_name) for seq, s in segments.items()} == case.segments
+    assert tuple(opens) == case.opens
+
+
+def test_a_segment_keeps_the_time_of_its_first_upload():
+    first = lifecycle.segment_after(None, 3, "a", at(0))
+    again = lifecycle.segment_after(first, 3, "b", at(5))
+    assert (again.uploaded_at, again.file_name) == (at(0), "b")
+    assert lifecycle.is_first_upload(None, 3)
+    assert not lifecycle.is_first_upload(first, 3)
+    assert not lifecycle.is_first_upload(None, 1)
+
+
+@pytest.mark.parametrize(
+    ("state", "force", "allowed"),
+    [
+        (RecordingState.COLLECTING, False, True),
+        (RecordingState.PROCESSING, False, False),
+        (RecordingState.PROCESSING, True, False),
+        (RecordingState.ARCHIVED, False, False),
+        (RecordingState.ARCHIVED, True, True),
+        (RecordingState.FAILED, True, True),
+    ],
+)
+def test_only_collecting_recordings_are_claimed_unless_forced(
+    state: str, force: bool, allowed: bool
+):
+    assert lifecycle.may_claim(state, force=force) is allowed
+
+
+DUE = at(9) + timedelta(seconds=SETTLE_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "opens"),
+    [
+        (RecordingStatus("collecting", at(0)), RecordingStatus("collecting", DUE), False),
+        (RecordingStatus("processing", None), RecordingStatus("processing", None, True), False),
+        (RecordingStatus("archived", None), RecordingStatus("collecting", DUE), True),
+        (
+            RecordingStatus("failed", None, error=ERROR),
+            RecordingStatus("collecting", DUE),
+            True,
+        ),
+    ],
+)
+def test_a_css_file_is_always_new_content(
+    before: RecordingStatus, after: RecordingStatus, opens: bool
+):
+    change = lifecycle.event_arrives(
+        before, new_content=True, now=at(9), settle_seconds=SETTLE_SECONDS
+    )
+    assert change == lifecycle.Change(after, opens)
+
+
+def touched(rid: str, state: str = "collecting", revision: int = 0) -> TouchedRecording:
+    return TouchedRecording(rid, state, revision)
+
+
+@pytest.mark.parametrize(
+    ("touching", "placement"),
+    [
+        ([], CssPlacement(None)),
+        ([touched("r1")], CssPlacement("r1")),
+        ([touched("r1", "archived", 1)], CssPlacement("r1")),
+        ([touched("r1"), touched("r2")], CssPlacement("r1", ("r2",))),
+        ([touched("r1", "archived", 1), touched("r2")], CssPlacement("r1", ("r2",))),
+        ([touched("r1"), touched("r2", "archived", 1)], CssPlacement("r1")),
+        ([touched("r1"), touched("r2", "collecting", 2)], CssPlacement("r1")),
+        ([touched("r1"), touched("r2", "processing", 1)], CssPlacement("r1")),
+        ([touched("r1"), touched("r2"), touched("r3")], CssPlacement("r1", ("r2", "r3"))),
+    ],
+)
+def test_a_css_file_joins_the_first_recording_it_touches_and_folds_unprocessed_ones(
+    touching: list[TouchedRecording], placement: CssPlacement
+):
+    assert lifecycle.place_css_file(touching) == placement
