@@ -18,8 +18,9 @@ decides whether a settle task is handed out now, and beat's sweep settles any re
 whose settle time has passed, so a stale read delays nothing by more than one sweep.
 
 `tests/integration/test_ledger_pg_intake.py` replays random event sequences through this
-statement and through the step-by-step path and compares the resulting rows, and checks
-both against the event sequences and expected states of `tests/lifecycle_cases.py`.
+statement and through the step-by-step path and compares the resulting rows;
+`tests/integration/test_ledger_lifecycle.py` checks both against the event sequences and
+expected states of `tests/lifecycle_cases.py`.
 """
 
 from __future__ import annotations
