@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from storage.domain import slug
 from storage.ledger import RunView
 from storage.objectstore import ObjectStore
-from tasks.ffmpeg import content_type
-from tasks.media import Output, describe
+from tasks.media.ffmpeg import content_type
+from tasks.media.tools import Output, describe
 
 MANIFEST = "manifest.json"
 
