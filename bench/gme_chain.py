@@ -3,7 +3,7 @@
 For each recording length it
   1. makes a GME-like recording of mp3 segments with ffmpeg (cached under --out),
   2. puts the segments into a source store: a moto S3 server (default) or a directory,
-  3. runs recpipe's `tasks.workflow.process` for that recording in a fresh process, and
+  3. runs recpipe's `tasks.processing.process` for that recording in a fresh process, and
   4. runs the same work without recpipe (download, one ffmpeg concat+AAC, one upload),
      also in a fresh process,
 then prints wall times and peak memory and writes them as JSON to --out.
@@ -252,7 +252,8 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
     from storage.domain import GME_EVENT_UPLOADED, GmeEvent, GmeRecordingKey
     from storage.ledger import Ledger
     from storage.objectstore import store_from_url
-    from tasks.workflow import Services, process
+    from tasks.processing import process
+    from tasks.services import Services
 
     step_times = StepTimes()
     logs.configure("INFO", json=True, stream=step_times)  # only warnings reach the terminal

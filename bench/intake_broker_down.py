@@ -21,8 +21,8 @@ import tempfile
 import time
 
 from foundation.config import Settings
+from recpipe.webapp import create_app
 from storage.ledger import Ledger
-from webhook.app import create_app
 
 BIZ, KEY, TASK = 1400000000, "bench-key", 446946705284000999
 

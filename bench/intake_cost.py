@@ -39,10 +39,10 @@ def main() -> None:
 
     from foundation import logs
     from foundation.config import Settings
+    from recpipe.webapp import create_app
     from storage.ledger import Ledger, utcnow
-    from webhook.app import create_app
+    from tasks.dispatch import CeleryDispatcher
     from webhook.callbacks import parse_gme
-    from webhook.dispatch import Dispatcher
     from webhook.verify import safe_headers, verify_gme
 
     headers = {"Content-Type": "application/json", "Host": "127.0.0.1"}
@@ -65,7 +65,7 @@ def main() -> None:
         logging.getLogger().handlers[0].setStream(open("/dev/null", "w"))  # noqa: SIM115
         ledger = Ledger(db_url)
         ledger.migrate()
-        dispatcher = Dispatcher(settings)
+        dispatcher = CeleryDispatcher(settings)
         keys = settings.gme_secret_keys
         print(f"per callback, mean of {args.count} (distinct callbacks, sequential):")
 

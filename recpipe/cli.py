@@ -53,8 +53,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from foundation import logs
+    from recpipe.webapp import create_app
     from storage.ledger import Ledger, LedgerUnavailableError
-    from webhook.app import create_app
 
     logs.configure(settings.log_level, secrets=logs.secrets_of(settings))
     try:
@@ -499,7 +499,7 @@ def reprocess(
     them, or select from all recordings when no term is given. Exit status is non-zero
     when a recording is not reprocessed or, with --wait, when a run fails.
     """
-    from tasks.workflow import STEPS, plan_reprocess
+    from tasks.reprocessing import STEPS, plan_reprocess
 
     _choice(from_step, "--from-step", STEPS)
     _choice(state, "--status", RECORDING_STATES)
@@ -543,13 +543,13 @@ def reprocess(
 
 
 def _reprocess_all(settings: Settings, recording_ids: list[str], from_step: str) -> list[Any]:
-    from tasks import jobs, workflow
+    from tasks import jobs, reprocessing
 
     _connect_broker(settings)
     svc = jobs.services()
     outcomes = []
     for rid in recording_ids:
-        outcome = workflow.reprocess(
+        outcome = reprocessing.reprocess(
             svc, rid, from_step,
             start_chain=jobs.start_chain,
             deliver=lambda nid: jobs.deliver_notification.delay(nid),
@@ -676,11 +676,11 @@ def replay(
                 click.echo(f"would replay {_callback_label(cb)}")
             click.echo(f"{len(callbacks)} callback(s) would be replayed (dry run)")
             return
-        from webhook.dispatch import Dispatcher
+        from tasks.dispatch import CeleryDispatcher
         from webhook.intake import Intake
 
         _connect_broker(settings)
-        intake = Intake(settings, ledger, Dispatcher(settings))
+        intake = Intake(settings, ledger, CeleryDispatcher(settings))
         counts = {"dispatched": 0, "undispatched": 0, "refused": 0}
         for cb in callbacks:
             try:

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 from storage.domain import RunView, slug
 from storage.objectstore import ObjectStore
-from tasks.ffmpeg import content_type
-from tasks.media import Output, describe
+from tasks.media.ffmpeg import content_type
+from tasks.media.tools import Output, describe
 
 MANIFEST = "manifest.json"
 

@@ -1,4 +1,5 @@
-"""The Celery tasks: a few lines each that load by id, call the workflow, record the outcome.
+"""The Celery tasks: a few lines each that load by id, call the core (settling, processing,
+sweeping, reprocessing, notify), record the outcome.
 
 Arguments are ids (JSON), never objects; every task is safe to run twice.
 """
@@ -17,8 +18,10 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from storage.domain import NotificationState, RunState
 from storage.ledger import utcnow
-from tasks import context, metrics, notify, workflow
+from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
+from tasks.notify import delivery, outbox
+from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
 MEDIA_RETRIES = 3
@@ -29,8 +32,8 @@ def _fresh_connections(**_: Any) -> None:
     context.reset()
 
 
-def services() -> workflow.Services:
-    return workflow.Services(
+def services() -> Services:
+    return Services(
         settings=context.settings(),
         ledger=context.ledger(),
         source=context.source_store(),
@@ -46,7 +49,7 @@ def start_chain(run_id: str) -> None:
 
 @app.task(name="recpipe.settle", acks_late=True, ignore_result=True)
 def settle(recording_id: str) -> str:
-    outcome = workflow.settle(services(), recording_id)
+    outcome = settling.settle(services(), recording_id)
     if outcome.action == "finalize" and outcome.run_id:
         start_chain(outcome.run_id)
     elif outcome.action == "fail" and outcome.run_id:
@@ -72,7 +75,7 @@ def process_recording(self: Task, run_id: str) -> str:
     structlog.contextvars.bind_contextvars(run_id=run_id)
     worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
     try:
-        workflow.process(svc, run_id, worker)
+        processing.process(svc, run_id, worker)
     except Exception as exc:
         # Not a media problem (those fail the recording inside): storage or network.
         if self.request.retries < MEDIA_RETRIES:
@@ -94,16 +97,8 @@ def notify_run(run_id: str) -> int:
     run = svc.ledger.run(run_id)
     if run is None or run.state not in RunState.TERMINAL:
         return 0
-    workflow.bind_recording(run.recording, run_id=run_id)
-    body = notify.encode(notify.notification_body(run))
-    created = svc.ledger.create_notifications(
-        run_id,
-        notify.event_type(run),
-        notify.webhook_id(run),
-        body,
-        svc.settings.notify_urls,
-        utcnow(),
-    )
+    bind_recording(run.recording, run_id=run_id)
+    created = outbox.enqueue(svc.ledger, run, svc.settings.notify_urls, utcnow())
     for notification_id in created:
         deliver_notification.delay(notification_id)
     return len(created)
@@ -126,19 +121,13 @@ def deliver_notification(self: Task, notification_id: int) -> str:
     if note is None or note.state != NotificationState.PENDING:
         return "skip"
     _bind_notification(note.body, notification_id, note.run_id)
-    attempt = notify.deliver(
+    attempt = delivery.deliver(
         _http, note.url, note.webhook_id, note.body,
         secret=cfg.notify_secret, timeout=cfg.notify_timeout_seconds,
     )  # fmt: skip
     metrics.count_notification_attempt(attempt.status_code)
     attempts_so_far = note.attempts + 1
-    final: str | None = None
-    if attempt.delivered:
-        final = NotificationState.DELIVERED
-    elif attempt.gone:
-        final = NotificationState.DISABLED
-    elif attempts_so_far >= cfg.notify_max_attempts:
-        final = NotificationState.FAILED
+    final = delivery.state_after(attempt, attempts_so_far, cfg.notify_max_attempts)
     svc.ledger.record_attempt(
         notification_id,
         now=utcnow(),
@@ -172,7 +161,7 @@ def _bind_notification(body: str, notification_id: int, run_id: str) -> None:
 
 @app.task(name="recpipe.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
-    report = workflow.sweep(
+    report = sweeping.sweep(
         services(),
         settle_later=lambda rid: settle.delay(rid),
         redispatch_run=start_chain,
@@ -198,7 +187,7 @@ def reprocess(recording_id: str, from_step: str = "fetch") -> list[dict[str, Any
     revision under the same archive prefix; notify re-sends the current outcome."""
     svc = services()
     outcomes = [
-        workflow.reprocess(
+        reprocessing.reprocess(
             svc,
             rid,
             from_step,
@@ -222,8 +211,8 @@ def reprocess(recording_id: str, from_step: str = "fetch") -> list[dict[str, Any
 def redeliver(recording_id: str, include_disabled: bool = False) -> list[int]:
     """Send a recording's finally failed notifications again (same webhook-id and body),
     with a fresh attempt budget; `include_disabled` also re-sends those a 410 stopped."""
-    reopened = context.ledger().reopen_notifications(
-        recording_id, utcnow(), include_disabled=include_disabled
+    reopened = outbox.reopen_failed(
+        context.ledger(), recording_id, utcnow(), include_disabled=include_disabled
     )
     for notification_id in reopened:
         deliver_notification.delay(notification_id)

@@ -21,15 +21,9 @@ from webhook.verify import InvalidSignatureError
 log = structlog.get_logger("recpipe.webhook")
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    ledger: Ledger | None = None,
-    dispatcher: Dispatcher | None = None,
-) -> Flask:
-    settings = settings or Settings.from_env()
-    ledger = ledger or Ledger(settings.database_url)
-    dispatcher = dispatcher or Dispatcher(settings)
+def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
+    """The webhook on the caller's settings, ledger and dispatcher (`recpipe.webapp` wires
+    the ones the processes use)."""
     intake = Intake(settings, ledger, dispatcher)
 
     app = Flask("recpipe")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from storage.domain import CssFileView
-from tasks.css import CssSource, join, make_outputs, probe_media, require_audio
-from tasks.media import MediaError, Tools
+from tasks.css.steps import CssSource, join, make_outputs, probe_media, require_audio
+from tasks.media.tools import MediaError, Tools
 from tests.media import decode, dominant_frequency, duration, make_video, streams
 
 pytestmark = pytest.mark.integration

@@ -1,11 +1,11 @@
-"""tasks.fetch against a real HTTP server on 127.0.0.1, with real ffmpeg-made media."""
+"""tasks.css.fetch against a real HTTP server on 127.0.0.1, with real ffmpeg-made media."""
 
 import hashlib
 from pathlib import Path
 
 import pytest
 
-from tasks.fetch import Fetcher, FetchError, FetchPolicy, PlaylistError
+from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, PlaylistError
 from tests.media import duration, make_hls, make_video
 from tests.stack import FileServer
 

@@ -10,7 +10,8 @@ from foundation.config import Settings
 from storage.domain import GmeEvent, GmeRecordingKey, NotificationState
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
-from tasks import workflow
+from tasks import sweeping
+from tasks.services import Services
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +98,13 @@ def test_sweep_sends_the_notify_task_of_a_finished_run_whose_task_was_lost(
         {"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_STUCK_AFTER_SECONDS": "30"}
     )
     source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
-    services = workflow.Services(settings, ledger, source, archive)
+    services = Services(settings, ledger, source, archive)
     now = utcnow()
     run_id = finished_run(ledger, now=now)
     notified: list[str] = []
 
     def sweep(at):
-        return workflow.sweep(
+        return sweeping.sweep(
             services,
             settle_later=lambda rid: None,
             redispatch_run=lambda rid: None,
@@ -152,14 +153,14 @@ def test_run_lost_between_claim_and_dispatch_is_redispatched_then_failed_with_a_
     that keeps dying is failed after three attempts, so the recording is not left processing."""
     settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
     source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
-    services = workflow.Services(settings, ledger, source, archive)
+    services = Services(settings, ledger, source, archive)
     record(ledger, 0)
     run_id = ledger.claim(RID, now=utcnow())
     dispatched: list[str] = []
     notified: list[str] = []
 
     def sweep(at):
-        return workflow.sweep(
+        return sweeping.sweep(
             services,
             settle_later=lambda rid: None,
             redispatch_run=dispatched.append,

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from storage.objectstore import LocalStore
-from tasks import mp3, mp4
-from tasks.ffmpeg import parse_probe, probe_command
-from tasks.media import MediaError, Tools, concatenate, fetch_sources, probe, transcode
+from tasks.gme.steps import concatenate, fetch_sources, transcode
+from tasks.media import mp3, mp4
+from tasks.media.ffmpeg import parse_probe, probe_command
+from tasks.media.tools import MediaError, Tools, probe
 from tests.media import decode, dominant_frequency, duration
 
 pytestmark = pytest.mark.integration

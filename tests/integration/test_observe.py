@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from foundation import logs
 from foundation import metrics as shared
 from foundation.config import Settings
+from recpipe.webapp import create_app
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import LocalStore
-from tasks import workflow
-from webhook.app import create_app
+from tasks import processing
+from tasks.services import Services
 
 pytestmark = pytest.mark.integration
 
@@ -136,14 +137,14 @@ def _run_chain(settings: Settings, ledger: Ledger, tmp_path: Path, task_id: str,
     ledger.record_gme_event(event, "{}", {}, now=utcnow(), settle_seconds=0)
     run_id = ledger.claim(key.recording_id, now=utcnow())
     assert run_id is not None
-    services = workflow.Services(settings, ledger, source, archive)
-    return key.recording_id, workflow.process(services, run_id, "test-worker")
+    services = Services(settings, ledger, source, archive)
+    return key.recording_id, processing.process(services, run_id, "test-worker")
 
 
 def test_a_chain_run_moves_step_metrics_and_logs_each_step_with_the_recording(
     env, tone, tmp_path: Path, log_lines
 ):
-    """tasks.workflow.process on a real one-segment recording: each step's duration is
+    """tasks.processing.process on a real one-segment recording: each step's duration is
     observed once more, no failure is counted, and every step line carries the recording id,
     provider and step."""
     settings, ledger = env

@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import select
 
 from foundation.config import Settings
+from recpipe.webapp import create_app
 from storage.domain import GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.ledger.tables import Callback
 from storage.objectstore import store_from_url
-from tasks import workflow
+from tasks import sweeping
+from tasks.services import Services
 from tests.conftest import free_port
-from webhook.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +75,8 @@ def test_callbacks_are_stored_and_answered_while_the_broker_is_down(tmp_path: Pa
             store_from_url(settings.gme_source_url),
             store_from_url(settings.archive_url),
         )
-        report = workflow.sweep(
-            workflow.Services(settings, ledger, source, archive),
+        report = sweeping.sweep(
+            Services(settings, ledger, source, archive),
             settle_later=settled.append,
             redispatch_run=lambda run_id: None,
             notify=lambda run_id: None,

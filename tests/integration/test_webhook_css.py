@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from foundation.config import Settings
+from recpipe.webapp import create_app
 from storage.ledger import Ledger, utcnow
 from storage.ledger.tables import Callback, CssFile
-from webhook.app import create_app
 from webhook.verify import css_sign
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from foundation.config import Settings
+from recpipe.webapp import create_app
 from storage.ledger import Ledger
 from storage.ledger.tables import Callback
-from webhook.app import create_app
 
 pytestmark = pytest.mark.integration
 

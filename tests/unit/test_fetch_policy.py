@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.fetch import (
+from tasks.css.fetch import (
     FetchError,
     PlaylistError,
     check_url,

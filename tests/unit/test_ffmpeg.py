@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ffmpeg import (
+from tasks.media.ffmpeg import (
     AudioProbe,
     ProbeError,
     concat_command,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import mp3
+from tasks.media import mp3
 
 MPEG1, MPEG2, MPEG25 = 3, 2, 0
 

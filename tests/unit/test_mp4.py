@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import mp4
+from tasks.media import mp4
 
 
 def box(kind: bytes, payload: bytes) -> bytes:

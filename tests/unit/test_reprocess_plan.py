@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from storage.domain import RecordingView, RunView
-from tasks.workflow import STEPS, UnknownStepError, plan_reprocess
+from tasks.reprocessing import STEPS, UnknownStepError, plan_reprocess
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 URLS = ("https://example.invalid/hook",)

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from storage.domain import RecordingView, SegmentView
-from tasks.settle import decide, missing_seq_nos, recovered_segments
+from tasks.gme.settle import decide, missing_seq_nos, recovered_segments
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from storage.domain import CssFileView, RecordingView
-from tasks.ffmpeg import ProbeError
-from tasks.settle import decide_css
-from tasks.video import (
+from tasks.css.settle import decide_css
+from tasks.media.ffmpeg import ProbeError
+from tasks.media.video import (
     MediaProbe,
     join_command,
     output_command,

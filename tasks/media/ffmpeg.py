@@ -185,6 +185,6 @@ def output_name(stem: str, fmt: str) -> str:
 
 
 def content_type(fmt: str) -> str:
-    if fmt == "mp4":  # the video output of CSS recordings (tasks/video.py)
+    if fmt == "mp4":  # the video output of CSS recordings (tasks/media/video.py)
         return "video/mp4"
     return AUDIO_ENCODINGS[fmt][2]

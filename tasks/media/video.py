@@ -1,5 +1,5 @@
 """ffmpeg/ffprobe commands for video recordings (CSS) and their probe parsing. Pure: no
-process is run here (tasks/ffmpeg.py is the audio counterpart)."""
+process is run here (tasks/media/ffmpeg.py is the audio counterpart)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.ffmpeg import ProbeError
+from tasks.media.ffmpeg import ProbeError
 
 # Outputs of a video recording: (file extension, MIME type).
 VIDEO_OUTPUTS: dict[str, tuple[str, str]] = {

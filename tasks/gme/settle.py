@@ -1,4 +1,5 @@
-"""Is a recording complete? GME never says so: decide from quiet time and segment bookkeeping.
+"""Is a GME recording complete? GME never says so: decide from quiet time and segment
+bookkeeping.
 
 Pure: a snapshot of the recording and the clock in, a decision out.
 """
@@ -103,15 +104,3 @@ def recovered_segments(
         if slot in missing:
             missing.remove(slot)
     return sorted(found)
-
-
-def decide_css(recording: RecordingView, now: datetime, *, settle_seconds: float) -> Decision:
-    """CSS sends one callback per finished file and nothing else: a recording is complete
-    once no file has arrived for the settle window."""
-    quiet_at = recording.last_event_at + timedelta(seconds=settle_seconds)
-    if now < quiet_at:
-        return Decision("wait", recheck_at=quiet_at)
-    included = tuple(range(len(recording.files)))
-    if not included:
-        return Decision("fail", reason="the recording has no file")
-    return Decision("finalize", included=included)

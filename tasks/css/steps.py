@@ -1,6 +1,6 @@
 """The media steps of a CSS recording: fetch its files, join them, make the outputs.
 
-Like the GME steps (tasks/media.py), everything streams through files in the run's
+Like the GME steps (tasks/gme/steps.py), everything streams through files in the run's
 scratch directory; ffmpeg is run through `run_tool`, which keeps the heartbeat going.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from foundation.config import Settings
 from storage.domain import CssFileView
-from tasks import video
-from tasks.fetch import Fetcher, FetchError, FetchPolicy, display
-from tasks.ffmpeg import ProbeError, concat_list
-from tasks.media import Heartbeat, MediaError, Output, Tools, describe_outputs, run_tool
+from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, display
+from tasks.media import video
+from tasks.media.ffmpeg import ProbeError, concat_list
+from tasks.media.tools import Heartbeat, MediaError, Output, Tools, describe_outputs, run_tool
 
 # Where a downloaded file of each CSS format is kept (ffmpeg probes content, not names).
 SUFFIX = {"mp4": ".mp4", "flv": ".flv", "hls": ".ts", "aac": ".aac"}

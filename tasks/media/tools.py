@@ -1,0 +1,125 @@
+"""Running ffmpeg and ffprobe for any chain: a heartbeat while a tool runs, one error
+class naming the segment or step, probing audio, and describing what ffmpeg wrote.
+
+Everything streams through files in one scratch directory per run; no step loads a
+whole recording into memory, so a 4-hour recording costs no more memory than a
+4-minute one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks.media import ffmpeg as cmd
+from tasks.media import mp3, mp4
+from tasks.media.ffmpeg import AudioProbe, ProbeError
+
+Heartbeat = Callable[[], None]
+HEARTBEAT_SECONDS = 15.0
+
+
+class MediaError(Exception):
+    """A recording's media cannot be made; the message names the segment or step."""
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str
+    path: Path
+    bytes: int
+    sha256: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Tools:
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
+def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None) -> str:
+    """Run ffmpeg/ffprobe; stdout as text, or MediaError with the tail of stderr."""
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        while True:
+            try:
+                code = process.wait(timeout=HEARTBEAT_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if heartbeat:
+                    heartbeat()
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+        if code != 0:
+            err.seek(0)
+            tail = err.read()[-600:].decode(errors="replace").strip().splitlines()
+            detail = tail[-1] if tail else f"exit code {code}"
+            raise MediaError(f"{what}: {detail}")
+        out.seek(0)
+        return out.read().decode(errors="replace")
+
+
+def probe(tools: Tools, path: Path, what: str) -> AudioProbe:
+    """What the file holds. A plain, whole MP3 is read in Python (`tasks.media.mp3`, no process);
+    anything else, including every file that is not quite right, is asked of ffprobe."""
+    if path.stat().st_size == 0:
+        raise MediaError(f"{what} is empty (0 bytes)")
+    if path.suffix.lower() == ".mp3" and (info := mp3.read(path)) is not None:
+        return AudioProbe(
+            codec="mp3",
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            duration_s=info.duration_s,
+            format_name="mp3",
+        )
+    try:
+        output = run_tool(cmd.probe_command(tools.ffprobe, path), what)
+        return cmd.parse_probe(output)
+    except MediaError as exc:
+        raise MediaError(f"{what} is not readable audio ({exc})") from None
+    except ProbeError as exc:
+        raise MediaError(f"{what} is not an audio file: {exc}") from None
+
+
+def output_seconds(tools: Tools, path: Path, what: str) -> float:
+    """The length of a file ffmpeg has just written: from an m4a's movie header or an MP3's
+    frames where they can be read in Python, else by ffprobe."""
+    if path.suffix.lower() == ".m4a" and (seconds := mp4.duration(path)) is not None:
+        return seconds
+    return probe(tools, path, what).duration_s
+
+
+def describe_outputs(
+    targets: Sequence[tuple[str, Path]],
+    seconds: Callable[[Path, str], float],
+    *,
+    label: str,
+) -> list[Output]:
+    """Size, checksum and duration (by `seconds`, a probe) of each file ffmpeg wrote."""
+    outputs = []
+    for fmt, path in targets:
+        length = seconds(path, f"{fmt} output of recording {label}")
+        outputs.append(Output(fmt, path, path.stat().st_size, sha256_file(path), length))
+    return outputs
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe(output: Output) -> dict[str, object]:
+    entry = asdict(output)
+    entry.pop("path")
+    entry["duration_s"] = round(output.duration_s, 3)
+    return entry

@@ -1,0 +1,36 @@
+"""Where notifications come to be: the only code that makes a notification pending.
+
+A notification is one outcome of one run for one downstream URL, stored before it is
+sent, so a lost task only delays it (beat's sweep redelivers). Each function returns the
+ids it made pending and no others: exactly one caller dispatches each delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from storage.ledger import Ledger, RunView
+from tasks.notify.body import encode, event_type, notification_body, webhook_id
+
+
+def enqueue(
+    ledger: Ledger, run: RunView, urls: Sequence[str], now: datetime, *, resend: bool = False
+) -> list[int]:
+    """One pending notification per URL for the run's outcome (a notification that exists
+    already is not made twice); the run counts as notified. With `resend`, those already
+    finished (delivered, failed, disabled) are made pending again too, with the same
+    webhook-id and body, so receivers deduplicate the second delivery."""
+    body = encode(notification_body(run))
+    ids = ledger.create_notifications(run.id, event_type(run), webhook_id(run), body, urls, now)
+    if resend:
+        ids += ledger.rearm_notifications(run.id, urls, now)
+    return ids
+
+
+def reopen_failed(
+    ledger: Ledger, recording_id: str, now: datetime, *, include_disabled: bool = False
+) -> list[int]:
+    """The recording's current notifications that finally failed (and, with
+    `include_disabled`, those a 410 stopped), pending again with a fresh attempt budget."""
+    return ledger.reopen_notifications(recording_id, now, include_disabled=include_disabled)

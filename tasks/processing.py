@@ -1,0 +1,163 @@
+"""Processing one run: fetch → concat → transcode → archive in one scratch directory, each
+step timed in the ledger and in metrics."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from storage.domain import SegmentState
+from storage.ledger import Ledger, RunView, utcnow
+from tasks import metrics
+from tasks.archive import publish
+from tasks.css import steps as css
+from tasks.gme.settle import missing_seq_nos
+from tasks.gme.steps import concatenate, fetch_sources, transcode
+from tasks.media.tools import MediaError
+from tasks.services import Services, bind_recording
+
+log = structlog.get_logger("recpipe.tasks")
+
+
+class StepRecorder:
+    """Times each step of a run in the ledger and in metrics, keeps the run's heartbeat
+    fresh, and puts the step into the context of every log line written during it."""
+
+    def __init__(self, ledger: Ledger, run_id: str, label: str):
+        self.ledger, self.run_id, self.label = ledger, run_id, label
+
+    def heartbeat(self) -> None:
+        self.ledger.heartbeat(self.run_id, utcnow())
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        started = utcnow()
+        self.ledger.step(self.run_id, step, now=started)
+        bound = log.bind(recording_id=self.label, run_id=self.run_id, step=step)
+        bound.info("step.started")
+        context = bind_contextvars(step=step)  # for lines written inside the step
+        try:
+            yield
+        except Exception as exc:
+            metrics.count_step_failure(step)
+            self.ledger.step(self.run_id, step, now=utcnow(), ok=False, error=str(exc))
+            bound.warning("step.failed", error=str(exc))
+            raise
+        finally:
+            reset_contextvars(**context)
+        finished = utcnow()
+        seconds = round((finished - started).total_seconds(), 3)
+        metrics.observe_step(step, seconds)
+        self.ledger.step(self.run_id, step, now=finished, ok=True, seconds=seconds)
+        bound.info("step.finished", seconds=seconds)
+
+
+def process(services: Services, run_id: str, worker: str) -> RunView | None:
+    """fetch → concat (join) → transcode → archive for one run, in one scratch directory.
+
+    Returns the finished run, or None when the run is done or another worker holds it.
+    A MediaError fails the recording with its message; any other error propagates so
+    the task can retry.
+    """
+    cfg = services.settings
+    run = services.ledger.start_run(
+        run_id, worker=worker, now=utcnow(), stale_after=cfg.stuck_after_seconds
+    )
+    if run is None:
+        return None
+    recording = run.recording
+    bind_recording(recording, run_id=run_id)
+    step = StepRecorder(services.ledger, run_id, recording.id)
+    cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
+    try:
+        media = _css_media if recording.source == "css" else _gme_media
+        result, manifest_url = media(services, run, step, scratch)
+        services.ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url=manifest_url)
+        log.info(
+            "recording.archived", recording_id=recording.id, run_id=run_id, manifest=manifest_url
+        )
+    except MediaError as exc:
+        services.ledger.fail_run(run_id, now=utcnow(), error=str(exc))
+        log.warning("recording.failed", recording_id=recording.id, run_id=run_id, error=str(exc))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return services.ledger.run(run_id)
+
+
+def _gme_media(
+    services: Services, run: RunView, step: StepRecorder, scratch: Path
+) -> tuple[dict[str, Any], str]:
+    cfg, recording = services.settings, run.recording
+    segments = [
+        (s.seq_no, s.file_name) for s in recording.segments if s.state == SegmentState.UPLOADED
+    ]
+    missing = list(missing_seq_nos(recording.segments))
+    if not segments:
+        raise MediaError(f"recording {recording.id} has no uploaded segment")
+    with step("fetch"):
+        sources = fetch_sources(
+            services.source, segments, scratch, services.tools,
+            label=recording.id, concurrency=cfg.fetch_concurrency, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("concat"):
+        joined, plan = concatenate(
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
+        )
+    with step("transcode"):
+        outputs = transcode(
+            joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("archive"):
+        artifacts, manifest_url = publish(services.archive, run, sources, outputs, missing)
+    result: dict[str, Any] = {
+        "included": [s.seq_no for s in sources],
+        "missing": missing,
+        "artifacts": artifacts,
+        "sources": [s.manifest_entry() for s in sources],
+    }
+    return result, manifest_url
+
+
+def _css_media(
+    services: Services, run: RunView, step: StepRecorder, scratch: Path
+) -> tuple[dict[str, Any], str]:
+    """A CSS recording: its files fetched by URL under the fetch policy, joined in
+    start-time order, then an mp4 and an m4a (RECPIPE_VIDEO_FORMATS)."""
+    cfg, recording = services.settings, run.recording
+    if not recording.files:
+        raise MediaError(f"recording {recording.id} has no file")
+    with step("fetch"):
+        sources = css.fetch_files(
+            recording.files, scratch, services.tools, css.fetch_policy(cfg),
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+        css.require_audio(sources, cfg.video_formats, label=recording.id)
+    with step("concat"):
+        joined, probe = css.join(
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
+        )
+    with step("transcode"):
+        outputs = css.make_outputs(
+            joined, probe, cfg.video_formats, recording.id, scratch, services.tools,
+            label=recording.id, heartbeat=step.heartbeat,
+        )  # fmt: skip
+    with step("archive"):
+        artifacts, manifest_url = publish(services.archive, run, sources, outputs, [])
+    result: dict[str, Any] = {
+        "included": [s.seq_no for s in sources],
+        "missing": [],
+        "artifacts": artifacts,
+        "sources": [s.manifest_entry() for s in sources],
+        # The identity of exactly the files this revision holds, for the notification.
+        "css": recording.details,
+    }
+    return result, manifest_url

@@ -1,0 +1,64 @@
+"""The periodic safety net (beat's `recpipe.sweep`): what a lost message or a dead worker
+left undone is found in the ledger and handed out again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from storage.ledger import utcnow
+from tasks.services import Services
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    settled: list[str]
+    redispatched_runs: list[str]
+    failed_runs: list[str]
+    redelivered: list[int]
+    renotified: list[str] = field(default_factory=list)
+
+
+def sweep(
+    services: Services,
+    *,
+    settle_later: Callable[[str], None],
+    redispatch_run: Callable[[str], None],
+    notify: Callable[[str], None],
+    redeliver: Callable[[int], None],
+    now: datetime | None = None,
+    max_run_attempts: int = 3,
+) -> SweepReport:
+    """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
+    were never notified, and deliveries."""
+    now = now or utcnow()
+    cfg, ledger = services.settings, services.ledger
+    lease = timedelta(seconds=max(cfg.sweep_seconds * 3, 30))
+    settled = ledger.lease_due_recordings(now, until=now + lease)
+    for recording_id in settled:
+        settle_later(recording_id)
+    if settled:
+        ledger.mark_recordings_dispatched(settled, now)
+
+    redispatched, failed = [], []
+    for run_id, attempts in ledger.stale_runs(now, cfg.stuck_after_seconds):
+        if attempts >= max_run_attempts:
+            ledger.fail_run(run_id, now=now, error=f"stuck: no progress after {attempts} attempts")
+            failed.append(run_id)
+            notify(run_id)
+        else:
+            redispatch_run(run_id)
+            redispatched.append(run_id)
+
+    # A run that finished (or was failed above) but whose notify task was lost.
+    renotified = ledger.lease_unnotified_runs(now, now - timedelta(seconds=cfg.stuck_after_seconds))
+    for run_id in renotified:
+        notify(run_id)
+
+    stale_after = timedelta(seconds=max(cfg.stuck_after_seconds, 1200))
+    redelivered = ledger.stale_notifications(now - stale_after)
+    for notification_id in redelivered:
+        ledger.touch_notification(notification_id, now)
+        redeliver(notification_id)
+    return SweepReport(settled, redispatched, failed, redelivered, renotified)
