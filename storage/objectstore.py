@@ -45,10 +45,8 @@ class Fetched:
 
 
 class ObjectStore(Protocol):
-    def open(self, key: str) -> IO[bytes]: ...
     def put(self, key: str, path: Path, content_type: str | None = None) -> None: ...
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
-    def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
@@ -111,9 +109,6 @@ class LocalStore:
         with self._atomic_write(key) as out:
             out.write(data)
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
     def list(self, prefix: str) -> Iterator[StoredObject]:
         base = self.root / prefix if prefix else self.root
         if prefix:
@@ -165,11 +160,10 @@ class _HashingWriter:
 
 
 class S3Store:
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None, *, url_query: str = ""):
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
-        self._url_query = url_query
         # One stream per object, so the hash sees bytes in order; parts stay large.
         self._download_config = TransferConfig(use_threads=False)
         self._upload_config = TransferConfig(
@@ -178,16 +172,6 @@ class S3Store:
 
     def _key(self, key: str) -> str:
         return join_key(self.prefix, safe_key(key))
-
-    def open(self, key: str) -> IO[bytes]:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise FileNotFoundError(f"{self.url(key)} does not exist") from None
-            raise
-        body: IO[bytes] = response["Body"]
-        return body
 
     def put(self, key: str, path: Path, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
@@ -198,15 +182,6 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if _is_missing(exc):
-                return False
-            raise
-        return True
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         full = (
@@ -267,10 +242,6 @@ class HTTPStore:
             size, sha = _copy_hashing(src, out)
         return Fetched(dest, size, sha)
 
-    def exists(self, key: str) -> bool:
-        response = self.session.head(self.url(key), timeout=self.timeout)
-        return response.status_code == 200
-
     def list(self, prefix: str) -> Iterator[StoredObject]:
         return iter(())  # a plain HTTP prefix cannot be listed
 
@@ -313,7 +284,7 @@ def store_from_url(url: str) -> ObjectStore:
     if parts.scheme == "file":
         return LocalStore(Path(unquote(parts.path)))
     if parts.scheme == "s3":
-        return S3Store(parts.netloc, parts.path, s3_client(parts.query), url_query=parts.query)
+        return S3Store(parts.netloc, parts.path, s3_client(parts.query))
     if parts.scheme in ("http", "https"):
         return HTTPStore(url)
     raise ValueError(f"unsupported store URL scheme {parts.scheme!r}")

@@ -85,18 +85,26 @@ def make_video(
     return path
 
 
-def make_hls(folder: Path, frequency: float, seconds: float, *, master: bool = True) -> Path:
-    """An HLS recording (MPEG-TS segments of one second) in `folder`; returns the master
-    playlist, which names the media playlist by a relative URI, or the media playlist."""
+def make_hls(
+    folder: Path, frequency: float, seconds: float, *, master: bool = True, fmp4: bool = False
+) -> Path:
+    """An HLS recording (MPEG-TS segments of one second, or with `fmp4` an EXT-X-MAP init
+    section and fMP4 fragments) in `folder`; returns the master playlist, which names the
+    media playlist by a relative URI, or the media playlist."""
     media = folder / "media"
     media.mkdir(parents=True, exist_ok=True)
+    segments = (
+        ("-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+         "-hls_segment_filename", str(media / "seg%03d.m4s"))
+        if fmp4
+        else ("-hls_segment_filename", str(media / "seg%03d.ts"))
+    )  # fmt: skip
     make_video(
         media / "index.m3u8",
         frequency,
         seconds,
         extra=(
-            "-g", "15", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
-            "-hls_segment_filename", str(media / "seg%03d.ts"),
+            "-g", "15", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", *segments,
         ),
     )  # fmt: skip
     if not master:

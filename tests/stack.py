@@ -156,7 +156,8 @@ def parse_body(received: Received) -> dict:
 
 class FileServer:
     """A real HTTP server for a directory, on 127.0.0.1, in a thread; it records the Host
-    header of every request and answers paths in `redirects` with a 302."""
+    header of every request, answers paths in `redirects` with a 302 and the next
+    `failures[path]` requests of a path with a 503."""
 
     def __init__(self, root: Path):
         import functools
@@ -165,11 +166,16 @@ class FileServer:
         hosts: list[str] = []
         self.hosts = hosts
         self.redirects: dict[str, str] = {}
-        redirects = self.redirects
+        self.failures: dict[str, int] = {}
+        redirects, failures = self.redirects, self.failures
 
         class Handler(SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 hosts.append(self.headers.get("Host", ""))
+                if failures.get(self.path, 0) > 0:
+                    failures[self.path] -= 1
+                    self.send_error(503)
+                    return
                 if self.path in redirects:
                     self.send_response(302)
                     self.send_header("Location", redirects[self.path])

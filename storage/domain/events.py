@@ -38,15 +38,6 @@ class GmeRecordingKey:
         digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
         return f"gme-{self.task_id}-{digest}"
 
-    def as_contract(self) -> dict[str, object]:
-        return {
-            "BizID": self.biz_id,
-            "RoomID": self.room_id,
-            "UserID": self.user_id,
-            "TaskID": self.task_id,
-            "RecordMode": self.record_mode,
-        }
-
 
 @dataclass(frozen=True)
 class GmeEvent:

@@ -82,16 +82,6 @@ class Recordings(LedgerBase):
                     )
         return added
 
-    def fail_recording(self, recording_id: str, reason: str, now: datetime) -> None:
-        with self.session() as s:
-            s.execute(
-                update(Recording)
-                .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
-                .values(
-                    state=RecordingState.FAILED, error=reason, updated_at=now, settle_due_at=None
-                )
-            )
-
     def claim(
         self,
         recording_id: str,

@@ -28,11 +28,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import m3u8
 import requests
 from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from tasks.media.tools import MediaError
 
@@ -195,63 +204,46 @@ class Playlist:
         return max(self.variants, key=lambda v: v[0])[1]
 
 
-def _attributes(text: str) -> dict[str, str]:
-    attrs: dict[str, str] = {}
-    key, value, quoted, reading_key = "", "", False, True
-    for ch in text + ",":
-        if reading_key:
-            if ch == "=":
-                reading_key = False
-            elif ch != ",":
-                key += ch
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            attrs[key.strip().upper()] = value
-            key, value, reading_key = "", "", True
-        else:
-            value += ch
-    return attrs
-
-
 def parse_playlist(text: str, base_url: str) -> Playlist:
     """An m3u8 playlist: a master one (its variants) or a media one (its segments), with
     every URI resolved against the playlist's own URL."""
-    lines = [line.strip() for line in text.lstrip("\ufeff").splitlines()]
+    text = text.lstrip("\ufeff")
+    lines = [line.strip() for line in text.splitlines()]
     if not lines or lines[0] != "#EXTM3U":
         raise PlaylistError(f"{display(base_url)}: not an HLS playlist (no #EXTM3U)")
-    variants: list[tuple[int, str]] = []
-    segments: list[str] = []
-    init: str | None = None
-    pending_bandwidth: int | None = None
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line.startswith("#"):
-            tag, _, rest = line.partition(":")
-            if tag == "#EXT-X-STREAM-INF":
-                try:
-                    pending_bandwidth = int(_attributes(rest).get("BANDWIDTH", "0"))
-                except ValueError:
-                    pending_bandwidth = 0
-            elif tag == "#EXT-X-KEY" and _attributes(rest).get("METHOD", "NONE") != "NONE":
-                raise PlaylistError(f"{display(base_url)}: encrypted HLS is not supported")
-            elif tag == "#EXT-X-BYTERANGE":
-                raise PlaylistError(f"{display(base_url)}: byte-range HLS is not supported")
-            elif tag == "#EXT-X-MAP":
-                uri = _attributes(rest).get("URI")
-                if not uri:
-                    raise PlaylistError(f"{display(base_url)}: EXT-X-MAP without URI")
-                init = urljoin(base_url, uri)
-            continue
-        if pending_bandwidth is not None:
-            variants.append((pending_bandwidth, urljoin(base_url, line)))
-            pending_bandwidth = None
-        else:
-            segments.append(urljoin(base_url, line))
-    if variants:
-        return Playlist(variants=tuple(variants))
-    return Playlist(segments=tuple(segments), init=init)
+    try:
+        parsed = m3u8.loads(text)
+    except (ValueError, KeyError, TypeError) as exc:  # a malformed tag or number
+        raise PlaylistError(f"{display(base_url)}: unreadable HLS playlist ({exc})") from None
+    # m3u8 skips a URI line that no #EXTINF/#EXT-X-STREAM-INF introduces; a recording with
+    # a silently missing piece is worse than a refused one.
+    uris = sum(1 for line in lines if line and not line.startswith("#"))
+    if uris != len(parsed.playlists) + len([s for s in parsed.segments if s.uri]):
+        raise PlaylistError(f"{display(base_url)}: a URI line without #EXTINF")
+    if any(key is not None and key.method != "NONE" for key in parsed.keys):
+        raise PlaylistError(f"{display(base_url)}: encrypted HLS is not supported")
+    if any(m is None for m in parsed.segment_map):
+        raise PlaylistError(f"{display(base_url)}: EXT-X-MAP without URI")
+    maps = [s.init_section for s in parsed.segments]
+    if any(s.byterange for s in parsed.segments) or any(m and m.byterange for m in maps):
+        raise PlaylistError(f"{display(base_url)}: byte-range HLS is not supported")
+    inits = {urljoin(base_url, m.uri) if m else None for m in maps}
+    # URIs resolve against the playlist's URL itself (RFC 3986), as the HLS spec says;
+    # m3u8's `absolute_uri` joins with the playlist's folder, which differs for `?query`.
+    if parsed.playlists:
+        return Playlist(
+            variants=tuple(
+                (v.stream_info.bandwidth or 0, urljoin(base_url, v.uri)) for v in parsed.playlists
+            )
+        )
+    if len(inits) > 1:
+        raise PlaylistError(
+            f"{display(base_url)}: the segments do not share one EXT-X-MAP initialization section"
+        )
+    (init,) = inits or {None}
+    return Playlist(
+        segments=tuple(urljoin(base_url, s.uri) for s in parsed.segments if s.uri), init=init
+    )
 
 
 # -- the shell: requests, pinned to the checked address -------------------------------
@@ -344,28 +336,33 @@ class Fetcher:
         session = requests.Session()
         session.trust_env = False  # a proxy from the environment would undo the pinning
         session.mount(f"{target.scheme}://", _PinnedAdapter(target.host))
-        last: Exception | None = None
-        for attempt in range(self.policy.attempts):
-            if attempt:
-                time.sleep(min(2.0**attempt, 10.0))
+
+        def get() -> requests.Response:
             self.requests += 1
-            try:
-                response = session.get(
-                    pinned_url,
-                    headers={"Host": host_header, "User-Agent": self.user_agent},
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(self.policy.connect_timeout, self.policy.timeout),
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = exc
-                continue
-            if response.status_code >= 500 and attempt + 1 < self.policy.attempts:
-                response.close()
-                continue
-            return response
-        reason = _reason(last)
-        raise FetchError(f"{display(target.url)}: cannot connect ({reason})")
+            return session.get(
+                pinned_url,
+                headers={"Host": host_header, "User-Agent": self.user_agent},
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.policy.connect_timeout, self.policy.timeout),
+            )
+
+        def give_up(state: RetryCallState) -> requests.Response:
+            outcome = state.outcome
+            if outcome is None or outcome.failed:
+                reason = _reason(outcome.exception() if outcome else None)
+                raise FetchError(f"{display(target.url)}: cannot connect ({reason})")
+            return cast(requests.Response, outcome.result())  # a 5xx, reported as such
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=wait_exponential(multiplier=2, max=10),  # 2, 4, 8, 10, 10 … seconds
+            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout))
+            | retry_if_result(lambda response: response.status_code >= 500),
+            before_sleep=_close_answer,
+            retry_error_callback=give_up,
+        )
+        return cast(requests.Response, retrying(get))
 
     def _stream(self, url: str, sink: _HashingSink) -> None:
         response, _final = self._open(url)
@@ -426,7 +423,13 @@ class Fetcher:
         return Fetched(dest, sink.size, sink.digest.hexdigest(), self.requests)
 
 
-def _reason(exc: Exception | None) -> str:
+def _close_answer(state: RetryCallState) -> None:
+    """Before a retry: release the connection of a 5xx answer that is not kept."""
+    if state.outcome is not None and not state.outcome.failed:
+        state.outcome.result().close()
+
+
+def _reason(exc: BaseException | None) -> str:
     if exc is None:
         return "no answer"
     text = str(exc)

@@ -295,13 +295,15 @@ def test_reprocess_by_filter_takes_only_the_matching_recordings(env, ledger):
     old = store(ledger, 0, now=utcnow() - timedelta(days=2)).recording_id
     failed = store(ledger, 0, user="2").recording_id
     fine = store(ledger, 0, user="3").recording_id
-    for rid in (old, failed):
-        ledger.fail_recording(rid, "gave up", utcnow())
+    for rid in (old, failed):  # revision 1 fails
+        run_id = ledger.claim(rid, now=utcnow())
+        assert run_id is not None
+        ledger.fail_run(run_id, now=utcnow(), error="gave up")
 
     result = cli(env, "reprocess", "--status", "failed", "--since", "1d", "--source", "gme")
     assert result.returncode == 0, result.stderr
     revisions = {rid: ledger.recording(rid).revision for rid in (old, failed, fine)}
-    assert revisions == {old: 0, failed: 1, fine: 0}
+    assert revisions == {old: 1, failed: 2, fine: 0}
 
 
 @pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)

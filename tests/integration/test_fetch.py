@@ -83,6 +83,21 @@ def test_unreachable_server_fails_after_its_attempts(tmp_path: Path):
     assert fetcher.requests == 2
 
 
+def test_a_server_error_is_retried_and_the_last_one_is_reported(served, tmp_path: Path):
+    """A 5xx answer is retried after a pause; when every attempt gets one, its status is
+    what the user sees."""
+    server, root = served
+    server.failures["/clip.mp4"] = 1
+    fetcher = Fetcher(FetchPolicy(("127.0.0.1",), attempts=2))
+    fetched = fetcher.download(server.url("clip.mp4"), tmp_path / "a.mp4", what="clip")
+    assert fetched.requests == 2 and fetched.bytes == (root / "clip.mp4").stat().st_size
+    server.failures["/clip.mp4"] = 5
+    fetcher = Fetcher(FetchPolicy(("127.0.0.1",), attempts=2))
+    with pytest.raises(FetchError, match="HTTP 503"):
+        fetcher.download(server.url("clip.mp4"), tmp_path / "b.mp4", what="clip")
+    assert fetcher.requests == 2 and server.failures["/clip.mp4"] == 3
+
+
 def test_hls_master_playlist_becomes_one_playable_file(served, tmp_path: Path):
     server, _ = served
     fetched = Fetcher(LOCAL).download_hls(
@@ -105,3 +120,23 @@ def test_hls_segment_cap_and_hostile_segments(served, tmp_path: Path):
     with pytest.raises(FetchError, match=r"10\.0\.0\.1"):
         fetcher.download_hls(server.url("hls/media/evil.m3u8"), tmp_path / "b.ts", what="hls")
     assert fetcher.requests == 1, "no segment is fetched from a playlist with a hostile one"
+
+
+def test_fmp4_hls_is_its_init_section_then_its_fragments(tmp_path: Path):
+    """An fMP4 playlist (EXT-X-MAP) becomes one playable file: the initialization section
+    first, then every fragment, each fetched once."""
+    root = tmp_path / "www"
+    playlist = make_hls(root / "hls", 550, 3.0, master=False, fmp4=True)
+    assert "#EXT-X-MAP" in playlist.read_text()
+    server = FileServer(root)
+    try:
+        fetched = Fetcher(LOCAL).download_hls(
+            server.url("hls/media/index.m3u8"), tmp_path / "hls.mp4", what="hls"
+        )
+    finally:
+        server.close()
+    media = root / "hls/media"
+    parts = [media / "init.mp4", *sorted(media.glob("seg*.m4s"))]
+    assert fetched.requests == 1 + len(parts)
+    assert (tmp_path / "hls.mp4").read_bytes() == b"".join(p.read_bytes() for p in parts)
+    assert duration(tmp_path / "hls.mp4") == pytest.approx(3.0, abs=0.2)

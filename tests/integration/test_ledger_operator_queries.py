@@ -64,7 +64,9 @@ def test_selection_filters_by_state_source_and_first_event_time(ledger: Ledger):
     record(ledger, event(0), now=now - timedelta(hours=3))
     record(ledger, event(0, key=OTHER), now=now - timedelta(minutes=10))
     css_a = add_css(ledger, "s")
-    ledger.fail_recording(KEY.recording_id, "gave up", now)
+    failed_run = ledger.claim(KEY.recording_id, now=now)
+    assert failed_run is not None
+    ledger.fail_run(failed_run, now=now, error="gave up")
 
     assert ledger.select_recordings(state="failed") == [KEY.recording_id]
     assert ledger.select_recordings(source="css") == [css_a]

@@ -1,4 +1,8 @@
+from urllib.parse import urlsplit
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.css.fetch import (
     FetchError,
@@ -191,9 +195,58 @@ def test_fmp4_playlist_keeps_its_init_section():
         "",
         '#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI="k"\n#EXTINF:2,\ns.ts\n',
         "#EXTM3U\n#EXT-X-BYTERANGE:100@0\n#EXTINF:2,\ns.ts\n",
+        '#EXTM3U\n#EXT-X-MAP:URI="i.mp4",BYTERANGE="100@0"\n#EXTINF:2,\nf0.m4s\n',
+        '#EXTM3U\n#EXT-X-MAP:URI="a.mp4"\n#EXTINF:2,\nf0.m4s\n'
+        '#EXT-X-MAP:URI="b.mp4"\n#EXTINF:2,\nf1.m4s\n',
+        "#EXTM3U\n#EXT-X-MAP\n#EXTINF:2,\nf0.m4s\n",
+        "#EXTM3U\n#EXTINF:2,\ns0.ts\ns1.ts\n",
+        "#EXTM3U\n#EXTINF:two,\ns0.ts\n",
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=fast\nlow.m3u8\n",
     ],
-    ids=["html", "empty", "encrypted", "byterange"],
-)
+    ids=[
+        "html", "empty", "encrypted", "byterange", "byterange-init", "two-inits",
+        "map-without-uri", "uri-without-extinf", "bad-duration", "bad-bandwidth",
+    ],
+)  # fmt: skip
 def test_unusable_playlists_are_refused(text):
     with pytest.raises(PlaylistError):
         parse_playlist(text, "http://h/i.m3u8")
+
+
+def test_a_query_only_uri_resolves_against_the_playlist_itself():
+    """RFC 3986 resolution against the playlist's URL, as HLS says: `?part=1` is the
+    playlist's own path with that query, not its folder's."""
+    playlist = parse_playlist("#EXTM3U\n#EXTINF:2,\n?part=1\n", "http://h/p/i.m3u8?t=x")
+    assert playlist.segments == ("http://h/p/i.m3u8?part=1",)
+
+
+def test_a_byte_order_mark_and_blank_lines_are_allowed():
+    playlist = parse_playlist("\ufeff#EXTM3U\n\n#EXTINF:2,\n\ns0.ts\n\n", "http://h/i.m3u8")
+    assert playlist.segments == ("http://h/s0.ts",)
+
+
+TAGS = [
+    "#EXTM3U", "#EXTINF:2,", "#EXTINF:x,", "#EXT-X-STREAM-INF:BANDWIDTH=1", "#EXT-X-MAP:",
+    '#EXT-X-MAP:URI="i.mp4"', "#EXT-X-KEY:", "#EXT-X-KEY:METHOD=NONE",
+    "#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1", "#EXT-X-MEDIA:", "#EXT-X-BYTERANGE:",
+    "#EXT-X-TARGETDURATION:x", "#EXT-X-PROGRAM-DATE-TIME:x", "#EXT-X-PART:",
+    "#EXT-X-RENDITION-REPORT:", "#EXT-X-PRELOAD-HINT:", "#EXT-X-SESSION-KEY:", "seg.ts",
+    "http://10.0.0.1/s.ts", "",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(TAGS) | st.text(max_size=12), max_size=10))
+def test_any_text_is_a_playlist_or_a_playlist_error(lines):
+    """Whatever a server sends, parsing ends in PlaylistError or in a Playlist of absolute
+    URLs where a media playlist has one segment per URI line, never in another exception."""
+    text = "\n".join(["#EXTM3U", *lines])
+    try:
+        playlist = parse_playlist(text, "http://h/p/i.m3u8")
+    except PlaylistError:
+        return
+    uris = [u for u in (line.strip() for line in text.splitlines()) if u and u[0] != "#"]
+    if not playlist.variants:
+        assert len(playlist.segments) == len(uris)
+    urls = [u for _, u in playlist.variants] + list(playlist.segments) + [playlist.init or "h:"]
+    assert all(urlsplit(url).scheme for url in urls)
