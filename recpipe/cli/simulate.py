@@ -4,11 +4,33 @@ followed; the recording and its signed callbacks are made by recpipe/simulate.py
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from foundation.config import ConfigError, Settings, require_ffmpeg
-from recpipe.cli.common import fail, load_settings, open_ledger
+from recpipe.cli.common import fail, first_line, load_settings, open_ledger, operator_errors
+
+POST_TIMEOUT = 10.0
+
+
+@contextmanager
+def _posting_to(url: str) -> Iterator[None]:
+    """A webhook that does not answer is one line and exit 1, as every other failure."""
+    import requests
+
+    try:
+        yield
+    except requests.ConnectionError:
+        fail(
+            f"no webhook answers at {url} "
+            "(start one with `recpipe run` or `recpipe serve`, or pass --url)"
+        )
+    except requests.Timeout:
+        fail(f"the webhook at {url} did not answer within {POST_TIMEOUT:g}s")
+    except requests.RequestException as exc:
+        fail(f"posting to {url} failed: {first_line(exc)}")
 
 
 @click.group()
@@ -48,7 +70,9 @@ def simulate_gme(
         fail(str(exc), 2)
     sim = simulate_gme_recording(settings, biz, segments=segments, first_seconds=seconds, seed=seed)
     click.echo(f"recording {sim.recording_id}: {segments} segments in {settings.gme_source_url}")
-    statuses = post_callbacks(url.rstrip("/") + "/callbacks/gme", sim.callbacks)
+    endpoint = url.rstrip("/") + "/callbacks/gme"
+    with _posting_to(endpoint):
+        statuses = post_callbacks(endpoint, sim.callbacks, timeout=POST_TIMEOUT)
     for (label, _body, _sig), code in zip(sim.callbacks, statuses, strict=True):
         click.echo(f"  {label:<28} -> {code}")
     if any(code != 200 for code in statuses):
@@ -58,7 +82,8 @@ def simulate_gme(
         f"follow with: recpipe status {sim.recording_id}"
     )
     if wait:
-        _follow(settings, sim.recording_id, timeout)
+        with operator_errors():
+            _follow(settings, sim.recording_id, timeout)
 
 
 @simulate.command("css")
@@ -106,11 +131,16 @@ def simulate_css(
     except ConfigError as exc:
         fail(str(exc), 2)
     with tempfile.TemporaryDirectory(prefix="recpipe-css-") as tmp:
-        server = MediaServer(Path(tmp), host, port)
+        try:
+            server = MediaServer(Path(tmp), host, port)
+        except OSError as exc:
+            fail(f"cannot serve files on {host}:{port}: {exc.strerror or exc}")
         try:
             sim = simulate_css_recordings(key, appid, Path(tmp), server, seconds=seconds, seed=seed)
             click.echo(f"serving {len(sim.recordings)} recordings at {server.url('')}")
-            statuses = post_css_callbacks(url.rstrip("/") + "/callbacks/css", sim.callbacks)
+            endpoint = url.rstrip("/") + "/callbacks/css"
+            with _posting_to(endpoint):
+                statuses = post_css_callbacks(endpoint, sim.callbacks, timeout=POST_TIMEOUT)
             for (label, _body), code in zip(sim.callbacks, statuses, strict=True):
                 click.echo(f"  {label:<44} -> {code}")
             if any(code != 200 for code in statuses):
@@ -118,11 +148,12 @@ def simulate_css(
             click.echo(f"settles after {settings.settle_seconds:g}s of quiet")
             if wait:
                 ledger = open_ledger(settings)
-                for label, file_id in sim.recordings.items():
-                    found = ledger.find_recordings(file_id)
-                    if not found:
-                        fail(f"{label}: no recording in the ledger (is it the webhook's?)")
-                    _follow(settings, found[0], timeout)
+                with operator_errors():
+                    for label, file_id in sim.recordings.items():
+                        found = ledger.find_recordings(file_id)
+                        if not found:
+                            fail(f"{label}: no recording in the ledger (is it the webhook's?)")
+                        _follow(settings, found[0], timeout)
             else:
                 click.echo(
                     f"serving for {serve_seconds:g}s; follow with: recpipe status "

@@ -19,6 +19,8 @@ from recpipe.cli.common import (
     resolve,
 )
 
+_NO_WIDTH = 100_000  # rich's width for output that is not a terminal
+
 
 @click.command()
 @click.argument("recording_id", required=False)
@@ -35,14 +37,14 @@ def status(
     --json a single recording is an object, several (a TaskID of several users) a list.
     """
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
     choice_option(state, "--state", RECORDING_STATES)
     choice_option(source, "--source", SOURCES)
     settings = load_settings()
     ledger = open_ledger(settings)
     console = Console()
+    if not console.is_terminal:  # a pipe or a file has no width: nothing is wrapped or cut
+        console.width = _NO_WIDTH
     with operator_errors():
         if recording_id is None:
             recordings = ledger.recent_recordings(limit=limit, state=state, source=source)
@@ -53,12 +55,10 @@ def status(
                 ]
                 click.echo(json.dumps(rows, indent=2))
                 return
-            table = Table("recording", "source", "state", "rev", "age", "notification", "error")
-            for r in recordings:
-                table.add_row(
-                    Text(r.id), r.source, r.state, str(r.revision), age(r.created_at),
-                    notified.get(r.id, "-"), Text(r.error or ""),
-                )  # fmt: skip
+            table = _recordings_table(recordings, notified)
+            # A terminal keeps its width unless the columns that never wrap need more.
+            needed = console.measure(table, options=console.options.update_width(_NO_WIDTH))
+            console.width = max(console.width, needed.minimum)
             console.print(table)
             return
         details = [_recording_detail(ledger, rid) for rid in resolve(ledger, (recording_id,))]
@@ -67,6 +67,27 @@ def status(
         return
     for detail in details:
         _print_detail(console, detail)
+
+
+def _recordings_table(recordings: list[Any], notified: dict[str, str]) -> Any:
+    """Every column but the error keeps its values whole (ids are copied into the next
+    command); the error wraps."""
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [
+        (r.id, r.source, r.state, str(r.revision), age(r.created_at), notified.get(r.id, "-"))
+        for r in recordings
+    ]
+    table = Table()
+    headers = ("recording", "source", "state", "rev", "age", "notification")
+    for i, header in enumerate(headers):
+        widest = max([len(header), *(len(row[i]) for row in rows)])
+        table.add_column(header, no_wrap=True, min_width=widest)
+    table.add_column("error")
+    for row, r in zip(rows, recordings, strict=True):
+        table.add_row(*map(Text, row), Text(r.error or ""))
+    return table
 
 
 def _iso(value: datetime | None) -> str | None:
