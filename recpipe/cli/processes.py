@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from recpipe.cli.common import fail, load_settings
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the webhook on gunicorn (a production WSGI server)."""
     settings = load_settings()
+    _check_can_listen(host, port)
     # Before anything imports prometheus_client: /metrics adds up every gunicorn process.
     from foundation import metrics
 
@@ -53,6 +55,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
                 "timeout": 60,
                 "graceful_timeout": 20,
                 "keepalive": 5,
+                # Nothing uses gunicornc; its socket would go to ~/.gunicorn, outside the data dir.
+                "control_socket_disable": True,
                 "child_exit": lambda _server, worker: metrics.mark_process_dead(worker.pid),
             }
             for key, value in options.items():
@@ -62,6 +66,20 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             return create_app(settings)
 
     Server().run()
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """A port in use is one line and exit 1 (gunicorn retries it for five seconds, logging
+    ten lines). The probe binds as gunicorn does, with SO_REUSEADDR."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @click.command()
