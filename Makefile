@@ -29,10 +29,11 @@ simulate: setup ## post a simulated GME recording to `make run` and follow it to
 simulate-css: setup ## post simulated CSS recordings (split mp4, HLS) to `make run` and follow them
 	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and the import contracts (lint-imports: which room may import which)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: setup services lint ## everything: lint, types, unit and integration tests on real services
 	$(BIN)/pytest

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +15,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from kombu import Connection, Exchange, Queue
 
 from storage.ledger import Ledger, utcnow
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from webhook.callbacks import parse_css, parse_gme
 
 pytestmark = pytest.mark.integration
@@ -419,3 +422,88 @@ def test_doctor_reports_a_bad_configuration_and_stops(env):
     assert result.stdout.splitlines() == [
         "FAIL configuration: RECPIPE_ARCHIVE_URL: scheme must be one of s3, file, got 'ftp://x/y'"
     ]
+
+
+# -- a newcomer's first commands: simulate, serve, status in a pipe -------------------
+
+
+def _without_columns() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
+@pytest.mark.parametrize("kind", ["gme", "css"])
+def test_simulate_with_no_webhook_running_is_one_line(env, kind):
+    """`recpipe simulate gme|css` when nothing listens at --url: one line naming the URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    css = {"RECPIPE_CSS_CALLBACK_KEY": "cli-test-css", "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1"}
+    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1")
+    one_line_failure(result, f"no webhook answers at {url}/callbacks/{kind}")
+
+
+@pytest.mark.parametrize(
+    "terminal",
+    [{}, {"COLUMNS": "40"}, {"COLUMNS": "40", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}],
+    ids=["pipe", "pipe-40-columns", "terminal-40-columns"],
+)
+def test_status_table_keeps_recording_ids_whole_in_a_pipe_at_any_width(env, ledger, terminal):
+    """Piped to a file (no tty: rich's 80 columns) or on a narrow terminal, every recording
+    id and state in the table is on one line, whole, so it can be copied into the next
+    command."""
+    ids = [store(ledger, 0, user=user).recording_id for user in ("999", "1000")]
+    failed = store(ledger, 0, user="1001").recording_id
+    run_id = ledger.claim(failed, now=utcnow(), force=True)
+    assert run_id is not None
+    ledger.fail_run(run_id, now=utcnow(), error="fetch failed: " + "a long reason " * 8)
+    result = subprocess.run(
+        [sys.executable, "-m", "recpipe", "status"],
+        env={**_without_columns(), **env, **terminal},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for rid in [*ids, failed]:
+        assert any(rid in line for line in lines), (rid, result.stdout)
+    assert any(failed in line and " failed " in line for line in lines), result.stdout
+    assert sum(" collecting " in line for line in lines) == 2, result.stdout
+
+
+def test_serve_on_a_port_in_use_is_one_line(env):
+    """Another process listens on --port: one line and exit 1, not gunicorn's retries."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(env, "serve", "--port", str(port))
+    one_line_failure(result, f"cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_serve_makes_no_control_socket_outside_the_data_dir(env, tmp_path):
+    """gunicorn's control socket would go to ~/.gunicorn (or $XDG_RUNTIME_DIR): recpipe
+    turns it off, so serving writes nothing outside RECPIPE_DATA_DIR."""
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recpipe", "serve", "--port", str(port)],
+        env={**child_env, **env, "HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="the webhook to answer")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=60)
+    assert "Control socket" not in err, err
+    assert list(home.iterdir()) == []
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recpipe.timespec import BadTimeError, parse_when
+from recpipe.cli.timespec import BadTimeError, parse_when
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from typing import NoReturn
-
 import click
 
-from foundation.config import ConfigError, Settings
+from recpipe.cli.common import fail, load_settings
 from storage.domain import NotificationState
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"recpipe: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command()
@@ -38,10 +30,7 @@ def redeliver(
 
     if not recording_ids and not all_failed:
         fail("name recordings (id or TaskID) or pass --all-failed")
-    try:
-        configure(Settings.from_env())
-    except ConfigError as exc:
-        fail(f"configuration error: {exc}", 2)
+    configure(load_settings())
     ledger = context.ledger()
     states = {NotificationState.FAILED}
     if include_disabled:

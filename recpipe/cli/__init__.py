@@ -1,0 +1,30 @@
+"""The `recpipe` command: the `main` group, with one module per command group.
+
+processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
+redeliver; doctor.py; simulate.py: simulate gme|css. What they share (one-line failures,
+settings, the ledger and broker of the operator commands) is in common.py.
+"""
+
+from __future__ import annotations
+
+import click
+
+from recpipe.cli.common import fail, load_settings
+from recpipe.cli.delivery import redeliver
+from recpipe.cli.doctor import doctor
+from recpipe.cli.processes import migrate, run, serve
+from recpipe.cli.replay import replay
+from recpipe.cli.reprocess import reprocess
+from recpipe.cli.simulate import simulate
+from recpipe.cli.status import status
+
+__all__ = ["fail", "load_settings", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """recpipe: Tencent Cloud GME/CSS recording callbacks in, archived media out."""
+
+
+for command in (serve, migrate, run, status, reprocess, replay, doctor, simulate, redeliver):
+    main.add_command(command)
