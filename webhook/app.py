@@ -49,6 +49,7 @@ def create_app(
         metrics.REQUEST_SECONDS.labels(route, request.method).observe(
             time.perf_counter() - g.get("started", time.perf_counter())
         )
+        metrics.RESPONSES.labels(route, str(response.status_code)).inc()
         return response
 
     def answer_callback(provider: str) -> tuple[Response, int]:
@@ -98,7 +99,7 @@ def create_app(
 
     @app.get("/metrics")
     def metrics_view() -> Response:
-        payload, content_type = metrics.render(ledger)
+        payload, content_type = metrics.render(ledger, settings)
         return Response(payload, content_type=content_type)
 
     @app.errorhandler(HTTPException)
