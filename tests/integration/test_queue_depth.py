@@ -10,6 +10,7 @@ from kombu import Connection, Exchange, Queue
 
 from foundation.config import Settings
 from foundation.queues import QueueDepth
+from tests.conftest import wait_for
 from tests.integration.test_observe import closed_port
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,10 @@ def test_queue_depth_counts_messages_waiting_in_the_broker(broker: str, request,
         for n in range(3):
             producer.publish({"n": n}, exchange=media.exchange, routing_key="media",
                              declare=[media], priority=9 if n == 2 else None)  # fmt: skip
-    found = scrape(settings)
+    # An AMQP publish is not confirmed: the broker may count it a moment later.
+    found = wait_for(
+        lambda: (d := scrape(settings))["recpipe_queue_depthmedia"] >= 3 and d, timeout=10
+    )
     assert (found["recpipe_queue_depthmedia"], found["recpipe_queue_depthlight"]) == (3, 0)
 
 
