@@ -158,10 +158,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every sample name recpipe's /metrics answers carry: a webhook on a migrated ledger
     and the worker metrics (chain steps, queue wait, notifications, heartbeats) with one
     observation each, scraped from the webhook's own /metrics in this (single) process."""
+    from recpipe.webapp import create_app
     from storage.ledger import Ledger
     from tasks import liveness
     from tasks import metrics as worker_metrics
-    from webhook.app import create_app
 
     worker_metrics.initialize()
     worker_metrics.observe_step("fetch", 1.0)
