@@ -166,6 +166,9 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.state is WAITING:  # closed between requests: the usual end of keep-alive
+            self.close()
+            return True
         self.h11.receive_data(b"")
         self._advance()
         return True  # keep the write side open: a half-closed client still gets its answer
@@ -205,7 +208,9 @@ class HttpConnection(asyncio.Protocol):
                 return
 
     def _begin(self, request: h11.Request) -> None:
-        if len(request.headers) > self.limits.max_headers:
+        # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+        head = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if len(request.headers) > self.limits.max_headers or head > self.limits.max_header_bytes:
             self.refuse(431, "headers_too_large")
             return
         self.request, self.body, self.declared = request, bytearray(), None
