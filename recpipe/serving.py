@@ -126,7 +126,18 @@ def _backlog() -> int:
 
 # -- one connection ---------------------------------------------------------------------
 
-READING, WAITING, ANSWERING, CLOSED = "reading", "waiting", "answering", "closed"
+READING, WAITING, ANSWERING, LINGERING, CLOSED = (
+    "reading",
+    "waiting",
+    "answering",
+    "lingering",
+    "closed",
+)
+# After answering a request whose body was not read (413), what the client still sends is
+# read and dropped for a while before closing: closing with unread data would make the
+# kernel reset the connection, and the client could lose the answer.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 
 class HttpConnection(asyncio.Protocol):
@@ -147,6 +158,7 @@ class HttpConnection(asyncio.Protocol):
         self.declared: int | None = None
         self.close_after = False
         self.eof = False
+        self.discarded = 0
 
     # asyncio calls these
 
@@ -158,6 +170,11 @@ class HttpConnection(asyncio.Protocol):
         self.front.opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.state is LINGERING:
+            self.discarded += len(data)
+            if self.discarded > LINGER_BYTES and self.transport is not None:
+                self.transport.abort()
+            return
         if self.state is WAITING:
             self.state = READING
             self._arm(self.limits.request_seconds, "slow_request")
@@ -166,6 +183,10 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.state is LINGERING and self.transport is not None:
+            self.state = CLOSED
+            self.transport.close()
+            return True
         if self.state is WAITING:  # closed between requests: the usual end of keep-alive
             self.close()
             return True
@@ -262,6 +283,9 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(500, None)
             return
         self._write(out)
+        if self.close_after and not self.eof:
+            self._linger()
+            return
         if self.h11.our_state is h11.MUST_CLOSE or self.close_after or self.front.stopping:
             self.close()
             return
@@ -299,6 +323,15 @@ class HttpConnection(asyncio.Protocol):
             self.state = CLOSED
             self.transport.close()
             self._arm(self.limits.keepalive_seconds, None)
+
+    def _linger(self) -> None:
+        """Close our side once the answer is out, and drop what the client still sends."""
+        if self.transport is None:
+            return
+        self.state = LINGERING
+        self.transport.write_eof()
+        self.transport.resume_reading()
+        self._arm(LINGER_SECONDS, None)
 
     def abort(self, reason: str) -> None:
         CLOSED_CONNECTIONS.labels(reason).inc()
