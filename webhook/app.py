@@ -34,7 +34,7 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
-        # gunicorn's threads serve many requests: each starts with an empty log context.
+        # The server's threads serve many requests: each starts with an empty log context.
         structlog.contextvars.clear_contextvars()
 
     @app.after_request
