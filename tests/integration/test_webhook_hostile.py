@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import func, select
-from storage.models import Callback
 
+from storage.ledger.tables import Callback
 from tests.conftest import wait_for
 from tests.hostile_clients import flood
 from tests.integration.test_observe import sample
