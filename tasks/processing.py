@@ -3,6 +3,7 @@ step timed in the ledger and in metrics."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,10 +17,10 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from storage.domain import SegmentState
 from storage.ledger import Ledger, RunView, utcnow
 from tasks import metrics
-from tasks.archive import publish
+from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
 from tasks.gme.settle import missing_seq_nos
-from tasks.gme.steps import concatenate, fetch_sources, transcode
+from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.tools import MediaError
 from tasks.services import Services, bind_recording
 
@@ -108,23 +109,37 @@ def _gme_media(
             label=recording.id, concurrency=cfg.fetch_concurrency, heartbeat=step.heartbeat,
         )  # fmt: skip
     with step("concat"):
+        timeline = place_sources(
+            sources, zone=cfg.gme_time_zone, gap_seconds=cfg.gap_seconds,
+            pad=cfg.gme_gaps == "pad",
+        )  # fmt: skip
         joined, plan = concatenate(
-            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
-        )
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat,
+            timeline=timeline,
+        )  # fmt: skip
     with step("transcode"):
         outputs = transcode(
             joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
-            label=recording.id, heartbeat=step.heartbeat,
+            label=recording.id, heartbeat=step.heartbeat, timeline=timeline,
         )  # fmt: skip
+    placement = timeline.as_json()
     with step("archive"):
-        artifacts, manifest_url = publish(services.archive, run, sources, outputs, missing)
+        artifacts, manifest_url = publish(
+            services.archive, run, sources, outputs, missing, extra=placement,
+            sidecars=[(TIMELINE, json_bytes(placement), "application/json")],
+        )  # fmt: skip
     result: dict[str, Any] = {
         "included": [s.seq_no for s in sources],
         "missing": missing,
         "artifacts": artifacts,
         "sources": [s.manifest_entry() for s in sources],
+        **placement,
     }
     return result, manifest_url
+
+
+def json_bytes(value: object) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False).encode()
 
 
 def _css_media(

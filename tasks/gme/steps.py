@@ -1,5 +1,6 @@
-"""The media steps of a GME recording: fetch its segments, join them in SeqNo order,
-transcode to every RECPIPE_AUDIO_FORMATS output (tools run by `tasks.media.tools`)."""
+"""The media steps of a GME recording: fetch its segments, join them in SeqNo order on
+the room's clock (`tasks.gme.timeline`), transcode to every RECPIPE_AUDIO_FORMATS output
+(tools run by `tasks.media.tools`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timezone
 from functools import partial
 from pathlib import Path
 
 from storage.objectstore import ObjectStore
+from tasks.gme.timeline import SegmentPiece, Timeline, place
 from tasks.media import ffmpeg as cmd
 from tasks.media.ffmpeg import AudioProbe, ConcatPlan
 from tasks.media.tools import (
@@ -85,6 +88,14 @@ def fetch_sources(
     return results
 
 
+def place_sources(
+    sources: Sequence[SourceFile], *, zone: timezone, gap_seconds: float, pad: bool
+) -> Timeline:
+    """The fetched segments on the room's clock, by their FileNames' times and lengths."""
+    pieces = [SegmentPiece(s.seq_no, s.key, s.probe.duration_s) for s in sources]
+    return place(pieces, zone=zone, gap_seconds=gap_seconds, pad=pad)
+
+
 def concatenate(
     sources: Sequence[SourceFile],
     scratch: Path,
@@ -92,20 +103,27 @@ def concatenate(
     *,
     label: str,
     heartbeat: Heartbeat | None = None,
+    timeline: Timeline | None = None,
 ) -> tuple[Path, ConcatPlan]:
     """Join in SeqNo order. Segments that agree need no joined file: the answer is a
     concat-demuxer list, which `transcode` reads straight through (one ffmpeg, no
     intermediate copy of the recording). Segments that differ are decoded into one
-    lossless FLAC file at the richest layout."""
+    lossless FLAC file at the richest layout. The `timeline`'s pauses are declared in
+    the list (and filled by `transcode`) or padded with silence in the FLAC file."""
     ordered = sorted(sources, key=lambda s: s.seq_no)
     plan = cmd.plan_concat([s.probe for s in ordered])
+    pauses = [timeline.gap_after(s.seq_no) if timeline else 0.0 for s in ordered]
     if plan.copy:
         list_file = scratch / "concat.txt"
-        list_file.write_text(cmd.concat_list([s.path for s in ordered]))
+        spans = [
+            s.probe.duration_s + pause if pause > 0 else None
+            for s, pause in zip(ordered, pauses, strict=True)
+        ]
+        list_file.write_text(cmd.concat_list([s.path for s in ordered], spans))
         return list_file, plan
     output = scratch / f"joined.{plan.extension}"
     run_tool(
-        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output),
+        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output, pauses),
         f"concatenating recording {label}",
         heartbeat,
     )
@@ -122,12 +140,19 @@ def transcode(
     *,
     label: str,
     heartbeat: Heartbeat | None = None,
+    timeline: Timeline | None = None,
 ) -> list[Output]:
     out_dir = scratch / "out"
     out_dir.mkdir(exist_ok=True)
     targets = [(fmt, out_dir / cmd.output_name(stem, fmt)) for fmt in formats]
+    # Pauses in a concat list are holes in the timestamps, filled here; a joined file
+    # already holds them as silence.
+    fill_gaps = plan.copy and timeline is not None and bool(timeline.gaps)
+    args = cmd.transcode_command(
+        tools.ffmpeg, joined, plan.extension, targets, concat_list=plan.copy, fill_gaps=fill_gaps
+    )
     run_tool(
-        cmd.transcode_command(tools.ffmpeg, joined, plan.extension, targets, concat_list=plan.copy),
+        args,
         f"transcoding recording {label}",
         heartbeat,
     )

@@ -35,7 +35,7 @@ def recording_object(run: RunView) -> dict[str, Any]:
 
 def notification_body(run: RunView) -> dict[str, Any]:
     result = run.result
-    return {
+    body = {
         "type": event_type(run),
         "recording": recording_object(run),
         "segments": {
@@ -47,6 +47,11 @@ def notification_body(run: RunView) -> dict[str, Any]:
         "error": None if run.state == RunState.ARCHIVED else (run.error or "unknown error"),
         "timestamp": (run.finished_at or datetime.now(UTC)).isoformat(),
     }
+    if run.recording.source == "gme":
+        # Where each segment sits on the room's clock (CONTRACT.md: time, rooms).
+        for key in ("timeline", "gaps", "speech"):
+            body[key] = list(result.get(key) or [])
+    return body
 
 
 def encode(body: dict[str, Any]) -> str:
