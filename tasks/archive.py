@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from storage.domain import RunView, slug
@@ -14,8 +15,8 @@ from tasks.media.tools import Output, describe
 
 MANIFEST = "manifest.json"
 TIMELINE = "timeline.json"
-# A small file published beside the media: (name, content, MIME type).
-Sidecar = tuple[str, bytes, str]
+# A file published beside the media: (name, content or a file holding it, MIME type).
+Sidecar = tuple[str, bytes | Path, str]
 
 
 class ManifestSource(Protocol):
@@ -82,7 +83,10 @@ def publish(
         entries.append({**entry, "key": key})
         artifacts.append({"url": store.url(key), **entry})
     for name, data, mime in sidecars:
-        store.put_bytes(prefix + name, data, mime)
+        if isinstance(data, Path):
+            store.put(prefix + name, data, mime)
+        else:
+            store.put_bytes(prefix + name, data, mime)
         keep.add(prefix + name)
     manifest_key = prefix + MANIFEST
     manifest = build_manifest(run, sources, entries, missing, extra)

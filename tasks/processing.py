@@ -21,6 +21,7 @@ from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
 from tasks.gme.settle import missing_seq_nos
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
+from tasks.media.audio import Finishing
 from tasks.media.tools import MediaError
 from tasks.services import Services, bind_recording
 
@@ -118,15 +119,23 @@ def _gme_media(
             timeline=timeline,
         )  # fmt: skip
     with step("transcode"):
-        outputs = transcode(
+        finished = transcode(
             joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
             label=recording.id, heartbeat=step.heartbeat, timeline=timeline,
+            finishing=Finishing(cfg.loudness_lufs, cfg.silence_db),
         )  # fmt: skip
-    placement = timeline.as_json()
+    user = str(recording.identity.get("UserID") or "")
+    # What players read beside the media (timeline.json), also in the manifest and body.
+    placement = {**timeline.as_json(), "speech": [{"UserID": user, "spans": finished.speech}]}
     with step("archive"):
         artifacts, manifest_url = publish(
-            services.archive, run, sources, outputs, missing, extra=placement,
-            sidecars=[(TIMELINE, json_bytes(placement), "application/json")],
+            services.archive, run, sources, finished.outputs, missing,
+            extra={**placement, "loudness": finished.loudness(),
+                   "peaks": finished.peaks.name, "timeline_file": TIMELINE},
+            sidecars=[
+                (TIMELINE, json_bytes(placement), "application/json"),
+                (finished.peaks.name, finished.peaks, "application/json"),
+            ],
         )  # fmt: skip
     result: dict[str, Any] = {
         "included": [s.seq_no for s in sources],
@@ -134,6 +143,7 @@ def _gme_media(
         "artifacts": artifacts,
         "sources": [s.manifest_entry() for s in sources],
         **placement,
+        "loudness": finished.loudness(),
     }
     return result, manifest_url
 

@@ -9,21 +9,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timezone
-from functools import partial
 from pathlib import Path
 
 from storage.objectstore import ObjectStore
 from tasks.gme.timeline import SegmentPiece, Timeline, place
 from tasks.media import ffmpeg as cmd
+from tasks.media.audio import KEEP_LEVELS, Finished, Finishing, finish_track
 from tasks.media.ffmpeg import AudioProbe, ConcatPlan
+from tasks.media.finish import input_args, peaks_name
 from tasks.media.tools import (
     HEARTBEAT_SECONDS,
     Heartbeat,
     MediaError,
-    Output,
     Tools,
-    describe_outputs,
-    output_seconds,
     probe,
     run_tool,
 )
@@ -141,19 +139,27 @@ def transcode(
     label: str,
     heartbeat: Heartbeat | None = None,
     timeline: Timeline | None = None,
-) -> list[Output]:
+    finishing: Finishing = KEEP_LEVELS,
+) -> Finished:
+    """Every format of the joined track, normalized per `finishing`, with its speech spans
+    and `<stem>.peaks.json` (`tasks.media.audio.finish_track`)."""
     out_dir = scratch / "out"
     out_dir.mkdir(exist_ok=True)
     targets = [(fmt, out_dir / cmd.output_name(stem, fmt)) for fmt in formats]
     # Pauses in a concat list are holes in the timestamps, filled here; a joined file
     # already holds them as silence.
     fill_gaps = plan.copy and timeline is not None and bool(timeline.gaps)
-    args = cmd.transcode_command(
-        tools.ffmpeg, joined, plan.extension, targets, concat_list=plan.copy, fill_gaps=fill_gaps
+    copy = plan.extension if plan.extension in cmd.COPY_CODECS and not fill_gaps else None
+    return finish_track(
+        input_args(joined, concat_list=plan.copy),
+        targets,
+        out_dir / peaks_name(stem),
+        tools,
+        finishing,
+        sample_rate=plan.sample_rate,
+        channels=plan.channels,
+        pre_filter=cmd.FILL_GAPS if fill_gaps else "",
+        copy_format=copy,
+        label=label,
+        heartbeat=heartbeat,
     )
-    run_tool(
-        args,
-        f"transcoding recording {label}",
-        heartbeat,
-    )
-    return describe_outputs(targets, partial(output_seconds, tools), label=label)
