@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from storage.domain import RunView, slug
+from storage.domain.rooms import ROOM_SOURCE
 from storage.objectstore import ObjectStore
 from tasks.media.ffmpeg import content_type
 from tasks.media.tools import Output, describe
@@ -32,6 +33,8 @@ def archive_prefix(run: RunView) -> str:
     """Same for every revision of a recording, so reprocessing replaces, never duplicates."""
     rec = run.recording
     owner = rec.identity.get("BizID") or rec.details.get("appid") or "_"
+    if rec.source == ROOM_SOURCE:  # a room lives beside its users' recordings
+        return f"gme/{slug(str(owner))}/rooms/{rec.id}/"
     return f"{rec.source}/{slug(str(owner))}/{rec.id}/"
 
 

@@ -99,6 +99,7 @@ def finish_track(
     channels: int = 2,
     pre_filter: str = "",
     copy_format: str | None = None,
+    source_graph: str = "",
     label: str,
     heartbeat: Heartbeat | None = None,
 ) -> Finished:
@@ -109,7 +110,7 @@ def finish_track(
     target = finishing.target_lufs
     if target is not None:
         log = run_tool_streaming(
-            finish.measure_command(tools.ffmpeg, inputs, pre_filter, target),
+            finish.measure_command(tools.ffmpeg, inputs, pre_filter, target, source_graph),
             f"measuring the loudness of {what}",
             _nothing,
             heartbeat,
@@ -120,7 +121,7 @@ def finish_track(
         finish.finish_command(
             tools.ffmpeg, inputs, targets, pre_filter=pre_filter, sample_rate=sample_rate,
             channels=channels, target_lufs=target, measured=measured,
-            silence_db=finishing.silence_db, copy_format=copy_format,
+            silence_db=finishing.silence_db, copy_format=copy_format, source_graph=source_graph,
         ),
         f"transcoding {what}",
         collector.feed,

@@ -61,10 +61,19 @@ def input_args(source: Path, *, concat_list: bool) -> list[str]:
 
 
 def measure_command(
-    ffmpeg: str, inputs: Sequence[str], pre_filter: str, target_lufs: float
+    ffmpeg: str,
+    inputs: Sequence[str],
+    pre_filter: str,
+    target_lufs: float,
+    source_graph: str = "",
 ) -> list[str]:
-    """The measuring pass: loudnorm's first pass over the whole track, no output."""
+    """The measuring pass: loudnorm's first pass over the whole track, no output. With a
+    `source_graph` (several inputs made into `[mix]`), that graph is the track."""
     chain = ",".join(f for f in (pre_filter, _loudnorm(target_lufs)) if f)
+    if source_graph:
+        graph = f"{source_graph};[mix]{chain}[measured]"
+        return [ffmpeg, *_BASE, *inputs, "-filter_complex", graph, "-map", "[measured]",
+                "-f", "null", "-"]  # fmt: skip
     return [ffmpeg, *_BASE, *inputs, "-map", "0:a:0", "-af", chain, "-f", "null", "-"]
 
 
@@ -80,11 +89,13 @@ def finish_command(
     measured: Loudness | None,
     silence_db: float,
     copy_format: str | None = None,
+    source_graph: str = "",
 ) -> list[str]:
     """The finishing pass: one decode, normalized (when a target and an audible
     measurement are given) and split to every encoder and to the analysis branch, whose
     16 kHz mono s16le samples go to stdout. An output in `copy_format` is copied from
-    the input instead when nothing is normalized (the caller knows there is no gap)."""
+    the input instead when nothing is normalized (the caller knows there is no gap).
+    With a `source_graph` (several inputs made into `[mix]`), that graph is the track."""
     steps = [pre_filter] if pre_filter else []
     if target_lufs is not None and measured is not None and measured.audible:
         # loudnorm works at 192 kHz and leaves the layout open: both back as they were.
@@ -95,11 +106,14 @@ def finish_command(
             f"aformat=channel_layouts={layout}",
         ]
         copy_format = None  # a normalized output is always encoded
+    if source_graph:
+        copy_format = None  # a mix is made, never copied
     encoded = [(fmt, path) for fmt, path in outputs if fmt != copy_format]
     branches = len(encoded) + 1
     head = ",".join([*steps, f"asplit={branches}"]) if branches > 1 else ",".join(steps)
     labels = [f"[o{i}]" for i in range(len(encoded))]
-    graph = f"[0:a:0]{head or 'anull'}{''.join(labels)}[m];"
+    start = f"{source_graph};[mix]" if source_graph else "[0:a:0]"
+    graph = f"{start}{head or 'anull'}{''.join(labels)}[m];"
     analysis = [f"silencedetect=n={silence_db}dB:d={LONGEST_BRIDGED_PAUSE_S}"]
     if target_lufs is None or measured is None or not measured.audible:
         analysis.append("ebur128=peak=true")  # the level as it stays, for the manifest
