@@ -116,8 +116,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--out", default="bench/out")
+    parser.add_argument("--quick", action="store_true", help="3 users of 5 minutes")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.users, args.minutes = 3, 5.0
     if args.child:
         spec = json.loads(Path(args.child[0]).read_text())
         Path(args.child[1]).write_text(json.dumps(child(spec)))
