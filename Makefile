@@ -50,3 +50,4 @@ bench: setup services ## all benchmarks with their baselines (README "Benchmarks
 	$(BIN)/python bench/gme_chain.py $(BENCH_ARGS)
 	$(BIN)/python bench/webhook_load.py $(BENCH_ARGS)
 	$(BIN)/python bench/burst.py $(BENCH_ARGS)
+	$(BIN)/python bench/room_mix.py $(BENCH_ARGS)

@@ -4,8 +4,9 @@ For each recording length it
   1. makes a GME-like recording of mp3 segments with ffmpeg (cached under --out),
   2. puts the segments into a source store: a moto S3 server (default) or a directory,
   3. runs recpipe's `tasks.processing.process` for that recording in a fresh process, and
-  4. runs the same work without recpipe (download, one ffmpeg concat+AAC, one upload),
-     also in a fresh process,
+  4. runs the same work without recpipe (download; loudnorm's measuring pass, then one
+     ffmpeg pass that normalizes, encodes AAC, detects silence and writes a 16 kHz copy
+     for numpy's waveform peaks; one upload), also in a fresh process,
 then prints wall times and peak memory and writes them as JSON to --out.
 
     python bench/gme_chain.py [--hours 1,4] [--segment-minutes 5] [--store s3|file] [--out DIR]
@@ -311,7 +312,8 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
-    """The same work with no recpipe: download, one ffmpeg concat → AAC, one upload."""
+    """The same work with no recpipe: download, measure, normalize + encode + silence +
+    peaks (`bare_finish`), one upload."""
     stores = spec["stores"]
     scratch = Path(tempfile.mkdtemp(prefix="baseline-", dir=spec["scratch"]))
     client = s3_client(stores["endpoint"]) if spec["kind"] == "s3" else None
@@ -336,14 +338,8 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     list_file = scratch / "list.txt"
     list_file.write_text("".join(f"file '{p.resolve()}'\n" for p in local))
     output = scratch / "out.m4a"
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-f", "concat", "-safe", "0", "-i", str(list_file),
-            "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output),
-        ],
-        check=True,
-    )  # fmt: skip
+    finished = bare_finish(["-f", "concat", "-safe", "0", "-i", str(list_file)], output, scratch)
+    steps["measure"], steps["normalize+encode"] = finished["measure"], finished["encode"]
     steps["concat+transcode"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -367,6 +363,49 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     }
     shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+def bare_finish(inputs: list[str], output: Path, scratch: Path) -> dict[str, float]:
+    """What recpipe's transcode does, as a bare script would: loudnorm's measuring pass,
+    then one pass normalizing linearly to -16 LUFS (true peak -1 dBTP), encoding AAC,
+    detecting silence at -40 dB and writing a 16 kHz mono copy whose min/max per 320
+    samples numpy takes (the waveform peaks)."""
+    import numpy as np
+
+    norm = "loudnorm=I=-16:TP=-1:LRA=11"
+    mark = time.perf_counter()
+    measured = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", *inputs,
+         "-af", f"{norm}:print_format=json", "-f", "null", "-"],
+        check=True, capture_output=True, text=True,
+    ).stderr  # fmt: skip
+    m = json.loads(measured[measured.rfind("{") : measured.rfind("}") + 1])
+    measure_s = time.perf_counter() - mark
+    mark = time.perf_counter()
+    linear = (
+        f"{norm}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
+        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:linear=true"
+    )
+    raw = scratch / "peaks.s16"
+    graph = (
+        f"[0:a:0]{linear},aresample={SAMPLE_RATE},aformat=channel_layouts=mono,asplit=2[o][m];"
+        "[m]silencedetect=n=-40dB:d=0.5,aresample=16000,"
+        "aformat=sample_fmts=s16:channel_layouts=mono[w]"
+    )
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y", *inputs,
+         "-filter_complex", graph,
+         "-map", "[o]", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output),
+         "-map", "[w]", "-f", "s16le", str(raw)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    samples = np.memmap(raw, dtype="<i2", mode="r")
+    usable = len(samples) - len(samples) % 320
+    pixels = samples[:usable].reshape(-1, 320)
+    (scratch / "peaks.json").write_text(
+        json.dumps({"data": np.stack([pixels.min(1), pixels.max(1)], 1).ravel().tolist()})
+    )
+    return {"measure": measure_s, "encode": time.perf_counter() - mark}
 
 
 def run_child(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +35,12 @@ class Settings:
     settle_seconds: float = 120.0
     max_wait_seconds: float = 3600.0
     audio_formats: tuple[str, ...] = ("m4a",)
+    # Time, rooms and what comes with the audio (GME): CONTRACT.md.
+    gme_gaps: str = "pad"
+    gap_seconds: float = 2.0
+    gme_time_zone: timezone = timezone(timedelta(hours=8))
+    loudness_lufs: float | None = -16.0
+    silence_db: float = -40.0
     max_body_bytes: int = 64 * 1024
     gme_replay_window_seconds: float = 0.0
     gme_key_scope: bool = True
@@ -97,6 +105,11 @@ class Settings:
             settle_seconds=_number(env, "RECPIPE_SETTLE_SECONDS", 120.0),
             max_wait_seconds=_number(env, "RECPIPE_MAX_WAIT_SECONDS", 3600.0),
             audio_formats=_formats(env.get("RECPIPE_AUDIO_FORMATS", "m4a")),
+            gme_gaps=_choice(env, "RECPIPE_GME_GAPS", ("pad", "join")),
+            gap_seconds=_number(env, "RECPIPE_GAP_SECONDS", 2.0),
+            gme_time_zone=parse_zone(env.get("RECPIPE_GME_TIME_ZONE") or "+08:00"),
+            loudness_lufs=_loudness(env.get("RECPIPE_LOUDNESS_LUFS") or "-16"),
+            silence_db=_decibels(env, "RECPIPE_SILENCE_DB", -40.0),
             max_body_bytes=int(_number(env, "RECPIPE_MAX_BODY_BYTES", 64 * 1024)),
             gme_replay_window_seconds=_number(env, "RECPIPE_GME_REPLAY_WINDOW_SECONDS", 0.0),
             gme_key_scope=_choice(env, "RECPIPE_GME_KEY_SCOPE", ("bizid", "off")) == "bizid",
@@ -140,6 +153,50 @@ def parse_gme_keys(text: str) -> dict[int, bytes]:
             )
         keys[int(biz)] = key.encode()
     return keys
+
+
+_ZONE = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})?$")
+
+
+def parse_zone(text: str, name: str = "RECPIPE_GME_TIME_ZONE") -> timezone:
+    """`+08:00`, `+0800`, `-05`, `UTC+8`, `Z` or `UTC` as a fixed offset."""
+    value = text.strip().upper()
+    if value in ("Z", "UTC"):
+        return UTC
+    match = _ZONE.match(value)
+    hours, minutes = (int(match.group(2)), int(match.group(3) or 0)) if match else (99, 0)
+    if match is None or hours > 14 or minutes > 59:
+        raise ConfigError(f"{name}: expected an offset such as +08:00, got {text!r}")
+    delta = timedelta(hours=hours, minutes=minutes)
+    return timezone(-delta if match.group(1) == "-" else delta)
+
+
+def _loudness(text: str) -> float | None:
+    """RECPIPE_LOUDNESS_LUFS: an integrated loudness target (-70..-5 LUFS) or `off`."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"RECPIPE_LOUDNESS_LUFS: expected LUFS such as -16 or off, got {text!r}"
+        ) from None
+    if not -70.0 <= value <= -5.0:
+        raise ConfigError("RECPIPE_LOUDNESS_LUFS: must be between -70 and -5 (or off)")
+    return value
+
+
+def _decibels(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip().lower().removesuffix("db"))
+    except ValueError:
+        raise ConfigError(f"{name}: expected a level in dB such as -40, got {raw!r}") from None
+    if not -120.0 < value < 0.0:
+        raise ConfigError(f"{name}: must be below 0 dB and above -120 dB")
+    return value
 
 
 def require_ffmpeg() -> tuple[str, str]:

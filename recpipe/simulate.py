@@ -19,6 +19,7 @@ import requests
 
 from foundation.config import Settings
 from storage.domain import GmeRecordingKey
+from storage.domain.rooms import room_id
 from storage.objectstore import store_from_url
 from webhook.verify import css_sign, gme_signature
 
@@ -105,6 +106,61 @@ def simulate_gme_recording(
     duplicate = rng.choice(uploads)
     callbacks.insert(rng.randrange(len(callbacks) + 1), (duplicate[0] + " (again)", *duplicate[1:]))
     return SimulatedRecording(key.recording_id, keys, callbacks)
+
+
+@dataclass(frozen=True)
+class SimulatedRoom:
+    room_id: str
+    recording_ids: list[str]
+    callbacks: list[Callback]
+
+
+def simulate_gme_room(
+    settings: Settings,
+    biz_id: int,
+    *,
+    users: int = 3,
+    seconds: float = 4.0,
+    seed: int | None = None,
+) -> SimulatedRoom:
+    """Several users of one task (RecordMode 0), joining 2 s apart, each a tone of its
+    own; the second user mutes after `seconds`/2 for `seconds` and speaks again (two
+    segments). Callbacks shuffled, with a duplicate."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    room = str(rng.randint(100, 99999))
+    task_id = str(446946705284000000 + rng.randint(0, 10**15))
+    store = store_from_url(settings.gme_source_url)
+    secret = settings.gme_secret_keys[biz_id]
+    started = datetime.now(UTC)
+    callbacks: list[Callback] = []
+    recording_ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(users):
+            user = f"user{n + 1}"
+            key = GmeRecordingKey(biz_id, room, user, task_id, 0)
+            recording_ids.append(key.recording_id)
+            join = 2.0 * n
+            # (start on the room's clock, length): user 2 pauses between two segments.
+            pieces = (
+                [(join, seconds)]
+                if n != 1
+                else [(join, seconds / 2), (join + seconds * 1.5, seconds / 2)]
+            )
+            for seq, (at, length) in enumerate(pieces):
+                stamp = (started + timedelta(seconds=at)).strftime("%Y-%m-%d-%H-%M-%S")
+                file_name = f"{biz_id}_{room}_{user}/{stamp}_{task_id}_audio_{seq}.mp3"
+                local = Path(tmp) / f"{user}-{seq}.mp3"
+                tone(local, 330.0 * (n + 1), length)
+                store.put(file_name, local, "audio/mpeg")
+                for event_type in (1, 2, 3):
+                    body = gme_body(key, event_type, seq, file_name)
+                    callbacks.append(
+                        (f"{user} seq {seq} event {event_type}", body, sign_gme(secret, body))
+                    )
+    rng.shuffle(callbacks)
+    duplicate = rng.choice(callbacks)
+    callbacks.insert(rng.randrange(len(callbacks) + 1), (duplicate[0] + " (again)", *duplicate[1:]))
+    return SimulatedRoom(room_id(biz_id, room, task_id), recording_ids, callbacks)
 
 
 def post_callbacks(url: str, callbacks: list[Callback], timeout: float = 10.0) -> list[int]:

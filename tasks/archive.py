@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from storage.domain import RunView, slug
+from storage.domain.rooms import ROOM_SOURCE
 from storage.objectstore import ObjectStore
 from tasks.media.ffmpeg import content_type
 from tasks.media.tools import Output, describe
 
 MANIFEST = "manifest.json"
+TIMELINE = "timeline.json"
+# A file published beside the media: (name, content or a file holding it, MIME type).
+Sidecar = tuple[str, bytes | Path, str]
 
 
 class ManifestSource(Protocol):
@@ -28,6 +33,8 @@ def archive_prefix(run: RunView) -> str:
     """Same for every revision of a recording, so reprocessing replaces, never duplicates."""
     rec = run.recording
     owner = rec.identity.get("BizID") or rec.details.get("appid") or "_"
+    if rec.source == ROOM_SOURCE:  # a room lives beside its users' recordings
+        return f"gme/{slug(str(owner))}/rooms/{rec.id}/"
     return f"{rec.source}/{slug(str(owner))}/{rec.id}/"
 
 
@@ -36,7 +43,10 @@ def build_manifest(
     sources: Sequence[ManifestSource],
     outputs: Sequence[dict[str, Any]],
     missing: Sequence[int],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`extra` adds what comes with a GME recording's audio (timeline, gaps, speech,
+    loudness, sidecar files)."""
     rec = run.recording
     return {
         "recording": {"id": rec.id, "source": rec.source, rec.source: rec.identity or rec.details},
@@ -46,6 +56,7 @@ def build_manifest(
         "sources": [s.manifest_entry() for s in sorted(sources, key=lambda s: s.seq_no)],
         "missing": sorted(missing),
         "outputs": list(outputs),
+        **(extra or {}),
     }
 
 
@@ -55,8 +66,12 @@ def publish(
     sources: Sequence[ManifestSource],
     outputs: Sequence[Output],
     missing: Sequence[int],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    sidecars: Sequence[Sidecar] = (),
 ) -> tuple[list[dict[str, Any]], str]:
-    """Upload the media, then the manifest, then remove what an older revision left.
+    """Upload the media and its sidecars (timeline.json, peaks), then the manifest, then
+    remove what an older revision left.
 
     Each object appears whole or not at all (S3 PUT; a rename on local disk).
     Returns the artifacts (as the notification lists them) and the manifest's URL.
@@ -70,8 +85,14 @@ def publish(
         entry = describe(output)
         entries.append({**entry, "key": key})
         artifacts.append({"url": store.url(key), **entry})
+    for name, data, mime in sidecars:
+        if isinstance(data, Path):
+            store.put(prefix + name, data, mime)
+        else:
+            store.put_bytes(prefix + name, data, mime)
+        keep.add(prefix + name)
     manifest_key = prefix + MANIFEST
-    manifest = build_manifest(run, sources, entries, missing)
+    manifest = build_manifest(run, sources, entries, missing, extra)
     store.put_bytes(
         manifest_key,
         json.dumps(manifest, indent=2, ensure_ascii=False).encode(),

@@ -21,6 +21,7 @@ from storage.ledger import utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
+from tasks.rooms import settle as rooms
 from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
@@ -101,6 +102,9 @@ def notify_run(run_id: str) -> int:
     created = outbox.enqueue(svc.ledger, run, svc.settings.notify_urls, utcnow())
     for notification_id in created:
         deliver_notification.delay(notification_id)
+    # A user's recording that ended may complete (or change) its room.
+    if room_id := rooms.member_finished(svc, run):
+        settle.apply_async((room_id,), countdown=svc.settings.settle_seconds + 0.5)
     return len(created)
 
 

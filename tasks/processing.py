@@ -3,6 +3,7 @@ step timed in the ledger and in metrics."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,14 +14,19 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from storage.domain import SegmentState
+from storage.domain import RecordingState, SegmentState
+from storage.domain.rooms import ROOM_SOURCE, sources_key
 from storage.ledger import Ledger, RunView, utcnow
 from tasks import metrics
-from tasks.archive import publish
+from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
 from tasks.gme.settle import missing_seq_nos
-from tasks.gme.steps import concatenate, fetch_sources, transcode
+from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
+from tasks.media.audio import Finishing, finish_track
+from tasks.media.ffmpeg import output_name
+from tasks.media.finish import peaks_name
 from tasks.media.tools import MediaError
+from tasks.rooms.mix import MIX_SAMPLE_RATE, fetch_tracks, mix_graph
 from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
@@ -78,7 +84,7 @@ def process(services: Services, run_id: str, worker: str) -> RunView | None:
     cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
     try:
-        media = _css_media if recording.source == "css" else _gme_media
+        media = {"css": _css_media, ROOM_SOURCE: _room_media}.get(recording.source, _gme_media)
         result, manifest_url = media(services, run, step, scratch)
         services.ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url=manifest_url)
         log.info(
@@ -108,21 +114,108 @@ def _gme_media(
             label=recording.id, concurrency=cfg.fetch_concurrency, heartbeat=step.heartbeat,
         )  # fmt: skip
     with step("concat"):
-        joined, plan = concatenate(
-            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat
-        )
-    with step("transcode"):
-        outputs = transcode(
-            joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
-            label=recording.id, heartbeat=step.heartbeat,
+        timeline = place_sources(
+            sources, zone=cfg.gme_time_zone, gap_seconds=cfg.gap_seconds,
+            pad=cfg.gme_gaps == "pad",
         )  # fmt: skip
+        joined, plan = concatenate(
+            sources, scratch, services.tools, label=recording.id, heartbeat=step.heartbeat,
+            timeline=timeline,
+        )  # fmt: skip
+    with step("transcode"):
+        finished = transcode(
+            joined, plan, cfg.audio_formats, recording.id, scratch, services.tools,
+            label=recording.id, heartbeat=step.heartbeat, timeline=timeline,
+            finishing=Finishing(cfg.loudness_lufs, cfg.silence_db),
+        )  # fmt: skip
+    user = str(recording.identity.get("UserID") or "")
+    # What players read beside the media (timeline.json), also in the manifest and body.
+    placement = {**timeline.as_json(), "speech": [{"UserID": user, "spans": finished.speech}]}
     with step("archive"):
-        artifacts, manifest_url = publish(services.archive, run, sources, outputs, missing)
+        artifacts, manifest_url = publish(
+            services.archive, run, sources, finished.outputs, missing,
+            extra={**placement, "loudness": finished.loudness(),
+                   "peaks": finished.peaks.name, "timeline_file": TIMELINE},
+            sidecars=[
+                (TIMELINE, json_bytes(placement), "application/json"),
+                (finished.peaks.name, finished.peaks, "application/json"),
+            ],
+        )  # fmt: skip
     result: dict[str, Any] = {
         "included": [s.seq_no for s in sources],
         "missing": missing,
         "artifacts": artifacts,
         "sources": [s.manifest_entry() for s in sources],
+        **placement,
+        "loudness": finished.loudness(),
+    }
+    return result, manifest_url
+
+
+def json_bytes(value: object) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False).encode()
+
+
+def _room_media(
+    services: Services, run: RunView, step: StepRecorder, scratch: Path
+) -> tuple[dict[str, Any], str]:
+    """A room: its users' archived tracks, each delayed by its start on the room's clock,
+    mixed (`tasks.rooms.mix`) and finished like a recording (normalized, speech, peaks)."""
+    cfg, room, ledger = services.settings, run.recording, services.ledger
+    members = [
+        (m, member_run)
+        for m in ledger.room_members(room.id)
+        if m.state == RecordingState.ARCHIVED and m.run_id
+        and (member_run := ledger.run(m.run_id)) is not None
+    ]  # fmt: skip
+    if not members:
+        raise MediaError(f"room {room.id} has no archived recording")
+    with step("fetch"):
+        tracks = fetch_tracks(services.archive, members, scratch, label=room.id)
+    with step("transcode"):
+        out_dir = scratch / "out"
+        out_dir.mkdir(exist_ok=True)
+        finished = finish_track(
+            [arg for t in tracks for arg in ("-i", str(t.path))],
+            [(fmt, out_dir / output_name(room.id, fmt)) for fmt in cfg.audio_formats],
+            out_dir / peaks_name(room.id),
+            services.tools,
+            Finishing(cfg.loudness_lufs, cfg.silence_db),
+            sample_rate=MIX_SAMPLE_RATE,
+            channels=2,
+            source_graph=mix_graph([t.offset_s for t in tracks]),
+            label=room.id,
+            heartbeat=step.heartbeat,
+        )
+    participants = [t.participant() for t in tracks]
+    speech = [t.room_speech() for t in tracks]
+    members_key = sources_key([t.member for t in tracks])
+    extra = {
+        "room": dict(room.identity, TaskID=str(room.identity.get("TaskID"))),
+        "participants": participants,
+        "speech": speech,
+        "loudness": finished.loudness(),
+        "peaks": finished.peaks.name,
+        "timeline_file": TIMELINE,
+    }
+    with step("archive"):
+        artifacts, manifest_url = publish(
+            services.archive, run, tracks, finished.outputs, [], extra=extra,
+            sidecars=[
+                (TIMELINE, json_bytes({"participants": participants, "speech": speech}),
+                 "application/json"),
+                (finished.peaks.name, finished.peaks, "application/json"),
+            ],
+        )  # fmt: skip
+    result: dict[str, Any] = {
+        "included": [],
+        "missing": [],
+        "artifacts": artifacts,
+        "sources": [t.manifest_entry() for t in tracks],
+        "participants": participants,
+        "speech": speech,
+        "loudness": finished.loudness(),
+        "members_key": members_key,
     }
     return result, manifest_url
 

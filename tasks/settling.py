@@ -11,9 +11,11 @@ import structlog
 
 from foundation.config import Settings
 from storage.domain import RecordingState
+from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger import RecordingView, utcnow
 from tasks.css.settle import decide_css
 from tasks.gme.settle import Decision, decide, recovered_segments
+from tasks.rooms.settle import settle_room
 from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
@@ -54,6 +56,9 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
     recording = services.ledger.recording(recording_id)
     if recording is None or recording.state != RecordingState.COLLECTING:
         return SettleOutcome("skip")
+    if recording.source == ROOM_SOURCE:
+        action, run_id, recheck_at = settle_room(services, recording_id, now)
+        return SettleOutcome(action, run_id, recheck_at)
     bind_recording(recording)
     decision = _decide(recording, now, cfg)
     quiet = decision.action != "wait" or bool(decision.missing)

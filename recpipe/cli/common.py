@@ -14,7 +14,7 @@ import click
 from foundation.config import ConfigError, Settings
 
 RECORDING_STATES = ("collecting", "processing", "archived", "failed")
-SOURCES = ("gme", "css")
+SOURCES = ("gme", "css", "room")
 TIME_HELP = "ISO date/time (UTC unless it says) or an age: 30m, 2h, 3d"
 
 

@@ -44,6 +44,9 @@ def simulate() -> None:
 @click.option("--segments", default=3, show_default=True, type=click.IntRange(1, 50))
 @click.option("--seconds", default=4.0, show_default=True, help="length of the first segment")
 @click.option("--seed", type=int, help="shuffle seed, for a repeatable order")
+@click.option("--room", is_flag=True, help="a room: several users (RecordMode 0), one pausing")
+@click.option("--users", default=3, show_default=True, type=click.IntRange(2, 20),
+              help="users in the room, with --room")  # fmt: skip
 @click.option("--wait/--no-wait", default=False, help="follow until archived or failed")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds to wait with --wait")
 def simulate_gme(
@@ -52,11 +55,15 @@ def simulate_gme(
     segments: int,
     seconds: float,
     seed: int | None,
+    room: bool,
+    users: int,
     wait: bool,
     timeout: float,
 ) -> None:
-    """Segments into the GME source, then callbacks in shuffled order with a duplicate."""
-    from recpipe.simulate import post_callbacks, simulate_gme_recording
+    """Segments into the GME source, then callbacks in shuffled order with a duplicate.
+    With --room, several users of one task who join 2 s apart, the second pausing: the
+    room is mixed on one clock once they are all archived."""
+    from recpipe.simulate import post_callbacks, simulate_gme_recording, simulate_gme_room
 
     settings = load_settings()
     if not settings.gme_secret_keys:
@@ -68,22 +75,33 @@ def simulate_gme(
         require_ffmpeg()
     except ConfigError as exc:
         fail(str(exc), 2)
-    sim = simulate_gme_recording(settings, biz, segments=segments, first_seconds=seconds, seed=seed)
-    click.echo(f"recording {sim.recording_id}: {segments} segments in {settings.gme_source_url}")
+    if room:
+        made = simulate_gme_room(settings, biz, users=users, seconds=seconds, seed=seed)
+        callbacks, follow = made.callbacks, made.room_id
+        click.echo(f"room {made.room_id}: {users} users in {settings.gme_source_url}")
+        for rid in made.recording_ids:
+            click.echo(f"  recording {rid}")
+    else:
+        sim = simulate_gme_recording(
+            settings, biz, segments=segments, first_seconds=seconds, seed=seed
+        )
+        callbacks, follow = sim.callbacks, sim.recording_id
+        click.echo(
+            f"recording {sim.recording_id}: {segments} segments in {settings.gme_source_url}"
+        )
     endpoint = url.rstrip("/") + "/callbacks/gme"
     with _posting_to(endpoint):
-        statuses = post_callbacks(endpoint, sim.callbacks, timeout=POST_TIMEOUT)
-    for (label, _body, _sig), code in zip(sim.callbacks, statuses, strict=True):
+        statuses = post_callbacks(endpoint, callbacks, timeout=POST_TIMEOUT)
+    for (label, _body, _sig), code in zip(callbacks, statuses, strict=True):
         click.echo(f"  {label:<28} -> {code}")
     if any(code != 200 for code in statuses):
         fail("some callbacks were refused (is the webhook using the same key?)")
     click.echo(
-        f"settles after {settings.settle_seconds:g}s of quiet; "
-        f"follow with: recpipe status {sim.recording_id}"
+        f"settles after {settings.settle_seconds:g}s of quiet; follow with: recpipe status {follow}"
     )
     if wait:
         with operator_errors():
-            _follow(settings, sim.recording_id, timeout)
+            _follow(settings, follow, timeout)
 
 
 @simulate.command("css")

@@ -25,16 +25,23 @@ _NO_WIDTH = 100_000  # rich's width for output that is not a terminal
 @click.command()
 @click.argument("recording_id", required=False)
 @click.option("--state", help="only recordings in this state: " + ", ".join(RECORDING_STATES))
-@click.option("--source", help="only recordings from gme or css")
+@click.option("--source", help="only recordings from gme, css or room")
+@click.option("--rooms", "rooms", is_flag=True, help="a table of recent rooms")
 @click.option("--limit", default=20, show_default=True, help="rows in the table")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(
-    recording_id: str | None, state: str | None, source: str | None, limit: int, as_json: bool
+    recording_id: str | None,
+    state: str | None,
+    source: str | None,
+    rooms: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """One recording in detail, or a table of recent ones.
+    """One recording or room in detail, or a table of recent ones.
 
-    RECORDING_ID may be a recording id, a GME TaskID or a CSS stream or file id; with
-    --json a single recording is an object, several (a TaskID of several users) a list.
+    RECORDING_ID may be a recording id, a room id, a GME TaskID or a CSS stream or file
+    id; with --json a single recording is an object, several (a TaskID of several users)
+    a list. A room shows its participants (offsets on the room's clock) and revisions.
     """
     from rich.console import Console
 
@@ -46,6 +53,9 @@ def status(
     if not console.is_terminal:  # a pipe or a file has no width: nothing is wrapped or cut
         console.width = _NO_WIDTH
     with operator_errors():
+        if recording_id is None and rooms:
+            _print_rooms(console, ledger.recent_rooms(limit=limit), as_json)
+            return
         if recording_id is None:
             recordings = ledger.recent_recordings(limit=limit, state=state, source=source)
             notified = ledger.notification_summary([r.id for r in recordings])
@@ -90,6 +100,32 @@ def _recordings_table(recordings: list[Any], notified: dict[str, str]) -> Any:
     return table
 
 
+def _print_rooms(console: Any, rooms: list[Any], as_json: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [
+        {
+            "id": r.id, "BizID": r.biz_id, "RoomID": r.room_id, "TaskID": r.task_id,
+            "state": r.state, "revision": r.revision, "users": r.members,
+            "created_at": _iso(r.created_at),
+        }
+        for r in rooms
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for header in ("room", "BizID", "RoomID", "TaskID", "state", "rev", "users", "age"):
+        table.add_column(header, no_wrap=True)
+    for r in rooms:
+        table.add_row(
+            Text(r.id), str(r.biz_id), Text(r.room_id or ""), str(r.task_id), r.state,
+            str(r.revision), str(r.members), age(r.created_at),
+        )  # fmt: skip
+    console.print(table)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -113,6 +149,12 @@ def _recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
     detail = _recording_json(recording)
     detail["current_run_id"] = recording.current_run_id
     detail["notification"] = ledger.notification_summary([recording_id]).get(recording_id)
+    if recording.source == "room":
+        detail["members"] = [
+            {"UserID": m.user_id, "recording_id": m.recording_id, "state": m.state,
+             "revision": m.revision}
+            for m in ledger.room_members(recording_id)
+        ]  # fmt: skip
     detail["segments"] = [
         {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
         for s in recording.segments
@@ -130,6 +172,7 @@ def _recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
             "error": r.error,
             "manifest": r.manifest_url,
             "artifacts": r.result.get("artifacts", []),
+            "participants": r.result.get("participants", []),
             "notifications": [
                 {
                     "id": n.id,
@@ -188,11 +231,19 @@ def _print_detail(console: Any, d: dict[str, Any]) -> None:
         style = "red" if d["notification"] == "failed" else ""
         console.print(Text(f"  notification: {d['notification']}", style=style))
 
-    segments = Table("seq", "state", "file", title="segments", title_justify="left")
-    for s in d["segments"]:
-        note = " (found in the source)" if s["recovered"] else ""
-        segments.add_row(str(s["seq_no"]), s["state"], Text(s["file_name"] + note))
-    console.print(segments)
+    if "members" in d:
+        members = Table("user", "recording", "state", "rev", title="users", title_justify="left")
+        for m in d["members"]:
+            members.add_row(
+                Text(m["UserID"]), Text(m["recording_id"]), m["state"], str(m["revision"])
+            )
+        console.print(members)
+    else:
+        segments = Table("seq", "state", "file", title="segments", title_justify="left")
+        for s in d["segments"]:
+            note = " (found in the source)" if s["recovered"] else ""
+            segments.add_row(str(s["seq_no"]), s["state"], Text(s["file_name"] + note))
+        console.print(segments)
 
     for run in d["runs"]:
         title = (
@@ -227,6 +278,16 @@ def _print_detail(console: Any, d: dict[str, Any]) -> None:
                     f"{a.get('bytes', 0):>12} B  {a.get('url')}"
                 )
             )
+        if run["participants"]:
+            mixed = Table("user", "recording", "rev", "offset s", "duration s",
+                          title="participants", title_justify="left")  # fmt: skip
+            for p in run["participants"]:
+                mixed.add_row(
+                    Text(str(p.get("UserID"))), Text(str(p.get("recording_id"))),
+                    str(p.get("revision", "")), f"{p.get('offset_s', 0):.3f}",
+                    f"{p.get('duration_s', 0):.3f}",
+                )  # fmt: skip
+            console.print(mixed)
         if run["manifest"]:
             console.print(Text(f"  manifest {run['manifest']}"))
         if run["notifications"]:

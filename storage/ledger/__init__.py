@@ -2,10 +2,11 @@
 
 One module per aggregate, each adding its methods to the one `Ledger` front that callers
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
-(settling and claiming), `runs`, `notifications`, `callbacks` and `queries` (what
-operators read). `engine` makes the database connection and its sessions; `tables` are
-the ORM tables that the migrations follow. What the rules are (the lifecycle) lives in
-`storage.domain`; what the ledger hands out are its frozen views, never live rows.
+(settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
+`notifications`, `callbacks` and `queries` (what operators read). `engine` makes the
+database connection and its sessions; `tables` are the ORM tables that the migrations
+follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
+hands out are its frozen views, never live rows.
 """
 
 from storage.domain import (
@@ -25,10 +26,13 @@ from storage.ledger.gme_intake import GmeIntake
 from storage.ledger.notifications import Notifications
 from storage.ledger.queries import OperatorQueries
 from storage.ledger.recordings import Recordings
+from storage.ledger.rooms import Rooms, RoomSummary
 from storage.ledger.runs import Runs
 
 
-class Ledger(GmeIntake, CssIntake, Callbacks, Recordings, Runs, Notifications, OperatorQueries):
+class Ledger(
+    GmeIntake, CssIntake, Callbacks, Recordings, Runs, Notifications, OperatorQueries, Rooms
+):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 
 
@@ -40,6 +44,7 @@ __all__ = [
     "LedgerUnavailableError",
     "NotificationView",
     "RecordingView",
+    "RoomSummary",
     "RunView",
     "SegmentView",
     "StoredCallback",

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 
 from storage.domain import RecordingView
+from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger.engine import LedgerBase
 from storage.ledger.recordings import recording_view
 from storage.ledger.tables import CssFile, Recording
@@ -21,11 +22,17 @@ class OperatorQueries(LedgerBase):
             return {state: int(count) for state, count in rows}
 
     def find_recordings(self, term: str) -> list[str]:
-        """Recording ids matching an id, a GME TaskID, or a CSS file id or stream id."""
+        """Recording ids matching an id, a GME TaskID (its users' recordings; a room is
+        named by its own id), or a CSS file id or stream id."""
         with self.session() as s:
             found = list(
                 s.scalars(
-                    select(Recording.id).where(or_(Recording.id == term, Recording.task_id == term))
+                    select(Recording.id).where(
+                        or_(
+                            Recording.id == term,
+                            (Recording.task_id == term) & (Recording.source != ROOM_SOURCE),
+                        )
+                    )
                 )
             )
             found += [

@@ -21,6 +21,7 @@ from storage.domain import (
     lifecycle,
 )
 from storage.domain.lifecycle import RecordingStatus
+from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger.engine import LedgerBase, aware, upsert, utcnow
 from storage.ledger.tables import CssFile, Recording, Run, Segment
 
@@ -199,6 +200,12 @@ def recording_view(s: Session, recording: Recording, *, with_parts: bool = True)
         segments_view = tuple(
             SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered) for seg in segments
         )
+    if recording.source == ROOM_SOURCE:
+        identity = {
+            "BizID": recording.biz_id,
+            "RoomID": recording.room_id,
+            "TaskID": recording.task_id,
+        }
     if recording.source == "gme":
         identity = {
             "BizID": recording.biz_id,

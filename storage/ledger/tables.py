@@ -52,7 +52,10 @@ class Recording(Base):
     error: Mapped[str | None] = mapped_column(Text)
     current_run_id: Mapped[str | None] = mapped_column(String(36))
 
-    __table_args__ = (Index("ix_recordings_state_due", "state", "settle_due_at"),)
+    __table_args__ = (
+        Index("ix_recordings_state_due", "state", "settle_due_at"),
+        Index("ix_recordings_room", "biz_id", "room_id", "task_id"),
+    )
 
 
 class Segment(Base):
@@ -182,3 +185,23 @@ class CssFile(Base):
         UniqueConstraint("appid", "file_id", name="uq_css_files_appid_file"),
         Index("ix_css_files_stream_time", "stream_key", "start_time"),
     )
+
+
+class RoomMember(Base):
+    """A user's recording in a room (the room itself is a recording of source `room`),
+    with the state and revision the room last saw of it: a change makes the room's next
+    revision, the same news twice does nothing."""
+
+    __tablename__ = "room_members"
+
+    room_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(Text)
+    seen_state: Mapped[str] = mapped_column(String(16))
+    seen_revision: Mapped[int] = mapped_column(Integer)
+    joined_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_room_members_recording", "recording_id"),)

@@ -1,5 +1,6 @@
-"""The media steps of a GME recording: fetch its segments, join them in SeqNo order,
-transcode to every RECPIPE_AUDIO_FORMATS output (tools run by `tasks.media.tools`)."""
+"""The media steps of a GME recording: fetch its segments, join them in SeqNo order on
+the room's clock (`tasks.gme.timeline`), transcode to every RECPIPE_AUDIO_FORMATS output
+(tools run by `tasks.media.tools`)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,20 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from datetime import timezone
 from pathlib import Path
 
 from storage.objectstore import ObjectStore
+from tasks.gme.timeline import SegmentPiece, Timeline, place
 from tasks.media import ffmpeg as cmd
+from tasks.media.audio import KEEP_LEVELS, Finished, Finishing, finish_track
 from tasks.media.ffmpeg import AudioProbe, ConcatPlan
+from tasks.media.finish import input_args, peaks_name
 from tasks.media.tools import (
     HEARTBEAT_SECONDS,
     Heartbeat,
     MediaError,
-    Output,
     Tools,
-    describe_outputs,
-    output_seconds,
     probe,
     run_tool,
 )
@@ -85,6 +86,14 @@ def fetch_sources(
     return results
 
 
+def place_sources(
+    sources: Sequence[SourceFile], *, zone: timezone, gap_seconds: float, pad: bool
+) -> Timeline:
+    """The fetched segments on the room's clock, by their FileNames' times and lengths."""
+    pieces = [SegmentPiece(s.seq_no, s.key, s.probe.duration_s) for s in sources]
+    return place(pieces, zone=zone, gap_seconds=gap_seconds, pad=pad)
+
+
 def concatenate(
     sources: Sequence[SourceFile],
     scratch: Path,
@@ -92,20 +101,27 @@ def concatenate(
     *,
     label: str,
     heartbeat: Heartbeat | None = None,
+    timeline: Timeline | None = None,
 ) -> tuple[Path, ConcatPlan]:
     """Join in SeqNo order. Segments that agree need no joined file: the answer is a
     concat-demuxer list, which `transcode` reads straight through (one ffmpeg, no
     intermediate copy of the recording). Segments that differ are decoded into one
-    lossless FLAC file at the richest layout."""
+    lossless FLAC file at the richest layout. The `timeline`'s pauses are declared in
+    the list (and filled by `transcode`) or padded with silence in the FLAC file."""
     ordered = sorted(sources, key=lambda s: s.seq_no)
     plan = cmd.plan_concat([s.probe for s in ordered])
+    pauses = [timeline.gap_after(s.seq_no) if timeline else 0.0 for s in ordered]
     if plan.copy:
         list_file = scratch / "concat.txt"
-        list_file.write_text(cmd.concat_list([s.path for s in ordered]))
+        spans = [
+            s.probe.duration_s + pause if pause > 0 else None
+            for s, pause in zip(ordered, pauses, strict=True)
+        ]
+        list_file.write_text(cmd.concat_list([s.path for s in ordered], spans))
         return list_file, plan
     output = scratch / f"joined.{plan.extension}"
     run_tool(
-        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output),
+        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output, pauses),
         f"concatenating recording {label}",
         heartbeat,
     )
@@ -122,13 +138,28 @@ def transcode(
     *,
     label: str,
     heartbeat: Heartbeat | None = None,
-) -> list[Output]:
+    timeline: Timeline | None = None,
+    finishing: Finishing = KEEP_LEVELS,
+) -> Finished:
+    """Every format of the joined track, normalized per `finishing`, with its speech spans
+    and `<stem>.peaks.json` (`tasks.media.audio.finish_track`)."""
     out_dir = scratch / "out"
     out_dir.mkdir(exist_ok=True)
     targets = [(fmt, out_dir / cmd.output_name(stem, fmt)) for fmt in formats]
-    run_tool(
-        cmd.transcode_command(tools.ffmpeg, joined, plan.extension, targets, concat_list=plan.copy),
-        f"transcoding recording {label}",
-        heartbeat,
+    # Pauses in a concat list are holes in the timestamps, filled here; a joined file
+    # already holds them as silence.
+    fill_gaps = plan.copy and timeline is not None and bool(timeline.gaps)
+    copy = plan.extension if plan.extension in cmd.COPY_CODECS and not fill_gaps else None
+    return finish_track(
+        input_args(joined, concat_list=plan.copy),
+        targets,
+        out_dir / peaks_name(stem),
+        tools,
+        finishing,
+        sample_rate=plan.sample_rate,
+        channels=plan.channels,
+        pre_filter=cmd.FILL_GAPS if fill_gaps else "",
+        copy_format=copy,
+        label=label,
+        heartbeat=heartbeat,
     )
-    return describe_outputs(targets, partial(output_seconds, tools), label=label)

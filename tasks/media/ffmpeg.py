@@ -102,13 +102,23 @@ def _float(value: object) -> float | None:
         return None
 
 
-def concat_list(paths: Sequence[Path]) -> str:
-    """A concat-demuxer list file; quotes are escaped the way the demuxer expects."""
+def concat_list(paths: Sequence[Path], spans: Sequence[float | None] | None = None) -> str:
+    """A concat-demuxer list file; quotes are escaped the way the demuxer expects.
+
+    `spans` gives, per file, how long it lasts on the clock (its length plus the pause
+    after it), or None for its own length: the demuxer starts the next file's
+    timestamps there, and `aresample=async` (FILL_GAPS) fills the hole with silence."""
     lines = ["ffconcat version 1.0"]
-    for path in paths:
+    for i, path in enumerate(paths):
         escaped = str(path.resolve()).replace("'", "'\\''")
         lines.append(f"file '{escaped}'")
+        if spans is not None and spans[i] is not None:
+            lines.append(f"duration {spans[i]:.6f}")
     return "\n".join(lines) + "\n"
+
+
+# Turns holes in the timestamps (a concat list's pauses) into silence, streaming.
+FILL_GAPS = "aresample=async=1:min_hard_comp=0.01:first_pts=0"
 
 
 @dataclass(frozen=True)
@@ -139,15 +149,22 @@ def plan_concat(probes: Sequence[AudioProbe]) -> ConcatPlan:
 
 
 def concat_command(
-    ffmpeg: str, inputs: Sequence[Path], plan: ConcatPlan, output: Path
+    ffmpeg: str,
+    inputs: Sequence[Path],
+    plan: ConcatPlan,
+    output: Path,
+    pads: Sequence[float] | None = None,
 ) -> list[str]:
     """Segments that differ in layout, decoded and resampled into one lossless file (those
-    that agree are read through a concat list by `transcode_command` instead)."""
+    that agree are read through a concat list by `transcode_command` instead). `pads`
+    gives the seconds of silence after each input (its pause on the clock)."""
     base = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
     # The concat filter reads its inputs one after another, so memory stays flat.
     layout = "mono" if plan.channels == 1 else "stereo"
     filters = "".join(
-        f"[{i}:a:0]aresample={plan.sample_rate},aformat=channel_layouts={layout}[a{i}];"
+        f"[{i}:a:0]aresample={plan.sample_rate},aformat=channel_layouts={layout}"
+        + (f",apad=pad_dur={pads[i]:.6f}" if pads and pads[i] > 0 else "")
+        + f"[a{i}];"
         for i in range(len(inputs))
     )
     filters += "".join(f"[a{i}]" for i in range(len(inputs)))
@@ -165,18 +182,21 @@ def transcode_command(
     outputs: Sequence[tuple[str, Path]],
     *,
     concat_list: bool = False,
+    fill_gaps: bool = False,
 ) -> list[str]:
     """Decode once, encode every requested format; copy where the format is the source's own.
-    With `concat_list`, `source` is a concat-demuxer list whose files are read in turn."""
+    With `concat_list`, `source` is a concat-demuxer list whose files are read in turn;
+    with `fill_gaps`, the pauses it declares become silence (nothing is copied then)."""
     args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
     if concat_list:
         args += ["-f", "concat", "-safe", "0"]
     args += ["-i", str(source)]
     for fmt, path in outputs:
         _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
-        if fmt == source_codec and fmt in COPY_CODECS:
+        if fmt == source_codec and fmt in COPY_CODECS and not fill_gaps:
             codec_args = ("-c:a", "copy")
-        args += ["-map", "0:a:0", "-vn", *codec_args, str(path)]
+        filters = ("-af", FILL_GAPS) if fill_gaps else ()
+        args += ["-map", "0:a:0", "-vn", *filters, *codec_args, str(path)]
     return args
 
 

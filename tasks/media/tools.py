@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,3 +124,41 @@ def describe(output: Output) -> dict[str, object]:
     entry.pop("path")
     entry["duration_s"] = round(output.duration_s, 3)
     return entry
+
+
+def run_tool_streaming(
+    args: Sequence[str],
+    what: str,
+    consume: Callable[[bytes], None],
+    heartbeat: Heartbeat | None = None,
+) -> str:
+    """Run ffmpeg whose stdout is a stream of samples: each block goes to `consume` as it
+    comes (nothing is kept here). Returns stderr as text (filters' reports), or raises
+    MediaError with its last line."""
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+        )
+        stream = process.stdout
+        if stream is None:  # pragma: no cover - Popen gives a pipe when asked
+            raise MediaError(f"{what}: no output stream")
+        last_beat = time.monotonic()
+        try:
+            while block := stream.read(1 << 16):
+                consume(block)
+                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    heartbeat()
+                    last_beat = time.monotonic()
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            stream.close()
+        err.seek(0)
+        log = err.read().decode(errors="replace")
+    if code != 0:
+        tail = [line for line in log.strip().splitlines() if line.strip()]
+        raise MediaError(f"{what}: {tail[-1] if tail else f'exit code {code}'}")
+    return log

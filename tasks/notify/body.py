@@ -7,13 +7,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.domain import RunState, RunView
+from storage.domain.rooms import ROOM_SOURCE
 
 ARCHIVED = "recording.archived"
 FAILED = "recording.failed"
+ROOM_ARCHIVED = "room.archived"
+ROOM_FAILED = "room.failed"
 
 
 def event_type(run: RunView) -> str:
-    return ARCHIVED if run.state == RunState.ARCHIVED else FAILED
+    archived = run.state == RunState.ARCHIVED
+    if run.recording.source == ROOM_SOURCE:
+        return ROOM_ARCHIVED if archived else ROOM_FAILED
+    return ARCHIVED if archived else FAILED
 
 
 def webhook_id(run: RunView) -> str:
@@ -33,9 +39,32 @@ def recording_object(run: RunView) -> dict[str, Any]:
     return obj
 
 
+def room_object(run: RunView) -> dict[str, Any]:
+    rec = run.recording
+    return {
+        "id": rec.id,
+        "revision": run.revision,
+        "BizID": rec.identity.get("BizID"),
+        "RoomID": rec.identity.get("RoomID"),
+        "TaskID": str(rec.identity.get("TaskID")),
+        "participants": list(run.result.get("participants") or []),
+    }
+
+
 def notification_body(run: RunView) -> dict[str, Any]:
     result = run.result
-    return {
+    if run.recording.source == ROOM_SOURCE:
+        archived = run.state == RunState.ARCHIVED
+        return {
+            "type": event_type(run),
+            "room": room_object(run),
+            "artifacts": list(result.get("artifacts", [])) if archived else [],
+            "manifest": run.manifest_url if archived else None,
+            "error": None if archived else (run.error or "unknown error"),
+            "speech": list(result.get("speech") or []),
+            "timestamp": (run.finished_at or datetime.now(UTC)).isoformat(),
+        }
+    body = {
         "type": event_type(run),
         "recording": recording_object(run),
         "segments": {
@@ -47,6 +76,11 @@ def notification_body(run: RunView) -> dict[str, Any]:
         "error": None if run.state == RunState.ARCHIVED else (run.error or "unknown error"),
         "timestamp": (run.finished_at or datetime.now(UTC)).isoformat(),
     }
+    if run.recording.source == "gme":
+        # Where each segment sits on the room's clock (CONTRACT.md: time, rooms).
+        for key in ("timeline", "gaps", "speech"):
+            body[key] = list(result.get(key) or [])
+    return body
 
 
 def encode(body: dict[str, Any]) -> str:

@@ -91,7 +91,12 @@ def test_reprocess_wait_follows_runs_to_the_end_and_replaces_the_archive(
     new revision under the same prefix; --from-step notify re-sends without new media."""
     record_segments(stack, tone, s3_client, bucket)
     prefix = f"archive/gme/{BIZ}/{RID}/"
-    expected = [f"{prefix}{RID}.m4a", f"{prefix}manifest.json"]
+    expected = [
+        f"{prefix}{RID}.m4a",
+        f"{prefix}{RID}.peaks.json",
+        f"{prefix}manifest.json",
+        f"{prefix}timeline.json",
+    ]
 
     first = cli(stack, "reprocess", TASK, "--wait")
     assert first.returncode == 0, first.stdout + first.stderr + stack.log_text()
@@ -168,5 +173,7 @@ def test_reprocess_is_a_celery_task_callable_with_celery_call(
     )
     assert archived_keys(s3_client, bucket) == [
         f"archive/gme/{BIZ}/{RID}/{RID}.m4a",
+        f"archive/gme/{BIZ}/{RID}/{RID}.peaks.json",
         f"archive/gme/{BIZ}/{RID}/manifest.json",
+        f"archive/gme/{BIZ}/{RID}/timeline.json",
     ]

@@ -182,7 +182,7 @@ def test_burst_of_shuffled_duplicated_and_lost_callbacks_archives_every_recordin
     assert names == sorted(
         f"archive/gme/{BIZ}/{rec.id}/{name}"
         for rec in recordings
-        for name in (f"{rec.id}.m4a", "manifest.json")
+        for name in (f"{rec.id}.m4a", f"{rec.id}.peaks.json", "manifest.json", "timeline.json")
     )
     for rec in recordings:
         runs = stack.ledger.runs_for(rec.id)
@@ -252,7 +252,11 @@ def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
         "fetch", "concat", "transcode", "archive",
     ]  # fmt: skip
     prefix = f"archive/gme/{BIZ}/{rec.id}/"
-    outputs = [f"{rec.id}.{fmt}" for fmt in ("m4a", "mp3", "opus")] + ["manifest.json"]
+    outputs = [f"{rec.id}.{fmt}" for fmt in ("m4a", "mp3", "opus")] + [
+        f"{rec.id}.peaks.json",
+        "manifest.json",
+        "timeline.json",
+    ]
     assert archive_keys(s3_client, bucket) == sorted(prefix + name for name in outputs)
     assert [s["seq_no"] for s in manifest(s3_client, bucket, rec)["sources"]] == [0, 1, 2]
 

@@ -91,7 +91,12 @@ def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notifica
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="archive/")["Contents"]
     names = sorted(o["Key"] for o in listed)
     prefix = f"archive/gme/{BIZ}/{recording_id}/"
-    assert names == [f"{prefix}{recording_id}.m4a", f"{prefix}manifest.json"]
+    assert names == [
+        f"{prefix}{recording_id}.m4a",
+        f"{prefix}{recording_id}.peaks.json",
+        f"{prefix}manifest.json",
+        f"{prefix}timeline.json",
+    ]
 
     archived = tmp_path / "archived.m4a"
     s3_client.download_file(bucket, f"{prefix}{recording_id}.m4a", str(archived))
@@ -109,6 +114,26 @@ def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notifica
     assert [s["seq_no"] for s in manifest["sources"]] == [0, 1, 2]
     assert [s["key"] for s in manifest["sources"]] == keys
     assert manifest["revision"] == 1 and manifest["missing"] == []
+    # The names' times (1 s apart) contradict the lengths: each segment follows the last.
+    assert [(t["seq_no"], t["offset_s"]) for t in manifest["timeline"]] == [
+        (0, 0.0), (1, round(durations[0], 3)), (2, round(durations[0] + durations[1], 3))
+    ]  # fmt: skip
+    assert manifest["gaps"] == []
+    # Normalized to the default -16 LUFS; one tone after another is speech throughout.
+    assert abs(manifest["loudness"]["after"]["integrated_lufs"] + 16) <= 1.5
+    assert manifest["loudness"]["target_lufs"] == -16.0
+    [speech] = manifest["speech"]
+    assert speech["UserID"] == "999" and len(speech["spans"]) == 1
+    assert speech["spans"][0][0] == 0.0 and abs(speech["spans"][0][1] - sum(durations)) <= 0.5
+    timeline_json = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=f"{prefix}timeline.json")["Body"].read()
+    )
+    assert timeline_json["timeline"] == manifest["timeline"]
+    assert timeline_json["speech"] == manifest["speech"]
+    peaks = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=f"{prefix}{recording_id}.peaks.json")["Body"].read()
+    )
+    assert peaks["version"] == 2 and len(peaks["data"]) == 2 * peaks["length"]
 
     wait_for(lambda: receiver.requests, timeout=120, what="notification")
     time.sleep(2)  # anything duplicated would have arrived by now
@@ -137,6 +162,8 @@ def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notifica
     assert abs(artifact["duration_s"] - sum(durations)) <= 0.15
     assert body["manifest"] == f"s3://{bucket}/{prefix}manifest.json"
     assert body["error"] is None
+    assert body["timeline"] == manifest["timeline"] and body["gaps"] == []
+    assert body["speech"] == manifest["speech"]
     assert received.headers["webhook-id"] == f"msg_{recording_id}_r1_archived"
 
 

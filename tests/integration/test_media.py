@@ -20,7 +20,8 @@ def build(store, segments, tmp_path: Path, formats=("m4a",)):
     scratch.mkdir()
     sources = fetch_sources(store, segments, scratch, Tools(), label="rec-1")
     joined, plan = concatenate(sources, scratch, Tools(), label="rec-1")
-    return sources, plan, transcode(joined, plan, formats, "rec-1", scratch, Tools(), label="rec-1")
+    finished = transcode(joined, plan, formats, "rec-1", scratch, Tools(), label="rec-1")
+    return sources, plan, finished.outputs
 
 
 def test_mixed_sample_rates_and_channels_are_joined_in_seq_order(tone, tmp_path: Path):

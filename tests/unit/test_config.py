@@ -35,8 +35,23 @@ def test_gme_keys_allow_equals_in_key():
         ("RECPIPE_NOTIFY_URLS", "ftp://x"),
         ("RECPIPE_NOTIFY_SECRET", "whsec_"),
         ("RECPIPE_GME_KEY_SCOPE", "loose"),
+        ("RECPIPE_GME_GAPS", "squeeze"),
+        ("RECPIPE_GAP_SECONDS", "-1"),
+        ("RECPIPE_GME_TIME_ZONE", "Asia/Shanghai"),
+        ("RECPIPE_LOUDNESS_LUFS", "loud"),
+        ("RECPIPE_LOUDNESS_LUFS", "3"),
+        ("RECPIPE_SILENCE_DB", "quiet"),
+        ("RECPIPE_SILENCE_DB", "6"),
     ],
 )
 def test_bad_settings_name_the_variable(name, value, tmp_path):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_time_and_loudness_settings_default_to_the_contract():
+    s = Settings.from_env({})
+    assert (s.gme_gaps, s.gap_seconds, s.loudness_lufs, s.silence_db) == ("pad", 2.0, -16.0, -40.0)
+    assert str(s.gme_time_zone) == "UTC+08:00"
+    off = Settings.from_env({"RECPIPE_LOUDNESS_LUFS": "off", "RECPIPE_GME_GAPS": "join"})
+    assert off.loudness_lufs is None and off.gme_gaps == "join"

@@ -1,0 +1,78 @@
+"""The room aggregate on PostgreSQL and SQLite: members noted once, a room from the second
+user on, the next revision on a real change only."""
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from storage.domain.rooms import room_id
+from storage.ledger import Ledger, utcnow
+from webhook.callbacks import parse_gme
+
+pytestmark = pytest.mark.integration
+
+BIZ, TASK = 1400000000, "446946705284000555"
+
+
+def archived_user(ledger: Ledger, user: str, record_mode: int = 0) -> str:
+    body = json.dumps(
+        {
+            "BizID": BIZ, "RoomID": "9", "UserID": user, "TaskID": int(TASK),
+            "RecordMode": record_mode, "Timestamp": int(time.time()), "EventType": 3,
+            "Detail": {"SeqNo": 0, "FileName": f"{BIZ}_9_{user}/x_{TASK}.mp3"},
+        }
+    )  # fmt: skip
+    rid = ledger.record_gme_event(
+        parse_gme(body.encode()), body, {}, now=utcnow(), settle_seconds=30
+    ).recording_id
+    finish(ledger, rid)
+    return rid
+
+
+def finish(ledger: Ledger, rid: str) -> None:
+    run_id = ledger.claim(rid, now=utcnow(), force=True)
+    ledger.finish_run(run_id, now=utcnow(), result={"artifacts": []}, manifest_url="m")
+
+
+def test_a_room_is_made_from_the_second_user_and_changes_only_on_news(ledger: Ledger):
+    now = utcnow()
+    alice = archived_user(ledger, "alice")
+    assert ledger.note_room_member(alice, now=now, settle_seconds=30) is None
+    assert ledger.note_room_member(alice, now=now, settle_seconds=30) is None
+    bob = archived_user(ledger, "bob")
+    rid = ledger.note_room_member(bob, now=now, settle_seconds=30)
+    assert rid == room_id(BIZ, "9", TASK) and ledger.room_of(alice) == rid
+    room = ledger.recording(rid)
+    assert (room.source, room.state, room.revision) == ("room", "collecting", 0)
+    assert room.identity == {"BizID": BIZ, "RoomID": "9", "TaskID": TASK}
+    assert room.settle_due_at == now + timedelta(seconds=30)
+    assert [(m.user_id, m.state, m.revision) for m in ledger.room_members(rid)] == [
+        ("alice", "archived", 1), ("bob", "archived", 1)
+    ]  # fmt: skip
+    assert sorted(ledger.find_recordings(TASK)) == sorted([alice, bob])  # not the room
+
+    run_id = ledger.claim(rid, now=now)
+    ledger.finish_run(
+        run_id, now=now, result={"members_key": [[alice, 1], [bob, 1]]}, manifest_url="m"
+    )
+    assert ledger.last_mixed(rid) == [[alice, 1], [bob, 1]]
+    later = now + timedelta(seconds=5)
+    assert ledger.note_room_member(bob, now=later, settle_seconds=30) is None  # same news
+    assert ledger.recording(rid).state == "archived"
+
+    finish(ledger, bob)  # bob reprocessed: revision 2 reopens the room
+    assert ledger.note_room_member(bob, now=later, settle_seconds=30) == rid
+    reopened = ledger.recording(rid)
+    assert reopened.state == "collecting" and reopened.last_event_at == later
+    ledger.settle_unchanged(rid, later)  # (as if nothing had changed after all)
+    assert ledger.recording(rid).state == "archived"
+    assert [(r.id, r.members, r.revision) for r in ledger.recent_rooms()] == [(rid, 2, 1)]
+
+
+def test_mixed_stream_recordings_make_no_room(ledger: Ledger):
+    one, two = archived_user(ledger, "a", record_mode=1), archived_user(ledger, "b", record_mode=1)
+    assert ledger.note_room_member(one, now=utcnow(), settle_seconds=30) is None
+    assert ledger.note_room_member(two, now=utcnow(), settle_seconds=30) is None
+    assert ledger.recent_rooms() == []
