@@ -81,8 +81,12 @@ def create_app(
     def _guard() -> None:
         g.csp_nonce = secrets.token_urlsafe(18)
         g.principal = auth.identify(ledger)
-        bearer = g.principal is not None and g.principal.kind == "token"
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer:
+        # Every form POST needs its CSRF token, the sign-in form too. An API call needs one
+        # only when it rides on a signed-in session: one without (a bearer token, or no
+        # credential, which is refused 401) is nothing a browser sends on its own.
+        by_session = g.principal is not None and g.principal.kind == "user"
+        api = request.path.startswith("/api/")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and (by_session or not api):
             csrf.protect()
 
     @app.after_request

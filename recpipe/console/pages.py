@@ -135,6 +135,7 @@ def blueprint(limiter: Limiter) -> Blueprint:
             if player
             else None,
             "player": url_for("pages.player_data", recording_id=recording_id),
+            "identity": detail["identity"],
         }
         from tasks.reprocessing import STEPS
 
