@@ -49,9 +49,7 @@ def sign_in(client: Any, name: str, password: str = PASSWORD) -> Any:
     )
 
 
-def store_gme(
-    ledger: Ledger, seq: int, *, task: str, user: str = "999", room: str = "100"
-) -> str:
+def store_gme(ledger: Ledger, seq: int, *, task: str, user: str = "999", room: str = "100") -> str:
     body = json.dumps(
         {
             "BizID": BIZ, "RoomID": room, "UserID": user, "TaskID": int(task), "RecordMode": 1,

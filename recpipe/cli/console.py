@@ -59,6 +59,7 @@ def console(host: str, port: int, threads: int) -> None:
                 "graceful_timeout": 20,
                 "keepalive": 5,
                 "control_socket_disable": True,
+                "limit_request_line": 8190,  # gunicorn's most: a query of the API fits
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

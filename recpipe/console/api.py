@@ -46,6 +46,8 @@ def list_filters(args: Any) -> dict[str, Any]:
     if source is not None and source not in SOURCES:
         raise BadParameterError("source", f"one of {', '.join(SOURCES)}")
     since = None
+    if len(args.get("since") or "") > 64:
+        raise BadParameterError("since", "at most 64 characters")
     if args.get("since"):
         try:
             since = parse_when(args["since"], datetime.now(UTC), "since")
@@ -58,7 +60,7 @@ def list_filters(args: Any) -> dict[str, Any]:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
         raise BadParameterError("limit", "a whole number from 1 to 200")
     cursor = args.get("cursor") or None
-    if cursor is not None and len(cursor) > 512:
+    if cursor is not None and len(cursor) > 256:
         raise BadParameterError("cursor", "not one this API handed out")
     return {
         "state": state,

@@ -131,8 +131,13 @@ def create_app(
     def _http(exc: HTTPException) -> Any:
         code = exc.code or 500
         if request.path.startswith("/api/"):
-            return jsonify(error=(exc.name or "error").lower()), code
-        return render_template("error.html", code=code, message=exc.name), code
+            response = jsonify(error=(exc.name or "error").lower())
+        else:
+            response = Response(render_template("error.html", code=code, message=exc.name))
+        for name, value in exc.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, code
 
     app.register_blueprint(pages.blueprint(limiter))
     app.register_blueprint(api.blueprint())

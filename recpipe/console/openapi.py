@@ -145,7 +145,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "description": "an ISO date/time (UTC unless it says) or an age: "
                             "30m, 2h, 3d",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "maxLength": 64},
                         },
                         {
                             "name": "q",
@@ -158,7 +158,7 @@ def document() -> dict[str, Any]:
                             "name": "cursor",
                             "in": "query",
                             "description": "the `next` of the previous page",
-                            "schema": {"type": "string", "maxLength": 512},
+                            "schema": {"type": "string", "maxLength": 256},
                         },
                         {
                             "name": "limit",
@@ -181,6 +181,7 @@ def document() -> dict[str, Any]:
                             },
                             "a page of recordings; `next` is null on the last page",
                         ),
+                        "414": {"description": "the request line is too long (over 8 KiB)"},
                         **_errors(400, 401),
                     },
                 }

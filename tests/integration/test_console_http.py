@@ -78,7 +78,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     people = add_people(ledger)
     archive = tmp / "archive"
     ids = {}
-    for n, label in enumerate(("api_reprocess", "page_reprocess", "api_redeliver", "page_redeliver")):
+    for n, label in enumerate(
+        ("api_reprocess", "page_reprocess", "api_redeliver", "page_redeliver")
+    ):
         ids[label] = store_gme(ledger, 0, task=TASK, user=f"user-{n}")
         archived_run(ledger, ids[label], archive,
                      notification="failed" if "redeliver" in label else "delivered")  # fmt: skip
@@ -304,7 +306,9 @@ def test_artifacts_are_served_with_range_and_a_safe_download_name(world: World):
         assert part.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
     with client.get(url + "?download=1", headers=headers) as download:
         assert download.headers["Content-Disposition"] == f"attachment; filename={rid}.m4a"
-    assert client.get(f"/api/v1/recordings/{rid}/artifacts/opus", headers=headers).status_code == 404
+    assert (
+        client.get(f"/api/v1/recordings/{rid}/artifacts/opus", headers=headers).status_code == 404
+    )
 
 
 def test_text_from_callbacks_is_escaped_in_html_attributes_and_embedded_json(world: World):
@@ -413,9 +417,11 @@ def test_repeated_failed_sign_ins_are_answered_429_counted_in_redis(world: World
     client = world.app.test_client()
     token = csrf_of(client.get("/login").get_data(as_text=True))
     statuses = [
-        client.post("/login", data={"name": "otto", "password": f"wrong-{n}",
-                                    "csrf_token": token},
-                    environ_base={"REMOTE_ADDR": "10.9.8.7"}).status_code  # fmt: skip
+        client.post(
+            "/login",
+            data={"name": "otto", "password": f"wrong-{n}", "csrf_token": token},
+            environ_base={"REMOTE_ADDR": "10.9.8.7"},
+        ).status_code  # fmt: skip
         for n in range(7)
     ]
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
