@@ -51,3 +51,16 @@ if ! answers 5672; then
     rabbitmq-server -detached
     wait_port 5672 RabbitMQ
 fi
+
+# The console's browser test drives Debian's Chromium through Playwright (no browser is
+# downloaded: `playwright install` cannot reach its servers from everywhere).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "services: installing Chromium for the console's browser test" >&2
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "services: /usr/bin/chromium is missing; install chromium" >&2
+        exit 1
+    fi
+fi

@@ -359,7 +359,7 @@ def test_a_post_without_its_csrf_token_is_refused(world: World):
 
 
 def test_every_answer_carries_a_nonce_csp_nosniff_and_refuses_framing(world: World):
-    client, headers = caller(world, "operate", "page")
+    client, _ = caller(world, "operate", "page")
     nonces = set()
     for url in ("/login", "/", "/recordings", f"/recordings/{world.ids['hostile']}",
                 "/api/v1/openapi.json", "/api/v1/recordings", "/nope"):  # fmt: skip
@@ -416,19 +416,15 @@ def test_repeated_failed_sign_ins_are_answered_429_counted_in_redis(world: World
     password does not get through while throttled."""
     client = world.app.test_client()
     token = csrf_of(client.get("/login").get_data(as_text=True))
-    statuses = [
-        client.post(
-            "/login",
-            data={"name": "otto", "password": f"wrong-{n}", "csrf_token": token},
-            environ_base={"REMOTE_ADDR": "10.9.8.7"},
-        ).status_code  # fmt: skip
-        for n in range(7)
-    ]
+
+    def attempt(password: str) -> int:
+        data = {"name": "otto", "password": password, "csrf_token": token}
+        response = client.post("/login", data=data, environ_base={"REMOTE_ADDR": "10.9.8.7"})
+        return int(response.status_code)
+
+    statuses = [attempt(f"wrong-{n}") for n in range(7)]
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
-    right = client.post("/login", data={"name": "otto", "password": "a long enough password",
-                                        "csrf_token": token},
-                        environ_base={"REMOTE_ADDR": "10.9.8.7"})  # fmt: skip
-    assert right.status_code == 429
+    assert attempt("a long enough password") == 429
     keys = redis.Redis.from_url(world.settings.broker_url).keys("LIMITS*")
     assert keys
 

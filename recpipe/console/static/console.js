@@ -91,10 +91,16 @@ function draw(canvas, wave, timeline, position) {
   }
   ctx.fillStyle = "#2456c9";
   const n = wave.peaks.length;
+  // Scaled to the loudest peak, so a quiet recording still shows its shape.
+  if (!wave.loudest) {
+    wave.loudest = 0.01;
+    for (const [lo, hi] of wave.peaks) wave.loudest = Math.max(wave.loudest, -lo, hi);
+  }
+  const gain = 1 / wave.loudest;
   for (let px = 0; px < width; px++) {
     const [lo, hi] = wave.peaks[Math.min(n - 1, Math.floor((px / width) * n))] || [0, 0];
-    const top = mid - Math.max(0.01, hi) * mid * 0.95;
-    const bottom = mid - Math.min(-0.01, lo) * mid * 0.95;
+    const top = mid - Math.max(0.01, hi * gain) * mid * 0.95;
+    const bottom = mid - Math.min(-0.01, lo * gain) * mid * 0.95;
     ctx.fillRect(px, top, 1, Math.max(1, bottom - top));
   }
   if (position > 0) {
