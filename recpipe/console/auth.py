@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app, g, jsonify, redirect, request, url_for
+from flask import g, jsonify, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
 
 from foundation.config import ConfigError, Settings
@@ -178,11 +178,7 @@ def needs(permission: str, *, api: bool) -> Callable[[View], View]:
             if permission == "operate" and not who.can_operate:
                 if api:
                     return jsonify(error="this needs an operator or an operate token"), 403
-                current_app.logger.info("refused %s to %s", request.path, who.actor)
-                return (
-                    current_app.jinja_env.get_template("refused.html").render(who=who),
-                    403,
-                )
+                return render_template("refused.html", who=who), 403
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]

@@ -378,8 +378,9 @@ def test_the_console_is_its_own_service_published_on_the_loopback_only():
     assert argv[:2] == ["recpipe", "console"]
     port = argv[argv.index("--port") + 1]
     assert svc["ports"] == [f"127.0.0.1:{port}:{port}"]
-    assert port != command_of(services()["webhook"])[
-        command_of(services()["webhook"]).index("--port") + 1
-    ]
+    assert (
+        port
+        != command_of(services()["webhook"])[command_of(services()["webhook"]).index("--port") + 1]
+    )
     assert f"http://127.0.0.1:{port}/login" in " ".join(svc["healthcheck"]["test"])
     assert len(service_env(svc)["RECPIPE_CONSOLE_SECRET"]) >= 32

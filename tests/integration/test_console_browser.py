@@ -83,6 +83,12 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
                         "--wait", "--timeout", "180")  # fmt: skip
     assert simulated.returncode == 0, simulated.stdout + simulated.stderr + stack.log_text()
     [recording_id] = set(re.findall(r"gme-\d+-[0-9a-f]{12}", simulated.stdout + simulated.stderr))
+    # The running webhook (`recpipe serve`) serves none of the console.
+    for method, path in [("GET", "/login"), ("POST", "/login"), ("GET", "/"),
+                         ("GET", f"/recordings/{recording_id}"), ("GET", "/api/v1/openapi.json"),
+                         ("GET", "/api/v1/recordings"),
+                         ("POST", f"/api/v1/recordings/{recording_id}/reprocess")]:  # fmt: skip
+        assert requests.request(method, stack.url + path, timeout=10).status_code == 404, path
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
