@@ -92,6 +92,7 @@ def blueprint(limiter: Limiter) -> Blueprint:
             throughput=ledger.throughput(now=now),
             queues=console()["actions"].queue_depths(),
             attention=attention.total,
+            audit=ledger.audit_trail(limit=20),
             refresh=REFRESH_SECONDS if busy else None,
         )
 

@@ -5,6 +5,7 @@ refused as a viewer. Saves the recording page's screenshot to docs/console-recor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -135,6 +136,26 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
             SCREENSHOT.parent.mkdir(exist_ok=True)
             operator.evaluate("() => document.getElementById('player').pause()")
             operator.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # With a peaks.json and a timeline.json beside the media (the pipeline's own once
+            # it writes them; made here when it does not yet), those are drawn.
+            folder = Path(env["RECPIPE_ARCHIVE_URL"].removeprefix("file://"))
+            [media] = folder.rglob(f"{recording_id}.m4a")
+            peaks_path = media.with_name(f"{recording_id}.peaks.json")
+            if not peaks_path.exists():
+                peaks_path.write_text(json.dumps({
+                    "version": 2, "channels": 1, "sample_rate": 48000, "samples_per_pixel": 4800,
+                    "bits": 8, "length": 100, "data": [v for i in range(100) for v in (-i, i)],
+                }))  # fmt: skip
+            if not media.with_name("timeline.json").exists():
+                media.with_name("timeline.json").write_text(json.dumps({
+                    "timeline": [],
+                    "gaps": [{"start_s": 4.0, "duration_s": 1.0, "reason": "pause"}],
+                    "speech": [{"UserID": "u", "spans": [[0.0, 4.0], [5.0, 9.0]]}],
+                }))  # fmt: skip
+            operator.reload()
+            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=30_000)
+            assert "peaks.json" in operator.inner_text("#waveform-source")
 
             # Reprocess from fetch: revision 2 appears, and who did it is on the page.
             operator.select_option("select[name=from_step]", "fetch")

@@ -438,3 +438,49 @@ def test_the_webhook_answers_404_to_every_console_and_api_route(world: World):
         url = path.format(**world.ids)
         response = webhook.open(url, method=method)
         assert response.status_code == 404, (method, url)
+
+
+def test_needs_attention_lists_each_problem_with_the_action_that_fixes_it(world: World):
+    from storage.ledger import utcnow
+
+    undelivered = store_gme(world.ledger, 0, task=TASK, user="user-undelivered")
+    archived_run(world.ledger, undelivered, world.archive, notification="failed")
+    broken = store_gme(world.ledger, 0, task=TASK, user="user-broken")
+    run_id = world.ledger.claim(broken, now=utcnow(), force=True)
+    world.ledger.fail_run(run_id, now=utcnow(), error="segment 0 is not an audio file")
+    client, _ = caller(world, "operate", "page")
+    html = client.get("/attention").get_data(as_text=True)
+    failed = html[html.index("Failed recordings") : html.index("Failed or disabled")]
+    assert broken in failed and "segment 0 is not an audio file" in failed
+    assert f'action="/recordings/{broken}/reprocess"' in failed
+    notes = html[html.index("Failed or disabled notifications") : html.index("heart-beating")]
+    assert f'action="/recordings/{undelivered}/redeliver"' in notes
+    viewer, _ = caller(world, "read", "page")
+    seen = viewer.get("/attention").get_data(as_text=True)
+    assert "/redeliver" not in seen and "/reprocess" not in seen  # no buttons for a viewer
+
+
+def test_the_player_gets_the_peaks_and_timeline_beside_the_media(world: World):
+    rid = world.ids["page_redeliver"]
+    folder = world.archive / "gme" / "1400000000" / rid
+    peaks = {"version": 2, "channels": 1, "sample_rate": 48000, "samples_per_pixel": 480,
+             "bits": 8, "length": 2, "data": [-10, 12, -100, 90]}  # fmt: skip
+    timeline = {"timeline": [], "gaps": [{"start_s": 1.0, "duration_s": 2.0, "reason": "pause"}],
+                "speech": [{"UserID": HOSTILE, "spans": [[0.0, 1.0]]}]}  # fmt: skip
+    (folder / f"{rid}.peaks.json").write_text(json.dumps(peaks))
+    (folder / "timeline.json").write_text(json.dumps(timeline))
+    client, _ = caller(world, "read", "page")
+    served = client.get(f"/recordings/{rid}/player.json")
+    assert served.status_code == 200 and served.mimetype == "application/json"
+    assert served.json == {"format": "m4a", "peaks": peaks, "timeline": timeline}
+    bare = client.get(f"/recordings/{world.ids['api_redeliver']}/player.json").json
+    assert bare == {"format": "m4a", "peaks": None, "timeline": None}
+
+
+def test_operator_actions_of_the_cli_and_the_console_are_listed_on_the_first_page(world: World):
+    world.ledger.record_action("cli:root", "token.create", target=HOSTILE)
+    client, _ = caller(world, "read", "page")
+    html = client.get("/").get_data(as_text=True)
+    audit = html[html.index('id="audit"') :]
+    assert "cli:root" in audit and "token.create" in audit
+    assert "<script>alert" not in audit
