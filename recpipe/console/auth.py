@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -84,11 +85,12 @@ def console_secret(settings: Settings) -> str:
     path: Path = settings.data_dir / "console-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with path.open("x", encoding="ascii") as out:
-            path.chmod(0o600)
-            out.write(secrets.token_urlsafe(48))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(48))
     secret = path.read_text(encoding="ascii").strip()
     if len(secret) < 32:
         raise ConfigError(f"{path}: the console secret kept there is too short; remove it")
