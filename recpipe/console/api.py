@@ -170,19 +170,19 @@ def blueprint() -> Blueprint:
     return bp
 
 
-def current_artifact(recording_id: str, fmt: str) -> Any:
-    """The artifact of that format of the recording's newest archived run, if any."""
+def current_artifacts(recording_id: str) -> dict[str, Any]:
+    """The artifacts of the recording's newest archived run, by format ({} if none)."""
     ledger, archive = console()["ledger"], console()["archive"]
     if ledger.recording(recording_id) is None:
-        return None
+        return {}
     for run in sorted(ledger.runs_for(recording_id), key=lambda r: r.revision, reverse=True):
-        if run.state != "archived":
-            continue
-        for found in archive.artifacts(run.result):
-            if found.format == fmt:
-                return found
-        return None
-    return None
+        if run.state == "archived":
+            return {found.format: found for found in archive.artifacts(run.result)}
+    return {}
+
+
+def current_artifact(recording_id: str, fmt: str) -> Any:
+    return current_artifacts(recording_id).get(fmt)
 
 
 def _act(call: Any) -> Any:

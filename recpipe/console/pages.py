@@ -27,7 +27,7 @@ from recpipe.console.api import (
     RECORDING_STATES,
     BadParameterError,
     console,
-    current_artifact,
+    current_artifacts,
     list_filters,
 )
 from recpipe.console.auth import needs
@@ -127,9 +127,8 @@ def blueprint(limiter: Limiter) -> Blueprint:
         detail = recording_detail(ledger, recording_id)
         seen = [s["seq_no"] for s in detail["segments"]] if detail["source"] == "gme" else []
         missing = sorted(set(range(max(seen) + 1)) - set(seen)) if seen else []
-        player = next(
-            (fmt for fmt in PLAYABLE if current_artifact(recording_id, fmt) is not None), None
-        )
+        artifacts = current_artifacts(recording_id)
+        player = next((fmt for fmt in PLAYABLE if fmt in artifacts), None)
         page_data = {
             "id": recording_id,
             "media": url_for("api.artifact", recording_id=recording_id, fmt=player)
@@ -157,8 +156,9 @@ def blueprint(limiter: Limiter) -> Blueprint:
         """The waveform's peaks and the timeline (speech spans, gaps) beside the media,
         when the pipeline wrote them; null when not."""
         archive = console()["archive"]
+        artifacts = current_artifacts(recording_id)
         for fmt in PLAYABLE:
-            found = current_artifact(recording_id, fmt)
+            found = artifacts.get(fmt)
             if found is not None:
                 return jsonify(
                     format=fmt,

@@ -484,3 +484,13 @@ def test_operator_actions_of_the_cli_and_the_console_are_listed_on_the_first_pag
     audit = html[html.index('id="audit"') :]
     assert "cli:root" in audit and "token.create" in audit
     assert "<script>alert" not in audit
+
+
+def test_the_list_refreshes_itself_only_while_something_on_it_is_in_progress(world: World):
+    client, _ = caller(world, "read", "page")
+    busy = client.get("/recordings?state=collecting").get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="5">' in busy
+    done = client.get("/recordings?state=archived").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in done
+    for rid in re.findall(r'data-copy="(gme-[^"]+)"', done):  # ids whole, copyable
+        assert f"<code>{rid}</code>" in done
