@@ -45,6 +45,7 @@ def console(host: str, port: int, threads: int) -> None:
             err=True,
         )
     click.echo(f"recpipe: console on http://{host}:{port}", err=True)
+    ledger.dispose()  # no connection of this process is carried into gunicorn's worker
 
     class Server(BaseApplication):
         def load_config(self) -> None:
