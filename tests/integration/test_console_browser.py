@@ -50,7 +50,7 @@ def running(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Stack
     stack._spawn("console", [sys.executable, "-m", "recpipe", "console", "--port", str(port)])
     console = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: requests.get(f"{console}/login", timeout=1).ok, what="console")
+        wait_for(lambda: requests.get(f"{console}/login", timeout=2).ok, timeout=90, what="console")
         yield stack, console, stack.env
     finally:
         stack.stop()
@@ -111,7 +111,7 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
             operator.wait_for_url(f"{console}/recordings/{recording_id}")
 
             # The waveform is drawn (pixels on the canvas), the audio plays.
-            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=30_000)
+            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
             inked = operator.evaluate(
                 """() => {
                     const c = document.getElementById('waveform');
@@ -126,7 +126,7 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
                 "() => { const a = document.getElementById('player'); a.muted = true; a.play(); }"
             )
             operator.wait_for_function(
-                "() => document.getElementById('player').currentTime > 0.5", timeout=20_000
+                "() => document.getElementById('player').currentTime > 0.5", timeout=60_000
             )
             # Clicking the waveform seeks.
             box = operator.locator("#waveform").bounding_box()
@@ -154,14 +154,23 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
                     "speech": [{"UserID": "u", "spans": [[0.0, 4.0], [5.0, 9.0]]}],
                 }))  # fmt: skip
             operator.reload()
-            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=30_000)
+            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
             assert "peaks.json" in operator.inner_text("#waveform-source")
 
             # Reprocess from fetch: revision 2 appears, and who did it is on the page.
             operator.select_option("select[name=from_step]", "fetch")
-            operator.click("#reprocess")
-            operator.wait_for_url(f"{console}/recordings/{recording_id}")
-            stack.wait_for_state(recording_id, ("archived",), timeout=120)
+            with operator.expect_navigation():
+                operator.click("#reprocess")
+            assert operator.locator(".flash.ok").count() == 1  # accepted, not refused
+            wait_for(
+                lambda: (
+                    (r := stack.ledger.recording(recording_id)).revision == 2
+                    and r.state == "archived"
+                ),
+                timeout=180,
+                interval=0.5,
+                what="revision 2 archived",
+            )
 
             def shows_revision_2() -> bool:
                 operator.goto(f"{console}/recordings/{recording_id}")
