@@ -109,7 +109,7 @@ def test_outside_the_embedded_default_the_console_needs_its_secret(env):
     assert "RECPIPE_CONSOLE_SECRET" in result.stderr
 
 
-def test_schemathesis_finds_the_served_api_true_to_its_openapi_document(env, console):
+def test_schemathesis_finds_the_served_api_true_to_its_openapi_document(env, console, tmp_path):
     """Every operation with generated valid and invalid input (10 examples each, a fixed
     seed): no server error, status codes, content types, headers and bodies as
     documented, no route that ignores its authentication. Opaque cursors and free-form
@@ -124,7 +124,7 @@ def test_schemathesis_finds_the_served_api_true_to_its_openapi_document(env, con
             "--max-examples", "10", "--seed", "1", "--workers", "1",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         ],
-        capture_output=True, text=True, timeout=500,
+        capture_output=True, text=True, timeout=500, cwd=tmp_path,  # its cache goes there
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
