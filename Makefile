@@ -17,7 +17,7 @@ help: ## list the targets
 setup: ## install ffmpeg if missing and a virtualenv with recpipe in .venv
 	@scripts/bootstrap.sh
 
-services: ## start PostgreSQL, Redis and RabbitMQ where they are not answering
+services: ## start PostgreSQL, Redis and RabbitMQ where they are not answering; install prometheus if missing
 	@scripts/services.sh
 
 run: setup ## run recpipe on its embedded defaults: webhook on :8080, worker and beat

@@ -4,7 +4,7 @@ No HTTP server and no concurrency: each piece of the intake path runs --count ti
 distinct callbacks, one after another, against the same services as `bench/webhook_load.py`
 (ledger on a fresh PostgreSQL database, broker on a Redis database of its own), and its
 wall and CPU time per call are printed. The last row is the whole Flask view through
-Flask's test client (no gunicorn), for comparison with the sum.
+Flask's test client (no HTTP server), for comparison with the sum.
 
     python bench/intake_cost.py [--count 1000] [--redis-db 15]
 """

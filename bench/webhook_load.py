@@ -1,8 +1,9 @@
 """Benchmark the webhook (figure 3): verified GME callbacks per second and latency.
 
-`recpipe serve` (gunicorn, ledger on a fresh PostgreSQL database, broker on a Redis database
-of its own) against a bare Flask app that answers 200 {"code":0} on the same gunicorn
-settings, driven by the same load generator, in the same run:
+`recpipe serve` (recpipe's HTTP server, ledger on a fresh PostgreSQL database, broker on a
+Redis database of its own) against a bare Flask app that answers 200 {"code":0} on the same
+server and settings (`bench/bare_app.py`), driven by the same load generator, in the same
+run:
 
   (a) maximum throughput: --clients keep-alive connections posting back to back, at most
       --requests requests or --max-seconds;
@@ -72,7 +73,7 @@ def callbacks(count: int, first_task: int) -> list[Signed]:
 
 
 class Target:
-    """One server under test: how to start it and where its gunicorn workers are."""
+    """One server under test: how to start it and where its worker processes are."""
 
     def __init__(
         self, name: str, args: list[str], procs: Processes, port: int, db_url: str | None = None
@@ -86,14 +87,14 @@ class Target:
         wait_until(
             lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), 60, f"{self.name} to serve"
         )
-        wait_until(lambda: children_of(self.pid), 10, f"{self.name}'s gunicorn worker")
+        wait_until(lambda: children_of(self.pid), 10, f"{self.name}'s worker process")
 
     def workers(self) -> list[int]:
         return children_of(self.pid)
 
     def cpu(self) -> tuple[float, float, float]:
-        """CPU seconds so far of: the gunicorn workers, the ledger's PostgreSQL backends, and
-        this load generator (on a small machine they share the cores)."""
+        """CPU seconds so far of: the server's worker processes, the ledger's PostgreSQL
+        backends, and this load generator (on a small machine they share the cores)."""
         backends = postgres_backends(self.db_url) if self.db_url else []
         return (
             sum(cpu_seconds(pid) for pid in self.workers()),
@@ -150,7 +151,7 @@ def report(title: str, load: LoadResult) -> None:
 
 
 def profile(target: Target, items: list[Signed], args: argparse.Namespace) -> list[str]:
-    """py-spy on the gunicorn worker under the same closed-loop load: the GIL holder (CPU),
+    """py-spy on the server's worker process under the same closed-loop load: the GIL holder (CPU),
     then every thread (wall clock)."""
     files: list[str] = []
     half = len(items) // 2
@@ -164,9 +165,7 @@ def profile(target: Target, items: list[Signed], args: argparse.Namespace) -> li
         files += [str(f) for f in written]
         raw = next((f for f in written if f.suffix == ".txt"), None)
         if raw is not None:
-            print_top(
-                f"{target.name} {kind} profile ({raw})", raw, within="handle_request", limit=25
-            )
+            print_top(f"{target.name} {kind} profile ({raw})", raw, within="call_app", limit=25)
     return files
 
 
@@ -243,7 +242,7 @@ def print_table(recpipe: dict, bare: dict, args: argparse.Namespace) -> dict[str
         ("max throughput, req/s", "peak", "rps", "higher is better; goal ratio >= 0.5"),
         ("  p50 ms", "peak", "p50_ms", ""),
         ("  p99 ms", "peak", "p99_ms", ""),
-        ("  server CPU ms/request", "peak", "server_cpu_ms_per_request", "gunicorn worker(s)"),
+        ("  server CPU ms/request", "peak", "server_cpu_ms_per_request", "worker process(es)"),
         ("  PostgreSQL CPU ms/request", "peak", "postgres_cpu_ms_per_request", "its backends"),
         ("  client CPU ms/request", "peak", "client_cpu_ms_per_request", "load generator"),
         (f"at {args.rate:g} req/s: p50 ms", "paced", "p50_ms", ""),
@@ -275,8 +274,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=30.0, help="at most this long (a)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s in (b)")
     parser.add_argument("--rate-seconds", type=float, default=15.0, help="duration of (b)")
-    parser.add_argument("--workers", type=int, default=1, help="gunicorn processes (both)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads (both)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (both)")
+    parser.add_argument("--threads", type=int, default=8, help="app threads per process (both)")
     parser.add_argument("--rounds", type=int, default=3, help="bare/recpipe turns (median shown)")
     parser.add_argument("--redis-db", type=int, default=15, help="Redis database (flushed)")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers afterwards")
@@ -300,7 +299,7 @@ def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="webhook-", dir=args.out))
-    gunicorn = ["--workers", str(args.workers), "--threads", str(args.threads)]
+    server = ["--workers", str(args.workers), "--threads", str(args.threads)]
     # Distinct callbacks per phase and round: nothing is a duplicate of an earlier request.
     sizes = {
         "warmup": 300,
@@ -342,19 +341,15 @@ def main() -> None:
                     port = free_port()
                     bare = Target(
                         "bare",
-                        [
-                            sys.executable, "-m", "gunicorn", "--chdir", str(ROOT / "bench"),
-                            "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
-                            *gunicorn, "--timeout", "60", "--graceful-timeout", "20",
-                            "--keep-alive", "5", "bare_app:app",
-                        ],
+                        [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(port),
+                         *server],
                         procs, port,
                     )  # fmt: skip
                     result = {"bare": measure(bare, sets, args)}
                     port = free_port()
                     recpipe = Target(
                         "recpipe",
-                        [sys.executable, "-m", "recpipe", "serve", "--port", str(port), *gunicorn],
+                        [sys.executable, "-m", "recpipe", "serve", "--port", str(port), *server],
                         procs,
                         port,
                         db_url,

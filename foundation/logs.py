@@ -1,6 +1,6 @@
 """Structured logs: JSON lines when not on a terminal, readable lines when on one.
 
-Every line, recpipe's own and those of the libraries (Celery, gunicorn, boto3), passes
+Every line, recpipe's own and those of the libraries (Celery, boto3), passes
 through `Redactor` last, so configured secrets, signature headers, passwords in URLs and
 signed query strings never reach the output.
 """

@@ -1,7 +1,7 @@
 """Prometheus plumbing shared by the webhook and the workers.
 
-Both run several processes (gunicorn workers, Celery's prefork pool), so metrics use
-prometheus_client's multiprocess mode: every process writes its samples to files in
+Both run several processes (the webhook's server processes, Celery's prefork pool), so metrics
+use prometheus_client's multiprocess mode: every process writes its samples to files in
 `PROMETHEUS_MULTIPROC_DIR` and whoever answers a scrape adds them up. The directory must
 be chosen before prometheus_client is first imported (it decides then how values are
 stored), so the process that starts the others calls `use_multiprocess_dir` first thing.

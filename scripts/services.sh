@@ -64,3 +64,18 @@ if [ ! -x /usr/bin/chromium ]; then
         exit 1
     fi
 fi
+
+# Prometheus and promtool: the tests check the rules in deploy/prometheus with promtool and
+# run a Prometheus of their own (temporary data directory, a free port); nothing is started
+# here.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "services: installing prometheus" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            prometheus >/dev/null
+    else
+        echo "services: prometheus and promtool are missing; install prometheus" >&2
+        exit 1
+    fi
+fi

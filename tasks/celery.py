@@ -14,9 +14,11 @@ from celery.signals import before_task_publish, celeryd_init, setup_logging, tas
 from kombu import pools
 
 from foundation.config import Settings
+from tasks.liveness import WorkerHeartbeat
 
 app = Celery("recpipe", include=["tasks.jobs"])
 app.config_from_object("tasks.celeryconfig")
+app.steps["consumer"].add(WorkerHeartbeat)
 
 
 def configure(settings: Settings) -> Celery:

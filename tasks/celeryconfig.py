@@ -70,7 +70,8 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
         # The schedule is one short interval, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
-        "beat_scheduler": "celery.beat:Scheduler",
+        # (tasks.liveness's subclass also stamps beat's heartbeat at every pass.)
+        "beat_scheduler": "tasks.liveness:HeartbeatScheduler",
         "worker_enable_remote_control": not s.embedded_broker,
     }
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the workers: chain steps, queue wait, notification attempts.
+"""Prometheus metrics of the workers: chain steps, queue wait, notification attempts,
+failures of the source and archive stores (heartbeats: `tasks.liveness`).
 
 A worker's main process serves them on `RECPIPE_METRICS_PORT` (see `serve_worker_metrics`,
 started from `tasks.celery`); its pool processes write them in multiprocess mode.
@@ -46,6 +47,12 @@ class _Families:
             ["queue", "task"],
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
         )
+        self.store_errors = Counter(
+            "recpipe_store_errors_total",
+            "Steps that raised a storage or network error (not a media error) while reading "
+            "the source (fetch) or writing the archive (archive); the task retries them",
+            ["store"],
+        )
         self.notification_attempts = Counter(
             "recpipe_notification_attempts_total",
             "Downstream notification attempts, by outcome "
@@ -59,12 +66,33 @@ def families() -> _Families:
     return _Families()
 
 
+STEPS = ("fetch", "concat", "transcode", "archive")
+STORE_OF_STEP = {"fetch": "source", "archive": "archive"}
+NOTIFICATION_OUTCOMES = ("delivered", "gone", "rejected", "unreachable")
+
+
+def initialize() -> None:
+    """Every counter's label values at 0, so that a rate sees the first failure (a series
+    that starts at 1 shows no increase). Called by the worker's main process at start."""
+    f = families()
+    for step in STEPS:
+        f.step_failures.labels(step)
+    for store in STORE_OF_STEP.values():
+        f.store_errors.labels(store)
+    for outcome in NOTIFICATION_OUTCOMES:
+        f.notification_attempts.labels(outcome)
+
+
 def observe_step(step: str, seconds: float) -> None:
     families().step_seconds.labels(step).observe(seconds)
 
 
-def count_step_failure(step: str) -> None:
+def count_step_failure(step: str, *, storage: bool = False) -> None:
+    """`storage`: the step raised something other than a media error (the store or the
+    network failed), counted against the step's store as well."""
     families().step_failures.labels(step).inc()
+    if storage and step in STORE_OF_STEP:
+        families().store_errors.labels(STORE_OF_STEP[step]).inc()
 
 
 def count_notification_attempt(status_code: int | None) -> None:

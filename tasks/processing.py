@@ -46,7 +46,7 @@ class StepRecorder:
         try:
             yield
         except Exception as exc:
-            metrics.count_step_failure(step)
+            metrics.count_step_failure(step, storage=not isinstance(exc, MediaError))
             self.ledger.step(self.run_id, step, now=utcnow(), ok=False, error=str(exc))
             bound.warning("step.failed", error=str(exc))
             raise

@@ -82,12 +82,12 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_webhook(self, workers: int = 1) -> None:
+    def start_webhook(self, workers: int = 1, options: tuple[str, ...] = ()) -> None:
         self._spawn(
             "webhook",
             [
                 sys.executable, "-m", "recpipe", "serve", "--port", str(self.port),
-                "--workers", str(workers),
+                "--workers", str(workers), *options,
             ],
         )  # fmt: skip
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")

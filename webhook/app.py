@@ -34,7 +34,7 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
-        # gunicorn's threads serve many requests: each starts with an empty log context.
+        # The server's threads serve many requests: each starts with an empty log context.
         structlog.contextvars.clear_contextvars()
 
     @app.after_request
@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
         metrics.REQUEST_SECONDS.labels(route, request.method).observe(
             time.perf_counter() - g.get("started", time.perf_counter())
         )
+        metrics.RESPONSES.labels(route, str(response.status_code)).inc()
         return response
 
     def answer_callback(provider: str) -> tuple[Response, int]:
@@ -92,7 +93,7 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
 
     @app.get("/metrics")
     def metrics_view() -> Response:
-        payload, content_type = metrics.render(ledger)
+        payload, content_type = metrics.render(ledger, settings)
         return Response(payload, content_type=content_type)
 
     @app.errorhandler(HTTPException)

@@ -1,8 +1,10 @@
 """Prometheus metrics of the webhook, and what `GET /metrics` answers.
 
 Besides the webhook's own counters, a scrape reports how many recordings are in each
-state, read from the ledger at scrape time (one GROUP BY on an indexed column), and the
-samples every process of this host wrote in multiprocess mode (see `foundation.metrics`).
+state, read from the ledger at scrape time (one GROUP BY on an indexed column), the
+ledger's health figures (`webhook.ledger_metrics`), the depth of the broker's queues
+(`foundation.queues`), and the samples every process of this host wrote in multiprocess
+mode (see `foundation.metrics`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from foundation import metrics as shared
+from foundation.config import Settings
+from foundation.queues import QueueDepth
 from storage.domain import RecordingState
 from storage.ledger import Ledger, LedgerUnavailableError
+from webhook.ledger_metrics import LedgerHealth
 
 log = structlog.get_logger("recpipe.webhook")
 
@@ -29,6 +34,12 @@ REQUEST_SECONDS = Histogram(
     "HTTP request latency",
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+RESPONSES = Counter(
+    "recpipe_http_responses_total",
+    "HTTP answers, by route and status code",
+    ["route", "code"],
 )
 
 STATES = (
@@ -63,7 +74,11 @@ class RecordingsByState:
         for state in sorted({*STATES, *counts}):
             gauge.add_metric([state], counts.get(state, 0))
         yield gauge
+        yield from LedgerHealth(self.ledger).collect()
 
 
-def render(ledger: Ledger) -> tuple[bytes, str]:
-    return shared.render(RecordingsByState(ledger))
+def render(ledger: Ledger, settings: Settings | None = None) -> tuple[bytes, str]:
+    extra: list[object] = [RecordingsByState(ledger)]
+    if settings is not None:
+        extra.append(QueueDepth(settings))
+    return shared.render(*extra)

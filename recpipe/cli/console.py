@@ -18,11 +18,14 @@ from recpipe.cli.common import fail, load_settings, operator_errors
 @click.option("--port", default=8081, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="threads serving requests")
 def console(host: str, port: int, threads: int) -> None:
-    """Run the operator console and the HTTP API (never part of the public webhook)."""
+    """Run the operator console and the HTTP API (never part of the public webhook).
+
+    It runs on gunicorn, not on the webhook's buffering front: the console streams media
+    (with Range) that is far larger than a callback's answer."""
     from gunicorn.app.base import BaseApplication
 
     from foundation import logs
-    from recpipe.cli.processes import _check_can_listen
+    from recpipe import serving
     from recpipe.console import auth
     from recpipe.console.app import create_app
     from storage.ledger import Ledger, LedgerUnavailableError
@@ -32,7 +35,10 @@ def console(host: str, port: int, threads: int) -> None:
         secret = auth.console_secret(settings)
     except ConfigError as exc:
         fail(f"configuration error: {exc}", 2)
-    _check_can_listen(host, port)
+    try:  # a port in use is one line, not gunicorn's five seconds of retries
+        serving.listen(host, port).close()
+    except serving.ListenError as exc:
+        fail(str(exc))
     logs.configure(settings.log_level, secrets=[*logs.secrets_of(settings), secret])
     ledger = Ledger(settings.database_url)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,65 +20,78 @@ from recpipe.cli.common import fail, load_settings
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="gunicorn processes")
-@click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Run the webhook on gunicorn (a production WSGI server)."""
+@click.option("--workers", default=1, show_default=True, type=int, help="server processes")
+@click.option("--threads", default=8, show_default=True, type=int, help="app threads per process")
+@click.option(
+    "--max-connections",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(16),
+    help="open connections per process; one more closes the oldest unanswered one",
+)
+@click.option(
+    "--request-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.5),
+    help="seconds a request (line, headers, body) may take to arrive whole",
+)
+@click.option(
+    "--keepalive",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="seconds an idle connection is kept open for the next request",
+)
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    max_connections: int,
+    request_timeout: float,
+    keepalive: float,
+) -> None:
+    """Run the webhook on recpipe's HTTP server: whole requests are read under deadlines
+    by an event loop, then answered on a thread pool, so slow clients hold no thread."""
     settings = load_settings()
-    _check_can_listen(host, port)
-    # Before anything imports prometheus_client: /metrics adds up every gunicorn process.
+    # Before anything imports prometheus_client: /metrics adds up every server process.
     from foundation import metrics
 
     metrics.use_multiprocess_dir(settings.data_dir / "metrics" / f"webhook-{os.getpid()}")
 
-    from gunicorn.app.base import BaseApplication
-
     from foundation import logs
+    from recpipe import serving
     from recpipe.webapp import create_app
     from storage.ledger import Ledger, LedgerUnavailableError
 
     logs.configure(settings.log_level, secrets=logs.secrets_of(settings))
+    ledger = Ledger(settings.database_url)
     try:
-        Ledger(settings.database_url).migrate()
+        ledger.migrate()
     except LedgerUnavailableError as exc:
         fail(f"ledger unreachable: {exc}")
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            options = {
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "threads": threads,
-                "worker_class": "gthread",
-                "accesslog": None,
-                "timeout": 60,
-                "graceful_timeout": 20,
-                "keepalive": 5,
-                # Nothing uses gunicornc; its socket would go to ~/.gunicorn, outside the data dir.
-                "control_socket_disable": True,
-                "child_exit": lambda _server, worker: metrics.mark_process_dead(worker.pid),
-            }
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return create_app(settings)
-
-    Server().run()
-
-
-def _check_can_listen(host: str, port: int) -> None:
-    """A port in use is one line and exit 1 (gunicorn retries it for five seconds, logging
-    ten lines). The probe binds as gunicorn does, with SO_REUSEADDR."""
+    finally:
+        ledger.dispose()  # the server processes are forked: they open their own
+    limits = serving.Limits(
+        max_connections=max_connections,
+        request_seconds=request_timeout,
+        keepalive_seconds=keepalive,
+        max_body_bytes=settings.max_body_bytes,
+    )
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        code = serving.serve(
+            lambda: create_app(settings),
+            host,
+            port,
+            workers=workers,
+            threads=threads,
+            limits=limits,
+            on_worker_exit=metrics.mark_process_dead,
+        )
+    except serving.ListenError as exc:
+        fail(str(exc))
+    sys.exit(code)
 
 
 @click.command()

@@ -384,3 +384,47 @@ def test_the_console_is_its_own_service_published_on_the_loopback_only():
     )
     assert f"http://127.0.0.1:{port}/login" in " ".join(svc["healthcheck"]["test"])
     assert len(service_env(svc)["RECPIPE_CONSOLE_SECRET"]) >= 32
+
+
+# -- the observability profile ----------------------------------------------------------
+
+
+def test_observability_profile_runs_prometheus_with_the_rules_and_grafana_provisioned():
+    """`--profile observability`: Prometheus with deploy/prometheus's configuration and
+    rules mounted where that configuration looks for them, Grafana with the provisioning and
+    the dashboards mounted where the provisioning looks; both published on loopback only."""
+    prometheus, grafana = services()["prometheus"], services()["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["observability"]
+    mounts = {m.split(":")[1]: ROOT / m.split(":")[0] for m in prometheus["volumes"] if "/" in m}
+    config_path = next(a.split("=", 1)[1] for a in prometheus["command"] if "config.file" in a)
+    config = yaml.safe_load(mounts[config_path].read_text())
+    [rule_glob] = config["rule_files"]
+    rules_dir = mounts[str(Path(rule_glob).parent)]
+    assert sorted(rules_dir.glob(Path(rule_glob).name)), "no rule file under the mounted glob"
+    g_mounts = {m.split(":")[1]: ROOT / m.split(":")[0] for m in grafana["volumes"] if "/" in m}
+    provisioning = g_mounts["/etc/grafana/provisioning"]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "recpipe.yml").read_text())[
+        "providers"
+    ]
+    assert sorted(g_mounts[provider["options"]["path"]].glob("*.json"))
+    for svc in (prometheus, grafana):
+        assert all(port.startswith("127.0.0.1:") for port in svc["ports"])
+    assert {"prometheus-data", "grafana-data"} <= set(compose()["volumes"])
+
+
+def test_prometheus_scrapes_every_recpipe_process_where_it_serves_metrics():
+    """The webhook on its port; every worker service and beat on RECPIPE_METRICS_PORT,
+    listening beyond loopback."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets: set[tuple[str, int]] = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets |= {(t.split(":")[0], int(t.split(":")[1])) for t in static["targets"]}
+        for sd in job.get("dns_sd_configs", []):
+            targets |= {(name, int(sd["port"])) for name in sd["names"]}
+    webhook_argv = command_of(services()["webhook"])
+    assert ("webhook", int(webhook_argv[webhook_argv.index("--port") + 1])) in targets
+    for name in ("worker-light", "worker-media", "beat"):
+        env = service_env(recpipe_services()[name])
+        assert env["RECPIPE_METRICS_HOST"] == ALL_INTERFACES, name
+        assert (name, int(env["RECPIPE_METRICS_PORT"])) in targets, name

@@ -470,7 +470,7 @@ def test_status_table_keeps_recording_ids_whole_in_a_pipe_at_any_width(env, ledg
 
 
 def test_serve_on_a_port_in_use_is_one_line(env):
-    """Another process listens on --port: one line and exit 1, not gunicorn's retries."""
+    """Another process listens on --port: one line and exit 1, not a traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -480,8 +480,8 @@ def test_serve_on_a_port_in_use_is_one_line(env):
 
 
 def test_serve_makes_no_control_socket_outside_the_data_dir(env, tmp_path):
-    """gunicorn's control socket would go to ~/.gunicorn (or $XDG_RUNTIME_DIR): recpipe
-    turns it off, so serving writes nothing outside RECPIPE_DATA_DIR."""
+    """Serving writes nothing outside RECPIPE_DATA_DIR: no control socket under ~ (as
+    gunicorn's went to ~/.gunicorn), nothing else in HOME."""
     home = tmp_path / "home"
     home.mkdir()
     port = free_port()

@@ -110,7 +110,7 @@ def test_shuffled_duplicated_callbacks_make_one_ordered_archive_and_one_notifica
     assert [s["key"] for s in manifest["sources"]] == keys
     assert manifest["revision"] == 1 and manifest["missing"] == []
 
-    wait_for(lambda: receiver.requests, timeout=30, what="notification")
+    wait_for(lambda: receiver.requests, timeout=120, what="notification")
     time.sleep(2)  # anything duplicated would have arrived by now
     assert len(receiver.requests) == 1
     received = receiver.requests[0]
@@ -175,7 +175,7 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     assert failed.state == "failed"
     assert f"segment 0 ({BIZ}_bad/1_{bad_task}_audio.mp3) of recording {bad_id}" in failed.error
     assert stack.wait_for_state(good_id, ("archived", "failed")).state == "archived"
-    wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="both notifications")
+    wait_for(lambda: len(receiver.requests) >= 2, timeout=120, what="both notifications")
     by_type = {parse_body(r)["type"]: parse_body(r) for r in receiver.requests}
     assert "segment 0" in by_type["recording.failed"]["error"]
     assert by_type["recording.failed"]["artifacts"] == []

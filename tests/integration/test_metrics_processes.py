@@ -1,5 +1,5 @@
 """Metrics of recpipe as processes: a Celery worker's prefork pool exposes its chain,
-queue and notification metrics on RECPIPE_METRICS_PORT, and a webhook of several gunicorn
+queue and notification metrics on RECPIPE_METRICS_PORT, and a webhook of several server
 processes adds all of them up on /metrics."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_worker_pool_metrics_are_served_on_the_metrics_port(
     assert sample(webhook, "recpipe_recordings", state="archived") == 1
 
 
-def test_webhook_metrics_add_up_every_gunicorn_process(stack: Stack):
+def test_webhook_metrics_add_up_every_server_process(stack: Stack):
     """`recpipe serve --workers 3`: whichever process answers a scrape, /metrics counts
     every callback any process took."""
     stack.start_webhook(workers=3)

@@ -1,4 +1,4 @@
-"""Hostile requests over a real socket to `recpipe serve` (gunicorn): oversized bodies with
+"""Hostile requests over a real socket to `recpipe serve`: oversized bodies with
 a lying, absent or chunked length are refused before they are read whole, nothing is stored,
 and the server keeps serving."""
 
