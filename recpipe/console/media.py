@@ -76,14 +76,16 @@ class Archive:
                     404,
                     mimetype="application/json",
                 )
-            return send_file(
+            response = send_file(
                 path,
                 mimetype=mimetype,
                 as_attachment=as_attachment,
                 download_name=name,
                 conditional=True,
-                max_age=0,
             )
+            # Recordings are private: no shared cache keeps them, no browser cache either.
+            response.headers["Cache-Control"] = "private, no-store"
+            return response
         if isinstance(self.store, S3Store):
             disposition = "attachment" if as_attachment else "inline"
             url = self.store.presigned_get(

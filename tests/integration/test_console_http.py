@@ -299,6 +299,7 @@ def test_artifacts_are_served_with_range_and_a_safe_download_name(world: World):
     url = f"/api/v1/recordings/{rid}/artifacts/m4a"
     with client.get(url, headers=headers) as whole:
         assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+        assert whole.headers["Cache-Control"] == "private, no-store"
         data = whole.data
     with client.get(url, headers={**headers, "Range": "bytes=10-19"}) as part:
         assert part.status_code == 206
