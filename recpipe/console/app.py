@@ -75,7 +75,8 @@ def create_app(
         "actions": actions or Actions(settings, ledger),
         "archive": archive,
     }
-    media_origin = archive.origin() or ""
+    # Presigned URLs of an S3 archive: the player loads them, the waveform may fetch them.
+    media_origin = f" {archive.origin()}" if archive.origin() else ""
 
     @app.before_request
     def _guard() -> None:
@@ -92,16 +93,18 @@ def create_app(
     @app.after_request
     def _headers(response: Response) -> Response:
         nonce = g.get("csp_nonce", "")
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; "
-            f"script-src 'self' 'nonce-{nonce}'; "
-            "style-src 'self'; "
-            "img-src 'self' data:; "
-            f"media-src 'self' {media_origin}; ".replace(" ;", ";")
-            + "connect-src 'self'; "
-            "form-action 'self'; "
-            "frame-ancestors 'none'; "
-            "base-uri 'none'"
+        response.headers["Content-Security-Policy"] = "; ".join(
+            [
+                "default-src 'none'",
+                f"script-src 'self' 'nonce-{nonce}'",
+                "style-src 'self'",
+                "img-src 'self' data:",
+                f"media-src 'self'{media_origin}",
+                f"connect-src 'self'{media_origin}",
+                "form-action 'self'",
+                "frame-ancestors 'none'",
+                "base-uri 'none'",
+            ]
         )
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
