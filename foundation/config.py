@@ -58,6 +58,9 @@ class Settings:
     css_fetch_timeout_seconds: float = 60.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9808
+    # The console (`recpipe console`): what signs its sessions; None = one kept in the data
+    # directory, which only the embedded default (SQLite ledger) may use.
+    console_secret: str | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -139,6 +142,7 @@ class Settings:
             ),
             metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
             metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
+            console_secret=_console_secret(env.get("RECPIPE_CONSOLE_SECRET") or None),
         )
 
 
@@ -278,6 +282,12 @@ def _check_store_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: {url!r} has no host")
     if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{name}: file:// URLs must be local paths (file:///dir)")
+
+
+def _console_secret(secret: str | None) -> str | None:
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("RECPIPE_CONSOLE_SECRET: use at least 32 random characters")
+    return secret
 
 
 def _check_whsec(secret: str) -> None:

@@ -52,6 +52,19 @@ if ! answers 5672; then
     wait_port 5672 RabbitMQ
 fi
 
+# The console's browser test drives Debian's Chromium through Playwright (no browser is
+# downloaded: `playwright install` cannot reach its servers from everywhere).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "services: installing Chromium for the console's browser test" >&2
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "services: /usr/bin/chromium is missing; install chromium" >&2
+        exit 1
+    fi
+fi
+
 # Prometheus and promtool: the tests check the rules in deploy/prometheus with promtool and
 # run a Prometheus of their own (temporary data directory, a free port); nothing is started
 # here.

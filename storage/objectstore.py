@@ -131,6 +131,10 @@ class LocalStore:
     def url(self, key: str) -> str:
         return (self.root / key).as_uri()
 
+    def local_path(self, key: str) -> Path:
+        """Where the object lies on this disk (for a server that sends files itself)."""
+        return self._path(key)
+
     def fetch(self, key: str, dest: Path) -> Fetched:
         with self.open(key) as src, dest.open("wb") as out:
             size, sha = _copy_hashing(src, out)
@@ -198,6 +202,28 @@ class S3Store:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
+
+    def presigned_get(
+        self, key: str, expires: int, *, content_type: str, content_disposition: str
+    ) -> str:
+        """A GET URL that works for `expires` seconds, with the answer's headers fixed."""
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": self._key(key),
+                    "ResponseContentType": content_type,
+                    "ResponseContentDisposition": content_disposition,
+                },
+                ExpiresIn=expires,
+            )
+        )
+
+    def endpoint_origin(self) -> str:
+        """Scheme and host of the service presigned URLs point at."""
+        parts = urlsplit(self.client.meta.endpoint_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def fetch(self, key: str, dest: Path) -> Fetched:
         with dest.open("wb") as out:

@@ -1,8 +1,9 @@
 """The `recpipe` command: the `main` group, with one module per command group.
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
-redeliver; doctor.py; simulate.py: simulate gme|css. What they share (one-line failures,
-settings, the ledger and broker of the operator commands) is in common.py.
+redeliver; doctor.py; simulate.py: simulate gme|css; console.py: console, users, tokens.
+What they share (one-line failures, settings, the ledger and broker of the operator
+commands) is in common.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import click
 
 from recpipe.cli.common import fail, load_settings
+from recpipe.cli.console import console, tokens, users
 from recpipe.cli.delivery import redeliver
 from recpipe.cli.doctor import doctor
 from recpipe.cli.processes import migrate, run, serve
@@ -27,4 +29,6 @@ def main() -> None:
 
 
 for command in (serve, migrate, run, status, reprocess, replay, doctor, simulate, redeliver):
+    main.add_command(command)
+for command in (console, users, tokens):
     main.add_command(command)

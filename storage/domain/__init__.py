@@ -4,6 +4,7 @@ Nothing here talks to a database, a bucket or the network (no SQLAlchemy, boto3 
 requests), so everything here is tested without a server.
 """
 
+from storage.domain.console import ApiTokenView, AuditEntryView, ConsoleUserView
 from storage.domain.events import (
     CSS_EVENT_RECORDING_FILE,
     CSS_FILE_FORMATS,
@@ -39,6 +40,9 @@ __all__ = [
     "GME_EVENT_STARTED",
     "GME_EVENT_UPLOADED",
     "MAX_KEY_LENGTH",
+    "ApiTokenView",
+    "AuditEntryView",
+    "ConsoleUserView",
     "CssFileEvent",
     "CssFileView",
     "CssStreamKey",

@@ -3,10 +3,11 @@
 One module per aggregate, each adding its methods to the one `Ledger` front that callers
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
-`notifications`, `callbacks` and `queries` (what operators read). `engine` makes the
-database connection and its sessions; `tables` are the ORM tables that the migrations
-follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
-hands out are its frozen views, never live rows.
+`notifications`, `callbacks` and `queries` (what operators read), `console` (the
+console's users, tokens, audit trail and pages). `engine` makes the database connection
+and its sessions; `tables` are the ORM tables that the migrations follow. What the rules
+are (the lifecycle) lives in `storage.domain`; what the ledger hands out are its frozen
+views, never live rows.
 """
 
 from storage.domain import (
@@ -20,6 +21,7 @@ from storage.domain import (
     StoredCallback,
 )
 from storage.ledger.callbacks import Callbacks
+from storage.ledger.console import Console
 from storage.ledger.css_intake import CssIntake
 from storage.ledger.engine import LedgerUnavailableError, aware, make_engine, utcnow
 from storage.ledger.gme_intake import GmeIntake
@@ -31,7 +33,15 @@ from storage.ledger.runs import Runs
 
 
 class Ledger(
-    GmeIntake, CssIntake, Callbacks, Recordings, Runs, Notifications, OperatorQueries, Rooms
+    GmeIntake,
+    CssIntake,
+    Callbacks,
+    Recordings,
+    Runs,
+    Notifications,
+    OperatorQueries,
+    Rooms,
+    Console,
 ):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 

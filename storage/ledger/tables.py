@@ -205,3 +205,42 @@ class RoomMember(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_room_members_recording", "recording_id"),)
+
+
+class ConsoleUser(Base):
+    """A person who signs in to `recpipe console`: a viewer reads, an operator also acts."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, with its parameters
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A program's credential for the HTTP API; only the token's SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One operator action: who (a user or token name), what, on which recording, when."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))
+    recording_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    target: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

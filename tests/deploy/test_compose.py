@@ -305,7 +305,7 @@ def test_credentials_agree_between_servers_and_recpipe():
     [
         "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "MINIO_ROOT_PASSWORD",
         "AWS_SECRET_ACCESS_KEY", "RECPIPE_GME_SECRET_KEYS", "RECPIPE_CSS_CALLBACK_KEY",
-        "RECPIPE_NOTIFY_SECRET",
+        "RECPIPE_NOTIFY_SECRET", "RECPIPE_CONSOLE_SECRET",
     ],
 )  # fmt: skip
 def test_env_example_holds_placeholders_not_secrets(name: str):
@@ -368,6 +368,22 @@ def test_image_installs_ffmpeg_and_recpipe_and_runs_as_a_user():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not set(RECPIPE_PACKAGES) & set(ignored)
     assert "deploy/recpipe.env" in ignored, "the real env file never goes into the image"
+
+
+def test_the_console_is_its_own_service_published_on_the_loopback_only():
+    """`recpipe console` on the container network, published on 127.0.0.1 only; never the
+    webhook's port; its healthcheck asks the port it serves."""
+    svc = services()["console"]
+    argv = command_of(svc)
+    assert argv[:2] == ["recpipe", "console"]
+    port = argv[argv.index("--port") + 1]
+    assert svc["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert (
+        port
+        != command_of(services()["webhook"])[command_of(services()["webhook"]).index("--port") + 1]
+    )
+    assert f"http://127.0.0.1:{port}/login" in " ".join(svc["healthcheck"]["test"])
+    assert len(service_env(svc)["RECPIPE_CONSOLE_SECRET"]) >= 32
 
 
 # -- the observability profile ----------------------------------------------------------

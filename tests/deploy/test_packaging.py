@@ -37,3 +37,16 @@ def test_the_license_is_an_spdx_expression_with_a_setuptools_that_reads_it():
     ]
     assert not setuptools.specifier.contains("76.1", prereleases=True)
     assert setuptools.specifier.contains("77.0.0")
+
+
+def test_the_consoles_templates_and_static_files_are_shipped():
+    """`pip install .` copies only .py files unless package-data names the others."""
+    from fnmatch import fnmatch
+
+    globs = PYPROJECT["tool"]["setuptools"]["package-data"]["recpipe.console"]
+    console = ROOT / "recpipe" / "console"
+    files = [p.relative_to(console).as_posix() for p in console.rglob("*")
+             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]  # fmt: skip
+    assert files
+    for name in files:
+        assert any(fnmatch(name, pattern) for pattern in globs), name

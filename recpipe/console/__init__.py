@@ -1,0 +1,1 @@
+"""The operator console and the HTTP API (`recpipe console`)."""

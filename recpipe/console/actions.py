@@ -1,0 +1,127 @@
+"""What an operator can do from the console or the API, each recorded in the audit trail:
+reprocess (as `recpipe reprocess`), redeliver (as `recpipe redeliver`), settle now, and
+stop a GME task (the `recpipe.stop_gme_task` task, sent by name)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundation.config import Settings
+from storage.ledger import Ledger, utcnow
+
+TASK_ID = re.compile(r"^[0-9]{1,32}$")
+STOP_GME_TASK = "recpipe.stop_gme_task"
+
+
+class BrokerUnavailableError(Exception):
+    """The broker did not take the message."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """`accepted` (202), or refused with the reason (`conflict`: 409, `missing`: 404)."""
+
+    status: str  # "accepted", "conflict", "missing"
+    detail: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Actions:
+    def __init__(self, settings: Settings, ledger: Ledger):
+        from tasks.celery import configure
+
+        self.settings = settings
+        self.ledger = ledger
+        self.celery = configure(settings)
+
+    def reprocess(self, actor: str, recording_id: str, from_step: str) -> Outcome:
+        from kombu.exceptions import OperationalError
+
+        from tasks import jobs, reprocessing
+
+        if self.ledger.recording(recording_id) is None:
+            return Outcome("missing", "no such recording")
+        try:
+            done = reprocessing.reprocess(
+                jobs.services(),
+                recording_id,
+                from_step,
+                start_chain=jobs.start_chain,
+                deliver=lambda nid: jobs.deliver_notification.delay(nid),
+            )
+        except OperationalError as exc:
+            raise BrokerUnavailableError(str(exc)) from exc
+        facts = {"from_step": from_step, "outcome": done.action, "run_id": done.run_id}
+        self.ledger.record_action(
+            actor, "reprocess", recording_id=recording_id, detail={**facts, "detail": done.detail}
+        )
+        status = "conflict" if done.action == "refused" else "accepted"
+        return Outcome(status, done.detail, facts)
+
+    def redeliver(self, actor: str, recording_id: str, include_disabled: bool) -> Outcome:
+        from kombu.exceptions import OperationalError
+
+        from tasks import jobs
+
+        if self.ledger.recording(recording_id) is None:
+            return Outcome("missing", "no such recording")
+        try:
+            reopened = jobs.redeliver(recording_id, include_disabled)
+        except OperationalError as exc:
+            raise BrokerUnavailableError(str(exc)) from exc
+        facts = {"notifications": reopened, "include_disabled": include_disabled}
+        self.ledger.record_action(actor, "redeliver", recording_id=recording_id, detail=facts)
+        if not reopened:
+            return Outcome("conflict", "no notification of the current run has finally failed")
+        return Outcome("accepted", f"{len(reopened)} notification(s) queued", facts)
+
+    def settle_now(self, actor: str, recording_id: str) -> Outcome:
+        if self.ledger.recording(recording_id) is None:
+            return Outcome("missing", "no such recording")
+        self._send("recpipe.settle", [recording_id])
+        self.ledger.record_action(actor, "settle", recording_id=recording_id)
+        return Outcome("accepted", "settle task sent")
+
+    def sweep_now(self, actor: str) -> Outcome:
+        """Beat's sweep, once, now: takes over runs that stopped heart-beating."""
+        self._send("recpipe.sweep", [])
+        self.ledger.record_action(actor, "sweep")
+        return Outcome("accepted", "sweep task sent")
+
+    def stop_gme_task(self, actor: str, task_id: str) -> Outcome:
+        """Tell the workers that the backend stopped this GME task: its recordings are
+        finalized once every started segment is uploaded (the task does the waiting)."""
+        self._send(STOP_GME_TASK, [task_id])
+        recordings = self.ledger.find_recordings(task_id)
+        now = utcnow()
+        self.ledger.record_action(actor, "stop_gme_task", target=task_id, now=now)
+        for rid in recordings:
+            self.ledger.record_action(
+                actor, "stop_gme_task", recording_id=rid, target=task_id, now=now
+            )
+        return Outcome("accepted", "stop sent", {"TaskID": task_id, "recordings": recordings})
+
+    def queue_depths(self) -> dict[str, int | None]:
+        """Messages waiting in each of Celery's queues; None where the broker did not say."""
+        depths: dict[str, int | None] = {"light": None, "media": None}
+        try:
+            with self.celery.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                for name in depths:
+                    with conn.channel() as channel:
+                        try:
+                            declared = channel.queue_declare(queue=name, passive=True)
+                        except conn.channel_errors:
+                            continue  # not declared yet: no worker has started
+                        depths[name] = int(declared.message_count)
+        except Exception:  # a page must render while the broker is away
+            return depths
+        return depths
+
+    def _send(self, name: str, args: list[Any]) -> None:
+        try:
+            self.celery.send_task(name, args=args, retry=True, retry_policy={"max_retries": 2})
+        except Exception as exc:
+            raise BrokerUnavailableError(str(exc).splitlines()[0] if str(exc) else name) from exc

@@ -1,0 +1,192 @@
+"""The HTTP API (`/api/v1`, JSON in and out), as its OpenAPI document describes it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from recpipe.console import openapi
+from recpipe.console.actions import TASK_ID, BrokerUnavailableError, Outcome
+from recpipe.console.auth import needs
+from recpipe.console.media import download_name
+from recpipe.reports import recording_detail, recording_summary
+from storage.ledger.console import BadCursorError
+
+RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+SOURCES = ("gme", "css")
+MAX_Q = 256
+
+
+class BadParameterError(ValueError):
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+def console() -> dict[str, Any]:
+    found: dict[str, Any] = current_app.extensions["recpipe_console"]
+    return found
+
+
+def bad_request(message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error=message, **extra), 400
+
+
+def list_filters(args: Any) -> dict[str, Any]:
+    """state, source, since, q, cursor and limit from a query string, checked; the pages use
+    the same reading. Raises BadParameterError naming the parameter."""
+    from recpipe.cli.timespec import BadTimeError, parse_when
+
+    state = args.get("state") or None
+    if state is not None and state not in RECORDING_STATES:
+        raise BadParameterError("state", f"one of {', '.join(RECORDING_STATES)}")
+    source = args.get("source") or None
+    if source is not None and source not in SOURCES:
+        raise BadParameterError("source", f"one of {', '.join(SOURCES)}")
+    since = None
+    if len(args.get("since") or "") > 64:
+        raise BadParameterError("since", "at most 64 characters")
+    if args.get("since"):
+        try:
+            since = parse_when(args["since"], datetime.now(UTC), "since")
+        except (BadTimeError, OverflowError, ValueError) as exc:
+            raise BadParameterError("since", str(exc)) from None
+    q = (args.get("q") or "").strip() or None
+    if q is not None and (len(q) > MAX_Q or any(ord(c) < 32 for c in q)):
+        raise BadParameterError("q", f"at most {MAX_Q} printable characters")
+    raw_limit = args.get("limit") or "50"
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        raise BadParameterError("limit", "a whole number from 1 to 200")
+    cursor = args.get("cursor") or None
+    if cursor is not None and len(cursor) > 256:
+        raise BadParameterError("cursor", "not one this API handed out")
+    return {
+        "state": state,
+        "source": source,
+        "since": since,
+        "q": q,
+        "cursor": cursor,
+        "limit": int(raw_limit),
+    }
+
+
+def answer(outcome: Outcome) -> tuple[Response, int]:
+    if outcome.status == "missing":
+        return jsonify(error=outcome.detail), 404
+    if outcome.status == "conflict":
+        return jsonify(error=outcome.detail, **outcome.facts), 409
+    return jsonify(status="accepted", detail=outcome.detail, **outcome.facts), 202
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+    @bp.get("/openapi.json")
+    def openapi_document() -> Response:
+        return jsonify(openapi.document())
+
+    @bp.get("/recordings")
+    @needs("read", api=True)
+    def recordings() -> Any:
+        try:
+            filters = list_filters(request.args)
+            page = console()["ledger"].recording_page(**filters)
+        except BadParameterError as exc:
+            return bad_request(str(exc), parameter=exc.name)
+        except BadCursorError as exc:
+            return bad_request(str(exc), parameter="cursor")
+        ledger = console()["ledger"]
+        notified = ledger.notification_summary([r.id for r in page.recordings])
+        return jsonify(
+            recordings=[
+                {**recording_summary(r), "notification": notified.get(r.id)}
+                for r in page.recordings
+            ],
+            next=page.next,
+        )
+
+    @bp.get("/recordings/<recording_id>")
+    @needs("read", api=True)
+    def recording(recording_id: str) -> Any:
+        ledger = console()["ledger"]
+        if ledger.recording(recording_id) is None:
+            return jsonify(error="no such recording"), 404
+        return jsonify(recording_detail(ledger, recording_id))
+
+    @bp.get("/rooms/<room_id>")
+    @needs("read", api=True)
+    def room(room_id: str) -> Any:
+        # This ledger has no rooms yet (they come with the rooms feature): every id is
+        # unknown until then.
+        finder = getattr(console()["ledger"], "room", None)
+        found = finder(room_id) if finder else None
+        if found is None:
+            return jsonify(error="no such room"), 404
+        return jsonify(found)
+
+    @bp.post("/recordings/<recording_id>/reprocess")
+    @needs("operate", api=True)
+    def reprocess(recording_id: str) -> Any:
+        from tasks.reprocessing import STEPS
+
+        body = request.get_json(silent=True) if request.content_length else {}
+        if not isinstance(body, dict):
+            return bad_request("the body must be a JSON object")
+        from_step = body.get("from_step", "fetch")
+        if from_step not in STEPS:
+            return bad_request(f"from_step: one of {', '.join(STEPS)}", field="from_step")
+        return _act(lambda a: a.reprocess(g.principal.actor, recording_id, from_step))
+
+    @bp.post("/recordings/<recording_id>/redeliver")
+    @needs("operate", api=True)
+    def redeliver(recording_id: str) -> Any:
+        body = request.get_json(silent=True) if request.content_length else {}
+        if not isinstance(body, dict):
+            return bad_request("the body must be a JSON object")
+        include_disabled = body.get("include_disabled", False)
+        if not isinstance(include_disabled, bool):
+            return bad_request("include_disabled: true or false", field="include_disabled")
+        return _act(lambda a: a.redeliver(g.principal.actor, recording_id, include_disabled))
+
+    @bp.post("/gme/tasks/<task_id>/stop")
+    @needs("operate", api=True)
+    def stop_gme_task(task_id: str) -> Any:
+        if not TASK_ID.match(task_id):
+            return bad_request("TaskID: digits only (at most 32)", field="TaskID")
+        return _act(lambda a: a.stop_gme_task(g.principal.actor, task_id))
+
+    @bp.get("/recordings/<recording_id>/artifacts/<fmt>")
+    @needs("read", api=True)
+    def artifact(recording_id: str, fmt: str) -> Any:
+        found = current_artifact(recording_id, fmt)
+        if found is None:
+            return jsonify(error="no such artifact"), 404
+        archive = console()["archive"]
+        attach = request.args.get("download") == "1"
+        return archive.serve(found, download_name(recording_id, fmt), as_attachment=attach)
+
+    return bp
+
+
+def current_artifacts(recording_id: str) -> dict[str, Any]:
+    """The artifacts of the recording's newest archived run, by format ({} if none)."""
+    ledger, archive = console()["ledger"], console()["archive"]
+    if ledger.recording(recording_id) is None:
+        return {}
+    for run in sorted(ledger.runs_for(recording_id), key=lambda r: r.revision, reverse=True):
+        if run.state == "archived":
+            return {found.format: found for found in archive.artifacts(run.result)}
+    return {}
+
+
+def current_artifact(recording_id: str, fmt: str) -> Any:
+    return current_artifacts(recording_id).get(fmt)
+
+
+def _act(call: Any) -> Any:
+    try:
+        return answer(call(console()["actions"]))
+    except BrokerUnavailableError as exc:
+        return jsonify(error=f"broker unreachable: {exc}"), 503

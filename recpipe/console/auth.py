@@ -1,0 +1,201 @@
+"""Who is asking: people by a signed session (Flask-Login), programs by a bearer token.
+
+Passwords are hashed with argon2id (argon2-cffi); tokens are 256 random bits, kept in the
+ledger only as their SHA-256 (a token is not a password: it cannot be guessed, so a fast
+hash is enough and lets the ledger find it by its hash). A session names its user and a
+stamp of the user's password hash, so removing a user or changing a password ends that
+user's sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import g, jsonify, redirect, render_template, request, url_for
+from flask_login import LoginManager, UserMixin, current_user
+
+from foundation.config import ConfigError, Settings
+from storage.domain import ConsoleUserView
+
+TOKEN_PREFIX = "rpc_"  # noqa: S105 (a marker, not a secret)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD = 12
+
+_hasher = PasswordHasher()
+# Verified when the name is unknown, so a wrong name costs what a wrong password costs.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class BadNameError(ValueError):
+    """A user or token name that is not 1-64 letters, digits or . _ @ -."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"{name!r} is not a name: use 1-64 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise BadNameError(name)
+    return name
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def console_secret(settings: Settings) -> str:
+    """RECPIPE_CONSOLE_SECRET, or on the embedded default (a SQLite ledger) a random one
+    kept in the data directory (mode 0600), made on first use."""
+    if settings.console_secret:
+        return settings.console_secret
+    if not settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            "RECPIPE_CONSOLE_SECRET: required by `recpipe console` outside the embedded "
+            "default (use at least 32 random characters)"
+        )
+    path: Path = settings.data_dir / "console-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(48))
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret) < 32:
+        raise ConfigError(f"{path}: the console secret kept there is too short; remove it")
+    return secret
+
+
+class SessionUser(UserMixin):
+    """A console user as Flask-Login holds it for one request."""
+
+    def __init__(self, view: ConsoleUserView):
+        self.view = view
+
+    def get_id(self) -> str:
+        return f"{self.view.name}:{password_stamp(self.view.password_hash)}"
+
+
+def password_stamp(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Whoever this request acts for."""
+
+    name: str
+    kind: str  # "user" or "token"
+    can_operate: bool
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def setup_login(app: Any, ledger: Any) -> LoginManager:
+    manager = LoginManager(app)
+    manager.session_protection = "strong"
+    manager.login_view = "pages.login"
+
+    @manager.user_loader
+    def _load(session_id: str) -> SessionUser | None:
+        name, _, stamp = session_id.rpartition(":")
+        user = ledger.console_user(name) if name else None
+        if user is None or not hmac.compare_digest(stamp, password_stamp(user.password_hash)):
+            return None
+        return SessionUser(user)
+
+    return manager
+
+
+BAD_CREDENTIAL = Principal("", "invalid", False)
+
+
+def identify(ledger: Any) -> Principal | None:
+    """The bearer token's principal if an Authorization header is sent (BAD_CREDENTIAL if
+    it is not a valid one: no falling back to the session), else the session's user."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return BAD_CREDENTIAL
+        found = ledger.token_by_hash(hash_token(token))
+        return Principal(found.name, "token", found.can_operate) if found else BAD_CREDENTIAL
+    if current_user.is_authenticated:
+        view = current_user.view
+        return Principal(view.name, "user", view.can_operate)
+    return None
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def needs(permission: str, *, api: bool) -> Callable[[View], View]:
+    """Read (`read`) or act (`operate`): 401 without a valid credential (a page redirects
+    to /login), 403 when the role or scope does not allow it."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            who: Principal | None = g.principal
+            if who is None or who is BAD_CREDENTIAL:
+                if api or who is BAD_CREDENTIAL:
+                    response = jsonify(error="authentication required")
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="recpipe"'
+                    return response, 401
+                return redirect(url_for("pages.login", next=safe_next(request.full_path)))
+            if permission == "operate" and not who.can_operate:
+                if api:
+                    return jsonify(error="this needs an operator or an operate token"), 403
+                return render_template("refused.html", who=who), 403
+            return view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: no scheme, no host, no `//` or backslash tricks."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith(("//", "/\\"))
+        or "\\" in target
+        or any(ord(c) < 32 for c in target)
+    ):
+        return "/"
+    return target.removesuffix("?")

@@ -1,0 +1,410 @@
+"""The API's OpenAPI 3 document: what `/api/v1` serves, checked against the served
+answers by the tests (openapi-spec-validator, schemathesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {
+        400: "a parameter or the body is not valid",
+        401: "no valid credential (a bearer token, or a signed-in session)",
+        403: "the credential may read but not act (viewer, read token)",
+        404: "no such recording, room or artifact",
+        409: "refused in the recording's present state",
+        503: "the broker did not take the task",
+    }
+    return {str(c): _json({"$ref": "#/components/schemas/Error"}, texts[c]) for c in codes}
+
+
+_ID = {
+    "name": "recording_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 80},
+}
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_SUMMARY = {
+    "type": "object",
+    "required": ["id", "source", "state", "revision", "identity", "last_event_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "source": {"type": "string", "enum": ["gme", "css"]},
+        "state": {"type": "string"},
+        "revision": {"type": "integer"},
+        "identity": {"type": "object"},
+        "created_at": _NULLABLE_STRING,
+        "last_event_at": {"type": "string"},
+        "settle_due_at": _NULLABLE_STRING,
+        "error": _NULLABLE_STRING,
+        "notification": _NULLABLE_STRING,
+    },
+}
+_DETAIL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/RecordingSummary"},
+        {
+            "type": "object",
+            "required": ["segments", "runs"],
+            "properties": {
+                "current_run_id": _NULLABLE_STRING,
+                "segments": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["seq_no", "state", "file_name", "recovered"],
+                        "properties": {
+                            "seq_no": {"type": "integer"},
+                            "state": {"type": "string"},
+                            "file_name": {"type": "string"},
+                            "recovered": {"type": "boolean"},
+                        },
+                    },
+                },
+                "runs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "revision", "state", "steps", "notifications"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "revision": {"type": "integer"},
+                            "state": {"type": "string"},
+                            "from_step": _NULLABLE_STRING,
+                            "attempts": {"type": "integer"},
+                            "started_at": _NULLABLE_STRING,
+                            "finished_at": _NULLABLE_STRING,
+                            "steps": {"type": "array", "items": {"type": "object"}},
+                            "error": _NULLABLE_STRING,
+                            "manifest": _NULLABLE_STRING,
+                            "artifacts": {"type": "array", "items": {"type": "object"}},
+                            "notifications": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                },
+            },
+        },
+    ]
+}
+_ACCEPTED = {
+    "type": "object",
+    "required": ["status", "detail"],
+    "properties": {
+        "status": {"type": "string", "enum": ["accepted"]},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    read: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "recpipe console API",
+            "version": "1",
+            "description": "Recordings, rooms and the operator's actions. Reading needs a "
+            "`read` token (or a signed-in viewer); acting needs an `operate` token (or an "
+            "operator). Tokens are made with `recpipe tokens create NAME --scope read|operate`.",
+        },
+        "servers": [{"url": "/"}],
+        "security": read,
+        "paths": {
+            "/api/v1/recordings": {
+                "get": {
+                    "operationId": "listRecordings",
+                    "summary": "Recordings, newest first, a page at a time",
+                    "parameters": [
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["collecting", "processing", "archived", "failed"],
+                            },
+                        },
+                        {
+                            "name": "source",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["gme", "css"]},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "an ISO date/time (UTC unless it says) or an age: "
+                            "30m, 2h, 3d",
+                            "schema": {"type": "string", "maxLength": 64},
+                        },
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "description": "a recording id, TaskID, RoomID, UserID, or CSS "
+                            "stream or file id, matched whole",
+                            "schema": {"type": "string", "maxLength": 256},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "description": "the `next` of the previous page",
+                            "schema": {"type": "string", "maxLength": 256},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["recordings", "next"],
+                                "properties": {
+                                    "recordings": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/RecordingSummary"},
+                                    },
+                                    "next": _NULLABLE_STRING,
+                                },
+                            },
+                            "a page of recordings; `next` is null on the last page",
+                        ),
+                        "414": {"description": "the request line is too long (over 8 KiB)"},
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/v1/recordings/{recording_id}": {
+                "get": {
+                    "operationId": "getRecording",
+                    "summary": "One recording, as `recpipe status ID --json` prints it",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/RecordingDetail"}, "found"),
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/rooms/{room_id}": {
+                "get": {
+                    "operationId": "getRoom",
+                    "summary": "A room with its participants, revision and artifacts",
+                    "parameters": [
+                        {
+                            "name": "room_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 120},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "found"),
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/recordings/{recording_id}/reprocess": {
+                "post": {
+                    "operationId": "reprocessRecording",
+                    "summary": "Run the recording's chain again from a step (a new revision), "
+                    "or re-send its outcome (`notify`)",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "from_step": {
+                                            "type": "string",
+                                            "enum": [
+                                                "fetch",
+                                                "concat",
+                                                "transcode",
+                                                "archive",
+                                                "notify",
+                                            ],
+                                            "default": "fetch",
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "allOf": [
+                                    _ACCEPTED,
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "from_step": {"type": "string"},
+                                            "outcome": {"type": "string"},
+                                            "run_id": _NULLABLE_STRING,
+                                        },
+                                    },
+                                ]
+                            },
+                            "queued (a new run) or the outcome re-sent",
+                        ),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/recordings/{recording_id}/redeliver": {
+                "post": {
+                    "operationId": "redeliverRecording",
+                    "summary": "Send the current run's finally failed notifications again",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "include_disabled": {"type": "boolean", "default": False}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "allOf": [
+                                    _ACCEPTED,
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "notifications": {
+                                                "type": "array",
+                                                "items": {"type": "integer"},
+                                            }
+                                        },
+                                    },
+                                ]
+                            },
+                            "queued for delivery",
+                        ),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/gme/tasks/{TaskID}/stop": {
+                "post": {
+                    "operationId": "stopGmeTask",
+                    "summary": "Your backend stopped this GME task: its recordings are "
+                    "finalized as soon as every started segment is uploaded",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "TaskID",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,32}$"},
+                        }
+                    ],
+                    "responses": {
+                        "202": _json(
+                            {
+                                "allOf": [
+                                    _ACCEPTED,
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "TaskID": {"type": "string"},
+                                            "recordings": {
+                                                "type": "array",
+                                                "items": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                ]
+                            },
+                            "sent to the workers",
+                        ),
+                        **_errors(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/api/v1/recordings/{recording_id}/artifacts/{format}": {
+                "get": {
+                    "operationId": "getArtifact",
+                    "summary": "The archived media of the newest archived revision; `Range` "
+                    "is honoured (a local archive), or a redirect to a presigned URL (S3)",
+                    "parameters": [
+                        _ID,
+                        {
+                            "name": "format",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 16},
+                        },
+                        {
+                            "name": "download",
+                            "in": "query",
+                            "description": "1: as an attachment",
+                            "schema": {"type": "string", "enum": ["0", "1"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the media",
+                            "content": {
+                                "application/octet-stream": {},
+                                "audio/*": {},
+                                "video/*": {},
+                            },
+                        },
+                        "206": {
+                            "description": "the requested range",
+                            "content": {
+                                "application/octet-stream": {},
+                                "audio/*": {},
+                                "video/*": {},
+                            },
+                        },
+                        "302": {"description": "a presigned URL (S3 archive)"},
+                        "416": {"description": "the range lies outside the file"},
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "this document")},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "recpipe_console"},
+            },
+            "schemas": {
+                "Error": _ERROR,
+                "RecordingSummary": _SUMMARY,
+                "RecordingDetail": _DETAIL,
+            },
+        },
+    }

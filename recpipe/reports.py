@@ -1,0 +1,82 @@
+"""A recording as `recpipe status ID --json` prints it and the console's API serves it
+(`GET /api/v1/recordings/{id}`): one function, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def recording_summary(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "source": r.source,
+        "state": r.state,
+        "revision": r.revision,
+        "identity": r.identity or r.details,
+        "created_at": _iso(r.created_at),
+        "last_event_at": r.last_event_at.isoformat(),
+        "settle_due_at": _iso(r.settle_due_at),
+        "error": r.error,
+    }
+
+
+def recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
+    recording = ledger.recording(recording_id)
+    detail = recording_summary(recording)
+    detail["current_run_id"] = recording.current_run_id
+    detail["notification"] = ledger.notification_summary([recording_id]).get(recording_id)
+    if recording.source == "room":
+        detail["members"] = [
+            {"UserID": m.user_id, "recording_id": m.recording_id, "state": m.state,
+             "revision": m.revision}
+            for m in ledger.room_members(recording_id)
+        ]  # fmt: skip
+    detail["segments"] = [
+        {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
+        for s in recording.segments
+    ]
+    detail["runs"] = [
+        {
+            "id": r.id,
+            "revision": r.revision,
+            "state": r.state,
+            "from_step": r.result.get("from_step"),
+            "attempts": r.attempts,
+            "started_at": _iso(r.started_at),
+            "finished_at": _iso(r.finished_at),
+            "steps": r.steps,
+            "error": r.error,
+            "manifest": r.manifest_url,
+            "artifacts": r.result.get("artifacts", []),
+            "participants": r.result.get("participants", []),
+            "notifications": [
+                {
+                    "id": n.id,
+                    "url": n.url,
+                    "type": n.event_type,
+                    "webhook_id": n.webhook_id,
+                    "state": n.state,
+                    "attempts": n.attempts,
+                    "last_status": n.last_status,
+                    "last_error": n.last_error,
+                    "delivery_attempts": [
+                        {
+                            "at": _iso(a.at),
+                            "status": a.status_code,
+                            "error": a.error,
+                            "ms": a.duration_ms,
+                        }
+                        for a in ledger.delivery_attempts(n.id)
+                    ],
+                }
+                for n in ledger.notifications_for_run(r.id)
+            ],
+        }
+        for r in ledger.runs_for(recording_id)
+    ]
+    return detail

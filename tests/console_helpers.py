@@ -1,0 +1,106 @@
+"""What the console's tests share: people and tokens, signing in through the form, and
+recordings stored the way intake stores them, with hostile text in every field that came
+from a callback."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recpipe.console import auth
+from storage.ledger import Ledger, utcnow
+from webhook.callbacks import parse_css, parse_gme
+
+BIZ = 1400000000
+PASSWORD = "a long enough password"
+# Breaks out of HTML text, attributes, a <script> block and a template, if printed raw.
+HOSTILE = "\"'><script>alert(1)</script><img src=x onerror=alert(2)>{{7*7}}&amp;</script>"
+
+
+@dataclass
+class People:
+    read_token: str
+    operate_token: str
+
+
+def add_people(ledger: Ledger) -> People:
+    ledger.add_user("vera", "viewer", auth.hash_password(PASSWORD))
+    ledger.add_user("otto", "operator", auth.hash_password(PASSWORD))
+    read, operate = auth.new_token(), auth.new_token()
+    ledger.add_token("reader", "read", auth.hash_token(read))
+    ledger.add_token("robot", "operate", auth.hash_token(operate))
+    return People(read, operate)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def sign_in(client: Any, name: str, password: str = PASSWORD) -> Any:
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    return client.post(
+        "/login", data={"name": name, "password": password, "csrf_token": token, "next": "/"}
+    )
+
+
+def store_gme(ledger: Ledger, seq: int, *, task: str, user: str = "999", room: str = "100") -> str:
+    body = json.dumps(
+        {
+            "BizID": BIZ, "RoomID": room, "UserID": user, "TaskID": int(task), "RecordMode": 1,
+            "Timestamp": int(time.time()), "EventType": 3,
+            "Detail": {"SeqNo": seq, "FileName": f"{BIZ}_100/{seq}_{task}_audio.mp3"},
+        }
+    )  # fmt: skip
+    return ledger.record_gme_event(
+        parse_gme(body.encode()), body, {}, now=utcnow(), settle_seconds=30
+    ).recording_id
+
+
+def store_css(ledger: Ledger, *, text: str) -> str:
+    event = parse_css(
+        {
+            "event_type": 100, "appid": 1253000000, "app": text, "appname": "live",
+            "stream_id": "live_7", "file_id": "f-77", "file_format": "mp4",
+            "start_time": 1700000000, "end_time": 1700000060, "duration": 60,
+            "video_url": "https://1253000000.vod2.myqcloud.com/x/f-77.mp4",
+            "stream_param": text, "callback_ext": text, "t": 1700000600, "sign": "0" * 32,
+        }
+    )  # fmt: skip
+    return ledger.record_css_file(
+        event, "{}", {}, now=utcnow(), settle_seconds=60, join_gap_seconds=5
+    ).recording_id
+
+
+def archived_run(
+    ledger: Ledger, rid: str, archive: Path, *, notification: str = "delivered", error: str = ""
+) -> str:
+    """A finished revision with timed steps, a real m4a in the local archive and a
+    notification that was `delivered` or finally `failed`."""
+    run_id = ledger.claim(rid, now=utcnow(), force=True)
+    assert run_id
+    for step in ("fetch", "concat", "transcode", "archive"):
+        ledger.step(run_id, step, now=utcnow())
+        ledger.step(run_id, step, now=utcnow(), ok=True, seconds=0.25)
+    media = archive / "gme" / str(BIZ) / rid / f"{rid}.m4a"
+    media.parent.mkdir(parents=True, exist_ok=True)
+    media.write_bytes(bytes(range(256)) * 40)
+    artifact = {"url": media.as_uri(), "format": "m4a", "bytes": media.stat().st_size,
+                "sha256": "ab", "duration_s": 6.5}  # fmt: skip
+    result = {"included": [0], "missing": [], "artifacts": [artifact]}
+    ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url="file:///m.json")
+    [note] = ledger.create_notifications(
+        run_id, "recording.archived", f"msg_{rid}_r1_archived", "{}",
+        ["http://127.0.0.1:9/hooks"], utcnow(),
+    )  # fmt: skip
+    ledger.record_attempt(note, now=utcnow(), status_code=503, error=error or "HTTP 503",
+                          duration_ms=5, final_state=None)  # fmt: skip
+    ledger.record_attempt(note, now=utcnow(), status_code=None if notification == "failed" else 204,
+                          error=error or None, duration_ms=4,
+                          final_state=notification)  # fmt: skip
+    return run_id

@@ -1,0 +1,202 @@
+"""The console in a real browser (Playwright driving Debian's Chromium) against a running
+recpipe (webhook and worker processes on PostgreSQL and Redis) fed by `recpipe simulate gme`:
+sign in, find the recording, play it, see its waveform, reprocess it to revision 2, and be
+refused as a viewer. Saves the recording page's screenshot to docs/console-recording.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import free_port, wait_for
+from tests.console_helpers import PASSWORD
+from tests.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "console-recording.png"
+BIZ = 1400000000
+
+
+@pytest.fixture
+def running(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Stack, str, dict]]:
+    """webhook + worker + beat, and `recpipe console`, on one ledger and broker."""
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
+        "RECPIPE_GME_SOURCE_URL": (tmp_path / "source").as_uri(),
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=browser-test-key",
+        "RECPIPE_SETTLE_SECONDS": "3",
+        "RECPIPE_CONSOLE_SECRET": "browser-test-console-secret-" + "q" * 24,
+    }
+    (tmp_path / "source").mkdir()
+    stack = Stack(env, tmp_path / "logs")
+    stack.ledger.migrate()
+    stack.start_webhook()
+    stack.start_worker()
+    port = free_port()
+    stack._spawn("console", [sys.executable, "-m", "recpipe", "console", "--port", str(port)])
+    console = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{console}/login", timeout=2).ok, timeout=90, what="console")
+        yield stack, console, stack.env
+    finally:
+        stack.stop()
+
+
+def recpipe(env: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def sign_in(page, console: str, name: str) -> None:
+    page.goto(f"{console}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console}/")
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
+def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
+    from playwright.sync_api import sync_playwright
+
+    stack, console, env = running
+    for name, role in (("otto", "operator"), ("vera", "viewer")):
+        added = recpipe(env, "users", "add", name, "--role", role, "--password-stdin",
+                        stdin=PASSWORD + "\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    simulated = recpipe(env, "simulate", "gme", "--url", stack.url, "--seconds", "3",
+                        "--wait", "--timeout", "180")  # fmt: skip
+    assert simulated.returncode == 0, simulated.stdout + simulated.stderr + stack.log_text()
+    [recording_id] = set(re.findall(r"gme-\d+-[0-9a-f]{12}", simulated.stdout + simulated.stderr))
+    # The running webhook (`recpipe serve`) serves none of the console.
+    for method, path in [("GET", "/login"), ("POST", "/login"), ("GET", "/"),
+                         ("GET", f"/recordings/{recording_id}"), ("GET", "/api/v1/openapi.json"),
+                         ("GET", "/api/v1/recordings"),
+                         ("POST", f"/api/v1/recordings/{recording_id}/reprocess")]:  # fmt: skip
+        assert requests.request(method, stack.url + path, timeout=10).status_code == 404, path
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            operator = browser.new_page(viewport={"width": 1280, "height": 1000})
+            sign_in(operator, console, "otto")
+            assert operator.locator(".card").first.is_visible()
+
+            # Find it by its TaskID in the search box, then open it.
+            task_id = recording_id.split("-")[1]
+            operator.goto(f"{console}/recordings")
+            operator.fill("input[name=q]", task_id)
+            operator.click("form.filters button[type=submit]")
+            operator.click(f"a:has-text('{recording_id}')")
+            operator.wait_for_url(f"{console}/recordings/{recording_id}")
+
+            # The waveform is drawn (pixels on the canvas), the audio plays.
+            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
+            inked = operator.evaluate(
+                """() => {
+                    const c = document.getElementById('waveform');
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    let n = 0;
+                    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+                    return n;
+                }"""
+            )
+            assert inked > 1000
+            operator.evaluate(
+                "() => { const a = document.getElementById('player'); a.muted = true; a.play(); }"
+            )
+            operator.wait_for_function(
+                "() => document.getElementById('player').currentTime > 0.5", timeout=60_000
+            )
+            # Clicking the waveform seeks.
+            box = operator.locator("#waveform").bounding_box()
+            assert box is not None
+            operator.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+            assert operator.evaluate("() => document.getElementById('player').currentTime") > 3
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            operator.evaluate("() => document.getElementById('player').pause()")
+            operator.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # With a peaks.json and a timeline.json beside the media (the pipeline's own once
+            # it writes them; made here when it does not yet), those are drawn.
+            folder = Path(env["RECPIPE_ARCHIVE_URL"].removeprefix("file://"))
+            [media] = folder.rglob(f"{recording_id}.m4a")
+            peaks_path = media.with_name(f"{recording_id}.peaks.json")
+            if not peaks_path.exists():
+                peaks_path.write_text(json.dumps({
+                    "version": 2, "channels": 1, "sample_rate": 48000, "samples_per_pixel": 4800,
+                    "bits": 8, "length": 100, "data": [v for i in range(100) for v in (-i, i)],
+                }))  # fmt: skip
+            if not media.with_name("timeline.json").exists():
+                media.with_name("timeline.json").write_text(json.dumps({
+                    "timeline": [],
+                    "gaps": [{"start_s": 4.0, "duration_s": 1.0, "reason": "pause"}],
+                    "speech": [{"UserID": "u", "spans": [[0.0, 4.0], [5.0, 9.0]]}],
+                }))  # fmt: skip
+            operator.reload()
+            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
+            assert "peaks.json" in operator.inner_text("#waveform-source")
+
+            # Reprocess from fetch: revision 2 appears, and who did it is on the page.
+            operator.select_option("select[name=from_step]", "fetch")
+            with operator.expect_navigation():
+                operator.click("#reprocess")
+            assert operator.locator(".flash.ok").count() == 1  # accepted, not refused
+            wait_for(
+                lambda: (
+                    (r := stack.ledger.recording(recording_id)).revision == 2
+                    and r.state == "archived"
+                ),
+                timeout=180,
+                interval=0.5,
+                what="revision 2 archived",
+            )
+
+            def shows_revision_2() -> bool:
+                operator.goto(f"{console}/recordings/{recording_id}")
+                return "revision 2" in operator.inner_text("#revision") and (
+                    operator.locator("article.run[data-revision='2'] .badge").first.inner_text()
+                    == "archived"
+                )
+
+            wait_for(shows_revision_2, timeout=60, interval=1, what="revision 2 on the page")
+            assert "user:otto" in operator.inner_text("#audit")
+
+            # A viewer sees no action, and an action posted anyway is refused.
+            viewer = browser.new_page()
+            sign_in(viewer, console, "vera")
+            viewer.goto(f"{console}/recordings/{recording_id}")
+            assert viewer.locator("#reprocess").count() == 0
+            status = viewer.evaluate(
+                """async (url) => {
+                    const form = new FormData();
+                    form.append('csrf_token', document.querySelector('[name=csrf_token]').value);
+                    form.append('from_step', 'fetch');
+                    return (await fetch(url, {method: 'POST', body: form})).status;
+                }""",
+                f"/recordings/{recording_id}/reprocess",
+            )
+            assert status == 403
+        finally:
+            browser.close()
+    assert stack.ledger.recording(recording_id).revision == 2

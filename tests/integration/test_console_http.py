@@ -1,0 +1,497 @@
+"""The console and its API over HTTP (Flask's client on the real app, a PostgreSQL ledger,
+a Redis broker and a local archive): every route against every kind of caller, escaping
+of everything that came from a callback, CSRF, the security headers, sign-in throttling,
+and the webhook answering 404 to all of it."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.sessions import SecureCookieSessionInterface
+from kombu import Connection, Exchange, Queue
+from sqlalchemy import create_engine, text
+
+from foundation.config import Settings
+from recpipe.console import auth
+from recpipe.console.app import create_app
+from storage.ledger import Ledger
+from tests.conftest import PG_ADMIN_URL, REDIS_URL
+from tests.console_helpers import (
+    HOSTILE,
+    People,
+    add_people,
+    archived_run,
+    csrf_of,
+    sign_in,
+    store_css,
+    store_gme,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-console-secret-" + "x" * 32
+TASK = "446946705284000555"
+
+
+@dataclass
+class World:
+    settings: Settings
+    ledger: Ledger
+    people: People
+    app: Any
+    ids: dict[str, str]
+    archive: Path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One ledger for the module: a recording per operator action (each succeeds once),
+    one with hostile RoomID/UserID, one CSS recording with hostile app, stream_param and
+    callback_ext."""
+    name = f"recpipe_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    counter = redis.Redis.from_url(f"{REDIS_URL}/0")
+    db = 1 + int(counter.incr("recpipe-test:db-counter")) % 14
+    counter.close()
+    tmp = tmp_path_factory.mktemp("console")
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp / "var"),
+        "RECPIPE_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        "RECPIPE_BROKER_URL": f"{REDIS_URL}/{db}",
+        "RECPIPE_ARCHIVE_URL": (tmp / "archive").as_uri(),
+        "RECPIPE_GME_SOURCE_URL": (tmp / "source").as_uri(),
+        "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
+    }
+    settings = Settings.from_env(env)
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+    people = add_people(ledger)
+    archive = tmp / "archive"
+    ids = {}
+    for n, label in enumerate(
+        ("api_reprocess", "page_reprocess", "api_redeliver", "page_redeliver")
+    ):
+        ids[label] = store_gme(ledger, 0, task=TASK, user=f"user-{n}")
+        archived_run(ledger, ids[label], archive,
+                     notification="failed" if "redeliver" in label else "delivered")  # fmt: skip
+    ids["hostile"] = store_gme(ledger, 0, task=TASK, user=HOSTILE, room=HOSTILE)
+    store_gme(ledger, 2, task=TASK, user=HOSTILE, room=HOSTILE)  # SeqNo 1 is missing
+    archived_run(ledger, ids["hostile"], archive, notification="failed", error=HOSTILE)
+    ids["css"] = store_css(ledger, text=HOSTILE)
+    ids["settle"] = store_gme(ledger, 0, task=TASK, user="user-settle")
+    app = create_app(settings, ledger=ledger, secret=SECRET)
+    try:
+        yield World(settings, ledger, people, app, ids, archive)
+    finally:
+        ledger.dispose()
+        flush = redis.Redis.from_url(env["RECPIPE_BROKER_URL"])
+        flush.flushdb()
+        flush.close()
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def forged_cookie(world: World) -> str:
+    """A session cookie naming the operator, signed with a key that is not the console's."""
+    impostor = create_app(world.settings, ledger=world.ledger, secret="not-the-secret-" + "y" * 32)
+    operator = world.ledger.console_user("otto")
+    assert operator is not None
+    serializer = SecureCookieSessionInterface().get_signing_serializer(impostor)
+    assert serializer is not None
+    session_id = f"otto:{auth.password_stamp(operator.password_hash)}"
+    return str(serializer.dumps({"_user_id": session_id, "_fresh": True}))
+
+
+def caller(world: World, who: str, kind: str) -> tuple[Any, dict[str, str]]:
+    """A client and headers for: nobody, a wrong credential, a reader, an operator."""
+    client = world.app.test_client()
+    headers: dict[str, str] = {}
+    if who == "wrong":
+        if kind == "api":
+            headers["Authorization"] = "Bearer " + auth.new_token()
+        else:
+            client.set_cookie("recpipe_console", forged_cookie(world))
+    elif who in ("read", "operate"):
+        if kind == "api":
+            token = world.people.read_token if who == "read" else world.people.operate_token
+            headers["Authorization"] = f"Bearer {token}"
+        else:
+            assert sign_in(client, "vera" if who == "read" else "otto").status_code == 302
+    return client, headers
+
+
+# (method, path, kind, permission, status for those allowed)
+ROUTES = [
+    ("GET", "/api/v1/recordings", "api", "read", 200),
+    ("GET", "/api/v1/recordings/{api_reprocess}", "api", "read", 200),
+    ("GET", "/api/v1/rooms/room-1", "api", "read", 404),
+    ("GET", "/api/v1/recordings/{api_reprocess}/artifacts/m4a", "api", "read", 200),
+    ("POST", "/api/v1/recordings/{api_reprocess}/reprocess", "api", "operate", 202),
+    ("POST", "/api/v1/recordings/{api_redeliver}/redeliver", "api", "operate", 202),
+    ("POST", f"/api/v1/gme/tasks/{TASK}/stop", "api", "operate", 202),
+    ("GET", "/", "page", "read", 200),
+    ("GET", "/recordings", "page", "read", 200),
+    ("GET", "/recordings/{hostile}", "page", "read", 200),
+    ("GET", "/recordings/{hostile}/player.json", "page", "read", 200),
+    ("GET", "/attention", "page", "read", 200),
+    ("GET", "/rooms/room-1", "page", "read", 404),
+    ("POST", "/recordings/{page_reprocess}/reprocess", "page", "operate", 303),
+    ("POST", "/recordings/{page_redeliver}/redeliver", "page", "operate", 303),
+    ("POST", "/recordings/{settle}/settle", "page", "operate", 303),
+    ("POST", "/sweep", "page", "operate", 303),
+]
+WHO = ["none", "wrong", "read", "operate"]
+
+
+def expected(kind: str, method: str, permission: str, ok: int, who: str) -> int:
+    if who == "none":
+        return 401 if kind == "api" else 302
+    if who == "wrong":
+        if kind == "api":
+            return 401
+        return 400 if method == "POST" else 302  # a forged session has no CSRF token
+    if who == "read" and permission == "operate":
+        return 403
+    return ok
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize(("method", "path", "kind", "permission", "ok"), ROUTES)
+def test_every_route_answers_each_kind_of_caller_as_the_contract_says(
+    world: World, method: str, path: str, kind: str, permission: str, ok: int, who: str
+):
+    """401 (a page: a redirect to /login) without a valid credential, 403 for a viewer or
+    read token acting, the route's own answer otherwise; a refused action leaves no trace
+    in the audit trail."""
+    client, headers = caller(world, who, kind)
+    url = path.format(**world.ids)
+    before = len(world.ledger.audit_trail())
+    if method == "POST" and kind == "page":
+        page = client.get("/login" if who in ("none", "wrong") else "/recordings")
+        data = {} if who == "wrong" else {"csrf_token": csrf_of(page.get_data(as_text=True))}
+        response = client.post(url, data=data, headers=headers)
+    elif method == "POST":
+        response = client.post(url, json={}, headers=headers)
+    else:
+        response = client.get(url, headers=headers)
+    assert response.status_code == expected(kind, method, permission, ok, who), response.data
+    if response.status_code == 302:
+        assert response.headers["Location"].startswith("/login")
+    if response.status_code == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response.close()
+    after = len(world.ledger.audit_trail())
+    acted = method == "POST" and who == "operate"
+    assert after > before if acted else after == before
+
+
+def test_an_operator_action_is_recorded_with_who_and_when_and_shown_on_the_page(world: World):
+    client, _ = caller(world, "operate", "page")
+    page = client.get(f"/recordings/{world.ids['hostile']}")
+    response = client.post(
+        f"/recordings/{world.ids['hostile']}/reprocess",
+        data={"csrf_token": csrf_of(page.get_data(as_text=True)), "from_step": "fetch"},
+    )
+    assert response.status_code == 303
+    [entry, *_] = world.ledger.audit_trail(world.ids["hostile"])
+    assert (entry.actor, entry.action) == ("user:otto", "reprocess")
+    assert entry.detail["outcome"] == "queued"
+    html = client.get(f"/recordings/{world.ids['hostile']}").get_data(as_text=True)
+    audit = html[html.index('id="audit"') :]
+    assert "user:otto" in audit and "reprocess" in audit and entry.at.strftime("%H:%M:%S") in audit
+
+
+def test_reprocess_through_the_api_queues_a_new_revision_on_the_broker(world: World):
+    rid = store_gme(world.ledger, 0, task=TASK, user="user-api-broker")
+    archived_run(world.ledger, rid, world.archive)
+    client, headers = caller(world, "operate", "api")
+    response = client.post(
+        f"/api/v1/recordings/{rid}/reprocess", json={"from_step": "transcode"}, headers=headers
+    )
+    assert response.status_code == 202, response.json
+    assert response.json["outcome"] == "queued" and response.json["run_id"]
+    assert world.ledger.recording(rid).revision == 2
+    with Connection(world.settings.broker_url, connect_timeout=5) as conn:
+        media = Queue("media", Exchange("media"), routing_key="media")(conn.default_channel)
+        assert media.queue_declare(passive=True).message_count >= 1
+    again = client.post(f"/api/v1/recordings/{rid}/reprocess", json={}, headers=headers)
+    assert again.status_code == 409  # already processing
+    bad = client.post(f"/api/v1/recordings/{rid}/reprocess", json={"from_step": "x"},
+                      headers=headers)  # fmt: skip
+    assert bad.status_code == 400
+
+
+def test_stopping_a_gme_task_sends_recpipe_stop_gme_task_by_name(world: World):
+    client, headers = caller(world, "operate", "api")
+    task = "446946705284000999"
+    with Connection(world.settings.broker_url, connect_timeout=5) as conn:
+        light = Queue("light", Exchange("light"), routing_key="light")(conn.default_channel)
+        light.declare()
+        light.purge()
+        response = client.post(f"/api/v1/gme/tasks/{task}/stop", headers=headers)
+        assert response.status_code == 202, response.json
+        message = light.get(no_ack=True)
+    assert message is not None
+    assert message.headers["task"] == "recpipe.stop_gme_task"
+    assert json.loads(message.body)[0] == [task]
+    bad = client.post("/api/v1/gme/tasks/12ab/stop", headers=headers)
+    assert bad.status_code == 400
+
+
+def test_list_filters_search_and_cursor_pagination(world: World):
+    client, headers = caller(world, "read", "api")
+    seen: list[str] = []
+    url = "/api/v1/recordings?limit=2"
+    while url:
+        page = client.get(url, headers=headers).json
+        assert len(page["recordings"]) <= 2
+        seen += [r["id"] for r in page["recordings"]]
+        url = f"/api/v1/recordings?limit=2&cursor={page['next']}" if page["next"] else ""
+    assert len(seen) == len(set(seen)) >= 7
+    created = [client.get(f"/api/v1/recordings/{rid}", headers=headers).json["created_at"]
+               for rid in seen]  # fmt: skip
+    assert created == sorted(created, reverse=True)
+
+    def ids(query: str) -> set[str]:
+        response = client.get(f"/api/v1/recordings?{query}", headers=headers)
+        assert response.status_code == 200, response.json
+        return {r["id"] for r in response.json["recordings"]}
+
+    assert ids("q=user-settle") == {world.ids["settle"]}  # UserID
+    assert ids("q=live_7") == ids("q=f-77") == ids("source=css") == {world.ids["css"]}
+    assert world.ids["hostile"] in ids(f"q={TASK}")  # TaskID
+    assert ids(f"q={world.ids['settle']}") == {world.ids["settle"]}
+    assert world.ids["settle"] in ids("state=collecting&since=1h")
+    assert ids("state=collecting&since=2000-01-01T00:00") >= {world.ids["settle"]}
+    assert ids("since=2999-01-01") == set()
+    for bad in ("state=nope", "source=x", "since=yesterday-ish", "limit=0", "cursor=%%%"):
+        assert client.get(f"/api/v1/recordings?{bad}", headers=headers).status_code == 400
+
+
+def test_recording_detail_is_what_recpipe_status_json_prints(world: World):
+    from recpipe.reports import recording_detail
+
+    client, headers = caller(world, "read", "api")
+    rid = world.ids["page_redeliver"]
+    served = client.get(f"/api/v1/recordings/{rid}", headers=headers).json
+    assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
+    assert client.get("/api/v1/recordings/gme-nope", headers=headers).status_code == 404
+
+
+def test_artifacts_are_served_with_range_and_a_safe_download_name(world: World):
+    client, headers = caller(world, "read", "api")
+    rid = world.ids["api_redeliver"]
+    url = f"/api/v1/recordings/{rid}/artifacts/m4a"
+    with client.get(url, headers=headers) as whole:
+        assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+        assert whole.headers["Cache-Control"] == "private, no-store"
+        data = whole.data
+    with client.get(url, headers={**headers, "Range": "bytes=10-19"}) as part:
+        assert part.status_code == 206
+        assert part.data == data[10:20]
+        assert part.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+    with client.get(url + "?download=1", headers=headers) as download:
+        assert download.headers["Content-Disposition"] == f"attachment; filename={rid}.m4a"
+    assert (
+        client.get(f"/api/v1/recordings/{rid}/artifacts/opus", headers=headers).status_code == 404
+    )
+
+
+def test_text_from_callbacks_is_escaped_in_html_attributes_and_embedded_json(world: World):
+    """RoomID, UserID (GME), app (CSS) and a delivery error are printed as text: never as
+    markup, in no page. (stream_param and callback_ext are kept with the CSS file, which no
+    page shows.)"""
+    client, _ = caller(world, "operate", "page")
+    pages = [
+        f"/recordings/{world.ids['hostile']}",
+        f"/recordings/{world.ids['css']}",
+        f"/recordings?q={world.ids['hostile']}",
+        f"/recordings?q={HOSTILE}",
+        "/attention",
+    ]
+    for url in pages:
+        response = client.get(url)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 200, url
+        assert "<script>alert" not in html and "<img src=x" not in html, url
+        assert "\"'>" not in html, url  # no way out of an attribute either
+        assert re.findall(r"<script\b[^>]*>", html) == [
+            tag for tag in re.findall(r"<script\b[^>]*>", html) if "nonce=" in tag
+        ], url
+    hostile_page = client.get(f"/recordings/{world.ids['hostile']}").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile_page  # shown, as text
+    assert "{{7*7}}" in hostile_page and ">49<" not in hostile_page
+    embedded = re.search(
+        r'<script type="application/json" id="page-data"[^>]*>(.*?)</script>', hostile_page, re.S
+    )
+    assert embedded and json.loads(embedded.group(1))["identity"]["UserID"] == HOSTILE
+    assert "<" not in embedded.group(1)
+    css_page = client.get(f"/recordings/{world.ids['css']}").get_data(as_text=True)
+    # `app` (not covered by the vendor's signature), as text and in a copy button's attribute
+    assert css_page.count("&lt;script&gt;alert(1)") == 2
+
+
+def test_a_post_without_its_csrf_token_is_refused(world: World):
+    client, _ = caller(world, "operate", "page")
+    rid = world.ids["settle"]
+    before = len(world.ledger.audit_trail(rid))
+    assert client.post(f"/recordings/{rid}/settle").status_code == 400
+    assert client.post(f"/recordings/{rid}/settle", data={"csrf_token": "x"}).status_code == 400
+    # The session also works on the API, where a POST needs the token in a header.
+    assert client.post(f"/api/v1/recordings/{rid}/redeliver", json={}).status_code == 400
+    assert len(world.ledger.audit_trail(rid)) == before
+    fresh = world.app.test_client()
+    assert fresh.post("/login", data={"name": "otto", "password": "x"}).status_code == 400
+
+
+def test_every_answer_carries_a_nonce_csp_nosniff_and_refuses_framing(world: World):
+    client, _ = caller(world, "operate", "page")
+    nonces = set()
+    for url in ("/login", "/", "/recordings", f"/recordings/{world.ids['hostile']}",
+                "/api/v1/openapi.json", "/api/v1/recordings", "/nope"):  # fmt: skip
+        response = client.get(url)
+        csp = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+        assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+        nonces.add(re.search(r"'nonce-([^']+)'", csp).group(1))
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+    assert len(nonces) == 7  # a fresh nonce per answer
+    html = client.get(f"/recordings/{world.ids['hostile']}").get_data(as_text=True)
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert "nonce=" in tag
+
+
+def test_the_session_cookie_is_httponly_samesite_and_secure_behind_https(world: World):
+    client = world.app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    plain = client.post("/login", data={"name": "vera", "password": "a long enough password",
+                                        "csrf_token": token})  # fmt: skip
+    cookie = plain.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Expires=" in cookie
+    assert "Secure" not in cookie
+    secure = world.app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https"}
+    token = csrf_of(secure.get("/login", headers=forwarded).get_data(as_text=True))
+    answer = secure.post(
+        "/login",
+        data={"name": "vera", "password": "a long enough password", "csrf_token": token},
+        headers={**forwarded, "Referer": "https://localhost/login"},
+    )
+    assert answer.status_code == 302
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_removing_a_user_or_revoking_a_token_ends_their_access(world: World):
+    world.ledger.add_user("tmp-user", "viewer", auth.hash_password("another long password"))
+    client = world.app.test_client()
+    assert sign_in(client, "tmp-user", "another long password").status_code == 302
+    assert client.get("/recordings").status_code == 200
+    world.ledger.remove_user("tmp-user")
+    assert client.get("/recordings").status_code == 302
+    token = auth.new_token()
+    world.ledger.add_token("tmp-token", "read", auth.hash_token(token))
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert world.app.test_client().get("/api/v1/recordings", headers=bearer).status_code == 200
+    world.ledger.revoke_token("tmp-token")
+    assert world.app.test_client().get("/api/v1/recordings", headers=bearer).status_code == 401
+
+
+def test_repeated_failed_sign_ins_are_answered_429_counted_in_redis(world: World):
+    """Counted in the broker's Redis, so every console process shares the count; a right
+    password does not get through while throttled."""
+    client = world.app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+
+    def attempt(password: str) -> int:
+        data = {"name": "otto", "password": password, "csrf_token": token}
+        response = client.post("/login", data=data, environ_base={"REMOTE_ADDR": "10.9.8.7"})
+        return int(response.status_code)
+
+    statuses = [attempt(f"wrong-{n}") for n in range(7)]
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
+    assert attempt("a long enough password") == 429
+    keys = redis.Redis.from_url(world.settings.broker_url).keys("LIMITS*")
+    assert keys
+
+
+def test_the_webhook_answers_404_to_every_console_and_api_route(world: World):
+    from recpipe.webapp import create_app as webhook_app
+
+    webhook = webhook_app(world.settings, ledger=world.ledger).test_client()
+    for method, path, *_ in [*ROUTES, ("GET", "/login"), ("POST", "/login"),
+                             ("GET", "/api/v1/openapi.json"), ("POST", "/logout")]:  # fmt: skip
+        url = path.format(**world.ids)
+        response = webhook.open(url, method=method)
+        assert response.status_code == 404, (method, url)
+
+
+def test_needs_attention_lists_each_problem_with_the_action_that_fixes_it(world: World):
+    from storage.ledger import utcnow
+
+    undelivered = store_gme(world.ledger, 0, task=TASK, user="user-undelivered")
+    archived_run(world.ledger, undelivered, world.archive, notification="failed")
+    broken = store_gme(world.ledger, 0, task=TASK, user="user-broken")
+    run_id = world.ledger.claim(broken, now=utcnow(), force=True)
+    world.ledger.fail_run(run_id, now=utcnow(), error="segment 0 is not an audio file")
+    client, _ = caller(world, "operate", "page")
+    html = client.get("/attention").get_data(as_text=True)
+    failed = html[html.index("Failed recordings") : html.index("Failed or disabled")]
+    assert broken in failed and "segment 0 is not an audio file" in failed
+    assert f'action="/recordings/{broken}/reprocess"' in failed
+    notes = html[html.index("Failed or disabled notifications") : html.index("heart-beating")]
+    assert f'action="/recordings/{undelivered}/redeliver"' in notes
+    viewer, _ = caller(world, "read", "page")
+    seen = viewer.get("/attention").get_data(as_text=True)
+    assert "/redeliver" not in seen and "/reprocess" not in seen  # no buttons for a viewer
+
+
+def test_the_player_gets_the_peaks_and_timeline_beside_the_media(world: World):
+    rid = world.ids["page_redeliver"]
+    folder = world.archive / "gme" / "1400000000" / rid
+    peaks = {"version": 2, "channels": 1, "sample_rate": 48000, "samples_per_pixel": 480,
+             "bits": 8, "length": 2, "data": [-10, 12, -100, 90]}  # fmt: skip
+    timeline = {"timeline": [], "gaps": [{"start_s": 1.0, "duration_s": 2.0, "reason": "pause"}],
+                "speech": [{"UserID": HOSTILE, "spans": [[0.0, 1.0]]}]}  # fmt: skip
+    (folder / f"{rid}.peaks.json").write_text(json.dumps(peaks))
+    (folder / "timeline.json").write_text(json.dumps(timeline))
+    client, _ = caller(world, "read", "page")
+    served = client.get(f"/recordings/{rid}/player.json")
+    assert served.status_code == 200 and served.mimetype == "application/json"
+    assert served.json == {"format": "m4a", "peaks": peaks, "timeline": timeline}
+    bare = client.get(f"/recordings/{world.ids['api_redeliver']}/player.json").json
+    assert bare == {"format": "m4a", "peaks": None, "timeline": None}
+
+
+def test_operator_actions_of_the_cli_and_the_console_are_listed_on_the_first_page(world: World):
+    world.ledger.record_action("cli:root", "token.create", target=HOSTILE)
+    client, _ = caller(world, "read", "page")
+    html = client.get("/").get_data(as_text=True)
+    audit = html[html.index('id="audit"') :]
+    assert "cli:root" in audit and "token.create" in audit
+    assert "<script>alert" not in audit
+
+
+def test_the_list_refreshes_itself_only_while_something_on_it_is_in_progress(world: World):
+    client, _ = caller(world, "read", "page")
+    busy = client.get("/recordings?state=collecting").get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="5">' in busy
+    done = client.get("/recordings?state=archived").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in done
+    for rid in re.findall(r'data-copy="(gme-[^"]+)"', done):  # ids whole, copyable
+        assert f"<code>{rid}</code>" in done

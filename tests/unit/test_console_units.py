@@ -1,0 +1,120 @@
+"""The console's pure parts: the OpenAPI document, where a sign-in may send you, download
+names, password and token hashing, the console secret, pagination cursors."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from foundation.config import ConfigError, Settings
+from recpipe.console import auth, openapi
+from recpipe.console.media import download_name
+from storage.ledger.console import BadCursorError, decode_cursor, encode_cursor
+
+
+def test_the_openapi_document_is_valid_openapi_3():
+    document = openapi.document()
+    validate(document)
+    assert document["openapi"].startswith("3.")
+
+
+def test_the_openapi_document_lists_every_route_of_the_contract():
+    paths = openapi.document()["paths"]
+    assert set(paths) == {
+        "/api/v1/recordings",
+        "/api/v1/recordings/{recording_id}",
+        "/api/v1/rooms/{room_id}",
+        "/api/v1/recordings/{recording_id}/reprocess",
+        "/api/v1/recordings/{recording_id}/redeliver",
+        "/api/v1/gme/tasks/{TaskID}/stop",
+        "/api/v1/recordings/{recording_id}/artifacts/{format}",
+        "/api/v1/openapi.json",
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "safe"),
+    [
+        ("/recordings?state=failed", "/recordings?state=failed"),
+        ("/", "/"),
+        (None, "/"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/ok\\..", "/"),
+        ("javascript:alert(1)", "/"),
+        ("/x\r\nSet-Cookie: a=b", "/"),
+        ("/recordings?", "/recordings"),
+    ],
+)
+def test_a_sign_in_sends_you_only_to_a_path_on_this_site(target, safe):
+    assert auth.safe_next(target) == safe
+
+
+@pytest.mark.parametrize(
+    ("recording_id", "name"),
+    [
+        ("gme-446946705284000000-0123456789ab", "gme-446946705284000000-0123456789ab.m4a"),
+        ('css-a"; filename="evil.exe', "css-a_filename_evil.exe.m4a"),
+        ("../../etc/passwd", "etc_passwd.m4a"),
+        ("\r\nX-Injected: 1", "X-Injected_1.m4a"),
+        ("", "recording.m4a"),
+    ],
+)
+def test_download_names_are_made_of_safe_characters(recording_id, name):
+    assert download_name(recording_id, "m4a") == name
+
+
+def test_passwords_are_argon2id_and_verified_in_constant_shape():
+    hashed = auth.hash_password("a long enough password")
+    assert hashed.startswith("$argon2id$")
+    assert auth.verify_password(hashed, "a long enough password")
+    assert not auth.verify_password(hashed, "a long enough passworD")
+    assert not auth.verify_password(None, "anything")  # an unknown name: still hashed
+    assert not auth.verify_password("not a hash", "x")
+
+
+def test_tokens_are_random_and_kept_as_their_sha256():
+    one, two = auth.new_token(), auth.new_token()
+    assert one != two and one.startswith("rpc_") and len(one) > 40
+    assert len(auth.hash_token(one)) == 64 and auth.hash_token(one) != one
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "a/b", "x" * 65, "<b>"])
+def test_user_and_token_names_are_plain(name):
+    with pytest.raises(auth.BadNameError):
+        auth.check_name(name)
+
+
+def test_the_embedded_default_keeps_a_random_console_secret_in_the_data_dir(tmp_path: Path):
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    first = auth.console_secret(settings)
+    assert len(first) >= 32 and auth.console_secret(settings) == first
+    path = tmp_path / "console-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    other = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path / "other")})
+    assert auth.console_secret(other) != first
+
+
+def test_outside_the_embedded_default_the_console_secret_is_required():
+    settings = Settings.from_env({"RECPIPE_DATABASE_URL": "postgresql+psycopg://db/recpipe"})
+    with pytest.raises(ConfigError, match="RECPIPE_CONSOLE_SECRET"):
+        auth.console_secret(settings)
+    with pytest.raises(ConfigError, match="at least 32"):
+        Settings.from_env({"RECPIPE_CONSOLE_SECRET": "short"})
+    given = Settings.from_env(
+        {"RECPIPE_DATABASE_URL": "postgresql+psycopg://db/r", "RECPIPE_CONSOLE_SECRET": "s" * 40}
+    )
+    assert auth.console_secret(given) == "s" * 40
+
+
+def test_cursors_round_trip_and_foreign_ones_are_refused():
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(when, "gme-1-ab")) == (when, "gme-1-ab")
+    for bad in ("%%%", "bm90IGpzb24", "WzFd"):
+        with pytest.raises(BadCursorError):
+            decode_cursor(bad)
