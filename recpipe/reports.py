@@ -1,5 +1,6 @@
 """A recording as `recpipe status ID --json` prints it and the console's API serves it
-(`GET /api/v1/recordings/{id}`): one function, so the two cannot drift apart."""
+(`GET /api/v1/recordings/{id}`, and a room's also as `GET /api/v1/rooms/{id}`): one
+function, so they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
              "revision": m.revision}
             for m in ledger.room_members(recording_id)
         ]  # fmt: skip
+        detail.update(_mixed(ledger.runs_for(recording_id)))
+    elif recording.source == "gme":
+        room = ledger.room_of(recording_id)
+        detail["room"] = room if room and ledger.room(room) else None
     detail["segments"] = [
         {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
         for s in recording.segments
@@ -80,3 +85,17 @@ def recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
         for r in ledger.runs_for(recording_id)
     ]
     return detail
+
+
+def _mixed(runs: list[Any]) -> dict[str, Any]:
+    """A room's newest archived revision: who is in it where on the room's clock
+    (`participants`: UserID, recording_id, revision, offset_s, duration_s), its outputs
+    and its manifest. Empty (and null) before the first mix."""
+    archived = [r for r in runs if r.state == "archived"]
+    newest = max(archived, key=lambda r: r.revision) if archived else None
+    return {
+        "mixed_revision": newest.revision if newest else None,
+        "participants": list(newest.result.get("participants") or []) if newest else [],
+        "artifacts": list(newest.result.get("artifacts") or []) if newest else [],
+        "manifest": newest.manifest_url if newest else None,
+    }

@@ -104,3 +104,65 @@ def archived_run(
                           error=error or None, duration_ms=4,
                           final_state=notification)  # fmt: skip
     return run_id
+
+
+def store_user(ledger: Ledger, *, task: str, user: str, room: str, second: int) -> str:
+    """A RecordMode 0 user's recording (one of a room) with one uploaded segment that
+    starts `second` seconds into 10:00 on the room's clock."""
+    name = f"{BIZ}_{room}_{user}/2026-11-21-10-00-{second:02d}_{task}_audio.mp3"
+    body = json.dumps(
+        {
+            "BizID": BIZ, "RoomID": room, "UserID": user, "TaskID": int(task), "RecordMode": 0,
+            "Timestamp": int(time.time()), "EventType": 3,
+            "Detail": {"SeqNo": 0, "FileName": name},
+        }
+    )  # fmt: skip
+    return ledger.record_gme_event(
+        parse_gme(body.encode()), body, {}, now=utcnow(), settle_seconds=30
+    ).recording_id
+
+
+@dataclass
+class StoredRoom:
+    id: str
+    members: list[str]
+    participants: list[dict[str, Any]]
+
+
+def archived_room(
+    ledger: Ledger, archive: Path, *, task: str, room: str, users: list[tuple[str, float]]
+) -> StoredRoom:
+    """Users (UserID, offset on the room's clock) archived, their room mixed: a real m4a
+    in the local archive under gme/<BizID>/rooms/<room id>/ with a timeline.json whose
+    speech spans are on the room's clock, as the pipeline writes them."""
+    members = []
+    for user, offset in users:
+        rid = store_user(ledger, task=task, user=user, room=room, second=int(offset))
+        archived_run(ledger, rid, archive)
+        members.append(rid)
+    found = {ledger.note_room_member(rid, now=utcnow(), settle_seconds=30) for rid in members}
+    [room_id] = found - {None}
+    run_id = ledger.claim(room_id, now=utcnow(), force=True)
+    assert run_id
+    participants = [
+        {"UserID": user, "recording_id": rid, "revision": 1, "offset_s": offset,
+         "duration_s": 4.0}
+        for (user, offset), rid in zip(users, members, strict=True)
+    ]  # fmt: skip
+    speech = [
+        {"UserID": user, "spans": [[offset + 0.5, offset + 1.5], [offset + 2.0, offset + 3.5]]}
+        for user, offset in users
+    ]
+    folder = archive / "gme" / str(BIZ) / "rooms" / room_id
+    folder.mkdir(parents=True, exist_ok=True)
+    media = folder / f"{room_id}.m4a"
+    media.write_bytes(bytes(range(256)) * 40)
+    (folder / "timeline.json").write_text(json.dumps({"participants": participants,
+                                                      "speech": speech}))  # fmt: skip
+    seconds = max(p["offset_s"] + p["duration_s"] for p in participants)
+    artifact = {"url": media.as_uri(), "format": "m4a", "bytes": media.stat().st_size,
+                "sha256": "cd", "duration_s": seconds}  # fmt: skip
+    result = {"artifacts": [artifact], "participants": participants, "speech": speech}
+    manifest = (folder / "manifest.json").as_uri()
+    ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url=manifest)
+    return StoredRoom(room_id, members, participants)

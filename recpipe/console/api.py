@@ -15,7 +15,7 @@ from recpipe.reports import recording_detail, recording_summary
 from storage.ledger.console import BadCursorError
 
 RECORDING_STATES = ("collecting", "processing", "archived", "failed")
-SOURCES = ("gme", "css")
+SOURCES = ("gme", "css", "room")
 MAX_Q = 256
 
 
@@ -118,13 +118,10 @@ def blueprint() -> Blueprint:
     @bp.get("/rooms/<room_id>")
     @needs("read", api=True)
     def room(room_id: str) -> Any:
-        # This ledger has no rooms yet (they come with the rooms feature): every id is
-        # unknown until then.
-        finder = getattr(console()["ledger"], "room", None)
-        found = finder(room_id) if finder else None
-        if found is None:
+        ledger = console()["ledger"]
+        if ledger.room(room_id) is None:
             return jsonify(error="no such room"), 404
-        return jsonify(found)
+        return jsonify(recording_detail(ledger, room_id))
 
     @bp.post("/recordings/<recording_id>/reprocess")
     @needs("operate", api=True)

@@ -118,6 +118,13 @@ def create_app(
 
     app.jinja_env.globals["csp_nonce"] = lambda: g.get("csp_nonce", "")
     app.jinja_env.globals["principal"] = lambda: g.get("principal")
+    app.jinja_env.globals["signed_in"] = lambda: (
+        g.get("principal")
+        not in (
+            None,
+            auth.BAD_CREDENTIAL,
+        )
+    )
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Any:

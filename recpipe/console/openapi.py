@@ -41,7 +41,7 @@ _SUMMARY = {
     "required": ["id", "source", "state", "revision", "identity", "last_event_at"],
     "properties": {
         "id": {"type": "string"},
-        "source": {"type": "string", "enum": ["gme", "css"]},
+        "source": {"type": "string", "enum": ["gme", "css", "room"]},
         "state": {"type": "string"},
         "revision": {"type": "integer"},
         "identity": {"type": "object"},
@@ -60,6 +60,10 @@ _DETAIL = {
             "required": ["segments", "runs"],
             "properties": {
                 "current_run_id": _NULLABLE_STRING,
+                "room": {
+                    "description": "a GME user's recording: the room it is a member of",
+                    **_NULLABLE_STRING,
+                },
                 "segments": {
                     "type": "array",
                     "items": {
@@ -94,6 +98,54 @@ _DETAIL = {
                         },
                     },
                 },
+            },
+        },
+    ]
+}
+_PARTICIPANT = {
+    "type": "object",
+    "required": ["UserID", "recording_id", "offset_s", "duration_s"],
+    "properties": {
+        "UserID": {"type": "string"},
+        "recording_id": {"type": "string"},
+        "revision": {"type": "integer"},
+        "offset_s": {"type": "number", "description": "where the user starts on the room's clock"},
+        "duration_s": {"type": "number"},
+    },
+}
+_ROOM = {
+    "allOf": [
+        {"$ref": "#/components/schemas/RecordingDetail"},
+        {
+            "type": "object",
+            "required": ["members", "mixed_revision", "participants", "artifacts", "manifest"],
+            "properties": {
+                "source": {"type": "string", "enum": ["room"]},
+                "members": {
+                    "description": "every user's recording of the room, finished or not",
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["UserID", "recording_id", "state", "revision"],
+                        "properties": {
+                            "UserID": {"type": "string"},
+                            "recording_id": {"type": "string"},
+                            "state": {"type": "string"},
+                            "revision": {"type": "integer"},
+                        },
+                    },
+                },
+                "mixed_revision": {
+                    "description": "the newest archived revision (null before the first mix)",
+                    "type": ["integer", "null"],
+                },
+                "participants": {
+                    "description": "the users mixed into that revision, on the room's clock",
+                    "type": "array",
+                    "items": _PARTICIPANT,
+                },
+                "artifacts": {"type": "array", "items": {"type": "object"}},
+                "manifest": _NULLABLE_STRING,
             },
         },
     ]
@@ -138,7 +190,7 @@ def document() -> dict[str, Any]:
                         {
                             "name": "source",
                             "in": "query",
-                            "schema": {"type": "string", "enum": ["gme", "css"]},
+                            "schema": {"type": "string", "enum": ["gme", "css", "room"]},
                         },
                         {
                             "name": "since",
@@ -200,7 +252,8 @@ def document() -> dict[str, Any]:
             "/api/v1/rooms/{room_id}": {
                 "get": {
                     "operationId": "getRoom",
-                    "summary": "A room with its participants, revision and artifacts",
+                    "summary": "A room with its participants, revision and artifacts (what "
+                    "`recpipe status ROOM_ID --json` prints)",
                     "parameters": [
                         {
                             "name": "room_id",
@@ -210,7 +263,7 @@ def document() -> dict[str, Any]:
                         }
                     ],
                     "responses": {
-                        "200": _json({"type": "object"}, "found"),
+                        "200": _json({"$ref": "#/components/schemas/RoomDetail"}, "found"),
                         **_errors(401, 404),
                     },
                 }
@@ -405,6 +458,7 @@ def document() -> dict[str, Any]:
                 "Error": _ERROR,
                 "RecordingSummary": _SUMMARY,
                 "RecordingDetail": _DETAIL,
+                "RoomDetail": _ROOM,
             },
         },
     }

@@ -3,7 +3,9 @@ script file for the player, copying ids and nothing else."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -15,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     session,
     url_for,
 )
@@ -37,6 +40,9 @@ from storage.ledger.console import BadCursorError
 PLAYABLE = ("m4a", "mp3", "opus", "wav", "flac", "mp4")
 IN_PROGRESS = ("collecting", "processing")
 REFRESH_SECONDS = 5
+STATIC = Path(__file__).parent / "static"
+# What the sign-in page loads before anyone is signed in; every other file needs a session.
+PUBLIC_STATIC = frozenset({"console.css"})
 
 
 def _failed_sign_in(response: Response) -> bool:
@@ -48,8 +54,17 @@ def _name_key() -> str:
 
 
 def blueprint(limiter: Limiter) -> Blueprint:
-    bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
-                   static_url_path="/static/console")  # fmt: skip
+    bp = Blueprint("pages", __name__, template_folder="templates")
+
+    @bp.get("/static/console/<path:filename>", endpoint="static")
+    def static(filename: str) -> Any:
+        """The console's script and stylesheet: only to those signed in, but for what the
+        sign-in page itself needs."""
+        if filename not in PUBLIC_STATIC:
+            who = g.principal
+            if who is None or who is auth.BAD_CREDENTIAL:
+                return Response("sign in first\n", 401, mimetype="text/plain")
+        return send_from_directory(STATIC, filename)
 
     @bp.route("/login", methods=["GET", "POST"])
     @limiter.limit("5 per minute;20 per hour", methods=["POST"], deduct_when=_failed_sign_in)
@@ -129,14 +144,7 @@ def blueprint(limiter: Limiter) -> Blueprint:
         missing = sorted(set(range(max(seen) + 1)) - set(seen)) if seen else []
         artifacts = current_artifacts(recording_id)
         player = next((fmt for fmt in PLAYABLE if fmt in artifacts), None)
-        page_data = {
-            "id": recording_id,
-            "media": url_for("api.artifact", recording_id=recording_id, fmt=player)
-            if player
-            else None,
-            "player": url_for("pages.player_data", recording_id=recording_id),
-            "identity": detail["identity"],
-        }
+        page_data = _player_page_data(recording_id, player, detail["identity"])
         from tasks.reprocessing import STEPS
 
         return render_template(
@@ -212,10 +220,108 @@ def blueprint(limiter: Limiter) -> Blueprint:
     @bp.get("/rooms/<room_id>")
     @needs("read", api=False)
     def room(room_id: str) -> Any:
-        # Rooms come with the rooms feature; this ledger has none yet.
-        return render_template("error.html", code=404, message="No such room."), 404
+        ledger, archive = console()["ledger"], console()["archive"]
+        if ledger.room(room_id) is None:
+            return render_template("error.html", code=404, message="No such room."), 404
+        detail = recording_detail(ledger, room_id)
+        artifacts = current_artifacts(room_id)
+        player = next((fmt for fmt in PLAYABLE if fmt in artifacts), None)
+        timeline = archive.side_file(artifacts[player], "timeline") if player else None
+        mix_seconds = artifacts[player].duration_s if player else None
+        return render_template(
+            "room.html",
+            r=detail,
+            player=player,
+            page_data=_player_page_data(room_id, player, detail["identity"]),
+            clock=room_clock(detail["participants"], timeline, mix_seconds),
+            refresh=REFRESH_SECONDS if detail["state"] in IN_PROGRESS else None,
+        )
 
     return bp
+
+
+def _player_page_data(recording_id: str, player: str | None, identity: Any) -> dict[str, Any]:
+    """What console.js's player reads from the page (embedded as JSON, escaped)."""
+    return {
+        "id": recording_id,
+        "media": url_for("api.artifact", recording_id=recording_id, fmt=player) if player else None,
+        "player": url_for("pages.player_data", recording_id=recording_id),
+        "identity": identity,
+    }
+
+
+LANE_WIDTH = 1000  # the SVG lanes' viewBox width
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One participant on the room's clock, in the lanes' viewBox units."""
+
+    user_id: str
+    recording_id: str
+    revision: int | None
+    offset_s: float
+    duration_s: float
+    x: float
+    width: float
+    speech: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class RoomClock:
+    seconds: float
+    lanes: list[Lane]
+    ticks: list[tuple[float, float]]  # (second, x)
+
+
+def _seconds(value: Any) -> float:
+    try:
+        found = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return found if found == found and 0 <= found < 1e7 else 0.0  # not NaN, not absurd
+
+
+def room_clock(
+    participants: list[dict[str, Any]], timeline: Any, mix_seconds: float | None
+) -> RoomClock:
+    """Each participant's bar at its offset for its duration, and its speech spans (from the
+    room's timeline.json, already on the room's clock), scaled to the room's length."""
+    speech: dict[str, list[Any]] = {}
+    entries = timeline.get("speech") if isinstance(timeline, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("spans"), list):
+            speech[str(entry.get("UserID"))] = entry["spans"]
+    ends = [_seconds(p.get("offset_s")) + _seconds(p.get("duration_s")) for p in participants]
+    seconds = max([*ends, _seconds(mix_seconds), 0.001])
+    scale = LANE_WIDTH / seconds
+
+    def x(at: float) -> float:
+        return round(min(max(at, 0.0), seconds) * scale, 2)
+
+    lanes = []
+    for p in participants:
+        offset, duration = _seconds(p.get("offset_s")), _seconds(p.get("duration_s"))
+        spans = [
+            (x(_seconds(span[0])), max(0.5, x(_seconds(span[1])) - x(_seconds(span[0]))))
+            for span in speech.get(str(p.get("UserID")), [])
+            if isinstance(span, list | tuple) and len(span) == 2
+        ]
+        lanes.append(
+            Lane(
+                user_id=str(p.get("UserID", "")),
+                recording_id=str(p.get("recording_id", "")),
+                revision=p.get("revision") if isinstance(p.get("revision"), int) else None,
+                offset_s=offset,
+                duration_s=duration,
+                x=x(offset),
+                width=max(1.0, x(offset + duration) - x(offset)),
+                speech=spans,
+            )
+        )
+    step = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600) if seconds / s <= 12), 1800)
+    ticks = [(float(t), x(t)) for t in range(0, int(seconds) + 1, step)]
+    return RoomClock(round(seconds, 3), lanes, ticks)
 
 
 def _act(recording_id: str, call: Any) -> Any:

@@ -155,6 +155,14 @@ class Rooms(LedgerBase):
             room.settle_due_at = None
             room.updated_at = now
 
+    def room(self, rid: str) -> RoomSummary | None:
+        """The room of that id; None for an unknown id or a recording that is not a room."""
+        with self.session() as s:
+            found = s.get(Recording, rid)
+            if found is None or found.source != ROOM_SOURCE:
+                return None
+            return _summary(s, found)
+
     def recent_rooms(self, limit: int = 20) -> list[RoomSummary]:
         with self.session() as s:
             rooms = s.scalars(
@@ -163,27 +171,21 @@ class Rooms(LedgerBase):
                 .order_by(Recording.created_at.desc())
                 .limit(limit)
             ).all()
-            counts = {
-                rid: len(
-                    s.scalars(
-                        select(RoomMember.recording_id).where(RoomMember.room_id == rid)
-                    ).all()
-                )
-                for rid in (r.id for r in rooms)
-            }
-            return [
-                RoomSummary(
-                    r.id,
-                    r.biz_id,
-                    r.room_id,
-                    r.task_id,
-                    r.state,
-                    r.revision,
-                    counts.get(r.id, 0),
-                    aware(r.created_at),
-                )
-                for r in rooms
-            ]
+            return [_summary(s, r) for r in rooms]
+
+
+def _summary(s: Session, room: Recording) -> RoomSummary:
+    members = s.scalars(select(RoomMember.recording_id).where(RoomMember.room_id == room.id))
+    return RoomSummary(
+        room.id,
+        room.biz_id,
+        room.room_id,
+        room.task_id,
+        room.state,
+        room.revision,
+        len(members.all()),
+        aware(room.created_at),
+    )
 
 
 def _members(s: Session, room: Recording) -> list[Member]:

@@ -28,6 +28,7 @@ from tests.console_helpers import (
     HOSTILE,
     People,
     add_people,
+    archived_room,
     archived_run,
     csrf_of,
     sign_in,
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 SECRET = "test-console-secret-" + "x" * 32
 TASK = "446946705284000555"
+ROOM_TASK = "446946705284000666"
+HOSTILE_ROOM_TASK = "446946705284000667"
 
 
 @dataclass
@@ -89,6 +92,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     archived_run(ledger, ids["hostile"], archive, notification="failed", error=HOSTILE)
     ids["css"] = store_css(ledger, text=HOSTILE)
     ids["settle"] = store_gme(ledger, 0, task=TASK, user="user-settle")
+    room = archived_room(ledger, archive, task=ROOM_TASK, room="300",
+                         users=[("alice", 0.0), ("bob", 3.0)])  # fmt: skip
+    ids["room"], ids["room_member"] = room.id, room.members[1]
+    hostile_room = archived_room(ledger, archive, task=HOSTILE_ROOM_TASK, room=HOSTILE,
+                                 users=[(HOSTILE, 0.0), ("bob", 2.0)])  # fmt: skip
+    ids["hostile_room"] = hostile_room.id
     app = create_app(settings, ledger=ledger, secret=SECRET)
     try:
         yield World(settings, ledger, people, app, ids, archive)
@@ -140,6 +149,8 @@ ROUTES = [
     ("GET", "/api/v1/recordings", "api", "read", 200),
     ("GET", "/api/v1/recordings/{api_reprocess}", "api", "read", 200),
     ("GET", "/api/v1/rooms/room-1", "api", "read", 404),
+    ("GET", "/api/v1/rooms/{room}", "api", "read", 200),
+    ("GET", "/api/v1/rooms/{hostile}", "api", "read", 404),  # a recording, not a room
     ("GET", "/api/v1/recordings/{api_reprocess}/artifacts/m4a", "api", "read", 200),
     ("POST", "/api/v1/recordings/{api_reprocess}/reprocess", "api", "operate", 202),
     ("POST", "/api/v1/recordings/{api_redeliver}/redeliver", "api", "operate", 202),
@@ -150,6 +161,8 @@ ROUTES = [
     ("GET", "/recordings/{hostile}/player.json", "page", "read", 200),
     ("GET", "/attention", "page", "read", 200),
     ("GET", "/rooms/room-1", "page", "read", 404),
+    ("GET", "/rooms/{hostile_room}", "page", "read", 200),
+    ("GET", "/rooms/{hostile}", "page", "read", 404),  # a recording, not a room
     ("POST", "/recordings/{page_reprocess}/reprocess", "page", "operate", 303),
     ("POST", "/recordings/{page_redeliver}/redeliver", "page", "operate", 303),
     ("POST", "/recordings/{settle}/settle", "page", "operate", 303),
@@ -495,3 +508,120 @@ def test_the_list_refreshes_itself_only_while_something_on_it_is_in_progress(wor
     assert 'http-equiv="refresh"' not in done
     for rid in re.findall(r'data-copy="(gme-[^"]+)"', done):  # ids whole, copyable
         assert f"<code>{rid}</code>" in done
+
+
+def test_a_room_is_served_with_its_participants_as_recpipe_status_json_prints_it(world: World):
+    """`GET /api/v1/rooms/{id}`: participants on the room's clock, members with their
+    states and revisions, revision, artifacts and manifest; the same object the CLI
+    prints (one function)."""
+    from recpipe.reports import recording_detail
+
+    client, headers = caller(world, "read", "api")
+    rid = world.ids["room"]
+    served = client.get(f"/api/v1/rooms/{rid}", headers=headers).json
+    assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
+    assert served["source"] == "room" and served["revision"] == 1 and served["state"] == "archived"
+    assert served["mixed_revision"] == 1
+    assert [(p["UserID"], p["offset_s"], p["duration_s"]) for p in served["participants"]] == [
+        ("alice", 0.0, 4.0), ("bob", 3.0, 4.0)
+    ]  # fmt: skip
+    assert {(m["UserID"], m["state"], m["revision"]) for m in served["members"]} == {
+        ("alice", "archived", 1), ("bob", "archived", 1)
+    }  # fmt: skip
+    assert [a["format"] for a in served["artifacts"]] == ["m4a"]
+    assert served["manifest"].endswith(f"/rooms/{rid}/manifest.json")
+    member = client.get(f"/api/v1/recordings/{world.ids['room_member']}", headers=headers).json
+    assert member["room"] == rid
+    alone = client.get(f"/api/v1/recordings/{world.ids['settle']}", headers=headers).json
+    assert alone["room"] is None
+    assert client.get("/api/v1/rooms/room-1", headers=headers).status_code == 404
+    rooms = client.get("/api/v1/recordings?source=room", headers=headers).json["recordings"]
+    assert {r["id"] for r in rooms} == {rid, world.ids["hostile_room"]}
+
+
+def test_the_room_page_places_each_participant_on_one_clock_with_its_speech(world: World):
+    """Each user's bar at offset_s for duration_s on the room's length (bob 3 s into a 7 s
+    room), its speech spans from timeline.json; links to the users' pages and back; the
+    mix's player."""
+    client, _ = caller(world, "read", "page")
+    rid = world.ids["room"]
+    html = client.get(f"/rooms/{rid}").get_data(as_text=True)
+    bars = re.findall(r'<rect class="bar" x="([0-9.]+)" y="3" width="([0-9.]+)"', html)
+    assert [(float(x), float(w)) for x, w in bars] == [
+        (0.0, pytest.approx(571.43, abs=0.01)),
+        (pytest.approx(428.57, abs=0.01), pytest.approx(571.43, abs=0.01)),
+    ]
+    spans = re.findall(r'<rect class="speech" x="([0-9.]+)"', html)
+    assert len(spans) == 4 and float(spans[2]) == pytest.approx(3.5 / 7 * 1000, abs=0.01)
+    for member in world.ledger.room_members(rid):
+        assert f'href="/recordings/{member.recording_id}"' in html
+    assert (
+        f'<audio id="player" controls preload="metadata" src="/api/v1/recordings/{rid}/artifacts/m4a">'
+        in html
+    )  # noqa: E501
+    embedded = re.search(r'<script type="application/json" id="page-data"[^>]*>(.*?)</script>',
+                         html, re.S)  # fmt: skip
+    assert embedded and json.loads(embedded.group(1))["player"] == f"/recordings/{rid}/player.json"
+    member = client.get(f"/recordings/{world.ids['room_member']}").get_data(as_text=True)
+    assert f'href="/rooms/{rid}"' in member
+    as_recording = client.get(f"/recordings/{rid}").get_data(as_text=True)
+    assert f'href="/rooms/{rid}"' in as_recording
+    listed = client.get("/recordings?source=room").get_data(as_text=True)
+    assert f'href="/rooms/{rid}"' in listed and 'value="room" selected' in listed
+
+
+def test_hostile_user_and_room_ids_are_escaped_on_the_room_page(world: World):
+    client, _ = caller(world, "read", "page")
+    response = client.get(f"/rooms/{world.ids['hostile_room']}")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "\"'>" not in html  # not out of an attribute (the lanes' aria-label) either
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # RoomID, UserID twice
+    assert "{{7*7}}" in html and ">49<" not in html
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert "nonce=" in tag
+    embedded = re.search(r'<script type="application/json" id="page-data"[^>]*>(.*?)</script>',
+                         html, re.S)  # fmt: skip
+    assert embedded and "<" not in embedded.group(1)
+    assert json.loads(embedded.group(1))["identity"]["RoomID"] == HOSTILE
+    assert len(re.findall(r'<rect class="bar"', html)) == 2
+
+
+STATIC = sorted(
+    p.name for p in (Path(__file__).parents[2] / "recpipe" / "console" / "static").iterdir()
+)
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("name", STATIC)
+def test_static_files_need_a_session_but_the_sign_in_page_s_stylesheet(
+    world: World, name: str, who: str
+):
+    """Only what /login loads (its stylesheet) is served to anyone; the rest is 401 without
+    a valid credential and 200 to a viewer or operator."""
+    from recpipe.console.pages import PUBLIC_STATIC
+
+    client, headers = caller(world, who, "page")
+    response = client.get(f"/static/console/{name}", headers=headers)
+    if who in ("none", "wrong") and name not in PUBLIC_STATIC:
+        assert response.status_code == 401
+        assert name.encode() not in response.data and b"function" not in response.data
+    else:
+        assert response.status_code == 200
+        assert response.data == (Path(__file__).parents[2] / "recpipe" / "console" / "static"
+                                 / name).read_bytes()  # fmt: skip
+    response.close()
+
+
+def test_the_sign_in_page_loads_only_its_stylesheet(world: World):
+    anonymous = world.app.test_client()
+    html = anonymous.get("/login").get_data(as_text=True)
+    loaded = re.findall(r'(?:href|src)="(/static/console/[^"]+)"', html)
+    assert loaded == ["/static/console/console.css"]
+    with anonymous.get("/static/console/console.css") as stylesheet:
+        assert stylesheet.status_code == 200
+    for traversal in ("../app.py", "..%2fapp.py", "%2e%2e/app.py"):
+        assert anonymous.get(f"/static/console/{traversal}").status_code in (401, 404)
+    signed_in, _ = caller(world, "read", "page")
+    assert signed_in.get("/static/console/../app.py").status_code == 404

@@ -1,4 +1,5 @@
-// recpipe console: copy buttons, and the recording page's player with its waveform.
+// recpipe console: copy buttons, the player with its waveform (a recording's page, a
+// room's), and a room's participant lanes following the mix.
 // Everything shown here came from the server as data; it is put on the page only with
 // textContent and canvas drawing, never as HTML.
 "use strict";
@@ -152,4 +153,31 @@ async function setUpPlayer() {
   });
 }
 
+// A room's page: every participant's lane shows where the mix is, and seeks when clicked.
+function setUpLanes() {
+  const audio = document.getElementById("player");
+  const lanes = Array.from(document.querySelectorAll("svg.lane"));
+  if (!audio || !lanes.length) return;
+  const seconds = Number(lanes[0].dataset.seconds) || 1;
+  const follow = () => {
+    const x = String(Math.max(0, Math.min(1, audio.currentTime / seconds)) * 1000);
+    for (const lane of lanes) {
+      const line = lane.querySelector("line.playhead");
+      line.setAttribute("x1", x);
+      line.setAttribute("x2", x);
+    }
+  };
+  audio.addEventListener("timeupdate", follow);
+  for (const lane of lanes) {
+    lane.addEventListener("click", (event) => {
+      const rect = lane.getBoundingClientRect();
+      const at = ((event.clientX - rect.left) / rect.width) * seconds;
+      const end = Number.isFinite(audio.duration) ? audio.duration : seconds;
+      audio.currentTime = Math.max(0, Math.min(end, at));
+      follow();
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", setUpPlayer);
+document.addEventListener("DOMContentLoaded", setUpLanes);
