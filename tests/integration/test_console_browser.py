@@ -1,7 +1,9 @@
 """The console in a real browser (Playwright driving Debian's Chromium) against a running
 recpipe (webhook and worker processes on PostgreSQL and Redis) fed by `recpipe simulate gme`:
 sign in, find the recording, play it, see its waveform, reprocess it to revision 2, and be
-refused as a viewer. Saves the recording page's screenshot to docs/console-recording.png."""
+refused as a viewer. Saves the recording page's screenshot to docs/console-recording.png.
+And a room made by `recpipe simulate gme --room`: its participants' bars on one clock and
+the mix playing."""
 
 from __future__ import annotations
 
@@ -63,6 +65,14 @@ def recpipe(env: dict, *args: str, stdin: str | None = None) -> subprocess.Compl
     )  # fmt: skip
 
 
+def launch(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"],
+    )  # fmt: skip
+
+
 def sign_in(page, console: str, name: str) -> None:
     page.goto(f"{console}/login")
     page.fill("input[name=name]", name)
@@ -92,11 +102,7 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
         assert requests.request(method, stack.url + path, timeout=10).status_code == 404, path
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch(p)
         try:
             operator = browser.new_page(viewport={"width": 1280, "height": 1000})
             sign_in(operator, console, "otto")
@@ -200,3 +206,57 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
         finally:
             browser.close()
     assert stack.ledger.recording(recording_id).revision == 2
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
+def test_a_viewer_sees_a_simulated_room_s_participants_on_one_clock_and_plays_the_mix(running):
+    from playwright.sync_api import sync_playwright
+
+    stack, console, env = running
+    added = recpipe(env, "users", "add", "vera", "--role", "viewer", "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    simulated = recpipe(env, "simulate", "gme", "--room", "--users", "2", "--url", stack.url,
+                        "--seconds", "2", "--wait", "--timeout", "180")  # fmt: skip
+    assert simulated.returncode == 0, simulated.stdout + simulated.stderr + stack.log_text()
+    [room_id] = set(re.findall(r"room-\d+-[0-9a-f]{12}", simulated.stdout + simulated.stderr))
+    assert stack.ledger.recording(room_id).state == "archived"
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            viewer = browser.new_page(viewport={"width": 1280, "height": 900})
+            sign_in(viewer, console, "vera")
+            viewer.goto(f"{console}/recordings?source=room")
+            viewer.click(f"a:has-text('{room_id}')")
+            viewer.wait_for_url(f"{console}/rooms/{room_id}")
+
+            # Two bars on one clock: the second user joined 2 s after the first.
+            bars = viewer.locator("svg.lane rect.bar")
+            assert bars.count() == 2
+            first, second = (bars.nth(i).bounding_box() for i in range(2))
+            assert first and second and first["width"] > 50 and second["width"] > 50
+            assert second["x"] > first["x"] + 50
+            assert viewer.locator("svg.lane rect.speech").count() >= 2  # from timeline.json
+
+            # The mix plays, its waveform drawn, and every lane's playhead follows it.
+            viewer.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
+            viewer.evaluate(
+                "() => { const a = document.getElementById('player'); a.muted = true; a.play(); }"
+            )
+            viewer.wait_for_function(
+                "() => document.getElementById('player').currentTime > 0.5", timeout=60_000
+            )
+            viewer.wait_for_function(
+                "() => Number(document.querySelector('svg.lane line.playhead')"
+                ".getAttribute('x1')) > 0",
+                timeout=10_000,
+            )
+
+            # A participant's own page, and back to the room from it.
+            viewer.locator("a.participant-link").first.click()
+            viewer.wait_for_url(re.compile(rf"{re.escape(console)}/recordings/gme-"))
+            viewer.click("#room-link")
+            viewer.wait_for_url(f"{console}/rooms/{room_id}")
+        finally:
+            browser.close()

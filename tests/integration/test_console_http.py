@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import redis
 from flask.sessions import SecureCookieSessionInterface
+from jsonschema import Draft202012Validator
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import create_engine, text
 
 from foundation.config import Settings
-from recpipe.console import auth
+from recpipe.console import auth, openapi
 from recpipe.console.app import create_app
 from storage.ledger import Ledger
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
@@ -520,6 +521,9 @@ def test_a_room_is_served_with_its_participants_as_recpipe_status_json_prints_it
     rid = world.ids["room"]
     served = client.get(f"/api/v1/rooms/{rid}", headers=headers).json
     assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
+    document = openapi.document()
+    schema = {"$ref": "#/components/schemas/RoomDetail", "components": document["components"]}
+    Draft202012Validator(schema).validate(served)  # what the OpenAPI document says
     assert served["source"] == "room" and served["revision"] == 1 and served["state"] == "archived"
     assert served["mixed_revision"] == 1
     assert [(p["UserID"], p["offset_s"], p["duration_s"]) for p in served["participants"]] == [
@@ -555,10 +559,8 @@ def test_the_room_page_places_each_participant_on_one_clock_with_its_speech(worl
     assert len(spans) == 4 and float(spans[2]) == pytest.approx(3.5 / 7 * 1000, abs=0.01)
     for member in world.ledger.room_members(rid):
         assert f'href="/recordings/{member.recording_id}"' in html
-    assert (
-        f'<audio id="player" controls preload="metadata" src="/api/v1/recordings/{rid}/artifacts/m4a">'
-        in html
-    )  # noqa: E501
+    media = f"/api/v1/recordings/{rid}/artifacts/m4a"
+    assert f'<audio id="player" controls preload="metadata" src="{media}">' in html
     embedded = re.search(r'<script type="application/json" id="page-data"[^>]*>(.*?)</script>',
                          html, re.S)  # fmt: skip
     assert embedded and json.loads(embedded.group(1))["player"] == f"/recordings/{rid}/player.json"
