@@ -286,7 +286,8 @@ def room_clock(
     participants: list[dict[str, Any]], timeline: Any, mix_seconds: float | None
 ) -> RoomClock:
     """Each participant's bar at its offset for its duration, and its speech spans (from the
-    room's timeline.json, already on the room's clock), scaled to the room's length."""
+    room's timeline.json, already on the room's clock), scaled to the room's length; the
+    first to join on top."""
     speech: dict[str, list[Any]] = {}
     entries = timeline.get("speech") if isinstance(timeline, dict) else None
     for entry in entries if isinstance(entries, list) else []:
@@ -319,6 +320,7 @@ def room_clock(
                 speech=spans,
             )
         )
+    lanes.sort(key=lambda lane: (lane.offset_s, lane.user_id))  # in the order they joined
     step = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600) if seconds / s <= 12), 1800)
     ticks = [(float(t), x(t)) for t in range(0, int(seconds) + 1, step)]
     return RoomClock(round(seconds, 3), lanes, ticks)

@@ -231,11 +231,14 @@ def test_a_viewer_sees_a_simulated_room_s_participants_on_one_clock_and_plays_th
             viewer.click(f"a:has-text('{room_id}')")
             viewer.wait_for_url(f"{console}/rooms/{room_id}")
 
-            # Two bars on one clock: the second user joined 2 s after the first.
+            # Two bars on one clock, the first to join on top: the second user joined 2 s
+            # after the first, so its bar starts further along the same lane width.
             bars = viewer.locator("svg.lane rect.bar")
             assert bars.count() == 2
+            lane = viewer.locator("svg.lane").first.bounding_box()
             first, second = (bars.nth(i).bounding_box() for i in range(2))
-            assert first and second and first["width"] > 50 and second["width"] > 50
+            assert lane and first and second and first["width"] > 50 and second["width"] > 50
+            assert abs(first["x"] - lane["x"]) < 2  # at 0 s
             assert second["x"] > first["x"] + 50
             assert viewer.locator("svg.lane rect.speech").count() >= 2  # from timeline.json
 
