@@ -118,3 +118,38 @@ def test_cursors_round_trip_and_foreign_ones_are_refused():
     for bad in ("%%%", "bm90IGpzb24", "WzFd"):
         with pytest.raises(BadCursorError):
             decode_cursor(bad)
+
+
+def test_a_room_s_clock_places_users_by_offset_in_the_order_they_joined():
+    from recpipe.console.pages import room_clock
+
+    participants = [
+        {"UserID": "late", "recording_id": "gme-2", "revision": 2, "offset_s": 5.0,
+         "duration_s": 5.0},
+        {"UserID": "first", "recording_id": "gme-1", "revision": 1, "offset_s": 0.0,
+         "duration_s": 4.0},
+    ]  # fmt: skip
+    timeline = {"speech": [{"UserID": "late", "spans": [[6.0, 7.0]]}]}
+    clock = room_clock(participants, timeline, 10.0)
+    assert clock.seconds == 10.0
+    assert [(lane.user_id, lane.x, lane.width) for lane in clock.lanes] == [
+        ("first", 0.0, 400.0),
+        ("late", 500.0, 500.0),
+    ]
+    assert clock.lanes[1].speech == [(600.0, 100.0)] and clock.lanes[0].speech == []
+    assert clock.ticks[0] == (0.0, 0.0) and clock.ticks[-1] == (10.0, 1000.0)
+
+
+def test_a_room_s_clock_survives_a_damaged_timeline_and_odd_numbers():
+    """NaN, strings, missing keys and spans past the end are drawn within the lane or not at
+    all; nothing raises."""
+    from recpipe.console.pages import room_clock
+
+    participants = [{"UserID": "u", "offset_s": "nan", "duration_s": None}, {"offset_s": 2}]
+    for timeline in (None, [], {"speech": "x"}, {"speech": [{"UserID": "u", "spans": [[0, 99],
+                     "bad", [1]]}]}):  # fmt: skip
+        clock = room_clock(participants, timeline, None)
+        assert [lane.x for lane in clock.lanes] == [0.0, 1000.0]
+        assert all(0 <= x <= 1000 and x + w <= 1000.5 for lane in clock.lanes
+                   for x, w in lane.speech)  # fmt: skip
+    assert room_clock([], None, None).lanes == []
