@@ -67,6 +67,12 @@ def test_status_lists_rooms_and_shows_one_and_reprocess_takes_a_room_id(env, led
     assert detail["source"] == "room"
     assert {m["UserID"] for m in detail["members"]} == {"alice", "bob"}
     assert detail["runs"][0]["participants"] == participants
+    # The newest archived revision's, at the top: what the console's `GET /api/v1/rooms/{id}`
+    # serves (the same function).
+    assert detail["participants"] == participants and detail["mixed_revision"] == 1
+    assert detail["manifest"] == "file:///m"
+    for user_id in (alice, bob):
+        assert json.loads(cli(env, "status", user_id, "--json").stdout)["room"] == rid
 
     by_task = json.loads(cli(env, "status", TASK, "--json").stdout)
     assert sorted(r["id"] for r in by_task) == sorted([alice, bob])  # the room by its own id
