@@ -1,5 +1,5 @@
 """The console's pages: server-rendered (Jinja escapes everything it prints), one small
-script file for the player, copying ids and nothing else."""
+script file for the player, a room's lanes, copying ids and nothing else."""
 
 from __future__ import annotations
 
