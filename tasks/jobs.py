@@ -55,7 +55,8 @@ def settle(recording_id: str) -> str:
     elif outcome.action == "fail" and outcome.run_id:
         notify_run.delay(outcome.run_id)
     elif outcome.action == "wait" and outcome.recheck_at:
-        delay = max(1.0, (outcome.recheck_at - utcnow()).total_seconds() + 0.5)
+        wake_at = outcome.wake_at or outcome.recheck_at
+        delay = max(0.5, (wake_at - utcnow()).total_seconds() + 0.2)
         # Short waits are scheduled here; long ones are left to the beat sweep.
         if delay <= 6 * 3600:
             settle.apply_async((recording_id,), countdown=delay)
