@@ -63,6 +63,18 @@ def settle(recording_id: str) -> str:
     return outcome.action
 
 
+@app.task(name="recpipe.stop_gme_task", acks_late=True, ignore_result=True)
+def stop_gme_task(task_id: str) -> list[str]:
+    """An operator stops a GME task (`recpipe stop`, the console's
+    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are settled now and
+    finalized as soon as every started segment is uploaded, without the quiet window."""
+    stopped = context.ledger().stop_gme_task(str(task_id), now=utcnow())
+    for recording_id in stopped:
+        settle.delay(recording_id)
+    log.info("gme_task.stopped", task_id=str(task_id), recordings=stopped)
+    return stopped
+
+
 @app.task(
     name="recpipe.process_recording",
     bind=True,

@@ -1,7 +1,7 @@
 """The `recpipe` command: the `main` group, with one module per command group.
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
-redeliver; doctor.py; simulate.py: simulate gme|css. What they share (one-line failures,
+redeliver; doctor.py; simulate.py: simulate gme|css; stop.py. What they share (one-line failures,
 settings, the ledger and broker of the operator commands) is in common.py.
 """
 
@@ -17,6 +17,7 @@ from recpipe.cli.replay import replay
 from recpipe.cli.reprocess import reprocess
 from recpipe.cli.simulate import simulate
 from recpipe.cli.status import status
+from recpipe.cli.stop import stop
 
 __all__ = ["fail", "load_settings", "main"]
 
@@ -26,5 +27,16 @@ def main() -> None:
     """recpipe: Tencent Cloud GME/CSS recording callbacks in, archived media out."""
 
 
-for command in (serve, migrate, run, status, reprocess, replay, doctor, simulate, redeliver):
+for command in (
+    serve,
+    migrate,
+    run,
+    status,
+    reprocess,
+    replay,
+    doctor,
+    simulate,
+    redeliver,
+    stop,
+):
     main.add_command(command)
