@@ -162,3 +162,26 @@ def test_a_thousand_segments_whose_rates_alternate_join_with_bounded_open_files(
             ),
             "joining everything at once",
         )
+
+
+def test_a_tool_is_waited_for_without_polling_and_heartbeats_while_it_runs(monkeypatch):
+    """The run returns as soon as the tool exits; the heartbeat beats meanwhile, and a
+    heartbeat that fails stops the tool with its error."""
+    import time
+
+    from tasks.media import tools
+
+    monkeypatch.setattr(tools, "HEARTBEAT_SECONDS", 0.05)
+    beats: list[float] = []
+    started = time.monotonic()
+    run_tool(["sleep", "0.32"], "sleeping", lambda: beats.append(time.monotonic()))
+    assert 0.32 <= time.monotonic() - started < 0.5
+    assert len(beats) >= 3
+
+    def failing() -> None:
+        raise RuntimeError("ledger unreachable")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="ledger unreachable"):
+        run_tool(["sleep", "30"], "sleeping", failing)
+    assert time.monotonic() - started < 5
