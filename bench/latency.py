@@ -163,7 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", type=int, default=50, help="concurrent short recordings")
     parser.add_argument("--skip-hour", action="store_true", help="only the short recordings")
-    parser.add_argument("--redis-db", type=int, default=14, help="Redis database (flushed)")
+    parser.add_argument("--redis-db", type=int, default=15, help="Redis database (flushed)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
