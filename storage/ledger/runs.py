@@ -15,7 +15,7 @@ from storage.ledger.tables import Recording, Run
 
 class Runs(LedgerBase):
     def mark_run_dispatched(self, run_id: str, now: datetime) -> None:
-        with self.session() as s:
+        with self.bookkeeping() as s:
             s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
 
     def start_run(
@@ -104,7 +104,7 @@ class Runs(LedgerBase):
     ) -> None:
         """Store a run's whole step list, as `step` keeps it, in one UPDATE: for the task
         that holds the run, which keeps the list itself."""
-        with self.session() as s:
+        with self.bookkeeping() as s:
             s.execute(
                 update(Run)
                 .where(Run.id == run_id)
@@ -121,7 +121,7 @@ class Runs(LedgerBase):
             )
 
     def heartbeat(self, run_id: str, now: datetime) -> None:
-        with self.session() as s:
+        with self.bookkeeping() as s:
             s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
 
     def finish_run(
