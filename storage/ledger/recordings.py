@@ -34,7 +34,9 @@ class Recordings(LedgerBase):
             return recording_view(s, recording)
 
     def postpone(self, recording_id: str, until: datetime) -> None:
-        with self.session() as s:
+        # Bookkeeping: a settle time lost in a crash is an older, earlier one, and settling
+        # early only decides again.
+        with self.bookkeeping() as s:
             s.execute(
                 update(Recording)
                 .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
