@@ -213,8 +213,11 @@ def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded
     stack = patient_stack
     task_id = TASK_ID + 10
     keys = [f"{BIZ}_100/2026-11-21-10-00-0{seq}_{task_id}_audio.mp3" for seq in range(2)]
-    for seq, key in enumerate(keys):
-        s3_client.upload_file(str(tone(f"s{seq}.mp3", 440, 1.0)), bucket, f"cos/{key}")
+
+    def upload(seq: int) -> None:  # as GME does, once the segment is complete
+        s3_client.upload_file(str(tone(f"s{seq}.mp3", 440, 1.0)), bucket, f"cos/{keys[seq]}")
+
+    upload(0)
 
     def post(event_type: int, seq: int) -> None:
         body = json.loads(callback(event_type, seq, keys[seq]))
@@ -242,6 +245,7 @@ def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded
         assert stack.ledger.recording(recording_id).state == "collecting"
         started = time.monotonic()
         post(2, 1)
+        upload(1)
         post(3, 1)
         recording = stack.wait_for_state(recording_id, ("archived", "failed"), timeout=60)
         assert recording.state == "archived", stack.log_text()
