@@ -356,6 +356,12 @@ def burst(
             name: round(sum(cpu_seconds(p, reaped=True) for p in [pid, *children_of(pid)]), 1)
             for name, pid in workers.items()
         }
+        # The workers' own CPU, without the ffmpeg/ffprobe runs they waited for.
+        python_cpu = sum(
+            cpu_seconds(p, reaped=False)
+            for pid in workers.values()
+            for p in [pid, *children_of(pid)]
+        )
         profiles = []
         for profiler in profilers:
             for path in profiler.stop():
@@ -378,6 +384,9 @@ def burst(
         "ledger": run_facts(db_url),
         "worker_vmhwm_mb": memory,
         "worker_cpu_s": cpu,
+        "worker_cpu_outside_ffmpeg_per_recording_s": (
+            round(python_cpu / len(archived), 3) if archived else None
+        ),
         "profiles": profiles,
     }
 
@@ -410,6 +419,7 @@ def print_summary(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"media task steps (p50)            "
           f"{ {k: v['p50'] for k, v in ledger['steps_s'].items()} }")  # fmt: skip
     print(f"worker CPU s                      {r['worker_cpu_s']}")
+    print(f"worker CPU outside ffmpeg / rec.  {r['worker_cpu_outside_ffmpeg_per_recording_s']} s")
     print(f"worker peak RSS MB                {r['worker_vmhwm_mb']}")
     r["ratio_over_baseline"] = ratio
 

@@ -33,6 +33,7 @@ class Settings:
     notify_urls: tuple[str, ...] = ()
     notify_secret: str | None = None
     settle_seconds: float = 120.0
+    settle_complete_seconds: float = 20.0
     max_wait_seconds: float = 3600.0
     audio_formats: tuple[str, ...] = ("m4a",)
     # Time, rooms and what comes with the audio (GME): CONTRACT.md.
@@ -106,6 +107,7 @@ class Settings:
             notify_urls=_notify_urls(env.get("RECPIPE_NOTIFY_URLS", "")),
             notify_secret=notify_secret,
             settle_seconds=_number(env, "RECPIPE_SETTLE_SECONDS", 120.0),
+            settle_complete_seconds=_number(env, "RECPIPE_SETTLE_COMPLETE_SECONDS", 20.0),
             max_wait_seconds=_number(env, "RECPIPE_MAX_WAIT_SECONDS", 3600.0),
             audio_formats=_formats(env.get("RECPIPE_AUDIO_FORMATS", "m4a")),
             gme_gaps=_choice(env, "RECPIPE_GME_GAPS", ("pad", "join")),

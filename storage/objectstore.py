@@ -168,8 +168,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
-        # One stream per object, so the hash sees bytes in order; parts stay large.
-        self._download_config = TransferConfig(use_threads=False)
+        # Multipart uploads of large outputs; parts stay large.
         self._upload_config = TransferConfig(
             multipart_threshold=64 * CHUNK, multipart_chunksize=64 * CHUNK, max_concurrency=4
         )
@@ -179,6 +178,14 @@ class S3Store:
 
     def put(self, key: str, path: Path, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
+        if path.stat().st_size < self._upload_config.multipart_threshold:
+            # One PUT: `upload_file` would start a transfer manager and its threads for
+            # a file that goes in one request anyway.
+            with path.open("rb") as body:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=body, **(extra or {})
+                )
+            return
         self.client.upload_file(
             str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self._upload_config
         )
@@ -226,16 +233,22 @@ class S3Store:
         return f"{parts.scheme}://{parts.netloc}"
 
     def fetch(self, key: str, dest: Path) -> Fetched:
+        """One GET, streamed to `dest` and hashed as it comes (`download_fileobj` would
+        first ask for the object's size with a HEAD); botocore raises on a body cut short."""
         with dest.open("wb") as out:
             writer = _HashingWriter(out)
             try:
-                self.client.download_fileobj(
-                    self.bucket, self._key(key), writer, Config=self._download_config
-                )
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
                 if _is_missing(exc):
                     raise FileNotFoundError(f"{self.url(key)} does not exist") from None
                 raise
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(CHUNK):
+                    writer.write(chunk)
+            finally:
+                body.close()
         return Fetched(dest, writer.size, writer.digest.hexdigest())
 
     def check_writable(self) -> None:

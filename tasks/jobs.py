@@ -12,11 +12,11 @@ from typing import Any
 
 import requests
 import structlog
-from celery import Task, chain
+from celery import Task
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from storage.domain import NotificationState, RunState
+from storage.domain import NotificationState, RunState, RunView
 from storage.ledger import utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
@@ -43,8 +43,10 @@ def services() -> Services:
 
 
 def start_chain(run_id: str) -> None:
-    """fetch → concat → transcode → archive (one media task), then notify."""
-    chain(process_recording.si(run_id), notify_run.si(run_id)).apply_async()
+    """fetch → concat → transcode → archive (one media task), which then notifies: one
+    message per run (a notify task of its own would be a second hop for a few queries;
+    beat's sweep notifies a finished run whose notifications were never made)."""
+    process_recording.delay(run_id)
     context.ledger().mark_run_dispatched(run_id, utcnow())
 
 
@@ -56,11 +58,24 @@ def settle(recording_id: str) -> str:
     elif outcome.action == "fail" and outcome.run_id:
         notify_run.delay(outcome.run_id)
     elif outcome.action == "wait" and outcome.recheck_at:
-        delay = max(1.0, (outcome.recheck_at - utcnow()).total_seconds() + 0.5)
+        wake_at = outcome.wake_at or outcome.recheck_at
+        delay = max(0.5, (wake_at - utcnow()).total_seconds() + 0.2)
         # Short waits are scheduled here; long ones are left to the beat sweep.
         if delay <= 6 * 3600:
             settle.apply_async((recording_id,), countdown=delay)
     return outcome.action
+
+
+@app.task(name="recpipe.stop_gme_task", acks_late=True, ignore_result=True)
+def stop_gme_task(task_id: str) -> list[str]:
+    """An operator stops a GME task (`recpipe stop`, the console's
+    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are settled now and
+    finalized as soon as every started segment is uploaded, without the quiet window."""
+    stopped = context.ledger().stop_gme_task(str(task_id), now=utcnow())
+    for recording_id in stopped:
+        settle.delay(recording_id)
+    log.info("gme_task.stopped", task_id=str(task_id), recordings=stopped)
+    return stopped
 
 
 @app.task(
@@ -75,8 +90,9 @@ def process_recording(self: Task, run_id: str) -> str:
     svc = services()
     structlog.contextvars.bind_contextvars(run_id=run_id)
     worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
+    finished = None
     try:
-        processing.process(svc, run_id, worker)
+        finished = processing.process(svc, run_id, worker)
     except Exception as exc:
         # Not a media problem (those fail the recording inside): storage or network.
         if self.request.retries < MEDIA_RETRIES:
@@ -87,6 +103,7 @@ def process_recording(self: Task, run_id: str) -> str:
         svc.ledger.fail_run(
             run_id, now=utcnow(), error=f"gave up after {MEDIA_RETRIES + 1} attempts: {exc}"
         )
+    notify(svc, run_id, finished)
     return run_id
 
 
@@ -94,8 +111,12 @@ def process_recording(self: Task, run_id: str) -> str:
 def notify_run(run_id: str) -> int:
     """Create one notification per downstream URL for the run's outcome and send them.
     With no URL configured the run is still marked notified (there is nobody to tell)."""
-    svc = services()
-    run = svc.ledger.run(run_id)
+    return notify(services(), run_id)
+
+
+def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
+    """notify_run's work; `run`: the run as its media task just left it, if at hand."""
+    run = run or svc.ledger.run(run_id)
     if run is None or run.state not in RunState.TERMINAL:
         return 0
     bind_recording(run.recording, run_id=run_id)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,32 @@ log = structlog.get_logger("recpipe.tasks")
 
 class StepRecorder:
     """Times each step of a run in the ledger and in metrics, keeps the run's heartbeat
-    fresh, and puts the step into the context of every log line written during it."""
+    fresh, and puts the step into the context of every log line written during it.
 
-    def __init__(self, ledger: Ledger, run_id: str, label: str):
-        self.ledger, self.run_id, self.label = ledger, run_id, label
+    The run's step list is kept here and written whole, one UPDATE per step's start and
+    end (no read back): this task is the run's only writer while it holds the run."""
+
+    def __init__(self, ledger: Ledger, run: RunView, label: str):
+        self.ledger, self.run_id, self.label = ledger, run.id, label
+        self.attempt = run.attempts
+        self.steps: list[dict[str, Any]] = [dict(entry) for entry in run.steps]
 
     def heartbeat(self) -> None:
         self.ledger.heartbeat(self.run_id, utcnow())
 
+    def _write(self, step: str | None, now: datetime) -> None:
+        self.ledger.write_steps(self.run_id, self.steps, step=step, now=now)
+
     @contextmanager
     def __call__(self, step: str) -> Iterator[None]:
         started = utcnow()
-        self.ledger.step(self.run_id, step, now=started)
+        entry: dict[str, Any] = {
+            "step": step,
+            "started_at": started.isoformat(),
+            "attempt": self.attempt,
+        }
+        self.steps.append(entry)
+        self._write(step, started)
         bound = log.bind(recording_id=self.label, run_id=self.run_id, step=step)
         bound.info("step.started")
         context = bind_contextvars(step=step)  # for lines written inside the step
@@ -53,7 +68,8 @@ class StepRecorder:
             yield
         except Exception as exc:
             metrics.count_step_failure(step, storage=not isinstance(exc, MediaError))
-            self.ledger.step(self.run_id, step, now=utcnow(), ok=False, error=str(exc))
+            entry.update({"finished_at": utcnow().isoformat(), "ok": False, "error": str(exc)})
+            self._write(step, utcnow())
             bound.warning("step.failed", error=str(exc))
             raise
         finally:
@@ -61,7 +77,8 @@ class StepRecorder:
         finished = utcnow()
         seconds = round((finished - started).total_seconds(), 3)
         metrics.observe_step(step, seconds)
-        self.ledger.step(self.run_id, step, now=finished, ok=True, seconds=seconds)
+        entry.update({"finished_at": finished.isoformat(), "ok": True, "seconds": seconds})
+        self._write(step, finished)
         bound.info("step.finished", seconds=seconds)
 
 
@@ -80,7 +97,7 @@ def process(services: Services, run_id: str, worker: str) -> RunView | None:
         return None
     recording = run.recording
     bind_recording(recording, run_id=run_id)
-    step = StepRecorder(services.ledger, run_id, recording.id)
+    step = StepRecorder(services.ledger, run, recording.id)
     cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
     try:

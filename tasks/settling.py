@@ -26,6 +26,7 @@ class SettleOutcome:
     action: str  # "skip", "wait", "finalize" or "fail"
     run_id: str | None = None
     recheck_at: datetime | None = None
+    wake_at: datetime | None = None  # when a waiting settle task looks again
 
 
 def reconcile(services: Services, recording: RecordingView, now: datetime) -> int:
@@ -61,14 +62,14 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
         return SettleOutcome(action, run_id, recheck_at)
     bind_recording(recording)
     decision = _decide(recording, now, cfg)
-    quiet = decision.action != "wait" or bool(decision.missing)
+    quiet = decision.action != "wait" or decision.look_in_source
     if quiet and reconcile(services, recording, now):
         recording = services.ledger.recording(recording_id) or recording
         decision = _decide(recording, now, cfg)
     if decision.action == "wait":
         recheck_at = decision.recheck_at or now
         services.ledger.postpone(recording_id, recheck_at)
-        return SettleOutcome("wait", recheck_at=recheck_at)
+        return SettleOutcome("wait", recheck_at=recheck_at, wake_at=decision.wake_at)
     run_id = services.ledger.claim(
         recording_id, now=now, expected_last_event_at=recording.last_event_at
     )
@@ -92,5 +93,9 @@ def _decide(recording: RecordingView, now: datetime, cfg: Settings) -> Decision:
     if recording.source == "css":
         return decide_css(recording, now, settle_seconds=cfg.settle_seconds)
     return decide(
-        recording, now, settle_seconds=cfg.settle_seconds, max_wait_seconds=cfg.max_wait_seconds
+        recording,
+        now,
+        settle_seconds=cfg.settle_seconds,
+        max_wait_seconds=cfg.max_wait_seconds,
+        complete_seconds=cfg.settle_complete_seconds,
     )

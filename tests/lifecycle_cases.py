@@ -6,7 +6,9 @@ one-statement PostgreSQL path and the step-by-step one on SQLite and PostgreSQL
 (`tests/integration/test_ledger_lifecycle.py`).
 
 Step number `i` happens `i` seconds after `T0`; `due` is the expected settle time in
-seconds after `T0` (None: no settle time). A GME step repeated exactly is a vendor retry.
+seconds after `T0` (None: no settle time): `SETTLE_SECONDS` after the last event, or
+`COMPLETE_SECONDS` once every segment has its three events and no SeqNo is missing, or at
+once when stopped. A GME step repeated exactly is a vendor retry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from storage.domain import RecordingState, RunState
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 SETTLE_SECONDS = 30
+COMPLETE_SECONDS = 10
 ERROR = "segment 2 is not audio"
 
 COLLECTING = RecordingState.COLLECTING
@@ -45,7 +48,17 @@ class RunEnds:
     state: str  # RunState.ARCHIVED, or RunState.FAILED with ERROR
 
 
-Step = Gme | Claim | RunEnds
+@dataclass(frozen=True)
+class Stop:
+    """An operator stops the recording's GME task (`Ledger.stop_gme_task`)."""
+
+
+Step = Gme | Claim | RunEnds | Stop
+
+
+def whole(seq_no: int, name: str = "a") -> tuple[Gme, Gme, Gme]:
+    """A segment's three events: started, completed, uploaded."""
+    return Gme(1, seq_no, name), Gme(2, seq_no, name), Gme(3, seq_no, name)
 
 
 @dataclass(frozen=True)
@@ -94,15 +107,100 @@ CASES = (
         "a segment's state only moves forward, and its uploaded name stays",
         (Gme(3, 0, "up"), Gme(1, 0, "st"), Gme(2, 0, "co")),
         COLLECTING,
-        due=2 + SETTLE_SECONDS,
+        due=2 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "up")},
     ),
     Case(
         "the uploaded file name replaces the one an earlier event gave",
         (Gme(1, 0, "st"), Gme(2, 0, "co"), Gme(3, 0, "up")),
         COLLECTING,
-        due=2 + SETTLE_SECONDS,
+        due=2 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "up")},
+    ),
+    Case(
+        "the short window applies once every segment has its three events",
+        (*whole(0), *whole(1)),
+        COLLECTING,
+        due=5 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+    ),
+    Case(
+        "in any order",
+        (Gme(1, 1), Gme(3, 0), Gme(3, 1), Gme(1, 0), Gme(2, 1), Gme(2, 0)),
+        COLLECTING,
+        due=5 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+    ),
+    Case(
+        "an open segment (started, not completed) keeps the long window",
+        (*whole(0), Gme(1, 1)),
+        COLLECTING,
+        due=3 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("started", "a")},
+    ),
+    Case(
+        "an upload whose completed event is missing keeps the long window",
+        (*whole(0), Gme(1, 1), Gme(3, 1)),
+        COLLECTING,
+        due=4 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+    ),
+    Case(
+        "a missing SeqNo keeps the long window",
+        (*whole(0), *whole(2)),
+        COLLECTING,
+        due=5 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 2: ("uploaded", "a")},
+    ),
+    Case(
+        "a missing SeqNo 0 keeps the long window",
+        whole(1),
+        COLLECTING,
+        due=2 + SETTLE_SECONDS,
+        segments={1: ("uploaded", "a")},
+    ),
+    Case(
+        "the SeqNo that fills the gap brings the short window",
+        (*whole(0), *whole(2), *whole(1)),
+        COLLECTING,
+        due=8 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a"), 2: ("uploaded", "a")},
+    ),
+    Case(
+        "a vendor retry of the last event keeps the short window's time",
+        (*whole(0), Gme(3, 0)),
+        COLLECTING,
+        due=2 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a stopped recording is due at once",
+        (Gme(1, 0), Stop()),
+        COLLECTING,
+        due=1,
+        segments={0: ("started", "a")},
+    ),
+    Case(
+        "a stopped recording stays due at once as its last events arrive",
+        (Gme(1, 0), Stop(), Gme(2, 0), Gme(3, 0)),
+        COLLECTING,
+        due=3,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a stop leaves a processing recording alone",
+        (Gme(3, 0), Claim(), Stop()),
+        PROCESSING,
+        due=None,
+        segments={0: ("uploaded", "a")},
+    ),
+    Case(
+        "a claim ends the stop: what comes after the run settles as usual",
+        (*whole(0), Stop(), Claim(), RunEnds(RunState.ARCHIVED), Gme(1, 1)),
+        COLLECTING,
+        due=6 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("started", "a")},
+        opens=(0, 6),
     ),
     Case(
         "a claim stops the settle time",
@@ -120,11 +218,20 @@ CASES = (
         pending=True,
     ),
     Case(
-        "starts and re-uploads during processing bring nothing new",
-        (Gme(3, 0), Claim(), Gme(1, 1), Gme(2, 1), Gme(3, 0, "b")),
+        "completions, restarts and re-uploads of known segments during processing bring "
+        "nothing new",
+        (Gme(3, 0), Gme(1, 1), Claim(), Gme(2, 1), Gme(1, 1, "b"), Gme(3, 0, "b")),
         PROCESSING,
         due=None,
         segments={0: ("uploaded", "b"), 1: ("completed", "a")},
+    ),
+    Case(
+        "a segment's first start during processing is remembered for after the run",
+        (Gme(3, 0), Claim(), Gme(1, 1)),
+        PROCESSING,
+        due=None,
+        segments={0: ("uploaded", "a"), 1: ("started", "a")},
+        pending=True,
     ),
     Case(
         "the run's end archives the recording",
@@ -173,11 +280,35 @@ CASES = (
         opens=(0, 3),
     ),
     Case(
-        "a late start, completion or re-upload does not reopen",
-        (Gme(3, 0), Claim(), RunEnds(RunState.ARCHIVED), Gme(1, 1), Gme(2, 1), Gme(3, 0, "b")),
+        "a late completion, restart or re-upload of a known segment does not reopen",
+        (
+            Gme(3, 0),
+            Gme(1, 1),
+            Claim(),
+            RunEnds(RunState.ARCHIVED),
+            Gme(2, 1),
+            Gme(1, 1, "b"),
+            Gme(3, 0, "b"),
+        ),
         ARCHIVED,
         due=None,
         segments={0: ("uploaded", "b"), 1: ("completed", "a")},
+    ),
+    Case(
+        "a start after an early finalize reopens the recording for its next revision",
+        (*whole(0), Claim(), RunEnds(RunState.ARCHIVED), Gme(1, 1)),
+        COLLECTING,
+        due=5 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("started", "a")},
+        opens=(0, 5),
+    ),
+    Case(
+        "and, its segment whole, settles in the short window again",
+        (*whole(0), Claim(), RunEnds(RunState.ARCHIVED), *whole(1)),
+        COLLECTING,
+        due=7 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        opens=(0, 5),
     ),
     Case(
         "a second revision: claim, archive, reopen, claim, archive",

@@ -80,6 +80,7 @@ class Intake:
             safe_headers(dict(headers)),
             now=now,
             settle_seconds=self.settings.settle_seconds,
+            complete_seconds=self.settings.settle_complete_seconds,
         )
         bound = log.bind(
             provider="gme",
@@ -100,10 +101,15 @@ class Intake:
         its settle time as later events move it). The callback was stored as dispatched;
         when the broker does not take the task it is marked undispatched, and beat's sweep
         settles the recording from its settle time in the ledger."""
-        if self.dispatcher.settle_later(recording_id, self.settings.settle_seconds + 1):
+        if self.dispatcher.settle_later(recording_id, self._gme_settle_countdown()):
             return True
         self.ledger.mark_callbacks_undispatched([callback_id])
         return False
+
+    def _gme_settle_countdown(self) -> float:
+        """A GME settle task first looks after the short window: the recording may be
+        complete by then, and while it is not the task looks again every short window."""
+        return min(self.settings.settle_complete_seconds, self.settings.settle_seconds) + 1
 
     def replay(self, callback: StoredCallback) -> str:
         """Apply a stored callback again and dispatch it, as when it arrived: the
@@ -123,10 +129,15 @@ class Intake:
                 f"callback {callback.id}: stored body no longer parses: {exc}"
             ) from None
         now = utcnow()
-        self.ledger.reapply_gme_event(event, now=now, settle_seconds=self.settings.settle_seconds)
+        self.ledger.reapply_gme_event(
+            event,
+            now=now,
+            settle_seconds=self.settings.settle_seconds,
+            complete_seconds=self.settings.settle_complete_seconds,
+        )
         # An upload is handed to settle again; started/completed events only re-apply.
         dispatched = event.event_type != GME_EVENT_UPLOADED or self.dispatcher.settle_later(
-            event.key.recording_id, self.settings.settle_seconds + 1
+            event.key.recording_id, self._gme_settle_countdown()
         )
         if dispatched:
             self.ledger.mark_callbacks_dispatched([callback.id], now)

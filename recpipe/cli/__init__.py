@@ -1,9 +1,9 @@
 """The `recpipe` command: the `main` group, with one module per command group.
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
-redeliver; doctor.py; simulate.py: simulate gme|css; console.py: console, users, tokens.
-What they share (one-line failures, settings, the ledger and broker of the operator
-commands) is in common.py.
+redeliver; doctor.py; simulate.py: simulate gme|css; console.py: console, users, tokens;
+stop.py. What they share (one-line failures, settings, the ledger and broker of the
+operator commands) is in common.py.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from recpipe.cli.replay import replay
 from recpipe.cli.reprocess import reprocess
 from recpipe.cli.simulate import simulate
 from recpipe.cli.status import status
+from recpipe.cli.stop import stop
 
 __all__ = ["fail", "load_settings", "main"]
 
@@ -28,7 +29,18 @@ def main() -> None:
     """recpipe: Tencent Cloud GME/CSS recording callbacks in, archived media out."""
 
 
-for command in (serve, migrate, run, status, reprocess, replay, doctor, simulate, redeliver):
+for command in (
+    serve,
+    migrate,
+    run,
+    status,
+    reprocess,
+    replay,
+    doctor,
+    simulate,
+    redeliver,
+    stop,
+):
     main.add_command(command)
 for command in (console, users, tokens):
     main.add_command(command)

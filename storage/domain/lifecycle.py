@@ -1,9 +1,14 @@
 """How a recording moves: the rules, as plain functions of plain values.
 
 A recording collects while events arrive; once quiet it is claimed (processing) for a new
-revision, and its run's end archives it, fails it, or sends it back to collecting when new
-content came in meanwhile. New content after the end (a late GME upload, another CSS file)
-reopens it for the next revision.
+revision. How long "quiet" is depends on what its segments tell: once every segment seen
+has its started, completed and uploaded events and no SeqNo is missing, the short window
+(`RECPIPE_SETTLE_COMPLETE_SECONDS`) is enough; while a segment is open or a SeqNo is
+missing, the long one (`RECPIPE_SETTLE_SECONDS`). A stopped recording (an operator's
+explicit stop of its GME task) is due at once. Once claimed, its run's end archives it,
+fails it, or sends it back to collecting when new content came in meanwhile. New content
+after the end (a GME segment not seen before, a late GME upload, another CSS file) reopens
+it for the next revision.
 
 The ledger's step-by-step paths (storage/ledger) read the rows, call these functions and
 write back what they return. The webhook's one-statement GME intake on PostgreSQL
@@ -13,11 +18,11 @@ event sequences and expected states that both are checked against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from storage.domain.events import GME_EVENT_UPLOADED
+from storage.domain.events import GME_EVENT_COMPLETED, GME_EVENT_STARTED, GME_EVENT_UPLOADED
 from storage.domain.states import RecordingState, RunState, SegmentState
 
 
@@ -29,6 +34,14 @@ class RecordingStatus:
     settle_due_at: datetime | None
     pending_changes: bool = False
     error: str | None = None
+    # An operator stopped the recording's GME task: it is due as soon as every started
+    # segment is uploaded. A claim clears it (what comes later is the next revision's).
+    stopped: bool = False
+
+
+# Which of a segment's file events have arrived, as bits of `SegmentStatus.events`.
+EVENT_BITS = {GME_EVENT_STARTED: 1, GME_EVENT_COMPLETED: 2, GME_EVENT_UPLOADED: 4}
+WHOLE = 7  # started, completed and uploaded
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,59 @@ class SegmentStatus:
     file_name: str
     uploaded_at: datetime | None
     recovered: bool = False
+    events: int = 0  # EVENT_BITS of the events seen
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The quiet times: `settle_seconds` in general, `complete_seconds` (the shorter of
+    the two applies) once the segments say the recording is complete."""
+
+    settle_seconds: float
+    complete_seconds: float | None = None
+
+    @property
+    def complete(self) -> float:
+        if self.complete_seconds is None:
+            return self.settle_seconds
+        return min(self.complete_seconds, self.settle_seconds)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A recording's other segments (all but the one an event is about), as completeness
+    needs them: how many were seen, how many are whole, the highest SeqNo."""
+
+    seen: int = 0
+    whole: int = 0
+    highest: int = -1
+
+
+def is_complete(segments: Iterable[tuple[int, int]]) -> bool:
+    """Every segment seen, given as (seq_no, events), has all three events and no SeqNo
+    below the highest is missing."""
+    seq_nos = []
+    for seq_no, events in segments:
+        if events & WHOLE != WHOLE:
+            return False
+        seq_nos.append(seq_no)
+    return bool(seq_nos) and len(set(seq_nos)) == max(seq_nos) + 1
+
+
+def complete_with(others: Tally, seq_no: int, events: int) -> bool:
+    """`is_complete` for the other segments' tally and one segment's new events."""
+    return (
+        events & WHOLE == WHOLE
+        and others.whole == others.seen
+        and others.seen + 1 == max(others.highest, seq_no) + 1
+    )
+
+
+def settle_due(now: datetime, windows: Windows, *, complete: bool, stopped: bool) -> datetime:
+    """When a collecting recording becomes due after an event at `now`."""
+    if stopped:
+        return now
+    return now + timedelta(seconds=windows.complete if complete else windows.settle_seconds)
 
 
 @dataclass(frozen=True)
@@ -55,15 +121,23 @@ def new_recording(now: datetime, settle_seconds: float) -> RecordingStatus:
 
 
 def event_arrives(
-    recording: RecordingStatus, *, new_content: bool, now: datetime, settle_seconds: float
+    recording: RecordingStatus,
+    *,
+    new_content: bool,
+    now: datetime,
+    settle_seconds: float,
+    due: datetime | None = None,
 ) -> Change:
     """What an event does to an existing recording.
 
-    While it collects, its quiet time restarts with every event. New content (a segment's
-    first upload, a CSS file) during processing is remembered for after the run; after the
-    run's end (archived or failed) it collects again, for the next revision.
+    While it collects, its quiet time restarts with every event (`due`, when given, is
+    the settle time `settle_due` chose; else `settle_seconds` from now). New content (a
+    GME segment's first event or first upload, a CSS file) during processing is remembered
+    for after the run; after the run's end (archived or failed) it collects again, for the
+    next revision.
     """
-    due = now + timedelta(seconds=settle_seconds)
+    if due is None:
+        due = now + timedelta(seconds=settle_seconds)
     if recording.state == RecordingState.COLLECTING:
         return Change(replace(recording, settle_due_at=due), opens_settle=False)
     if not new_content:
@@ -82,19 +156,26 @@ def segment_after(
     """A segment's state only moves forward (started, completed, uploaded); the uploaded
     file name is the one to fetch, whatever an earlier event said."""
     state = SegmentState.after_event(event_type)
+    events = (0 if segment is None else segment.events) | EVENT_BITS.get(event_type, 0)
     if event_type == GME_EVENT_UPLOADED:
         uploaded_at = now if segment is None else (segment.uploaded_at or now)
-        return SegmentStatus(state, file_name, uploaded_at, recovered=False)
+        return SegmentStatus(state, file_name, uploaded_at, recovered=False, events=events)
     if segment is None:
-        return SegmentStatus(state, file_name, None)
+        return SegmentStatus(state, file_name, None, events=events)
     if SegmentState.ORDER.get(segment.state, 0) > SegmentState.ORDER[state]:
         state = segment.state
-    return replace(segment, state=state)
+    return replace(segment, state=state, events=events)
 
 
 def is_first_upload(segment: SegmentStatus | None, event_type: int) -> bool:
     """This event uploads a segment that was not uploaded before."""
     return event_type == GME_EVENT_UPLOADED and (segment is None or segment.uploaded_at is None)
+
+
+def is_new_content(segment: SegmentStatus | None, event_type: int) -> bool:
+    """This event tells of a segment not seen before (a start after an early finalize,
+    say), or uploads one for the first time."""
+    return segment is None or is_first_upload(segment, event_type)
 
 
 def gme_event(
@@ -105,18 +186,37 @@ def gme_event(
     *,
     now: datetime,
     settle_seconds: float,
+    complete_seconds: float | None = None,
+    seq_no: int = 0,
+    others: Tally = Tally(),
 ) -> tuple[Change, SegmentStatus]:
-    """What a GME file event does to its recording (None: not seen before) and segment."""
+    """What a GME file event does to its recording (None: not seen before) and segment
+    (`seq_no`; `others` tallies the recording's other segments)."""
+    segment_now = segment_after(segment, event_type, file_name, now)
     if recording is None:
-        change = Change(new_recording(now, settle_seconds), opens_settle=True)
-    else:
-        change = event_arrives(
-            recording,
-            new_content=is_first_upload(segment, event_type),
-            now=now,
-            settle_seconds=settle_seconds,
-        )
-    return change, segment_after(segment, event_type, file_name, now)
+        return Change(new_recording(now, settle_seconds), opens_settle=True), segment_now
+    due = settle_due(
+        now,
+        Windows(settle_seconds, complete_seconds),
+        complete=complete_with(others, seq_no, segment_now.events),
+        stopped=recording.stopped,
+    )
+    change = event_arrives(
+        recording,
+        new_content=is_new_content(segment, event_type),
+        now=now,
+        settle_seconds=settle_seconds,
+        due=due,
+    )
+    return change, segment_now
+
+
+def stop(recording: RecordingStatus, now: datetime) -> RecordingStatus:
+    """An operator stops the recording's GME task: a collecting recording is due at once
+    (settling still waits for every started segment's upload); others are left alone."""
+    if recording.state != RecordingState.COLLECTING:
+        return recording
+    return replace(recording, settle_due_at=now, stopped=True)
 
 
 def may_claim(state: str, *, force: bool = False) -> bool:

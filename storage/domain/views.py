@@ -24,6 +24,7 @@ class SegmentView:
     file_name: str
     state: str
     recovered: bool = False
+    events: int = 0  # which file events arrived (storage.domain.lifecycle.EVENT_BITS)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RecordingView:
     current_run_id: str | None = None
     created_at: datetime | None = None
     files: tuple[CssFileView, ...] = ()
+    stopped_at: datetime | None = None  # an operator stopped its GME task
 
 
 @dataclass(frozen=True)

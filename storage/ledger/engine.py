@@ -60,6 +60,18 @@ class LedgerBase:
         except OperationalError as exc:
             raise LedgerUnavailableError(first_line(exc.orig)) from exc
 
+    @contextmanager
+    def bookkeeping(self) -> Iterator[Session]:
+        """A session for writes that are only bookkeeping (a run's step times, heartbeats,
+        when a message was handed out): on PostgreSQL it commits without waiting for the
+        WAL flush (`synchronous_commit` off for this transaction). A crash may lose the
+        last such write, never a callback, a claim or a run's end, and never out of order:
+        whatever reads them (status, the sweep) already copes with an older value."""
+        with self.session() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
 

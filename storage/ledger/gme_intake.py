@@ -11,7 +11,7 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,18 +32,25 @@ class GmeIntake(LedgerBase):
         *,
         now: datetime,
         settle_seconds: float,
+        complete_seconds: float | None = None,
     ) -> IntakeResult:
         """Store the raw callback and apply it to the segment bookkeeping, atomically.
 
         The hot path of the webhook. The callback is stored as dispatched: its effect is
         the recording's settle time, which a settle task or beat's sweep acts on;
-        `opens_settle` tells the caller when a settle task must be handed out. On
-        PostgreSQL this is one statement (`gme_statement`); elsewhere, the same steps one
-        after another in a transaction.
+        `opens_settle` tells the caller when a settle task must be handed out. The quiet
+        window is `settle_seconds`, or `complete_seconds` once the segments say the
+        recording is complete (None: no shorter window). On PostgreSQL this is one
+        statement (`gme_statement`); elsewhere, the same steps one after another in a
+        transaction.
         """
         if self.engine.dialect.name == "postgresql":
-            return self.record_gme_event_in_one_statement(gme, body, headers, now, settle_seconds)
-        return self.record_gme_event_step_by_step(gme, body, headers, now, settle_seconds)
+            return self.record_gme_event_in_one_statement(
+                gme, body, headers, now, settle_seconds, complete_seconds
+            )
+        return self.record_gme_event_step_by_step(
+            gme, body, headers, now, settle_seconds, complete_seconds
+        )
 
     def record_gme_event_step_by_step(
         self,
@@ -52,6 +59,7 @@ class GmeIntake(LedgerBase):
         headers: dict[str, str],
         now: datetime,
         settle_seconds: float,
+        complete_seconds: float | None = None,
     ) -> IntakeResult:
         rid = gme.key.recording_id
         with self.session() as session:
@@ -74,7 +82,7 @@ class GmeIntake(LedgerBase):
             if callback_id is None:
                 existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
-            opens = apply_gme_event(conn, gme, now, settle_seconds)
+            opens = apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
             return IntakeResult(int(callback_id), rid, duplicate=False, opens_settle=opens)
 
     def record_gme_event_in_one_statement(
@@ -84,10 +92,11 @@ class GmeIntake(LedgerBase):
         headers: dict[str, str],
         now: datetime,
         settle_seconds: float,
+        complete_seconds: float | None = None,
     ) -> IntakeResult:
         import psycopg
 
-        params = gme_statement.parameters(gme, body, headers, now, settle_seconds)
+        params = gme_statement.parameters(gme, body, headers, now, settle_seconds, complete_seconds)
         try:
             pooled = self.engine.raw_connection()  # the pool's errors come unwrapped
         except psycopg.OperationalError as exc:
@@ -113,17 +122,31 @@ class GmeIntake(LedgerBase):
             outcome.callback_id, rid, duplicate=False, opens_settle=outcome.opens_settle
         )
 
-    def reapply_gme_event(self, gme: GmeEvent, *, now: datetime, settle_seconds: float) -> bool:
+    def reapply_gme_event(
+        self,
+        gme: GmeEvent,
+        *,
+        now: datetime,
+        settle_seconds: float,
+        complete_seconds: float | None = None,
+    ) -> bool:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
         (`recpipe replay`); harmless when it was applied before. True if it began a
         collecting period."""
         with self.session() as session:
-            return apply_gme_event(session.connection(), gme, now, settle_seconds)
+            return apply_gme_event(session.connection(), gme, now, settle_seconds, complete_seconds)
 
 
-def apply_gme_event(conn: Connection, gme: GmeEvent, now: datetime, settle_seconds: float) -> bool:
+def apply_gme_event(
+    conn: Connection,
+    gme: GmeEvent,
+    now: datetime,
+    settle_seconds: float,
+    complete_seconds: float | None = None,
+) -> bool:
     """Apply a GME event to its recording and segment. True if it began a collecting
-    period: the recording is new, or a newly uploaded segment reopened it."""
+    period: the recording is new, or new content (a segment not seen before, a first
+    upload) reopened it."""
     sql = statements(conn.dialect.name)
     rid = gme.key.recording_id
     fresh = lifecycle.new_recording(now, settle_seconds)
@@ -151,15 +174,35 @@ def apply_gme_event(conn: Connection, gme: GmeEvent, now: datetime, settle_secon
     ).one()
     # As the one-statement path tells it (it cannot see whether its upsert inserted).
     created = aware(row.created_at) == now
-    recording = RecordingStatus(row.state, aware(row.settle_due_at), row.pending_changes, row.error)
+    recording = RecordingStatus(
+        row.state,
+        aware(row.settle_due_at),
+        row.pending_changes,
+        row.error,
+        stopped=row.stopped_at is not None,
+    )
     found = conn.execute(sql.select_segment, {"rid": rid, "seq_no": gme.seq_no}).first()
     segment = (
         None
         if found is None
-        else SegmentStatus(found.state, found.file_name, aware(found.uploaded_at), found.recovered)
+        else SegmentStatus(
+            found.state, found.file_name, aware(found.uploaded_at), found.recovered, found.events
+        )
     )
+    # The recording's row is locked by the upsert above: the tally cannot change under us.
+    seen, whole, highest = conn.execute(
+        sql.tally_segments, {"rid": rid, "seq_no": gme.seq_no}
+    ).one()
     change, segment_now = lifecycle.gme_event(
-        recording, segment, gme.event_type, gme.file_name, now=now, settle_seconds=settle_seconds
+        recording,
+        segment,
+        gme.event_type,
+        gme.file_name,
+        now=now,
+        settle_seconds=settle_seconds,
+        complete_seconds=complete_seconds,
+        seq_no=gme.seq_no,
+        others=lifecycle.Tally(int(seen), int(whole or 0), -1 if highest is None else highest),
     )
     if change.recording != recording:
         status = change.recording
@@ -184,6 +227,7 @@ def apply_gme_event(conn: Connection, gme: GmeEvent, now: datetime, settle_secon
                 "recovered": segment_now.recovered,
                 "first_seen_at": now,
                 "uploaded_at": segment_now.uploaded_at,
+                "events": segment_now.events,
             },
         )
     return created or change.opens_settle
@@ -228,6 +272,7 @@ class _GmeStatements:
             recordings.c.pending_changes,
             recordings.c.error,
             recordings.c.created_at,
+            recordings.c.stopped_at,
         )
         self.update_recording = (
             update(recordings)
@@ -246,6 +291,7 @@ class _GmeStatements:
                 segments.c.file_name,
                 segments.c.uploaded_at,
                 segments.c.recovered,
+                segments.c.events,
             )
             .where(
                 segments.c.recording_id == bindparam("rid"),
@@ -258,8 +304,16 @@ class _GmeStatements:
             index_elements=["recording_id", "seq_no"],
             set_={
                 column: segment.excluded[column]
-                for column in ("state", "file_name", "uploaded_at", "recovered")
+                for column in ("state", "file_name", "uploaded_at", "recovered", "events")
             },
+        )
+        self.tally_segments = select(
+            func.count(),
+            func.sum(case((segments.c.events == lifecycle.WHOLE, 1), else_=0)),
+            func.max(segments.c.seq_no),
+        ).where(
+            segments.c.recording_id == bindparam("rid"),
+            segments.c.seq_no != bindparam("seq_no"),
         )
 
 

@@ -9,10 +9,15 @@ single statement is its own transaction) and prepared by psycopg after its first
 
 It applies the lifecycle rules (`storage.domain.lifecycle.gme_event`) that the step-by-step
 path (`storage.ledger.gme_intake.apply_gme_event`) calls, with one difference forced by
-the single statement: whether this event is the segment's first upload is read from the
-statement's snapshot, so the recording's row is written once. Under concurrency this can
-only err towards "first" (two racing uploads of one segment under different file names
-may both reopen the recording), which costs at most one extra settle. The recording's
+the single statement: whether this event brings new content (a segment not seen before,
+or its first upload) and whether the recording is complete (every segment whole, no SeqNo
+missing: the short settle window) are read from the statement's snapshot, so the
+recording's row is written once. Under concurrency new content can only err towards
+"new" (two racing uploads of one segment under different file names may both reopen the
+recording), which costs at most one extra settle. Completeness can err either way when
+two events of one recording race; the settle task decides again from committed rows
+(`tasks.gme.settle.decide`), so a recording is never finalized on a stale "complete", and
+the next event corrects a stale "incomplete". The recording's
 previous state, which decides `opens_settle`, is also the snapshot's; `opens_settle` only
 decides whether a settle task is handed out now, and beat's sweep settles any recording
 whose settle time has passed, so a stale read delays nothing by more than one sweep.
@@ -30,15 +35,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage.domain import GME_EVENT_UPLOADED, GmeEvent, RecordingState, SegmentState
+from storage.domain import GME_EVENT_UPLOADED, GmeEvent, RecordingState, SegmentState, lifecycle
 
 _RANK = " ".join(f"WHEN '{state}' THEN {rank}" for state, rank in SegmentState.ORDER.items())
 _TERMINAL = ", ".join(f"'{state}'" for state in RecordingState.TERMINAL)
+WHOLE = lifecycle.WHOLE
 
-# Parameters: key, rid, event_type, now, due, body, headers (JSON text), biz_id, room_id,
-# user_id, task_id, record_mode, seq_no, file_name, state, rank, uploaded (bool),
-# uploaded_at. `first_upload` is true when this event uploads a segment that the
-# snapshot does not show as uploaded. Only this module's constants are formatted in.
+# Parameters: key, rid, event_type, now, due, due_complete, body, headers (JSON text),
+# biz_id, room_id, user_id, task_id, record_mode, seq_no, file_name, state, rank, bit (the
+# event's EVENT_BITS), uploaded (bool), uploaded_at. `new_content` is true when this event
+# tells of a segment the snapshot does not show, or uploads one it does not show as
+# uploaded. Only this module's constants are formatted in.
 RECORD_GME_EVENT = f"""
 WITH cb AS (
     INSERT INTO callbacks (provider, dedupe_key, recording_id, event_type, received_at,
@@ -54,10 +61,25 @@ WITH cb AS (
 ), prior AS (
     SELECT
         (SELECT state FROM recordings WHERE id = %(rid)s) AS state,
+        (SELECT stopped_at IS NOT NULL FROM recordings WHERE id = %(rid)s) AS stopped,
+        (SELECT events FROM segments WHERE recording_id = %(rid)s AND seq_no = %(seq_no)s)
+            AS events,
         %(uploaded)s::boolean AND NOT EXISTS (
             SELECT FROM segments
             WHERE recording_id = %(rid)s AND seq_no = %(seq_no)s AND uploaded_at IS NOT NULL
-        ) AS first_upload
+        ) AS first_upload,
+        -- The other segments are all whole, and with this one no SeqNo is missing.
+        (SELECT count(*) = count(*) FILTER (WHERE events = {WHOLE})
+                AND count(*) = GREATEST(max(seq_no), %(seq_no)s)
+         FROM segments WHERE recording_id = %(rid)s AND seq_no <> %(seq_no)s) AS others_whole
+), fresh AS (
+    -- New content: a segment not seen before, or its first upload.
+    SELECT state, first_upload OR events IS NULL AS new_content,
+           CASE WHEN stopped THEN %(now)s::timestamptz
+                WHEN others_whole AND (COALESCE(events, 0) | %(bit)s) & {WHOLE} = {WHOLE}
+                    THEN %(due_complete)s::timestamptz
+                ELSE %(due)s::timestamptz END AS due
+    FROM prior
 ), rec AS (
     INSERT INTO recordings AS r (id, source, biz_id, room_id, user_id, task_id, record_mode,
                                  details, state, revision, pending_changes, first_event_at,
@@ -70,31 +92,32 @@ WITH cb AS (
     ON CONFLICT (id) DO UPDATE SET
         last_event_at = GREATEST(r.last_event_at, excluded.last_event_at),
         updated_at = excluded.updated_at,
-        -- Quiet time restarts while collecting; a first upload after the archive (or the
-        -- failure) collects again, for the next revision; one during processing is
-        -- remembered for after it.
+        -- Quiet time restarts while collecting (short once complete, none once stopped);
+        -- new content after the archive (or the failure) collects again, for the next
+        -- revision; during processing it is remembered for after it.
         settle_due_at = CASE
-            WHEN r.state = '{RecordingState.COLLECTING}' THEN excluded.settle_due_at
-            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior)
-                THEN excluded.settle_due_at
+            WHEN r.state = '{RecordingState.COLLECTING}' THEN (SELECT due FROM fresh)
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh)
+                THEN (SELECT due FROM fresh)
             ELSE r.settle_due_at END,
         state = CASE
-            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior)
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh)
                 THEN '{RecordingState.COLLECTING}'
             ELSE r.state END,
         error = CASE
-            WHEN r.state IN ({_TERMINAL}) AND (SELECT first_upload FROM prior) THEN NULL
+            WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh) THEN NULL
             ELSE r.error END,
         pending_changes = r.pending_changes OR (
-            r.state = '{RecordingState.PROCESSING}' AND (SELECT first_upload FROM prior))
+            r.state = '{RecordingState.PROCESSING}' AND (SELECT new_content FROM fresh))
     RETURNING created_at
 ), seg AS (
     INSERT INTO segments AS s (recording_id, seq_no, file_name, state, recovered,
-                               first_seen_at, uploaded_at)
+                               first_seen_at, uploaded_at, events)
     SELECT %(rid)s::text, %(seq_no)s::integer, %(file_name)s::text, %(state)s::text, false,
-           %(now)s::timestamptz, %(uploaded_at)s::timestamptz
+           %(now)s::timestamptz, %(uploaded_at)s::timestamptz, %(bit)s::integer
     FROM cb
     ON CONFLICT (recording_id, seq_no) DO UPDATE SET
+        events = s.events | excluded.events,
         -- A segment's state only moves forward.
         state = CASE WHEN (CASE s.state {_RANK} ELSE 0 END) <= %(rank)s
             THEN excluded.state ELSE s.state END,
@@ -106,8 +129,8 @@ WITH cb AS (
 )
 -- Every CTE runs to completion whether or not this reads it.
 SELECT (SELECT id FROM cb), (SELECT id FROM dup), (SELECT created_at FROM rec),
-       prior.state, prior.first_upload
-FROM prior
+       fresh.state, fresh.new_content
+FROM fresh
 """  # noqa: S608
 
 
@@ -126,9 +149,15 @@ class Outcome:
 
 
 def parameters(
-    gme: GmeEvent, body: str, headers: dict[str, str], now: datetime, settle_seconds: float
+    gme: GmeEvent,
+    body: str,
+    headers: dict[str, str],
+    now: datetime,
+    settle_seconds: float,
+    complete_seconds: float | None = None,
 ) -> dict[str, Any]:
     uploaded = gme.event_type == GME_EVENT_UPLOADED
+    windows = lifecycle.Windows(settle_seconds, complete_seconds)
     state = SegmentState.after_event(gme.event_type)
     key = gme.key
     return {
@@ -137,6 +166,7 @@ def parameters(
         "event_type": gme.event_type,
         "now": now,
         "due": now + timedelta(seconds=settle_seconds),
+        "due_complete": now + timedelta(seconds=windows.complete),
         "body": body,
         "headers": json.dumps(headers),
         "biz_id": key.biz_id,
@@ -148,6 +178,7 @@ def parameters(
         "file_name": gme.file_name,
         "state": state,
         "rank": SegmentState.ORDER[state],
+        "bit": lifecycle.EVENT_BITS.get(gme.event_type, 0),
         "uploaded": uploaded,
         "uploaded_at": now if uploaded else None,
     }
@@ -156,7 +187,7 @@ def parameters(
 def record(cursor: Any, params: dict[str, Any]) -> Outcome:
     """Run the statement on a psycopg cursor whose connection is in autocommit mode."""
     cursor.execute(RECORD_GME_EVENT, params)
-    callback_id, duplicate_of, created_at, prior_state, first_upload = cursor.fetchone()
+    callback_id, duplicate_of, created_at, prior_state, new_content = cursor.fetchone()
     if callback_id is None:
         if duplicate_of is None:
             cursor.execute(COUNT_DUPLICATE, {"key": params["key"]})
@@ -164,5 +195,5 @@ def record(cursor: Any, params: dict[str, Any]) -> Outcome:
             duplicate_of = row[0] if row else None
         return Outcome(None, duplicate_of, opens_settle=False)
     created = created_at == params["now"]
-    reopened = bool(first_upload) and prior_state in RecordingState.TERMINAL
+    reopened = bool(new_content) and prior_state in RecordingState.TERMINAL
     return Outcome(callback_id, None, opens_settle=created or reopened)

@@ -35,7 +35,9 @@ class Recordings(LedgerBase):
             return recording_view(s, recording)
 
     def postpone(self, recording_id: str, until: datetime) -> None:
-        with self.session() as s:
+        # Bookkeeping: a settle time lost in a crash is an older, earlier one, and settling
+        # early only decides again.
+        with self.bookkeeping() as s:
             s.execute(
                 update(Recording)
                 .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
@@ -125,6 +127,26 @@ class Recordings(LedgerBase):
             )
             return run_id
 
+    def stop_gme_task(self, task_id: str, *, now: datetime) -> list[str]:
+        """An operator stops a GME task: its collecting recordings are finalized as soon as
+        every started segment is uploaded, without waiting for the quiet window. Returns
+        their ids (a settle task should be handed out for each now)."""
+        with self.session() as s:
+            recordings = s.scalars(
+                select(Recording)
+                .where(
+                    Recording.source == "gme",
+                    Recording.task_id == task_id,
+                    Recording.state == RecordingState.COLLECTING,
+                )
+                .order_by(Recording.id)
+                .with_for_update()
+            ).all()
+            for recording in recordings:
+                set_status(recording, lifecycle.stop(status_of(recording), now), now)
+                recording.updated_at = now
+            return [r.id for r in recordings]
+
     def lease_due_recordings(
         self, now: datetime, *, until: datetime, limit: int = 500
     ) -> list[str]:
@@ -156,14 +178,19 @@ def status_of(recording: Recording) -> RecordingStatus:
         aware(recording.settle_due_at),
         recording.pending_changes,
         recording.error,
+        stopped=recording.stopped_at is not None,
     )
 
 
-def set_status(recording: Recording, status: RecordingStatus) -> None:
+def set_status(recording: Recording, status: RecordingStatus, now: datetime | None = None) -> None:
     recording.state = status.state
     recording.settle_due_at = status.settle_due_at
     recording.pending_changes = status.pending_changes
     recording.error = status.error
+    if not status.stopped:
+        recording.stopped_at = None
+    elif recording.stopped_at is None:
+        recording.stopped_at = now or utcnow()
 
 
 def recording_view(s: Session, recording: Recording, *, with_parts: bool = True) -> RecordingView:
@@ -198,7 +225,8 @@ def recording_view(s: Session, recording: Recording, *, with_parts: bool = True)
         )
     else:
         segments_view = tuple(
-            SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered) for seg in segments
+            SegmentView(seg.seq_no, seg.file_name, seg.state, seg.recovered, seg.events)
+            for seg in segments
         )
     if recording.source == ROOM_SOURCE:
         identity = {
@@ -229,4 +257,5 @@ def recording_view(s: Session, recording: Recording, *, with_parts: bool = True)
         current_run_id=recording.current_run_id,
         created_at=aware(recording.created_at),
         files=files,
+        stopped_at=aware(recording.stopped_at),
     )

@@ -15,7 +15,7 @@ from storage.ledger.tables import Recording, Run
 
 class Runs(LedgerBase):
     def mark_run_dispatched(self, run_id: str, now: datetime) -> None:
-        with self.session() as s:
+        with self.bookkeeping() as s:
             s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
 
     def start_run(
@@ -99,6 +99,18 @@ class Runs(LedgerBase):
             run.steps = steps
             run.heartbeat_at = now
 
+    def write_steps(
+        self, run_id: str, steps: list[dict[str, Any]], *, step: str | None, now: datetime
+    ) -> None:
+        """Store a run's whole step list, as `step` keeps it, in one UPDATE: for the task
+        that holds the run, which keeps the list itself."""
+        with self.bookkeeping() as s:
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(steps=[dict(entry) for entry in steps], step=step, heartbeat_at=now)
+            )
+
     def release_run(self, run_id: str) -> None:
         """Hand a running run back to the queue (its task will retry)."""
         with self.session() as s:
@@ -109,7 +121,7 @@ class Runs(LedgerBase):
             )
 
     def heartbeat(self, run_id: str, now: datetime) -> None:
-        with self.session() as s:
+        with self.bookkeeping() as s:
             s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
 
     def finish_run(

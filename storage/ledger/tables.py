@@ -51,6 +51,7 @@ class Recording(Base):
     updated_at: Mapped[datetime]
     error: Mapped[str | None] = mapped_column(Text)
     current_run_id: Mapped[str | None] = mapped_column(String(36))
+    stopped_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_recordings_state_due", "state", "settle_due_at"),
@@ -69,6 +70,8 @@ class Segment(Base):
     recovered: Mapped[bool] = mapped_column(Boolean, default=False)
     first_seen_at: Mapped[datetime]
     uploaded_at: Mapped[datetime | None]
+    # Bits of the file events seen (storage.domain.lifecycle.EVENT_BITS).
+    events: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (UniqueConstraint("recording_id", "seq_no", name="uq_segments_recording_seq"),)
 

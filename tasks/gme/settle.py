@@ -12,7 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from storage.domain import RecordingView, SegmentState, SegmentView
+from storage.domain import RecordingView, SegmentState, SegmentView, lifecycle
+
+# How often a settle task looks again at a stopped recording still waiting for uploads.
+STOPPED_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,12 @@ class Decision:
     included: tuple[int, ...] = ()
     missing: tuple[int, ...] = ()
     reason: str = ""
+    # When a waiting settle task should look again; earlier than `recheck_at` while later
+    # events may still make the recording due sooner (see `decide`).
+    wake_at: datetime | None = None
+    # Waiting for missing segments: look in the source for them on this first look after
+    # the quiet time (and again when the wait is over), not on every wake.
+    look_in_source: bool = False
 
 
 def missing_seq_nos(segments: Sequence[SegmentView]) -> tuple[int, ...]:
@@ -33,24 +42,61 @@ def missing_seq_nos(segments: Sequence[SegmentView]) -> tuple[int, ...]:
     return tuple(sorted((seen - uploaded) | gaps))
 
 
+def is_complete(recording: RecordingView) -> bool:
+    """Every segment seen has its started, completed and uploaded events, none is missing."""
+    return lifecycle.is_complete((s.seq_no, s.events) for s in recording.segments)
+
+
 def decide(
-    recording: RecordingView, now: datetime, *, settle_seconds: float, max_wait_seconds: float
+    recording: RecordingView,
+    now: datetime,
+    *,
+    settle_seconds: float,
+    max_wait_seconds: float,
+    complete_seconds: float | None = None,
 ) -> Decision:
-    quiet_at = recording.last_event_at + timedelta(seconds=settle_seconds)
+    """Quiet for the short window once complete (`complete_seconds`), for `settle_seconds`
+    otherwise, not at all once stopped; then finalize when nothing is missing, or once
+    `max_wait_seconds` have passed.
+
+    While the recording is not complete, the events still to come (a segment's completion
+    and upload) can make it due sooner than the `recheck_at` its settle time says, and a
+    waiting settle task is not told: it wakes (`wake_at`) at least every short window to
+    look again, so a recording is finalized on time whenever its last event comes.
+    """
+    complete = is_complete(recording)
+    stopped = recording.stopped_at is not None
+    windows = lifecycle.Windows(settle_seconds, complete_seconds)
+    quiet_at = lifecycle.settle_due(
+        recording.last_event_at, windows, complete=complete, stopped=stopped
+    )
+    poll = STOPPED_POLL_SECONDS if stopped else windows.complete
+    wake_at = None if complete else now + timedelta(seconds=poll)
     if now < quiet_at:
-        return Decision("wait", recheck_at=quiet_at)
+        return Decision("wait", recheck_at=quiet_at, wake_at=_earlier(wake_at, quiet_at))
     included = tuple(
         sorted(s.seq_no for s in recording.segments if s.state == SegmentState.UPLOADED)
     )
     missing = missing_seq_nos(recording.segments)
     give_up_at = recording.last_event_at + timedelta(seconds=max(max_wait_seconds, settle_seconds))
     if missing and now < give_up_at:
-        return Decision("wait", recheck_at=give_up_at, included=included, missing=missing)
+        return Decision(
+            "wait",
+            recheck_at=give_up_at,
+            included=included,
+            missing=missing,
+            wake_at=_earlier(wake_at, give_up_at),
+            look_in_source=now < quiet_at + timedelta(seconds=poll),
+        )
     if not included:
         return Decision(
             "fail", missing=missing, reason="no segment was uploaded before the maximum wait"
         )
     return Decision("finalize", included=included, missing=missing)
+
+
+def _earlier(wake_at: datetime | None, due: datetime) -> datetime:
+    return due if wake_at is None else min(wake_at, due)
 
 
 _TASK_DIGITS = re.compile(r"\d+")

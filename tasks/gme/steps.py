@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timezone
 from pathlib import Path
 
@@ -105,9 +105,12 @@ def concatenate(
 ) -> tuple[Path, ConcatPlan]:
     """Join in SeqNo order. Segments that agree need no joined file: the answer is a
     concat-demuxer list, which `transcode` reads straight through (one ffmpeg, no
-    intermediate copy of the recording). Segments that differ are decoded into one
-    lossless FLAC file at the richest layout. The `timeline`'s pauses are declared in
-    the list (and filled by `transcode`) or padded with silence in the FLAC file."""
+    intermediate copy of the recording). Segments that differ are decoded into lossless
+    FLAC at the richest layout, at most `CONCAT_BATCH` segments per ffmpeg (one file then;
+    else one part per batch, which agree and are read through a concat list in turn), so
+    memory and open files stay bounded whatever the number of segments. The `timeline`'s
+    pauses are declared in the list (and filled by `transcode`) or padded with silence in
+    the FLAC files."""
     ordered = sorted(sources, key=lambda s: s.seq_no)
     plan = cmd.plan_concat([s.probe for s in ordered])
     pauses = [timeline.gap_after(s.seq_no) if timeline else 0.0 for s in ordered]
@@ -119,13 +122,31 @@ def concatenate(
         ]
         list_file.write_text(cmd.concat_list([s.path for s in ordered], spans))
         return list_file, plan
-    output = scratch / f"joined.{plan.extension}"
-    run_tool(
-        cmd.concat_command(tools.ffmpeg, [s.path for s in ordered], plan, output, pauses),
-        f"concatenating recording {label}",
-        heartbeat,
-    )
-    return output, plan
+    paths = [s.path for s in ordered]
+    groups = cmd.batches(paths)
+    if len(groups) == 1:
+        output = scratch / f"joined.{plan.extension}"
+        run_tool(
+            cmd.concat_command(tools.ffmpeg, paths, plan, output, pauses),
+            f"concatenating recording {label}",
+            heartbeat,
+        )
+        return output, plan
+    parts_dir = scratch / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    parts = []
+    for number, group in enumerate(groups):
+        first = number * cmd.CONCAT_BATCH
+        part = parts_dir / f"{number:05d}.{plan.extension}"
+        run_tool(
+            cmd.concat_command(tools.ffmpeg, group, plan, part, pauses[first : first + len(group)]),
+            f"concatenating recording {label} (segments {first} to {first + len(group) - 1})",
+            heartbeat,
+        )
+        parts.append(part)
+    list_file = scratch / "concat.txt"
+    list_file.write_text(cmd.concat_list(parts))
+    return list_file, replace(plan, copy=True)
 
 
 def transcode(

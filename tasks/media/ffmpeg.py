@@ -148,6 +148,16 @@ def plan_concat(probes: Sequence[AudioProbe]) -> ConcatPlan:
     )
 
 
+# Segments decoded by one ffmpeg when their layouts differ. The concat filter opens every
+# input at start, each with its demuxer and decoder: memory and open files grow with the
+# count, so a long recording is decoded in batches of at most this many.
+CONCAT_BATCH = 64
+
+
+def batches(items: Sequence[Path], size: int = CONCAT_BATCH) -> list[Sequence[Path]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def concat_command(
     ffmpeg: str,
     inputs: Sequence[Path],
@@ -157,7 +167,8 @@ def concat_command(
 ) -> list[str]:
     """Segments that differ in layout, decoded and resampled into one lossless file (those
     that agree are read through a concat list by `transcode_command` instead). `pads`
-    gives the seconds of silence after each input (its pause on the clock)."""
+    gives the seconds of silence after each input (its pause on the clock). Every input
+    is open at once: callers pass at most `CONCAT_BATCH`."""
     base = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
     # The concat filter reads its inputs one after another, so memory stays flat.
     layout = "mono" if plan.channels == 1 else "stereo"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -47,17 +48,18 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
     """Run ffmpeg/ffprobe; stdout as text, or MediaError with the tail of stderr."""
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        while True:
-            try:
-                code = process.wait(timeout=HEARTBEAT_SECONDS)
-                break
-            except subprocess.TimeoutExpired:
-                if heartbeat:
-                    heartbeat()
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
+        # A blocking wait returns the moment the tool exits (`wait(timeout)` polls, up to
+        # 50 ms late per run); the heartbeat beats from a thread of its own meanwhile.
+        beating = _Heartbeats(heartbeat, process) if heartbeat else None
+        try:
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            if beating:
+                beating.stop()
         if code != 0:
             err.seek(0)
             tail = err.read()[-600:].decode(errors="replace").strip().splitlines()
@@ -65,6 +67,33 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
             raise MediaError(f"{what}: {detail}")
         out.seek(0)
         return out.read().decode(errors="replace")
+
+
+class _Heartbeats:
+    """Call `heartbeat` every HEARTBEAT_SECONDS until stopped; if it fails, the tool is
+    killed and `stop` raises its error, as a failing heartbeat did when called inline."""
+
+    def __init__(self, heartbeat: Heartbeat, process: subprocess.Popen[bytes]):
+        self.heartbeat, self.process = heartbeat, process
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.heartbeat()
+            except Exception as exc:
+                self.error = exc
+                self.process.kill()
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def probe(tools: Tools, path: Path, what: str) -> AudioProbe:

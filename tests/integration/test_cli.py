@@ -507,3 +507,19 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_stop_marks_a_tasks_collecting_recordings_due_now_and_sends_their_settle_tasks(env, ledger):
+    stored = [store(ledger, 0, event_type=1), store(ledger, 0, event_type=1, user="1000")]
+    result = cli(env, "stop", TASK)
+    assert result.returncode == 0, result.stderr
+    for intake in stored:
+        assert f"{intake.recording_id}: stopped" in result.stdout
+        recording = ledger.recording(intake.recording_id)
+        assert recording.stopped_at is not None
+        assert recording.settle_due_at <= utcnow()
+    assert queue_length(env, "light") == 2  # one settle per recording, now
+
+
+def test_stop_of_an_unknown_task_is_one_line_and_exit_1(env, ledger):
+    one_line_failure(cli(env, "stop", "446946705284000999"), "no recording of GME task")

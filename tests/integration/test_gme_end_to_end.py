@@ -206,3 +206,78 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     by_type = {parse_body(r)["type"]: parse_body(r) for r in receiver.requests}
     assert "segment 0" in by_type["recording.failed"]["error"]
     assert by_type["recording.failed"]["artifacts"] == []
+
+
+@pytest.fixture
+def patient_stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver):
+    """A stack whose quiet windows are an hour: only a stop finalizes within the test."""
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_SETTLE_SECONDS": "3600",
+        "RECPIPE_SETTLE_COMPLETE_SECONDS": "3600",
+        "RECPIPE_SWEEP_SECONDS": "1",
+    }
+    s = Stack(env, tmp_path / "logs")
+    s.start_webhook()
+    s.start_worker()
+    yield s
+    s.stop()
+
+
+def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded(
+    patient_stack: Stack, tone, s3_client, bucket, redis_url, receiver
+):
+    """`recpipe.stop_gme_task`, sent by name as the console sends it: the recording waits
+    for its open segment's upload, then is archived at once, not after the hour's window."""
+    from celery import Celery
+
+    stack = patient_stack
+    task_id = TASK_ID + 10
+    keys = [f"{BIZ}_100/2026-11-21-10-00-0{seq}_{task_id}_audio.mp3" for seq in range(2)]
+
+    def upload(seq: int) -> None:  # as GME does, once the segment is complete
+        s3_client.upload_file(str(tone(f"s{seq}.mp3", 440, 1.0)), bucket, f"cos/{keys[seq]}")
+
+    upload(0)
+
+    def post(event_type: int, seq: int) -> None:
+        body = json.loads(callback(event_type, seq, keys[seq]))
+        body["TaskID"] = task_id
+        raw = json.dumps(body).encode()
+        assert stack.post_gme(raw, sign(raw)) == 200
+
+    for event_type, seq in ((1, 0), (2, 0), (3, 0), (1, 1)):
+        post(event_type, seq)
+    from storage.domain import GmeRecordingKey
+
+    recording_id = GmeRecordingKey(BIZ, "100", "999", str(task_id), 1).recording_id
+    # A client of its own, as the console's is: only the name, the argument and recpipe's
+    # default queue are shared.
+    client = Celery(broker=redis_url)
+    client.conf.task_default_queue = "light"
+    try:
+        client.send_task("recpipe.stop_gme_task", args=[str(task_id)])
+        wait_for(
+            lambda: stack.ledger.recording(recording_id).stopped_at,
+            timeout=30,
+            what="the stop",
+        )
+        time.sleep(3)  # segment 1 is open: the stop waits for its upload
+        assert stack.ledger.recording(recording_id).state == "collecting"
+        started = time.monotonic()
+        post(2, 1)
+        upload(1)
+        post(3, 1)
+        recording = stack.wait_for_state(recording_id, ("archived", "failed"), timeout=60)
+        assert recording.state == "archived", stack.log_text()
+        assert time.monotonic() - started < 30
+    finally:
+        client.close()
+    wait_for(lambda: receiver.requests, timeout=30, what="notification")
+    assert parse_body(receiver.requests[0])["segments"] == {"included": [0, 1], "missing": []}

@@ -14,11 +14,22 @@ import pytest
 from storage.domain import GmeEvent, GmeRecordingKey, IntakeResult, RunState
 from storage.ledger import Ledger
 from storage.ledger.tables import Recording
-from tests.lifecycle_cases import CASES, ERROR, SETTLE_SECONDS, Case, Claim, Gme, at, due_at
+from tests.lifecycle_cases import (
+    CASES,
+    COMPLETE_SECONDS,
+    ERROR,
+    SETTLE_SECONDS,
+    Case,
+    Claim,
+    Gme,
+    Stop,
+    at,
+    due_at,
+)
 
 pytestmark = pytest.mark.integration
 
-Record = Callable[[GmeEvent, str, dict[str, str], datetime, float], IntakeResult]
+Record = Callable[[GmeEvent, str, dict[str, str], datetime, float, float], IntakeResult]
 PATHS = [
     ("postgresql", "one statement"),
     ("postgresql", "step by step"),
@@ -62,11 +73,13 @@ def play(ledger: Ledger, record: Record, case: Case, task_id: str) -> tuple[str,
             )
             body = json.dumps({"EventType": step.event_type, "SeqNo": step.seq_no})
             headers = {"Content-Type": "application/json"}
-            if record(gme, body, headers, now, SETTLE_SECONDS).opens_settle:
+            if record(gme, body, headers, now, SETTLE_SECONDS, COMPLETE_SECONDS).opens_settle:
                 opens.append(number)
         elif isinstance(step, Claim):
             run_id = ledger.claim(key.recording_id, now=now)
             assert run_id is not None, case.name
+        elif isinstance(step, Stop):
+            ledger.stop_gme_task(task_id, now=now)
         elif step.state == RunState.ARCHIVED:
             assert run_id is not None
             ledger.finish_run(run_id, now=now, result={}, manifest_url="archive/manifest.json")

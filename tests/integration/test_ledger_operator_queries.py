@@ -2,6 +2,7 @@
 of their ids, selecting by filters and callbacks by arrival, re-applying stored events,
 re-arming finished notifications."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -102,8 +103,13 @@ def test_reapplying_an_event_is_idempotent_and_restores_lost_bookkeeping(ledger:
     before = ledger.recording(KEY.recording_id)
     assert ledger.reapply_gme_event(event(0), now=utcnow(), settle_seconds=60) is False
     assert ledger.reapply_gme_event(event(0, 1), now=utcnow(), settle_seconds=60) is False
+    assert ledger.reapply_gme_event(event(0, 1), now=utcnow(), settle_seconds=60) is False
     after = ledger.recording(KEY.recording_id)
-    assert after.segments == before.segments and after.state == "collecting"
+    # The segment's state and name stay; which events arrived gains the start.
+    assert [replace(s, events=0) for s in after.segments] == [
+        replace(s, events=0) for s in before.segments
+    ]
+    assert [s.events for s in after.segments] == [4 | 1] and after.state == "collecting"
     # A recording whose rows are gone is rebuilt from its stored event.
     assert ledger.reapply_gme_event(event(2, key=OTHER), now=utcnow(), settle_seconds=60)
     rebuilt = ledger.recording(OTHER.recording_id)

@@ -27,11 +27,13 @@ pytestmark = pytest.mark.integration
 
 HEADERS = {"Content-Type": "application/json"}
 SETTLE_SECONDS = 30
+COMPLETE_SECONDS = 10
 WORKER_STATES = (
     RecordingState.PROCESSING,
     RecordingState.ARCHIVED,
     RecordingState.FAILED,
     RecordingState.COLLECTING,
+    "stopped",  # an operator stops the task (Ledger.stop_gme_task)
 )
 
 
@@ -100,6 +102,7 @@ def recording_row(ledger: Ledger, rid: str) -> dict[str, Any] | None:
                 "record_mode",
                 "source",
                 "details",
+                "stopped_at",
             )
         }
 
@@ -117,6 +120,7 @@ def segment_rows(ledger: Ledger, rid: str, task_id: str) -> list[tuple[Any, ...]
                 r.recovered,
                 r.first_seen_at,
                 r.uploaded_at,
+                r.events,
             )
             for r in rows
         ]
@@ -155,7 +159,7 @@ class Side:
             if self.one_statement
             else self.ledger.record_gme_event_step_by_step
         )
-        result = record(gme, body, dict(HEADERS), now, SETTLE_SECONDS)
+        result = record(gme, body, dict(HEADERS), now, SETTLE_SECONDS, COMPLETE_SECONDS)
         if result.duplicate:
             assert result.callback_id == self.ids[gme.dedupe_key]
         else:
@@ -163,10 +167,15 @@ class Side:
         return result
 
     def set_state(self, state: str, now: datetime) -> None:
-        # What the workers do: claim (processing), finish (archived/failed), re-collect.
+        # What the workers do: claim (processing), finish (archived/failed), re-collect;
+        # or an operator's stop.
+        if state == "stopped":
+            self.ledger.stop_gme_task(self.task_id, now=now)
+            return
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if state == RecordingState.PROCESSING:
             values["pending_changes"] = False
+            values["stopped_at"] = None
         if state == RecordingState.FAILED:
             values["error"] = "segment 2 is not audio"
         if state == RecordingState.ARCHIVED:

@@ -7,9 +7,10 @@ import pytest
 
 from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, transcode
+from tasks.media import ffmpeg as cmd
 from tasks.media import mp3, mp4
 from tasks.media.ffmpeg import parse_probe, probe_command
-from tasks.media.tools import MediaError, Tools, probe
+from tasks.media.tools import MediaError, Tools, probe, run_tool
 from tests.media import decode, dominant_frequency, duration
 
 pytestmark = pytest.mark.integration
@@ -125,3 +126,63 @@ def test_m4a_outputs_are_measured_without_ffprobe_and_agree_with_it(
     assert plan.copy
     assert mp4.duration(output.path) is not None  # the fast path answers for ffmpeg's m4a
     assert output.duration_s == pytest.approx(duration(output.path), abs=0.001)
+
+
+def test_a_thousand_segments_whose_rates_alternate_join_with_bounded_open_files(
+    tone, tmp_path: Path
+):
+    """1,100 tiny segments alternating 44.1/48 kHz: decoded in bounded batches, so an
+    ffmpeg limited to 256 open files joins them, and the archive lasts what they last."""
+    store = LocalStore(tmp_path / "src")
+    count = 1100
+    odd = tone("odd.mp3", 880, 0.2, sample_rate=48000)
+    even = tone("even.mp3", 440, 0.2, sample_rate=44100)
+    segments = []
+    for seq in range(count):
+        key = f"r/{seq:05d}.mp3"
+        store.put(key, odd if seq % 2 else even)
+        segments.append((seq, key))
+    limited = tmp_path / "ffmpeg-256"
+    limited.write_text('#!/bin/sh\nulimit -n 256 || exit 99\nexec ffmpeg "$@"\n')
+    limited.chmod(0o755)
+    tools = Tools(ffmpeg=str(limited))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sources = fetch_sources(store, segments, scratch, tools, label="rec-1")
+    joined, plan = concatenate(sources, scratch, tools, label="rec-1")
+    [output] = transcode(joined, plan, ("m4a",), "rec-1", scratch, tools, label="rec-1")
+    assert len({s.probe.sample_rate for s in sources}) == 2
+    expected = count * 0.2  # decoded, each segment's encoder padding trimmed
+    assert abs(output.duration_s - expected) < 0.01 * expected, (output.duration_s, expected)
+    assert abs(duration(output.path) - expected) < 0.01 * expected
+    # The limit holds: one ffmpeg over 300 of them at once is refused.
+    with pytest.raises(MediaError):
+        run_tool(
+            cmd.concat_command(
+                str(limited), [s.path for s in sources[:300]], plan, tmp_path / "x.flac"
+            ),
+            "joining everything at once",
+        )
+
+
+def test_a_tool_is_waited_for_without_polling_and_heartbeats_while_it_runs(monkeypatch):
+    """The run returns as soon as the tool exits; the heartbeat beats meanwhile, and a
+    heartbeat that fails stops the tool with its error."""
+    import time
+
+    from tasks.media import tools
+
+    monkeypatch.setattr(tools, "HEARTBEAT_SECONDS", 0.05)
+    beats: list[float] = []
+    started = time.monotonic()
+    run_tool(["sleep", "0.32"], "sleeping", lambda: beats.append(time.monotonic()))
+    assert 0.32 <= time.monotonic() - started < 0.5
+    assert len(beats) >= 3
+
+    def failing() -> None:
+        raise RuntimeError("ledger unreachable")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="ledger unreachable"):
+        run_tool(["sleep", "30"], "sleeping", failing)
+    assert time.monotonic() - started < 5

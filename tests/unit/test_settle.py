@@ -1,7 +1,10 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from storage.domain import RecordingView, SegmentView
-from tasks.gme.settle import decide, missing_seq_nos, recovered_segments
+from tasks.gme.settle import STOPPED_POLL_SECONDS, decide, missing_seq_nos, recovered_segments
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -76,3 +79,52 @@ def test_recovers_lost_upload_of_a_known_key_and_slots_unknown_keys_in_order():
 def test_recovers_trailing_segment_after_the_last_known():
     a, b = (f"p/2023-01-01-00-00-0{i}_446946705284000000_audio.mp3" for i in range(2))
     assert recovered_segments([seg(0, name=a)], "446946705284000000", [a, b]) == [(1, b)]
+
+
+def whole(seq: int) -> SegmentView:
+    return SegmentView(seq, f"p/{seq}_446946705284000000_audio.mp3", "uploaded", events=7)
+
+
+def test_a_complete_recording_settles_in_the_short_window():
+    rec = recording(whole(0), whole(1))
+    early = decide(
+        rec, T0 + timedelta(seconds=5), settle_seconds=120, max_wait_seconds=600,
+        complete_seconds=20,
+    )  # fmt: skip
+    assert (early.action, early.recheck_at) == ("wait", T0 + timedelta(seconds=20))
+    assert early.wake_at == early.recheck_at  # only a later event can move it, later
+    done = decide(
+        rec, T0 + timedelta(seconds=20), settle_seconds=120, max_wait_seconds=600,
+        complete_seconds=20,
+    )  # fmt: skip
+    assert (done.action, done.included) == ("finalize", (0, 1))
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        (whole(0), SegmentView(1, "p/1.mp3", "started", events=1)),  # open
+        (whole(0), SegmentView(1, "p/1.mp3", "uploaded", events=5)),  # no completed event
+        (whole(0), whole(2)),  # SeqNo 1 missing
+        (whole(0), SegmentView(1, "p/1.mp3", "uploaded", recovered=True)),  # no events
+    ],
+)
+def test_an_incomplete_recording_keeps_the_long_window_and_looks_again_every_short_one(
+    segments: tuple[SegmentView, ...],
+):
+    d = decide(
+        recording(*segments), T0 + timedelta(seconds=5), settle_seconds=120,
+        max_wait_seconds=600, complete_seconds=20,
+    )  # fmt: skip
+    assert (d.action, d.recheck_at) == ("wait", T0 + timedelta(seconds=120))
+    assert d.wake_at == T0 + timedelta(seconds=25)
+
+
+def test_a_stopped_recording_is_finalized_once_every_started_segment_is_uploaded():
+    stopped = replace(recording(whole(0), seg(1)), stopped_at=T0)
+    d = decide(stopped, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
+    assert (d.action, d.included) == ("finalize", (0, 1))
+    waiting = replace(stopped, segments=(whole(0), seg(1, "started")))
+    d = decide(waiting, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
+    assert (d.action, d.missing) == ("wait", (1,))
+    assert d.wake_at == T0 + timedelta(seconds=STOPPED_POLL_SECONDS)
