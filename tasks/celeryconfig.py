@@ -70,7 +70,8 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
         # The schedule is one short interval, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
-        "beat_scheduler": "celery.beat:Scheduler",
+        # Only the beat holding the ledger's lease sends (a second one stays idle).
+        "beat_scheduler": "tasks.beat:LeasedScheduler",
         "worker_enable_remote_control": not s.embedded_broker,
     }
 

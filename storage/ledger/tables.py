@@ -182,3 +182,14 @@ class CssFile(Base):
         UniqueConstraint("appid", "file_id", name="uq_css_files_appid_file"),
         Index("ix_css_files_stream_time", "stream_key", "start_time"),
     )
+
+
+class Lease(Base):
+    """A named lease one process holds until `expires_at` (e.g. the one beat that sends the
+    periodic jobs); renewed by its holder, taken by another once it has expired."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]
