@@ -4,6 +4,7 @@ content: the archived objects and their sound, the ledger, the notifications."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -357,5 +358,122 @@ def test_a_second_beat_stays_idle_saying_so_and_takes_over_when_the_first_dies(
         stack.kill("beat1")
         wait_for(lambda: logged("beat2", "beat.leading"), timeout=40, what="beat2 to take over")
         wait_for(lambda: logged("beat2", "Sending due task"), timeout=10, what="beat2's sweeps")
+    finally:
+        stack.stop()
+
+
+def test_worker_killed_mid_archive_leaves_one_set_of_objects_matching_the_manifest(
+    s3_proxy: TcpProxy, s3_endpoint, redis_url, pg_url, bucket, s3_client, receiver,
+    tmp_path: Path,
+):  # fmt: skip
+    """The archive is slowed so the worker can be SIGKILLed after some objects were written
+    and before the manifest: the attempt that takes over leaves exactly one set of objects,
+    and the manifest's sizes and checksums are those of the objects in the store."""
+    files = [make_tone(tmp_path / f"k{seq}.mp3", hz, 20.0) for seq, hz in enumerate(TONES)]
+    rec = recording(70, segments=3)
+    upload(s3_client, bucket, rec, files)
+    formats = ("m4a", "mp3", "opus", "wav", "flac")
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_AUDIO_FORMATS=",".join(formats),
+        RECPIPE_ARCHIVE_URL=f"s3://{bucket}/archive?endpoint_url={s3_proxy.endpoint}",
+        RECPIPE_STUCK_AFTER_SECONDS="10",
+    )  # fmt: skip
+    migrate(pg_url)
+    s3_proxy.rate = 1_500_000  # bytes a second: the archive step takes several seconds
+    stack = Stack(env, tmp_path / "logs")
+    prefix = f"archive/gme/{BIZ}/{rec.id}/"
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=1, beat=True)
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 9
+
+        def partly_archived():
+            names = [k.removeprefix(prefix) for k in archive_keys(s3_client, bucket)]
+            return names if names and "manifest.json" not in names else None
+
+        written = wait_for(partly_archived, timeout=120, interval=0.05, what="some objects")
+        stack.kill("worker")
+        names = [k.removeprefix(prefix) for k in archive_keys(s3_client, bucket)]
+        assert "manifest.json" not in names and len(names) < len(formats), names
+        killed = current_run(stack, rec)
+        assert killed.state == "running" and killed.steps[-1]["step"] == "archive"
+
+        s3_proxy.rate = None
+        stack.start_worker("worker2", concurrency=1, beat=True)
+        assert wait_all(stack, [rec.id], timeout=120) == {rec.id: "archived"}, stack.log_text()
+        [run] = stack.ledger.runs_for(rec.id)
+        assert (run.revision, run.attempts) == (1, 2), written
+        check_archive(s3_client, bucket, [rec], formats=formats)
+        found = manifest(s3_client, bucket, rec)
+        assert found["run_id"] == run.id and found["revision"] == 1
+        for output in found["outputs"]:
+            body = s3_client.get_object(Bucket=bucket, Key=f"archive/{output['key']}")["Body"]
+            data = body.read()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (
+                output["bytes"],
+                output["sha256"],
+            ), output["key"]
+        check_sound(s3_client, bucket, rec, files, tmp_path)
+        wait_for(lambda: receiver.requests, timeout=30, what="the notification")
+        time.sleep(2)
+        assert [parse_body(r)["type"] for r in receiver.requests] == ["recording.archived"]
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def small_scratch(tmp_path: Path):
+    """A 1 MiB tmpfs as scratch disk (root only: tests in CI run as root)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "scratch"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_scratch_disk_full_fails_the_recording_with_the_reason_and_the_worker_serves_others(
+    small_scratch: Path, s3_endpoint, redis_url, pg_url, bucket, s3_client, receiver, tones,
+    tmp_path: Path,
+):  # fmt: skip
+    """A recording too big for the scratch disk fails, saying the disk is full; the worker
+    goes on to archive a small one, and the scratch disk is left empty."""
+    big_files = [make_tone(tmp_path / f"b{seq}.mp3", hz, 30.0) for seq, hz in enumerate(TONES)]
+    big, small = recording(80, segments=3), recording(81, segments=2)
+    upload(s3_client, bucket, big, big_files)
+    upload(s3_client, bucket, small, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SCRATCH_DIR=str(small_scratch),
+        RECPIPE_STORE_RETRY_SECONDS="6", RECPIPE_AUDIO_FORMATS="m4a,wav",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=1, beat=True)
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(big)] == [200] * 9
+        failed = stack.wait_for_state(big.id, ("archived", "failed"), timeout=120)
+        assert failed.state == "failed", stack.log_text()
+        assert "No space left on device" in (failed.error or ""), failed.error
+        assert "gave up after" in failed.error and "scratch disk full" in failed.error
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(small)] == [200] * 6
+        done = stack.wait_for_state(small.id, ("archived", "failed"), timeout=60)
+        assert done.state == "archived", (done.error, stack.log_text())
+        check_sound(s3_client, bucket, small, tones, tmp_path)
+        assert list(small_scratch.iterdir()) == []
+        assert archive_keys(s3_client, bucket) == sorted(
+            f"archive/gme/{BIZ}/{small.id}/{name}"
+            for name in (f"{small.id}.m4a", f"{small.id}.wav", "manifest.json")
+        )
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="notifications")
+        notes = {parse_body(r)["recording"]["id"]: parse_body(r) for r in receiver.requests}
+        assert notes[big.id]["type"] == "recording.failed"
+        assert "No space left on device" in notes[big.id]["error"]
+        assert stack.processes["worker"].poll() is None
     finally:
         stack.stop()
