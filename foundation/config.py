@@ -52,11 +52,13 @@ class Settings:
     metrics_port: int = 9808
     # Faults (issue 16): how long a run rides out an unavailable object store or ledger,
     # how soon a queued run whose task is gone is handed out again, where scratch lives, how
-    # long one CSS file may take to download.
+    # long one CSS file may take to download, which CAs an on-premises CSS source is checked
+    # against.
     store_retry_seconds: float = 600.0
     requeue_after_seconds: float = 60.0
     scratch_root: Path | None = None
     css_fetch_max_seconds: float = 3600.0
+    css_ca_bundle: Path | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -137,6 +139,7 @@ class Settings:
             requeue_after_seconds=_number(env, "RECPIPE_REQUEUE_AFTER_SECONDS", 60.0, minimum=5),
             scratch_root=_path(env, "RECPIPE_SCRATCH_DIR"),
             css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
+            css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
         )
 
 

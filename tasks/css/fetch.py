@@ -73,6 +73,8 @@ class FetchPolicy:
     # The whole download of one file (every HLS part): a source that trickles bytes or
     # never ends must not hold a worker, heart-beating, for ever.
     max_seconds: float = 3600.0
+    # CA certificates to trust instead of the public ones (an on-premises source).
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,8 @@ class Fetcher:
         host_header = name if target.port == default_port else f"{name}:{target.port}"
         session = requests.Session()
         session.trust_env = False  # a proxy from the environment would undo the pinning
+        if self.policy.ca_bundle:
+            session.verify = self.policy.ca_bundle
         session.mount(f"{target.scheme}://", _PinnedAdapter(target.host))
 
         def get() -> requests.Response:

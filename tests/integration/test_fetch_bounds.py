@@ -190,3 +190,65 @@ def test_a_master_playlist_with_several_variants_fetches_only_the_best(
         "/variants/master.m3u8", "/variants/high.m3u8", "/variants/high-0.ts",
         "/variants/high-1.ts",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory):
+    """A test CA, and HTTPS servers on 127.0.0.1 (one with a certificate for `localhost`,
+    one for another name) that record the SNI name each client sent."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    folder = tmp_path_factory.mktemp("tls")
+    ca_file = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    servers, names = {}, []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"over tls"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    for name in ("localhost", "elsewhere.example"):
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(context)
+        context.sni_callback = lambda sock, server_name, ctx: names.append(server_name)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers[name] = server
+    yield ca_file, servers, names
+    for server in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_sends_the_name_as_sni_and_checks_the_certificate_against_it(tls, tmp_path: Path):
+    """The connection goes to the checked address (127.0.0.1), while the TLS handshake
+    names `localhost` and the certificate must be for `localhost` and from a trusted CA."""
+    ca_file, servers, names = tls
+    trusting = FetchPolicy(("localhost",), attempts=1, ca_bundle=str(ca_file))
+    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
+    port = servers["localhost"].server_address[1]
+    url = f"https://localhost:{port}/clip"
+    fetched = Fetcher(trusting, resolver=loopback).download(url, tmp_path / "a", what="a")
+    assert (tmp_path / "a").read_bytes() == b"over tls" and fetched.bytes == 8
+    assert names == ["localhost"]
+
+    wrong_port = servers["elsewhere.example"].server_address[1]
+    with pytest.raises(FetchError, match="cannot connect"):
+        Fetcher(trusting, resolver=loopback).download(
+            f"https://localhost:{wrong_port}/clip", tmp_path / "b", what="b"
+        )
+    assert names[-1] == "localhost"  # it said which name it wanted, and refused the answer
+    untrusted = FetchPolicy(("localhost",), attempts=1)
+    with pytest.raises(FetchError, match="cannot connect"):
+        Fetcher(untrusted, resolver=loopback).download(url, tmp_path / "c", what="c")
