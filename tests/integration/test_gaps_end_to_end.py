@@ -298,3 +298,96 @@ def test_revision_2_and_reprocess_with_fewer_outputs_archive_the_right_sound(
         check_sound(s3_client, bucket, rec, tones, tmp_path)
     finally:
         stack.stop()
+
+
+def test_css_bridging_file_when_one_side_is_already_archived(
+    redis_url, pg_url, s3_endpoint, bucket, s3_client, receiver, tmp_path: Path
+):
+    """A CSS file that bridges two recordings of one stream, the first already archived:
+    a second one never processed is folded into the first (revision 2 holds all three
+    files, their tones in order); a second one already archived keeps its own identity and
+    archive, and only the first gets a revision 2 with the bridging file."""
+    from tests.integration.test_css_end_to_end import KEY, T0, archived_file, callback
+    from tests.media import make_video
+    from tests.stack import FileServer
+
+    www = tmp_path / "www"
+    www.mkdir()
+    tones_hz = {"a": 440.0, "bridge": 660.0, "b": 880.0}
+    for name, hz in tones_hz.items():
+        make_video(www / f"{name}.mp4", hz, 2.0)
+    server = FileServer(www)
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_CSS_CALLBACK_KEY": KEY,
+        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_SETTLE_SECONDS": "3",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        "RECPIPE_VIDEO_FORMATS": "m4a",
+    }
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+
+    def post(stream: str, name: str, start: int, end: int) -> str:
+        file_id = f"{stream}-{name}"
+        body = callback(stream, file_id, "mp4", server.url(f"{name}.mp4"), T0 + start, T0 + end)
+        assert stack.post_css(body) == 200
+        [rid] = stack.ledger.find_recordings(file_id)
+        return rid
+
+    def archived(rid: str, revision: int) -> None:
+        wait_for(
+            lambda: (
+                (r := stack.ledger.recording(rid)).revision == revision and r.state == "archived"
+            ),
+            timeout=90,
+            what=f"{rid} revision {revision}",
+        )
+
+    def sound(rid: str, names: list[str]) -> None:
+        run = stack.ledger.run(stack.ledger.recording(rid).current_run_id)
+        [m4a] = run.result["artifacts"]
+        samples = decode(archived_file(s3_client, bucket, m4a, tmp_path / f"{rid}.m4a"))
+        assert abs(len(samples) / 16000 - 2.0 * len(names)) < 0.5
+        for i, name in enumerate(names):
+            assert abs(dominant_frequency(samples, 2.0 * i + 1.0) - tones_hz[name]) < 15, name
+
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=True)
+        # One side archived, the other never processed: folded in.
+        first = post("one", "a", 0, 2)
+        archived(first, 1)
+        second = post("one", "b", 10, 12)
+        assert second != first
+        assert post("one", "bridge", 4, 7) == first
+        archived(first, 2)
+        assert stack.ledger.recording(second) is None
+        assert stack.ledger.find_recordings("one-b") == [first]
+        run = stack.ledger.run(stack.ledger.recording(first).current_run_id)
+        assert run.result["css"]["file_ids"] == ["one-a", "one-bridge", "one-b"]
+        sound(first, ["a", "bridge", "b"])
+
+        # Both sides archived: the later one keeps its identity and archive.
+        left, right = post("two", "a", 0, 2), post("two", "b", 10, 12)
+        archived(left, 1)
+        archived(right, 1)
+        assert post("two", "bridge", 4, 7) == left
+        archived(left, 2)
+        assert stack.ledger.recording(right).revision == 1
+        assert stack.ledger.find_recordings("two-b") == [right]
+        sound(left, ["a", "bridge"])
+        sound(right, ["b"])
+        wait_for(lambda: len(receiver.requests) >= 5, timeout=30, what="notifications")
+        revisions = sorted(
+            (parse_body(r)["recording"]["id"], parse_body(r)["recording"]["revision"])
+            for r in receiver.requests
+        )
+        assert revisions == sorted([(first, 1), (first, 2), (left, 1), (left, 2), (right, 1)])
+    finally:
+        stack.stop()
+        server.close()
