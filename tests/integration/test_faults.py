@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -477,3 +478,58 @@ def test_scratch_disk_full_fails_the_recording_with_the_reason_and_the_worker_se
         assert stack.processes["worker"].poll() is None
     finally:
         stack.stop()
+
+
+def test_css_source_that_never_ends_fails_at_its_time_bound_with_the_reason(
+    redis_url, pg_url, s3_endpoint, bucket, receiver, tmp_path: Path
+):
+    """A CSS file served as a trickle of bytes (each well within the read timeout) and a
+    live HLS playlist that keeps growing: each recording fails at
+    RECPIPE_CSS_FETCH_MAX_SECONDS with that reason in the ledger and the notification, and
+    the worker stops heart-beating for them."""
+    from tests.integration.test_css_end_to_end import KEY, T0, callback
+    from tests.integration.test_fetch_bounds import Hostile
+
+    hostile = Hostile()
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_CSS_CALLBACK_KEY": KEY,
+        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_SETTLE_SECONDS": "1",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        "RECPIPE_CSS_FETCH_MAX_SECONDS": "3",
+    }
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=True)
+        sources = {"trickle": ("mp4", "/trickle"), "live": ("hls", "/endless.m3u8")}
+        ids = {}
+        for stream, (fmt, path) in sources.items():
+            body = callback(stream, f"{stream}-1", fmt, hostile.url(path), T0, T0 + 60)
+            assert stack.post_css(body) == 200
+            [ids[stream]] = stack.ledger.find_recordings(f"{stream}-1")
+        for stream, rid in ids.items():
+            failed = stack.wait_for_state(rid, ("archived", "failed"), timeout=60)
+            assert failed.state == "failed", (stream, stack.log_text())
+            assert "still downloading after 3 s" in failed.error, failed.error
+            assert "trickles or never ends" in failed.error
+            run = stack.ledger.run(failed.current_run_id)
+            [fetch] = [s for s in run.steps if s["step"] == "fetch"]
+            assert fetch["ok"] is False and "never ends" in fetch["error"]
+            took = datetime.fromisoformat(fetch["finished_at"]) - datetime.fromisoformat(
+                fetch["started_at"]
+            )
+            assert 3 <= took.total_seconds() < 10, took  # bounded: no heartbeat past it
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="notifications")
+        notes = [parse_body(r) for r in receiver.requests]
+        assert {n["type"] for n in notes} == {"recording.failed"}
+        assert all("never ends" in n["error"] for n in notes)
+    finally:
+        stack.stop()
+        hostile.close()
