@@ -206,10 +206,16 @@ def test_ledger_stopped_mid_burst_refuses_with_503_and_everything_recovers_witho
         assert sorted(b["recording"]["id"] for b in got) == sorted(ids)
         assert {b["type"] for b in got} == {"recording.archived"}
         assert all(p.poll() is None for p in stack.processes.values()), "a process died"
-        # Nothing failed on a connection the outage left behind once the ledger was back.
-        late = [rec.id for rec in [after]]
-        for rid in late:
-            assert stack.ledger.runs_for(rid)[0].attempts == 1
+        # Nothing failed on a connection the outage left behind once the ledger was back:
+        # the chain of the recording whose callbacks were all stored after it ran at once.
+        [late] = stack.ledger.runs_for(after.id)
+        assert late.attempts == 1
+        media_log = (tmp_path / "logs" / "media.log").read_text()
+        retried = [line for line in media_log.splitlines() if late.id in line and "retry" in line]
+        assert retried == []
+        # Beat led throughout: the outage neither stopped it nor made it stand by.
+        light_log = (tmp_path / "logs" / "light.log").read_text()
+        assert "beat.leading" in light_log and "beat.standby" not in light_log
     finally:
         stack.stop()
 
