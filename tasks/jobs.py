@@ -211,12 +211,15 @@ def sweep() -> dict[str, int]:
 
 def queue_depth(queue: str) -> int | None:
     """Messages waiting in a queue (not those a worker holds), or None when the broker
-    cannot say."""
+    cannot say. A queue the broker does not know holds nothing (Redis drops an empty
+    list, and kombu then answers NOT_FOUND)."""
     try:
         with app.connection_for_read() as conn:
             declared = conn.default_channel.queue_declare(queue=queue, passive=True)
             return int(declared.message_count)
     except Exception as exc:
+        if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
+            return 0
         log.info("queue_depth.unknown", queue=queue, error=str(exc))
         return None
 

@@ -541,3 +541,49 @@ def test_css_source_that_never_ends_fails_at_its_time_bound_with_the_reason(
     finally:
         stack.stop()
         hostile.close()
+
+
+def test_a_queued_run_whose_message_was_lost_is_handed_out_again_within_the_requeue_time(
+    redis_url, pg_url, s3_endpoint, bucket, s3_client, receiver, tones, tmp_path: Path
+):
+    """A run's message vanishes from the media queue (the broker lost it): with the queue
+    idle, the sweep hands the run out again after RECPIPE_REQUEUE_AFTER_SECONDS, not after
+    RECPIPE_STUCK_AFTER_SECONDS (15 minutes here), and it is archived once."""
+    import redis
+
+    rec = recording(90, segments=2)
+    upload(s3_client, bucket, rec, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_STUCK_AFTER_SECONDS="900",
+        RECPIPE_REQUEUE_AFTER_SECONDS="5",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stack.start_webhook()
+        stack.start_worker("light", concurrency=1, beat=True, queues="light")
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+        wait_for(
+            lambda: (run := current_run(stack, rec)) is not None and run.state == "queued",
+            timeout=30,
+            what="the run to be dispatched",
+        )
+        wait_for(lambda: client.llen("media") == 1, timeout=10, what="its message")
+        client.delete("media")  # lost
+        lost_at = time.monotonic()
+        stack.start_worker("media", concurrency=1, beat=False, queues="media")
+        done = stack.wait_for_state(rec.id, ("archived", "failed"), timeout=60)
+        assert done.state == "archived", stack.log_text()
+        assert time.monotonic() - lost_at < 30
+        [run] = stack.ledger.runs_for(rec.id)
+        assert (run.revision, run.attempts) == (1, 1)
+        assert '"redispatched_runs": 1' in (tmp_path / "logs" / "light.log").read_text()
+        check_archive(s3_client, bucket, [rec])
+        wait_for(lambda: receiver.requests, timeout=30, what="the notification")
+        time.sleep(2)
+        assert len(receiver.requests) == 1
+    finally:
+        client.close()
+        stack.stop()
