@@ -62,6 +62,15 @@ class Settings:
     # The console (`recpipe console`): what signs its sessions; None = one kept in the data
     # directory, which only the embedded default (SQLite ledger) may use.
     console_secret: str | None = None
+    # Faults (issue 16): how long a run rides out an unavailable object store or ledger,
+    # how soon a queued run whose task is gone is handed out again, where scratch lives, how
+    # long one CSS file may take to download, which CAs an on-premises CSS source is checked
+    # against.
+    store_retry_seconds: float = 600.0
+    requeue_after_seconds: float = 60.0
+    scratch_root: Path | None = None
+    css_fetch_max_seconds: float = 3600.0
+    css_ca_bundle: Path | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -73,7 +82,7 @@ class Settings:
 
     @property
     def scratch_dir(self) -> Path:
-        return self.data_dir / "scratch"
+        return self.scratch_root or self.data_dir / "scratch"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +154,11 @@ class Settings:
             metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
             metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
             console_secret=_console_secret(env.get("RECPIPE_CONSOLE_SECRET") or None),
+            store_retry_seconds=_number(env, "RECPIPE_STORE_RETRY_SECONDS", 600.0),
+            requeue_after_seconds=_number(env, "RECPIPE_REQUEUE_AFTER_SECONDS", 60.0, minimum=5),
+            scratch_root=_path(env, "RECPIPE_SCRATCH_DIR"),
+            css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
+            css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
         )
 
 
@@ -227,6 +241,11 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum:g}")
     return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = (env.get(name) or "").strip()
+    return Path(raw).resolve() if raw else None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -29,6 +29,15 @@ install_if_missing() {
     fi
 }
 
+# Some integration tests run servers of their own, which they stop and start: a
+# redis-server (tests/integration/test_durability.py) and a PostgreSQL made with initdb
+# (tests/integration/test_faults.py). Their binaries must be here even when the shared
+# services already answer.
+install_if_missing redis-server redis-server
+if ! command -v initdb >/dev/null && ! [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]; then
+    install_if_missing pg_ctlcluster postgresql
+fi
+
 if ! answers 5432; then
     echo "services: starting PostgreSQL" >&2
     install_if_missing pg_ctlcluster postgresql

@@ -24,11 +24,29 @@ import boto3
 import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.domain import UnsafeKeyError, safe_key
 
 CHUNK = 1024 * 1024
+
+
+class StoreUnavailableError(Exception):
+    """The object store cannot be reached or refused the request (not a missing object):
+    worth retrying later. The message names the store's URL and what failed."""
+
+
+@contextmanager
+def _vendor_errors(what: str) -> Iterator[None]:
+    """boto3's errors other than a missing object become StoreUnavailableError."""
+    try:
+        yield
+    except ClientError as exc:
+        if _is_missing(exc):
+            raise FileNotFoundError(f"{what} does not exist") from None
+        raise StoreUnavailableError(f"{what}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailableError(f"{what}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -178,21 +196,23 @@ class S3Store:
 
     def put(self, key: str, path: Path, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
-        if path.stat().st_size < self._upload_config.multipart_threshold:
-            # One PUT: `upload_file` would start a transfer manager and its threads for
-            # a file that goes in one request anyway.
-            with path.open("rb") as body:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=body, **(extra or {})
-                )
-            return
-        self.client.upload_file(
-            str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self._upload_config
-        )
+        with _vendor_errors(self.url(key)):
+            if path.stat().st_size < self._upload_config.multipart_threshold:
+                # One PUT: `upload_file` would start a transfer manager and its threads for
+                # a file that goes in one request anyway.
+                with path.open("rb") as body:
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=self._key(key), Body=body, **(extra or {})
+                    )
+                return
+            self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self._upload_config
+            )
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        with _vendor_errors(self.url(key)):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         full = (
@@ -200,12 +220,14 @@ class S3Store:
         )
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for item in page.get("Contents", []):
-                yield StoredObject(item["Key"][strip:], int(item["Size"]))
+        with _vendor_errors(f"listing {self.url(prefix)}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"][strip:], int(item["Size"]))
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with _vendor_errors(self.url(key)):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
@@ -237,18 +259,14 @@ class S3Store:
         first ask for the object's size with a HEAD); botocore raises on a body cut short."""
         with dest.open("wb") as out:
             writer = _HashingWriter(out)
-            try:
+            with _vendor_errors(self.url(key)):
                 response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                if _is_missing(exc):
-                    raise FileNotFoundError(f"{self.url(key)} does not exist") from None
-                raise
-            body = response["Body"]
-            try:
-                for chunk in body.iter_chunks(CHUNK):
-                    writer.write(chunk)
-            finally:
-                body.close()
+                body = response["Body"]
+                try:
+                    for chunk in body.iter_chunks(CHUNK):
+                        writer.write(chunk)
+                finally:
+                    body.close()
         return Fetched(dest, writer.size, writer.digest.hexdigest())
 
     def check_writable(self) -> None:
@@ -269,9 +287,14 @@ class HTTPStore:
         return f"{self.base_url}/{quote(safe_key(key))}"
 
     def open(self, key: str) -> IO[bytes]:
-        response = self.session.get(self.url(key), stream=True, timeout=self.timeout)
+        try:
+            response = self.session.get(self.url(key), stream=True, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise StoreUnavailableError(f"{self.url(key)}: {exc}") from exc
         if response.status_code == 404:
             raise FileNotFoundError(f"{self.url(key)} does not exist")
+        if response.status_code >= 500 or response.status_code == 429:
+            raise StoreUnavailableError(f"{self.url(key)}: HTTP {response.status_code}")
         response.raise_for_status()
         response.raw.decode_content = True
         return response.raw  # type: ignore[return-value]

@@ -70,8 +70,9 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
         # The schedule is one short interval, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
-        # (tasks.liveness's subclass also stamps beat's heartbeat at every pass.)
-        "beat_scheduler": "tasks.liveness:HeartbeatScheduler",
+        # Only the beat holding the ledger's lease sends (a second one stays idle); the
+        # leader also stamps beat's heartbeat at every pass (tasks.liveness).
+        "beat_scheduler": "tasks.beat:LeasedScheduler",
         "worker_enable_remote_control": not s.embedded_broker,
     }
 

@@ -7,7 +7,9 @@ Arguments are ids (JSON), never objects; every task is safe to run twice.
 from __future__ import annotations
 
 import json
+import random
 import socket
+import time
 from typing import Any
 
 import requests
@@ -17,7 +19,7 @@ from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from storage.domain import NotificationState, RunState, RunView
-from storage.ledger import utcnow
+from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
@@ -25,7 +27,6 @@ from tasks.rooms import settle as rooms
 from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
-MEDIA_RETRIES = 3
 
 
 @worker_process_init.connect
@@ -83,28 +84,55 @@ def stop_gme_task(task_id: str) -> list[str]:
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=MEDIA_RETRIES,
+    max_retries=None,  # bounded by time: RECPIPE_STORE_RETRY_SECONDS
     ignore_result=True,
 )
-def process_recording(self: Task, run_id: str) -> str:
+def process_recording(
+    self: Task, run_id: str, failing_since: float | None = None, resume_attempt: int | None = None
+) -> str:
     svc = services()
     structlog.contextvars.bind_contextvars(run_id=run_id)
     worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
     finished = None
     try:
-        finished = processing.process(svc, run_id, worker)
+        finished = processing.process(svc, run_id, worker, resume_attempt=resume_attempt)
     except Exception as exc:
-        # Not a media problem (those fail the recording inside): storage or network.
-        if self.request.retries < MEDIA_RETRIES:
-            svc.ledger.release_run(run_id)
-            countdown = get_exponential_backoff_interval(10, self.request.retries, 300, True)
-            log.warning("run.retrying", run_id=run_id, error=str(exc), countdown=countdown)
-            raise self.retry(exc=exc, countdown=countdown) from exc
-        svc.ledger.fail_run(
-            run_id, now=utcnow(), error=f"gave up after {MEDIA_RETRIES + 1} attempts: {exc}"
-        )
+        # Not a media problem: the object store, the network or the ledger. Nothing on this
+        # path may need the ledger: the retry carries what it needs in its arguments.
+        interrupted = exc if isinstance(exc, processing.RunInterruptedError) else None
+        cause = interrupted.cause if interrupted else exc
+        reason = processing.describe_fault(cause)
+        since = failing_since or time.time()
+        elapsed = time.time() - since
+        budget = svc.settings.store_retry_seconds
+        if elapsed < budget:
+            countdown = min(retry_countdown(self.request.retries), max(1.0, budget - elapsed))
+            log.warning("run.retrying", run_id=run_id, error=reason, countdown=countdown,
+                        failing_for=round(elapsed, 1))  # fmt: skip
+            raise self.retry(
+                exc=exc,
+                countdown=countdown,
+                kwargs={
+                    "failing_since": since,
+                    "resume_attempt": interrupted.attempt if interrupted else resume_attempt,
+                },
+            ) from exc
+        error = f"gave up after {elapsed:.0f} s of retries: {reason}"
+        try:
+            svc.ledger.fail_run(run_id, now=utcnow(), error=error)
+        except LedgerUnavailableError:
+            # The run stays queued or running in the ledger; the sweep hands it out again.
+            log.error("run.abandoned", run_id=run_id, error=error)
+            return run_id
+        log.warning("recording.failed", run_id=run_id, error=error)
     notify(svc, run_id, finished)
     return run_id
+
+
+def retry_countdown(retries: int) -> float:
+    """2, 4, 8, 16, then every 30 s (±20%): an outage is noticed soon after it ends, and
+    RECPIPE_STORE_RETRY_SECONDS, not a count, decides when to give up."""
+    return min(30.0, 2.0 * 2**retries) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
 
 
 @app.task(name="recpipe.notify_run", acks_late=True, ignore_result=True)
@@ -192,6 +220,7 @@ def sweep() -> dict[str, int]:
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
+        media_queue_idle=lambda: queue_depth("media") == 0,
     )
     counts = {
         "settled": len(report.settled),
@@ -203,6 +232,21 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in a queue (not those a worker holds), or None when the broker
+    cannot say. A queue the broker does not know holds nothing (Redis drops an empty
+    list, and kombu then answers NOT_FOUND)."""
+    try:
+        with app.connection_for_read() as conn:
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+            return int(declared.message_count)
+    except Exception as exc:
+        if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
+            return 0
+        log.info("queue_depth.unknown", queue=queue, error=str(exc))
+        return None
 
 
 @app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)

@@ -3,6 +3,7 @@ step timed in the ledger and in metrics."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import tempfile
@@ -17,7 +18,8 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from storage.domain import RecordingState, SegmentState
 from storage.domain.rooms import ROOM_SOURCE, sources_key
-from storage.ledger import Ledger, RunView, utcnow
+from storage.ledger import Ledger, LedgerUnavailableError, RunView, utcnow
+from storage.objectstore import StoreUnavailableError
 from tasks import metrics
 from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
@@ -68,9 +70,10 @@ class StepRecorder:
             yield
         except Exception as exc:
             metrics.count_step_failure(step, storage=not isinstance(exc, MediaError))
-            entry.update({"finished_at": utcnow().isoformat(), "ok": False, "error": str(exc)})
+            error = str(exc) if isinstance(exc, MediaError) else describe_fault(exc)
+            bound.warning("step.failed", error=error)
+            entry.update({"finished_at": utcnow().isoformat(), "ok": False, "error": error})
             self._write(step, utcnow())
-            bound.warning("step.failed", error=str(exc))
             raise
         finally:
             reset_contextvars(**context)
@@ -82,37 +85,89 @@ class StepRecorder:
         bound.info("step.finished", seconds=seconds)
 
 
-def process(services: Services, run_id: str, worker: str) -> RunView | None:
+class RunInterruptedError(Exception):
+    """A run stopped by something other than its media (the object store, the network, the
+    ledger): the task retries it. `attempt` is the run's attempt number this worker held, so
+    the retry may take the run back even when the ledger could not be told of the stop."""
+
+    def __init__(self, run_id: str, attempt: int, cause: Exception):
+        super().__init__(f"run {run_id} interrupted: {describe_fault(cause)}")
+        self.run_id, self.attempt, self.cause = run_id, attempt, cause
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One line a user can act on, naming the dependency that failed."""
+    if isinstance(exc, LedgerUnavailableError):
+        return f"ledger unavailable: {exc}"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"scratch disk full: {exc}"
+    if isinstance(exc, StoreUnavailableError):
+        return f"object store unavailable: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def process(
+    services: Services, run_id: str, worker: str, *, resume_attempt: int | None = None
+) -> RunView | None:
     """fetch → concat (join) → transcode → archive for one run, in one scratch directory.
 
     Returns the finished run, or None when the run is done or another worker holds it.
-    A MediaError fails the recording with its message; any other error propagates so
-    the task can retry.
+    A MediaError fails the recording with its message. Anything else (the object store,
+    the network, the ledger) raises RunInterruptedError after handing the run back to the
+    queue as far as the ledger allows, so the task can retry; `resume_attempt` (from that
+    error) lets the retry take back a run the ledger still shows as this attempt's.
     """
     cfg = services.settings
     run = services.ledger.start_run(
-        run_id, worker=worker, now=utcnow(), stale_after=cfg.stuck_after_seconds
+        run_id,
+        worker=worker,
+        now=utcnow(),
+        stale_after=cfg.stuck_after_seconds,
+        resume_attempt=resume_attempt,
     )
     if run is None:
         return None
     recording = run.recording
     bind_recording(recording, run_id=run_id)
     step = StepRecorder(services.ledger, run, recording.id)
-    cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
+    scratch: Path | None = None
     try:
+        cfg.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=cfg.scratch_dir))
         media = {"css": _css_media, ROOM_SOURCE: _room_media}.get(recording.source, _gme_media)
-        result, manifest_url = media(services, run, step, scratch)
-        services.ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url=manifest_url)
-        log.info(
-            "recording.archived", recording_id=recording.id, run_id=run_id, manifest=manifest_url
-        )
-    except MediaError as exc:
-        services.ledger.fail_run(run_id, now=utcnow(), error=str(exc))
-        log.warning("recording.failed", recording_id=recording.id, run_id=run_id, error=str(exc))
+        try:
+            result, manifest_url = media(services, run, step, scratch)
+        except MediaError as exc:
+            services.ledger.fail_run(run_id, now=utcnow(), error=str(exc))
+            log.warning(
+                "recording.failed", recording_id=recording.id, run_id=run_id, error=str(exc)
+            )
+        else:
+            services.ledger.finish_run(
+                run_id, now=utcnow(), result=result, manifest_url=manifest_url
+            )
+            log.info(
+                "recording.archived",
+                recording_id=recording.id,
+                run_id=run_id,
+                manifest=manifest_url,
+            )
+    except Exception as exc:
+        _hand_back(services.ledger, run_id)
+        raise RunInterruptedError(run_id, run.attempts, exc) from exc
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return services.ledger.run(run_id)
+
+
+def _hand_back(ledger: Ledger, run_id: str) -> None:
+    """Queue the run again for the task's retry; with the ledger down the retry's
+    `resume_attempt` does it instead, so this must not fail the failure path."""
+    try:
+        ledger.release_run(run_id, now=utcnow())
+    except LedgerUnavailableError as exc:
+        log.warning("run.release_failed", run_id=run_id, error=str(exc))
 
 
 def _gme_media(

@@ -27,11 +27,17 @@ def sweep(
     redispatch_run: Callable[[str], None],
     notify: Callable[[str], None],
     redeliver: Callable[[int], None],
+    media_queue_idle: Callable[[], bool] = lambda: False,
     now: datetime | None = None,
     max_run_attempts: int = 3,
 ) -> SweepReport:
     """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
-    were never notified, and deliveries."""
+    were never notified, and deliveries.
+
+    A queued run waits in the media queue for as long as the queue is busy; but when the
+    queue is idle and the run was dispatched more than `requeue_after_seconds` ago, its
+    task is gone (a retry that could not be published, a message lost with a broker), and
+    it is handed out again at once instead of after `stuck_after_seconds`."""
     now = now or utcnow()
     cfg, ledger = services.settings, services.ledger
     lease = timedelta(seconds=max(cfg.sweep_seconds * 3, 30))
@@ -42,7 +48,10 @@ def sweep(
         ledger.mark_recordings_dispatched(settled, now)
 
     redispatched, failed = [], []
-    for run_id, attempts in ledger.stale_runs(now, cfg.stuck_after_seconds):
+    queued_after = cfg.requeue_after_seconds if media_queue_idle() else None
+    for run_id, attempts in ledger.stale_runs(
+        now, cfg.stuck_after_seconds, queued_after=queued_after
+    ):
         if attempts >= max_run_attempts:
             ledger.fail_run(run_id, now=now, error=f"stuck: no progress after {attempts} attempts")
             failed.append(run_id)

@@ -106,6 +106,11 @@ class Stack:
             args += ["--queues", queues]
         self._spawn(name, args)
 
+    def start_beat(self, name: str = "beat") -> None:
+        """`celery -A tasks beat` on its own (a worker started with beat=True embeds one)."""
+        args = [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO"]
+        self._spawn(name, args)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
         os.killpg(process.pid, sig)

@@ -19,23 +19,29 @@ class Runs(LedgerBase):
             s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
 
     def start_run(
-        self, run_id: str, *, worker: str, now: datetime, stale_after: float
+        self,
+        run_id: str,
+        *,
+        worker: str,
+        now: datetime,
+        stale_after: float,
+        resume_attempt: int | None = None,
     ) -> RunView | None:
-        """Take the run for this worker: queued, or running with a stale heartbeat (a crash).
+        """Take the run for this worker: queued, running with a stale heartbeat (a crash),
+        or running as `resume_attempt` (the retry of an attempt whose hand-back the ledger
+        missed: nobody started the run since).
 
         None when the run is finished or another worker is actively on it.
         """
         stale = now - timedelta(seconds=stale_after)
+        running = Run.state == RunState.RUNNING
+        taken_over = running & (Run.heartbeat_at < stale)
+        if resume_attempt is not None:
+            taken_over = taken_over | (running & (Run.attempts == resume_attempt))
         with self.session() as s:
             result = s.execute(
                 update(Run)
-                .where(
-                    Run.id == run_id,
-                    or_(
-                        Run.state == RunState.QUEUED,
-                        (Run.state == RunState.RUNNING) & (Run.heartbeat_at < stale),
-                    ),
-                )
+                .where(Run.id == run_id, or_(Run.state == RunState.QUEUED, taken_over))
                 .values(
                     state=RunState.RUNNING,
                     attempts=Run.attempts + 1,
@@ -111,13 +117,15 @@ class Runs(LedgerBase):
                 .values(steps=[dict(entry) for entry in steps], step=step, heartbeat_at=now)
             )
 
-    def release_run(self, run_id: str) -> None:
-        """Hand a running run back to the queue (its task will retry)."""
+    def release_run(self, run_id: str, now: datetime | None = None) -> None:
+        """Hand a running run back to the queue (its task will retry); `now` counts as its
+        dispatch, so the sweep leaves it to that retry."""
+        values: dict[str, Any] = {"state": RunState.QUEUED, "step": None}
+        if now is not None:
+            values["dispatched_at"] = now
         with self.session() as s:
             s.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.state == RunState.RUNNING)
-                .values(state=RunState.QUEUED, step=None)
+                update(Run).where(Run.id == run_id, Run.state == RunState.RUNNING).values(**values)
             )
 
     def heartbeat(self, run_id: str, now: datetime) -> None:
@@ -164,17 +172,25 @@ class Runs(LedgerBase):
             )
 
     def stale_runs(
-        self, now: datetime, stuck_after: float, limit: int = 100
+        self,
+        now: datetime,
+        stuck_after: float,
+        limit: int = 100,
+        *,
+        queued_after: float | None = None,
     ) -> list[tuple[str, int]]:
-        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`."""
+        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`;
+        queued runs dispatched more than `queued_after` ago too, when given (the caller
+        knows their queue is idle, so their task is gone)."""
         cutoff = now - timedelta(seconds=stuck_after)
+        queued_cutoff = now - timedelta(seconds=min(stuck_after, queued_after or stuck_after))
         with self.session() as s:
             rows = s.execute(
                 select(Run.id, Run.attempts)
                 .where(
                     or_(
                         (Run.state == RunState.QUEUED)
-                        & or_(Run.dispatched_at.is_(None), Run.dispatched_at < cutoff),
+                        & or_(Run.dispatched_at.is_(None), Run.dispatched_at < queued_cutoff),
                         (Run.state == RunState.RUNNING) & (Run.heartbeat_at < cutoff),
                     )
                 )

@@ -247,3 +247,14 @@ class AuditEntry(Base):
     recording_id: Mapped[str | None] = mapped_column(String(80), index=True)
     target: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Lease(Base):
+    """A named lease one process holds until `expires_at` (e.g. the one beat that sends the
+    periodic jobs); renewed by its holder, taken by another once it has expired."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]

@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -33,6 +33,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import m3u8
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
@@ -69,6 +70,11 @@ class FetchPolicy:
     max_segments: int = 20000
     max_playlist_bytes: int = 4 * 1024 * 1024
     attempts: int = 3
+    # The whole download of one file (every HLS part): a source that trickles bytes or
+    # never ends must not hold a worker, heart-beating, for ever.
+    max_seconds: float = 3600.0
+    # CA certificates to trust instead of the public ones (an on-premises source).
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +341,8 @@ class Fetcher:
         host_header = name if target.port == default_port else f"{name}:{target.port}"
         session = requests.Session()
         session.trust_env = False  # a proxy from the environment would undo the pinning
+        if self.policy.ca_bundle:
+            session.verify = self.policy.ca_bundle
         session.mount(f"{target.scheme}://", _PinnedAdapter(target.host))
 
         def get() -> requests.Response:
@@ -364,32 +372,46 @@ class Fetcher:
         )
         return cast(requests.Response, retrying(get))
 
-    def _stream(self, url: str, sink: _HashingSink) -> None:
+    def _chunks(self, response: requests.Response, url: str, deadline: float) -> Iterator[bytes]:
+        """The body as it arrives (whatever one read returns, so a trickle is noticed), until
+        `deadline` (time.monotonic()); a body still coming then is a FetchError."""
+        try:
+            while chunk := response.raw.read1(CHUNK, decode_content=True):
+                yield chunk
+                self._beat()
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f"{display(url)}: still downloading after {self.policy.max_seconds:g} s "
+                        "(RECPIPE_CSS_FETCH_MAX_SECONDS): the source trickles or never ends"
+                    )
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise FetchError(f"{display(url)}: download broke off ({_reason(exc)})") from None
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.policy.max_seconds
+
+    def _stream(self, url: str, sink: _HashingSink, deadline: float) -> None:
         response, _final = self._open(url)
         with response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and sink.size + int(declared) > sink.limit:
                 raise FetchError(f"{sink.what} is larger than the limit of {sink.limit} bytes")
-            try:
-                for chunk in response.iter_content(CHUNK):
-                    sink.write(chunk)
-                    self._beat()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise FetchError(f"{display(url)}: download broke off ({_reason(exc)})") from None
+            for chunk in self._chunks(response, url, deadline):
+                sink.write(chunk)
 
     def download(self, url: str, dest: Path, *, what: str) -> Fetched:
         """One file, streamed to `dest`, hashed as it goes."""
         with dest.open("wb") as out:
             sink = _HashingSink(out, self.policy.max_bytes, what)
-            self._stream(url, sink)
+            self._stream(url, sink, self._deadline())
         return Fetched(dest, sink.size, sink.digest.hexdigest(), self.requests)
 
-    def playlist(self, url: str) -> tuple[Playlist, str]:
+    def playlist(self, url: str, deadline: float | None = None) -> tuple[Playlist, str]:
         """A playlist and its final URL (relative URIs resolve against where it came from)."""
         response, final = self._open(url)
         data = b""
         with response:
-            for chunk in response.iter_content(64 * 1024):
+            for chunk in self._chunks(response, url, deadline or self._deadline()):
                 data += chunk
                 if len(data) > self.policy.max_playlist_bytes:
                     raise PlaylistError(f"{display(url)}: playlist is too large")
@@ -399,9 +421,10 @@ class Fetcher:
         """An HLS recording as one file: the playlist (a master playlist's best variant),
         then every segment appended in order. MPEG-TS segments (and an fMP4 init section
         followed by its fragments) concatenate into one valid stream for ffmpeg to remux."""
-        playlist, url = self.playlist(url)
+        deadline = self._deadline()
+        playlist, url = self.playlist(url, deadline)
         if playlist.variants:
-            playlist, url = self.playlist(playlist.best_variant)
+            playlist, url = self.playlist(playlist.best_variant, deadline)
             if playlist.variants:
                 raise PlaylistError(f"{display(url)}: a variant playlist lists variants again")
         parts = ([playlist.init] if playlist.init else []) + list(playlist.segments)
@@ -419,7 +442,7 @@ class Fetcher:
         with dest.open("wb") as out:
             sink = _HashingSink(out, self.policy.max_bytes, what)
             for part in parts:
-                self._stream(part, sink)
+                self._stream(part, sink, deadline)
         return Fetched(dest, sink.size, sink.digest.hexdigest(), self.requests)
 
 

@@ -54,6 +54,8 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         max_bytes=settings.css_max_file_bytes,
         timeout=settings.css_fetch_timeout_seconds,
         max_segments=settings.css_max_hls_segments,
+        max_seconds=settings.css_fetch_max_seconds,
+        ca_bundle=str(settings.css_ca_bundle) if settings.css_ca_bundle else None,
     )
 
 

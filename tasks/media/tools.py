@@ -8,6 +8,7 @@ whole recording into memory, so a 4-hour recording costs no more memory than a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import subprocess
 import tempfile
@@ -64,6 +65,9 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
             err.seek(0)
             tail = err.read()[-600:].decode(errors="replace").strip().splitlines()
             detail = tail[-1] if tail else f"exit code {code}"
+            if "No space left on device" in detail:
+                # Not the media's fault: the run is retried, and fails only if it lasts.
+                raise OSError(errno.ENOSPC, f"{what}: {detail}")
             raise MediaError(f"{what}: {detail}")
         out.seek(0)
         return out.read().decode(errors="replace")

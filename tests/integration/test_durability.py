@@ -3,7 +3,9 @@ duplicated and partly lost callbacks, a worker SIGKILLed mid-chain, a broker sto
 callbacks arrive, downstream endpoints failing, answering 410 or recovering.
 
 Each test runs its own redis-server as broker: no other test run on the machine can
-consume or flush its messages, and the outage test can stop it."""
+consume or flush its messages, and the outage test can stop it. A missing redis-server
+fails these tests rather than skipping them (`make services`, run by `make test`, installs
+it), so they never vanish from a run."""
 
 from __future__ import annotations
 
@@ -259,6 +261,15 @@ def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
     ]
     assert archive_keys(s3_client, bucket) == sorted(prefix + name for name in outputs)
     assert [s["seq_no"] for s in manifest(s3_client, bucket, rec)["sources"]] == [0, 1, 2]
+    # The sound of the attempt that took over: each segment's tone, in order.
+    local = tmp_path / "taken-over.m4a"
+    s3_client.download_file(bucket, f"{prefix}{rec.id}.m4a", str(local))
+    samples, start = decode(local), 0.0
+    for seq, path in enumerate(files):
+        length = duration(path)
+        assert abs(dominant_frequency(samples, start + length / 2) - TONES[seq]) < 15, seq
+        start += length
+    assert abs(duration(local) - start) < 0.5
 
     wait_for(lambda: receiver.requests, timeout=30, what="the notification")
     time.sleep(2)
@@ -300,8 +311,8 @@ class RedisServer:
 
 @pytest.fixture
 def own_redis(tmp_path: Path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if shutil.which("redis-server") is None:  # `make services` installs it
+        pytest.fail("redis-server is not installed: `make services` installs it")
     server = RedisServer(tmp_path)
     server.start()
     yield server

@@ -147,3 +147,60 @@ def test_health_ready_and_metrics(app_env):
     post(client, body, sign(body))
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'recpipe_callbacks_total{outcome="accepted",provider="gme"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("window", "age", "status"),
+    [("0", 86400, 200), ("300", 60, 200), ("300", 600, 401), ("300", -600, 401)],
+)
+def test_replay_window_refuses_callbacks_whose_timestamp_is_too_far_off(
+    tmp_path: Path, window: str, age: int, status: int
+):
+    """RECPIPE_GME_REPLAY_WINDOW_SECONDS: a Timestamp further from now than the window (in
+    either direction) is 401 and not stored; 0 turns the check off."""
+    import time
+
+    settings = Settings.from_env(
+        {
+            "RECPIPE_DATA_DIR": str(tmp_path),
+            "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET.decode()}",
+            "RECPIPE_GME_REPLAY_WINDOW_SECONDS": window,
+        }
+    )
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+    try:
+        client = create_app(settings, ledger=ledger).test_client()
+        body = json.dumps({**SAMPLE, "Timestamp": int(time.time()) - age}).encode()
+        assert post(client, body, sign(body)).status_code == status
+        assert stored(ledger) == (1 if status == 200 else 0)
+    finally:
+        ledger.dispose()
+
+
+@pytest.mark.parametrize(("scope", "status"), [("bizid", 400), ("off", 200)])
+def test_key_scope_off_accepts_a_safe_key_outside_the_application_folder(
+    tmp_path: Path, scope: str, status: int
+):
+    """RECPIPE_GME_KEY_SCOPE=bizid refuses a FileName outside `<BizID>_...` (400, nothing
+    stored); `off` stores it, while an unsafe key stays 400 either way."""
+    settings = Settings.from_env(
+        {
+            "RECPIPE_DATA_DIR": str(tmp_path),
+            "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET.decode()}",
+            "RECPIPE_GME_KEY_SCOPE": scope,
+        }
+    )
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+    try:
+        client = create_app(settings, ledger=ledger).test_client()
+        outside = {**SAMPLE, "Detail": {"SeqNo": 0, "FileName": "shared/2023-02-09_audio.mp3"}}
+        body = json.dumps(outside).encode()
+        assert post(client, body, sign(body)).status_code == status
+        assert stored(ledger) == (1 if status == 200 else 0)
+        unsafe = {**SAMPLE, "Detail": {"SeqNo": 1, "FileName": "../etc/passwd.mp3"}}
+        body = json.dumps(unsafe).encode()
+        assert post(client, body, sign(body)).status_code == 400
+    finally:
+        ledger.dispose()

@@ -1,0 +1,589 @@
+"""Faults, round two (issue 16), injected into recpipe running as real processes: the ledger
+stopped mid-burst, the object store cut mid-chain or for good. Each outcome is checked by
+content: the archived objects and their sound, the ledger, the notifications."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from storage.ledger import Ledger, utcnow
+from tests.conftest import wait_for
+from tests.faults import PostgresServer, TcpProxy, wait_ready
+from tests.integration.test_durability import (
+    BIZ,
+    SECRET,
+    TONES,
+    Recording,
+    archive_keys,
+    manifest,
+    recording,
+    sign,
+    upload,
+    wait_all,
+)
+from tests.media import decode, dominant_frequency, duration, make_tone
+from tests.stack import Stack, parse_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("tones")
+    return [make_tone(folder / f"{seq}.mp3", hz, 1.0) for seq, hz in enumerate(TONES)]
+
+
+@pytest.fixture
+def own_postgres():
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_proxy(s3_endpoint: str):
+    """The S3 server behind a proxy the test can cut."""
+    parts = urlsplit(s3_endpoint)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
+    yield proxy
+    proxy.close()
+
+
+def make_env(tmp_path: Path, database_url: str, broker_url: str, s3: str, bucket: str, **extra):
+    return {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": database_url,
+        "RECPIPE_BROKER_URL": broker_url,
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3}",
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3}",
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_SETTLE_SECONDS": "2",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        "RECPIPE_MAX_WAIT_SECONDS": "30",
+        **extra,
+    }
+
+
+def migrate(database_url: str) -> None:
+    ledger = Ledger(database_url)
+    ledger.migrate()
+    ledger.dispose()
+
+
+def callbacks_of(rec: Recording) -> list[bytes]:
+    return [rec.callback(ev, seq) for seq in range(len(rec.keys)) for ev in (1, 2, 3)]
+
+
+def current_run(stack: Stack, rec: Recording):
+    current = stack.ledger.recording(rec.id)
+    return stack.ledger.run(current.current_run_id) if current and current.current_run_id else None
+
+
+def check_sound(s3_client, bucket: str, rec: Recording, files: list[Path], tmp_path: Path) -> None:
+    """The archived m4a holds each segment's tone, in SeqNo order."""
+    local = tmp_path / f"{rec.id}.m4a"
+    s3_client.download_file(bucket, f"archive/gme/{BIZ}/{rec.id}/{rec.id}.m4a", str(local))
+    samples, start = decode(local), 0.0
+    for seq in range(len(rec.keys)):
+        length = duration(files[seq])
+        found = dominant_frequency(samples, start + length / 2)
+        assert abs(found - TONES[seq]) < 15, (rec.id, seq, found)
+        start += length
+
+
+def check_archive(s3_client, bucket: str, recs: list[Recording], formats=("m4a",)) -> None:
+    """Exactly the outputs and the manifest of each recording; the manifest lists them."""
+    assert archive_keys(s3_client, bucket) == sorted(
+        f"archive/gme/{BIZ}/{rec.id}/{name}"
+        for rec in recs
+        for name in [*(f"{rec.id}.{fmt}" for fmt in formats), "manifest.json"]
+    )
+    for rec in recs:
+        found = manifest(s3_client, bucket, rec)
+        assert [s["seq_no"] for s in found["sources"]] == list(range(len(rec.keys)))
+        for output in found["outputs"]:
+            head = s3_client.head_object(Bucket=bucket, Key=f"archive/{output['key']}")
+            assert head["ContentLength"] == output["bytes"], output
+
+
+def test_ledger_stopped_mid_burst_refuses_with_503_and_everything_recovers_without_restart(
+    own_postgres: PostgresServer, redis_url, s3_endpoint, bucket, s3_client, receiver, tones,
+    tmp_path: Path,
+):  # fmt: skip
+    """PostgreSQL stops in the middle of a burst of callbacks while a chain is waiting for a
+    media worker: every callback is answered 200 (and stored) or 503, never 500; the chain
+    dispatched before the outage and started during it runs within a minute of the ledger's
+    return; the refused callbacks, sent again, are stored once; webhook, workers and beat go
+    on without a restart, with no stale connection left in their pools."""
+    own_postgres._run("createdb", "-h", "127.0.0.1", "-p", str(own_postgres.port), "recpipe")
+    database_url = own_postgres.url.rsplit("/", 1)[0] + "/recpipe"
+    migrate(database_url)
+    waiting = recording(10, segments=2)
+    burst = [recording(11 + i, segments=2 + i % 2) for i in range(6)]
+    after = recording(30, segments=2)
+    for rec in [waiting, *burst, after]:
+        upload(s3_client, bucket, rec, tones)
+    env = make_env(
+        tmp_path, database_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_STUCK_AFTER_SECONDS="900",
+    )  # fmt: skip
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("light", concurrency=2, beat=True, queues="light")
+
+        # A chain dispatched, its message waiting for a media worker.
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(waiting)] == [200] * 6
+        wait_for(
+            lambda: (run := current_run(stack, waiting)) is not None and run.state == "queued",
+            timeout=30,
+            what="the waiting recording's run to be dispatched",
+        )
+
+        bodies = [b for rec in burst for b in callbacks_of(rec)]
+        answers: dict[bytes, int] = {}
+
+        stopper = threading.Thread(target=own_postgres.stop)
+
+        def post(body: bytes) -> None:
+            answers[body] = stack.post_gme(body, sign(body))
+            if len(answers) == len(bodies) // 3:  # a third in: the ledger goes away
+                stopper.start()
+            time.sleep(0.1)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(post, bodies))
+        stopper.join()
+        # The media worker starts while the ledger is down: it takes the waiting chain.
+        stack.start_worker("media", concurrency=2, beat=False, queues="media")
+        statuses = Counter(answers.values())
+        assert set(statuses) <= {200, 503} and statuses[503] > 0, statuses
+        more = [stack.post_gme(b, sign(b)) for b in callbacks_of(after)]
+        assert set(more) == {503}, more
+        time.sleep(8)
+        assert stack.processes["media"].poll() is None
+        own_postgres.start()
+        back = utcnow()
+
+        wait_ready(stack.url)
+        # The vendor sends the refused ones again: every one is stored now, at once.
+        refused = [b for b, status in answers.items() if status == 503] + callbacks_of(after)
+        with ThreadPoolExecutor(8) as pool:
+            again = list(pool.map(lambda b: stack.post_gme(b, sign(b)), refused))
+        assert again == [200] * len(refused)
+
+        ids = [rec.id for rec in [waiting, *burst, after]]
+        states = wait_all(stack, ids, timeout=120)
+        assert Counter(states.values()) == {"archived": len(ids)}, stack.log_text()
+        [run] = stack.ledger.runs_for(waiting.id)
+        assert run.finished_at is not None
+        assert (run.finished_at - back).total_seconds() < 60, stack.log_text()
+        for rec in [waiting, *burst, after]:
+            assert [r.revision for r in stack.ledger.runs_for(rec.id)] == [1]
+            stored = stack.ledger.callbacks(recording_ids=[rec.id])
+            told = Counter((json.loads(c.body)["EventType"], json.loads(c.body)["Detail"]["SeqNo"])
+                           for c in stored)  # fmt: skip
+            assert told == Counter((ev, seq) for seq in range(len(rec.keys)) for ev in (1, 2, 3))
+        check_archive(s3_client, bucket, [waiting, *burst, after])
+        check_sound(s3_client, bucket, waiting, tones, tmp_path)
+
+        wait_for(lambda: len(receiver.requests) >= len(ids), timeout=60, what="notifications")
+        time.sleep(2)
+        got = [parse_body(r) for r in receiver.requests]
+        assert sorted(b["recording"]["id"] for b in got) == sorted(ids)
+        assert {b["type"] for b in got} == {"recording.archived"}
+        assert all(p.poll() is None for p in stack.processes.values()), "a process died"
+        # Nothing failed on a connection the outage left behind once the ledger was back:
+        # the chain of the recording whose callbacks were all stored after it ran at once.
+        [late] = stack.ledger.runs_for(after.id)
+        assert late.attempts == 1
+        media_log = (tmp_path / "logs" / "media.log").read_text()
+        retried = [line for line in media_log.splitlines() if late.id in line and "retry" in line]
+        assert retried == []
+        # Beat led throughout: the outage neither stopped it nor made it stand by.
+        light_log = (tmp_path / "logs" / "light.log").read_text()
+        assert "beat.leading" in light_log and "beat.standby" not in light_log
+    finally:
+        stack.stop()
+
+
+def test_object_store_cut_mid_chain_is_retried_by_time_and_archived_once(
+    s3_proxy: TcpProxy, redis_url, pg_url, bucket, s3_client, receiver, tones, tmp_path: Path
+):
+    """The S3 server is cut for 40 s while one run transcodes (so its archive fails) and
+    another is fetching: both runs retry with backoff, by time rather than a handful of
+    tries, and reach the archive once, complete, with nothing partial left."""
+    long_files = [make_tone(tmp_path / f"l{seq}.mp3", hz, 10.0) for seq, hz in enumerate(TONES)]
+    archiving = recording(40, segments=3)
+    fetching = recording(41, segments=2)
+    upload(s3_client, bucket, archiving, long_files)
+    upload(s3_client, bucket, fetching, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_proxy.endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_AUDIO_FORMATS="m4a,mp3,opus",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=True)
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(archiving)] == [200] * 9
+
+        def transcoding():
+            run = current_run(stack, archiving)
+            return run is not None and run.steps and run.steps[-1]["step"] == "transcode"
+
+        wait_for(transcoding, timeout=60, interval=0.05, what="the transcode step")
+        s3_proxy.cut()
+        cut_at = time.monotonic()
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(fetching)] == [200] * 6
+        time.sleep(40)
+        for rec in (archiving, fetching):
+            assert stack.ledger.recording(rec.id).state == "processing", stack.log_text()
+        assert archive_keys(s3_client, bucket) == [], "partial objects while the store is down"
+        s3_proxy.restore()
+
+        ids = [archiving.id, fetching.id]
+        states = wait_all(stack, ids, timeout=120)
+        assert states == {rid: "archived" for rid in ids}, stack.log_text()
+        assert time.monotonic() - cut_at < 40 + 45
+        check_archive(s3_client, bucket, [archiving, fetching], formats=("m4a", "mp3", "opus"))
+        check_sound(s3_client, bucket, fetching, tones, tmp_path)
+        check_sound(s3_client, bucket, archiving, long_files, tmp_path)
+        for rec, step in ((archiving, "archive"), (fetching, "fetch")):
+            [run] = stack.ledger.runs_for(rec.id)
+            failed = [s for s in run.steps if s["step"] == step and s.get("ok") is False]
+            assert failed and "object store unavailable" in failed[0]["error"], run.steps
+            assert [s["step"] for s in run.steps if s.get("ok")][-1] == "archive"
+        # Retried by time, not by a handful of tries (the old budget was four attempts).
+        assert stack.ledger.runs_for(archiving.id)[0].attempts >= 5
+
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=60, what="notifications")
+        time.sleep(2)
+        got = [parse_body(r) for r in receiver.requests]
+        assert sorted(b["recording"]["id"] for b in got) == sorted(ids)
+        assert {b["type"] for b in got} == {"recording.archived"}
+    finally:
+        stack.stop()
+
+
+def test_object_store_that_stays_down_fails_the_run_with_the_reason_and_reprocess_repairs_it(
+    s3_proxy: TcpProxy, redis_url, pg_url, bucket, s3_client, receiver, tones, tmp_path: Path
+):
+    """Past RECPIPE_STORE_RETRY_SECONDS the run fails, saying the object store is
+    unavailable, in the ledger and in the notification; once the store is back
+    `recpipe reprocess` archives revision 2 with the right sound."""
+    rec = recording(50, segments=3)
+    upload(s3_client, bucket, rec, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_proxy.endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_STORE_RETRY_SECONDS="8",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=True)
+        s3_proxy.cut()
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 9
+        failed = stack.wait_for_state(rec.id, ("archived", "failed"), timeout=90)
+        assert failed.state == "failed", stack.log_text()
+        assert "object store unavailable" in (failed.error or ""), failed.error
+        assert "gave up after" in failed.error
+        wait_for(lambda: receiver.requests, timeout=60, what="the failure notification")
+        [note] = [parse_body(r) for r in receiver.requests]
+        assert note["type"] == "recording.failed" and "object store unavailable" in note["error"]
+        assert archive_keys(s3_client, bucket) == []
+
+        s3_proxy.restore()
+        subprocess.run(
+            [sys.executable, "-m", "recpipe", "reprocess", rec.id, "--wait", "--timeout", "90"],
+            env=stack.env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert stack.ledger.recording(rec.id).state == "archived"
+        assert [(r.revision, r.state) for r in stack.ledger.runs_for(rec.id)] == [
+            (1, "failed"),
+            (2, "archived"),
+        ]
+        check_archive(s3_client, bucket, [rec])
+        assert manifest(s3_client, bucket, rec)["revision"] == 2
+        check_sound(s3_client, bucket, rec, tones, tmp_path)
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=60, what="the archived notice")
+        assert parse_body(receiver.requests[-1])["type"] == "recording.archived"
+    finally:
+        stack.stop()
+
+
+def test_a_second_beat_stays_idle_saying_so_and_takes_over_when_the_first_dies(
+    redis_url, pg_url, s3_endpoint, bucket, s3_client, receiver, tones, tmp_path: Path
+):
+    """Two beats by mistake: the second finds the ledger's lease held, logs `beat.standby`
+    and sends nothing; recordings are archived and notified once; when the first beat is
+    killed the second takes the lease and sends the sweeps."""
+    rec = recording(60, segments=2)
+    upload(s3_client, bucket, rec, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket, RECPIPE_NOTIFY_URLS=receiver.url
+    )
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    logs = tmp_path / "logs"
+
+    def logged(name: str, event: str) -> list[dict]:
+        lines = (logs / f"{name}.log").read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if event in line and line.startswith("{")]
+
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=False)
+        stack.start_beat("beat1")
+        wait_for(lambda: logged("beat1", "beat.leading"), timeout=30, what="beat1 to lead")
+        stack.start_beat("beat2")
+        [standby] = wait_for(lambda: logged("beat2", "beat.standby"), timeout=30, what="standby")
+        assert standby["leader"] == logged("beat1", "beat.leading")[0]["holder"]
+
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+        assert stack.wait_for_state(rec.id, ("archived", "failed")).state == "archived"
+        wait_for(lambda: receiver.requests, timeout=30, what="the notification")
+        time.sleep(3)
+        assert len(receiver.requests) == 1
+        assert [r.revision for r in stack.ledger.runs_for(rec.id)] == [1]
+        assert logged("beat1", "Sending due task")
+        assert logged("beat2", "Sending due task") == [], "the standby beat sent a task"
+
+        stack.kill("beat1")
+        wait_for(lambda: logged("beat2", "beat.leading"), timeout=40, what="beat2 to take over")
+        wait_for(lambda: logged("beat2", "Sending due task"), timeout=10, what="beat2's sweeps")
+    finally:
+        stack.stop()
+
+
+def test_worker_killed_mid_archive_leaves_one_set_of_objects_matching_the_manifest(
+    s3_proxy: TcpProxy, s3_endpoint, redis_url, pg_url, bucket, s3_client, receiver,
+    tmp_path: Path,
+):  # fmt: skip
+    """The archive is slowed so the worker can be SIGKILLed after some objects were written
+    and before the manifest: the attempt that takes over leaves exactly one set of objects,
+    and the manifest's sizes and checksums are those of the objects in the store."""
+    files = [make_tone(tmp_path / f"k{seq}.mp3", hz, 20.0) for seq, hz in enumerate(TONES)]
+    rec = recording(70, segments=3)
+    upload(s3_client, bucket, rec, files)
+    formats = ("m4a", "mp3", "opus", "wav", "flac")
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_AUDIO_FORMATS=",".join(formats),
+        RECPIPE_ARCHIVE_URL=f"s3://{bucket}/archive?endpoint_url={s3_proxy.endpoint}",
+        RECPIPE_STUCK_AFTER_SECONDS="10",
+    )  # fmt: skip
+    migrate(pg_url)
+    s3_proxy.rate = 1_500_000  # bytes a second: the archive step takes several seconds
+    stack = Stack(env, tmp_path / "logs")
+    prefix = f"archive/gme/{BIZ}/{rec.id}/"
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=1, beat=True)
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 9
+
+        def partly_archived():
+            names = [k.removeprefix(prefix) for k in archive_keys(s3_client, bucket)]
+            return names if names and "manifest.json" not in names else None
+
+        written = wait_for(partly_archived, timeout=120, interval=0.05, what="some objects")
+        stack.kill("worker")
+        names = [k.removeprefix(prefix) for k in archive_keys(s3_client, bucket)]
+        assert "manifest.json" not in names and len(names) < len(formats), names
+        killed = current_run(stack, rec)
+        assert killed.state == "running" and killed.steps[-1]["step"] == "archive"
+
+        s3_proxy.rate = None
+        stack.start_worker("worker2", concurrency=1, beat=True)
+        assert wait_all(stack, [rec.id], timeout=120) == {rec.id: "archived"}, stack.log_text()
+        [run] = stack.ledger.runs_for(rec.id)
+        assert (run.revision, run.attempts) == (1, 2), written
+        check_archive(s3_client, bucket, [rec], formats=formats)
+        found = manifest(s3_client, bucket, rec)
+        assert found["run_id"] == run.id and found["revision"] == 1
+        for output in found["outputs"]:
+            body = s3_client.get_object(Bucket=bucket, Key=f"archive/{output['key']}")["Body"]
+            data = body.read()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (
+                output["bytes"],
+                output["sha256"],
+            ), output["key"]
+        check_sound(s3_client, bucket, rec, files, tmp_path)
+        wait_for(lambda: receiver.requests, timeout=30, what="the notification")
+        time.sleep(2)
+        assert [parse_body(r)["type"] for r in receiver.requests] == ["recording.archived"]
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def small_scratch(tmp_path: Path):
+    """A 1 MiB tmpfs as scratch disk (root only: tests in CI run as root)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "scratch"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_scratch_disk_full_fails_the_recording_with_the_reason_and_the_worker_serves_others(
+    small_scratch: Path, s3_endpoint, redis_url, pg_url, bucket, s3_client, receiver, tones,
+    tmp_path: Path,
+):  # fmt: skip
+    """A recording too big for the scratch disk fails, saying the disk is full; the worker
+    goes on to archive a small one, and the scratch disk is left empty."""
+    big_files = [make_tone(tmp_path / f"b{seq}.mp3", hz, 30.0) for seq, hz in enumerate(TONES)]
+    big, small = recording(80, segments=3), recording(81, segments=2)
+    upload(s3_client, bucket, big, big_files)
+    upload(s3_client, bucket, small, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SCRATCH_DIR=str(small_scratch),
+        RECPIPE_STORE_RETRY_SECONDS="6", RECPIPE_AUDIO_FORMATS="m4a,wav",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=1, beat=True)
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(big)] == [200] * 9
+        failed = stack.wait_for_state(big.id, ("archived", "failed"), timeout=120)
+        assert failed.state == "failed", stack.log_text()
+        assert "No space left on device" in (failed.error or ""), failed.error
+        assert "gave up after" in failed.error and "scratch disk full" in failed.error
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(small)] == [200] * 6
+        done = stack.wait_for_state(small.id, ("archived", "failed"), timeout=60)
+        assert done.state == "archived", (done.error, stack.log_text())
+        check_sound(s3_client, bucket, small, tones, tmp_path)
+        assert list(small_scratch.iterdir()) == []
+        assert archive_keys(s3_client, bucket) == sorted(
+            f"archive/gme/{BIZ}/{small.id}/{name}"
+            for name in (f"{small.id}.m4a", f"{small.id}.wav", "manifest.json")
+        )
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="notifications")
+        notes = {parse_body(r)["recording"]["id"]: parse_body(r) for r in receiver.requests}
+        assert notes[big.id]["type"] == "recording.failed"
+        assert "No space left on device" in notes[big.id]["error"]
+        assert stack.processes["worker"].poll() is None
+    finally:
+        stack.stop()
+
+
+def test_css_source_that_never_ends_fails_at_its_time_bound_with_the_reason(
+    redis_url, pg_url, s3_endpoint, bucket, receiver, tmp_path: Path
+):
+    """A CSS file served as a trickle of bytes (each well within the read timeout) and a
+    live HLS playlist that keeps growing: each recording fails at
+    RECPIPE_CSS_FETCH_MAX_SECONDS with that reason in the ledger and the notification, and
+    the worker stops heart-beating for them."""
+    from tests.integration.test_css_end_to_end import KEY, T0, callback
+    from tests.integration.test_fetch_bounds import Hostile
+
+    hostile = Hostile()
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_CSS_CALLBACK_KEY": KEY,
+        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_SETTLE_SECONDS": "1",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        "RECPIPE_CSS_FETCH_MAX_SECONDS": "3",
+    }
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("worker", concurrency=2, beat=True)
+        sources = {"trickle": ("mp4", "/trickle"), "live": ("hls", "/endless.m3u8")}
+        ids = {}
+        for stream, (fmt, path) in sources.items():
+            body = callback(stream, f"{stream}-1", fmt, hostile.url(path), T0, T0 + 60)
+            assert stack.post_css(body) == 200
+            [ids[stream]] = stack.ledger.find_recordings(f"{stream}-1")
+        for stream, rid in ids.items():
+            failed = stack.wait_for_state(rid, ("archived", "failed"), timeout=60)
+            assert failed.state == "failed", (stream, stack.log_text())
+            assert "still downloading after 3 s" in failed.error, failed.error
+            assert "trickles or never ends" in failed.error
+            run = stack.ledger.run(failed.current_run_id)
+            [fetch] = [s for s in run.steps if s["step"] == "fetch"]
+            assert fetch["ok"] is False and "never ends" in fetch["error"]
+            took = datetime.fromisoformat(fetch["finished_at"]) - datetime.fromisoformat(
+                fetch["started_at"]
+            )
+            assert 3 <= took.total_seconds() < 10, took  # bounded: no heartbeat past it
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="notifications")
+        notes = [parse_body(r) for r in receiver.requests]
+        assert {n["type"] for n in notes} == {"recording.failed"}
+        assert all("never ends" in n["error"] for n in notes)
+    finally:
+        stack.stop()
+        hostile.close()
+
+
+def test_a_queued_run_whose_message_was_lost_is_handed_out_again_within_the_requeue_time(
+    redis_url, pg_url, s3_endpoint, bucket, s3_client, receiver, tones, tmp_path: Path
+):
+    """A run's message vanishes from the media queue (the broker lost it): with the queue
+    idle, the sweep hands the run out again after RECPIPE_REQUEUE_AFTER_SECONDS, not after
+    RECPIPE_STUCK_AFTER_SECONDS (15 minutes here), and it is archived once."""
+    import redis
+
+    rec = recording(90, segments=2)
+    upload(s3_client, bucket, rec, tones)
+    env = make_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_STUCK_AFTER_SECONDS="900",
+        RECPIPE_REQUEUE_AFTER_SECONDS="5",
+    )  # fmt: skip
+    migrate(pg_url)
+    stack = Stack(env, tmp_path / "logs")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stack.start_webhook()
+        stack.start_worker("light", concurrency=1, beat=True, queues="light")
+        assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+        wait_for(
+            lambda: (run := current_run(stack, rec)) is not None and run.state == "queued",
+            timeout=30,
+            what="the run to be dispatched",
+        )
+        wait_for(lambda: client.llen("media") == 1, timeout=10, what="its message")
+        client.delete("media")  # lost
+        lost_at = time.monotonic()
+        stack.start_worker("media", concurrency=1, beat=False, queues="media")
+        done = stack.wait_for_state(rec.id, ("archived", "failed"), timeout=60)
+        assert done.state == "archived", stack.log_text()
+        assert time.monotonic() - lost_at < 30
+        [run] = stack.ledger.runs_for(rec.id)
+        assert (run.revision, run.attempts) == (1, 1)
+        assert '"redispatched_runs": 1' in (tmp_path / "logs" / "light.log").read_text()
+        check_archive(s3_client, bucket, [rec])
+        wait_for(lambda: receiver.requests, timeout=30, what="the notification")
+        time.sleep(2)
+        assert len(receiver.requests) == 1
+    finally:
+        client.close()
+        stack.stop()
