@@ -150,7 +150,7 @@ def test_a_thousand_segments_whose_rates_alternate_join_with_bounded_open_files(
     scratch.mkdir()
     sources = fetch_sources(store, segments, scratch, tools, label="rec-1")
     joined, plan = concatenate(sources, scratch, tools, label="rec-1")
-    [output] = transcode(joined, plan, ("m4a",), "rec-1", scratch, tools, label="rec-1")
+    [output] = transcode(joined, plan, ("m4a",), "rec-1", scratch, tools, label="rec-1").outputs
     assert len({s.probe.sample_rate for s in sources}) == 2
     expected = count * 0.2  # decoded, each segment's encoder padding trimmed
     assert abs(output.duration_s - expected) < 0.01 * expected, (output.duration_s, expected)
