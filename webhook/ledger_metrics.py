@@ -9,6 +9,8 @@
   in the ledger. A counter from the ledger rather than from the processes, so it counts
   every way a run ends (a media error, a settle that gives up, retries exhausted, the
   sweep failing a stuck run) and no worker restart resets it.
+- `recpipe_rooms{state}`: rooms (a task's users mixed as one recording of source `room`)
+  in each recording state.
 - `recpipe_notifications{state}`: notifications `pending`, `delivered`, `failed` (out of
   attempts: `recpipe redeliver` sends them again) and `disabled` (the receiver answered
   410).
@@ -31,6 +33,12 @@ from storage.ledger import Ledger, LedgerUnavailableError, gauges
 log = structlog.get_logger("recpipe.webhook")
 
 RUN_OUTCOMES = (RunState.ARCHIVED, RunState.FAILED)
+ROOM_STATES = (
+    RecordingState.COLLECTING,
+    RecordingState.PROCESSING,
+    RecordingState.ARCHIVED,
+    RecordingState.FAILED,
+)
 NOTIFICATION_STATES = (
     NotificationState.PENDING,
     NotificationState.DELIVERED,
@@ -83,3 +91,9 @@ class LedgerHealth:
         for state in sorted({*NOTIFICATION_STATES, *found.notifications_by_state}):
             notifications.add_metric([state], found.notifications_by_state.get(state, 0))
         yield notifications
+        rooms = GaugeMetricFamily(
+            "recpipe_rooms", "Rooms in the ledger, by state", labels=["state"]
+        )
+        for state in sorted({*ROOM_STATES, *found.rooms_by_state}):
+            rooms.add_metric([state], found.rooms_by_state.get(state, 0))
+        yield rooms

@@ -1,6 +1,6 @@
 """What the ledger says about the pipeline's health, for metrics read at scrape time.
 
-Four small aggregate queries in one read transaction; none returns a row per recording,
+Five small aggregate queries in one read transaction; none returns a row per recording,
 so what a scrape exports stays the same size however many recordings there are.
 """
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from storage.domain import RecordingState
+from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger.engine import aware
 from storage.ledger.tables import Notification, Recording, Run
 
@@ -28,6 +29,7 @@ class LedgerGauges:
     oldest_processing_since: datetime | None
     runs_by_state: dict[str, int]
     notifications_by_state: dict[str, int]
+    rooms_by_state: dict[str, int]
 
 
 def read(ledger: Ledger) -> LedgerGauges:
@@ -47,9 +49,15 @@ def read(ledger: Ledger) -> LedgerGauges:
         notifications = s.execute(
             select(Notification.state, func.count()).group_by(Notification.state)
         ).all()
+        rooms = s.execute(
+            select(Recording.state, func.count())
+            .where(Recording.source == ROOM_SOURCE)
+            .group_by(Recording.state)
+        ).all()
     return LedgerGauges(
         oldest_collecting_event_at=aware(collecting),
         oldest_processing_since=aware(processing),
         runs_by_state={str(state): int(count) for state, count in runs},
         notifications_by_state={str(state): int(count) for state, count in notifications},
+        rooms_by_state={str(state): int(count) for state, count in rooms},
     )
