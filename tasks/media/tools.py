@@ -63,12 +63,7 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
                 beating.stop()
         if code != 0:
             err.seek(0)
-            tail = err.read()[-600:].decode(errors="replace").strip().splitlines()
-            detail = tail[-1] if tail else f"exit code {code}"
-            if "No space left on device" in detail:
-                # Not the media's fault: the run is retried, and fails only if it lasts.
-                raise OSError(errno.ENOSPC, f"{what}: {detail}")
-            raise MediaError(f"{what}: {detail}")
+            raise tool_failure(what, code, err.read()[-4000:].decode(errors="replace"))
         out.seek(0)
         return out.read().decode(errors="replace")
 
@@ -192,6 +187,17 @@ def run_tool_streaming(
         err.seek(0)
         log = err.read().decode(errors="replace")
     if code != 0:
-        tail = [line for line in log.strip().splitlines() if line.strip()]
-        raise MediaError(f"{what}: {tail[-1] if tail else f'exit code {code}'}")
+        raise tool_failure(what, code, log)
     return log
+
+
+def tool_failure(what: str, code: int, stderr: str) -> Exception:
+    """What a failed tool run raises: OSError(ENOSPC) when the disk was full (not the
+    media's fault: the run is retried, and fails only if it lasts), wherever ffmpeg said
+    so in the tail of its report (its last line may be just "Conversion failed!");
+    else MediaError with the last line."""
+    tail = [line.strip() for line in stderr.strip().splitlines() if line.strip()][-20:]
+    for line in reversed(tail):
+        if "No space left on device" in line:
+            return OSError(errno.ENOSPC, f"{what}: {line}")
+    return MediaError(f"{what}: {tail[-1] if tail else f'exit code {code}'}")

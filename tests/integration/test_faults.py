@@ -109,7 +109,12 @@ def check_archive(s3_client, bucket: str, recs: list[Recording], formats=("m4a",
     assert archive_keys(s3_client, bucket) == sorted(
         f"archive/gme/{BIZ}/{rec.id}/{name}"
         for rec in recs
-        for name in [*(f"{rec.id}.{fmt}" for fmt in formats), "manifest.json"]
+        for name in [
+            *(f"{rec.id}.{fmt}" for fmt in formats),
+            f"{rec.id}.peaks.json",
+            "manifest.json",
+            "timeline.json",
+        ]
     )
     for rec in recs:
         found = manifest(s3_client, bucket, rec)
@@ -477,7 +482,13 @@ def test_scratch_disk_full_fails_the_recording_with_the_reason_and_the_worker_se
         assert list(small_scratch.iterdir()) == []
         assert archive_keys(s3_client, bucket) == sorted(
             f"archive/gme/{BIZ}/{small.id}/{name}"
-            for name in (f"{small.id}.m4a", f"{small.id}.wav", "manifest.json")
+            for name in (
+                f"{small.id}.m4a",
+                f"{small.id}.peaks.json",
+                f"{small.id}.wav",
+                "manifest.json",
+                "timeline.json",
+            )
         )
         wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="notifications")
         notes = {parse_body(r)["recording"]["id"]: parse_body(r) for r in receiver.requests}

@@ -72,7 +72,9 @@ def test_recpipe_run_on_the_embedded_defaults_archives_a_recording(tones, tmp_pa
         done = stack.wait_for_state(rec.id, ("archived", "failed"), timeout=120)
         assert done.state == "archived", (done.error, stack.log_text())
         archived = data / "archive" / "gme" / str(BIZ) / rec.id
-        assert sorted(p.name for p in archived.iterdir()) == [f"{rec.id}.m4a", "manifest.json"]
+        assert sorted(p.name for p in archived.iterdir()) == [
+            f"{rec.id}.m4a", f"{rec.id}.peaks.json", "manifest.json", "timeline.json"
+        ]  # fmt: skip
         samples, start = decode(archived / f"{rec.id}.m4a"), 0.0
         for hz in TONES:
             assert abs(dominant_frequency(samples, start + 0.5) - hz) < 15
@@ -278,7 +280,8 @@ def test_revision_2_and_reprocess_with_fewer_outputs_archive_the_right_sound(
         assert manifest(s3_client, bucket, rec)["revision"] == 2
         check_sound(s3_client, bucket, rec, tones, tmp_path)
         assert archive_keys(s3_client, bucket) == [
-            f"{prefix}{rec.id}.m4a", f"{prefix}{rec.id}.mp3", f"{prefix}manifest.json",
+            f"{prefix}{rec.id}.m4a", f"{prefix}{rec.id}.mp3", f"{prefix}{rec.id}.peaks.json",
+            f"{prefix}manifest.json", f"{prefix}timeline.json",
         ]  # fmt: skip
 
         stack.kill("worker", sig=15)
@@ -291,7 +294,9 @@ def test_revision_2_and_reprocess_with_fewer_outputs_archive_the_right_sound(
         assert [(r.revision, r.state) for r in stack.ledger.runs_for(rec.id)][-1] == (3, "archived")
         assert archive_keys(s3_client, bucket) == [
             f"{prefix}{rec.id}.m4a",
+            f"{prefix}{rec.id}.peaks.json",
             f"{prefix}manifest.json",
+            f"{prefix}timeline.json",
         ]
         found = manifest(s3_client, bucket, rec)
         assert found["revision"] == 3 and [o["format"] for o in found["outputs"]] == ["m4a"]

@@ -61,3 +61,21 @@ def test_retry_waits_double_from_2_seconds_up_to_30(retries: int):
 )
 def test_a_run_error_names_the_dependency_that_failed(exc: Exception, starts: str):
     assert describe_fault(exc).startswith(starts)
+
+
+def test_a_full_disk_is_told_apart_wherever_ffmpeg_said_it_in_its_tail():
+    """ffmpeg's last line may be only "Conversion failed!": the disk-full line above it
+    still makes the failure an OSError(ENOSPC), which the run retries; anything else
+    stays a MediaError naming the last line."""
+    import errno
+
+    from tasks.media.tools import MediaError, tool_failure
+
+    report = "size=  1024kB\n[out#0/ipod] Error writing trailer: No space left on device\n"
+    full = tool_failure("transcoding recording r", 1, report + "Conversion failed!\n")
+    assert isinstance(full, OSError) and full.errno == errno.ENOSPC
+    assert "No space left on device" in str(full)
+    bad = tool_failure("transcoding recording r", 1, "x.mp3: Invalid data found\n\n")
+    assert isinstance(bad, MediaError)
+    assert str(bad) == "transcoding recording r: x.mp3: Invalid data found"
+    assert str(tool_failure("probing", 2, "")) == "probing: exit code 2"
