@@ -107,6 +107,16 @@ def depths(settings: Settings, queues: Sequence[str] = QUEUES) -> dict[str, int]
     raise BrokerUnavailableError(f"no queue depth for broker scheme {url.split(':', 1)[0]}")
 
 
+def known_depths(settings: Settings, queues: Sequence[str] = QUEUES) -> dict[str, int | None]:
+    """Like `depths`, for a page or a task that goes on without the broker: None for
+    each queue when the broker did not answer."""
+    try:
+        return dict(depths(settings, queues))
+    except BrokerUnavailableError as exc:
+        log.info("queue_depth.unknown", queues=list(queues), error=str(exc))
+        return dict.fromkeys(queues, None)
+
+
 class QueueDepth:
     """A collector: `recpipe_broker_up` and `recpipe_queue_depth{queue}` per scrape."""
 

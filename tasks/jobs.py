@@ -18,6 +18,7 @@ from celery import Task
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
+from foundation import queues
 from storage.domain import NotificationState, RunState, RunView
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
@@ -220,7 +221,7 @@ def sweep() -> dict[str, int]:
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
-        media_queue_idle=lambda: queue_depth("media") == 0,
+        media_queue_idle=lambda: queues.known_depths(services().settings, ["media"])["media"] == 0,
     )
     counts = {
         "settled": len(report.settled),
@@ -232,21 +233,6 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts
-
-
-def queue_depth(queue: str) -> int | None:
-    """Messages waiting in a queue (not those a worker holds), or None when the broker
-    cannot say. A queue the broker does not know holds nothing (Redis drops an empty
-    list, and kombu then answers NOT_FOUND)."""
-    try:
-        with app.connection_for_read() as conn:
-            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
-            return int(declared.message_count)
-    except Exception as exc:
-        if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
-            return 0
-        log.info("queue_depth.unknown", queue=queue, error=str(exc))
-        return None
 
 
 @app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)

@@ -25,12 +25,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from storage.domain import NotificationState, RecordingState, RunState
-from storage.ledger import Ledger, LedgerUnavailableError, gauges
-
-log = structlog.get_logger("recpipe.webhook")
+from storage.ledger import LedgerGauges
 
 RUN_OUTCOMES = (RunState.ARCHIVED, RunState.FAILED)
 ROOM_STATES = (
@@ -51,49 +47,38 @@ def _age(since: datetime | None, now: datetime) -> float:
     return 0.0 if since is None else max(0.0, (now - since).total_seconds())
 
 
-class LedgerHealth:
-    """A collector; yields nothing when the ledger does not answer (`webhook.metrics`
-    asks it only after the ledger answered, and says `recpipe_ledger_up 0` otherwise)."""
+def health(found: LedgerGauges) -> Iterator[Any]:
+    """The families above from one reading of the ledger (`webhook.metrics` reads it once
+    per scrape, and says `recpipe_ledger_up 0` when the ledger did not answer)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    def __init__(self, ledger: Ledger):
-        self.ledger = ledger
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        try:
-            found = gauges.read(self.ledger)
-        except LedgerUnavailableError:
-            return
-        now = datetime.now(UTC)
-        age = GaugeMetricFamily(
-            "recpipe_recording_oldest_age_seconds",
-            "collecting: seconds since the last event of the quietest collecting recording; "
-            "processing: seconds since the longest-processing recording's run was claimed",
-            labels=["state"],
-        )
-        age.add_metric([RecordingState.COLLECTING], _age(found.oldest_collecting_event_at, now))
-        age.add_metric([RecordingState.PROCESSING], _age(found.oldest_processing_since, now))
-        yield age
-        runs = CounterMetricFamily(
-            "recpipe_runs_finished",
-            "Runs (one per revision of a recording) that ended, by outcome, from the ledger",
-            labels=["outcome"],
-        )
-        for outcome in RUN_OUTCOMES:
-            runs.add_metric([outcome], found.runs_by_state.get(outcome, 0))
-        yield runs
-        notifications = GaugeMetricFamily(
-            "recpipe_notifications",
-            "Downstream notifications in the ledger, by state",
-            labels=["state"],
-        )
-        for state in sorted({*NOTIFICATION_STATES, *found.notifications_by_state}):
-            notifications.add_metric([state], found.notifications_by_state.get(state, 0))
-        yield notifications
-        rooms = GaugeMetricFamily(
-            "recpipe_rooms", "Rooms in the ledger, by state", labels=["state"]
-        )
-        for state in sorted({*ROOM_STATES, *found.rooms_by_state}):
-            rooms.add_metric([state], found.rooms_by_state.get(state, 0))
-        yield rooms
+    now = datetime.now(UTC)
+    age = GaugeMetricFamily(
+        "recpipe_recording_oldest_age_seconds",
+        "collecting: seconds since the last event of the quietest collecting recording; "
+        "processing: seconds since the longest-processing recording's run was claimed",
+        labels=["state"],
+    )
+    age.add_metric([RecordingState.COLLECTING], _age(found.oldest_collecting_event_at, now))
+    age.add_metric([RecordingState.PROCESSING], _age(found.oldest_processing_since, now))
+    yield age
+    runs = CounterMetricFamily(
+        "recpipe_runs_finished",
+        "Runs (one per revision of a recording) that ended, by outcome, from the ledger",
+        labels=["outcome"],
+    )
+    for outcome in RUN_OUTCOMES:
+        runs.add_metric([outcome], found.runs_by_state.get(outcome, 0))
+    yield runs
+    notifications = GaugeMetricFamily(
+        "recpipe_notifications",
+        "Downstream notifications in the ledger, by state",
+        labels=["state"],
+    )
+    for state in sorted({*NOTIFICATION_STATES, *found.notifications_by_state}):
+        notifications.add_metric([state], found.notifications_by_state.get(state, 0))
+    yield notifications
+    rooms = GaugeMetricFamily("recpipe_rooms", "Rooms in the ledger, by state", labels=["state"])
+    for state in sorted({*ROOM_STATES, *found.rooms_by_state}):
+        rooms.add_metric([state], found.rooms_by_state.get(state, 0))
+    yield rooms

@@ -1,8 +1,8 @@
 """Prometheus metrics of the webhook, and what `GET /metrics` answers.
 
 Besides the webhook's own counters, a scrape reports how many recordings are in each
-state, read from the ledger at scrape time (one GROUP BY on an indexed column), the
-ledger's health figures (`webhook.ledger_metrics`), the depth of the broker's queues
+state and the ledger's health figures (`webhook.ledger_metrics`), both read from the
+ledger at scrape time in one session, the depth of the broker's queues
 (`foundation.queues`), and the samples every process of this host wrote in multiprocess
 mode (see `foundation.metrics`).
 """
@@ -20,7 +20,7 @@ from foundation.config import Settings
 from foundation.queues import QueueDepth
 from storage.domain import RecordingState
 from storage.ledger import Ledger, LedgerUnavailableError
-from webhook.ledger_metrics import LedgerHealth
+from webhook import ledger_metrics
 
 log = structlog.get_logger("recpipe.webhook")
 
@@ -60,7 +60,7 @@ class RecordingsByState:
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("recpipe_ledger_up", "1 when the ledger answered this scrape")
         try:
-            counts = self.ledger.count_recordings_by_state()
+            found = self.ledger.read_gauges()
         except LedgerUnavailableError as exc:
             log.warning("metrics.ledger_unavailable", error=str(exc))
             up.add_metric([], 0)
@@ -71,10 +71,11 @@ class RecordingsByState:
         gauge = GaugeMetricFamily(
             "recpipe_recordings", "Recordings in the ledger, by state", labels=["state"]
         )
+        counts = found.recordings_by_state
         for state in sorted({*STATES, *counts}):
             gauge.add_metric([state], counts.get(state, 0))
         yield gauge
-        yield from LedgerHealth(self.ledger).collect()
+        yield from ledger_metrics.health(found)
 
 
 def render(ledger: Ledger, settings: Settings | None = None) -> tuple[bytes, str]:

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from foundation import queues
 from foundation.config import Settings
 from storage.ledger import Ledger, utcnow
 
@@ -104,21 +105,9 @@ class Actions:
         return Outcome("accepted", "stop sent", {"TaskID": task_id, "recordings": recordings})
 
     def queue_depths(self) -> dict[str, int | None]:
-        """Messages waiting in each of Celery's queues; None where the broker did not say."""
-        depths: dict[str, int | None] = {"light": None, "media": None}
-        try:
-            with self.celery.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-                for name in depths:
-                    with conn.channel() as channel:
-                        try:
-                            declared = channel.queue_declare(queue=name, passive=True)
-                        except conn.channel_errors:
-                            continue  # not declared yet: no worker has started
-                        depths[name] = int(declared.message_count)
-        except Exception:  # a page must render while the broker is away
-            return depths
-        return depths
+        """Messages waiting in each of Celery's queues; None where the broker did not say
+        (a page must render while the broker is away)."""
+        return queues.known_depths(self.settings)
 
     def _send(self, name: str, args: list[Any]) -> None:
         try:

@@ -34,25 +34,32 @@ def bad_request(message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify(error=message, **extra), 400
 
 
-def list_filters(args: Any) -> dict[str, Any]:
-    """state, source, since, q, cursor and limit from a query string, checked; the pages use
-    the same reading. Raises BadParameterError naming the parameter."""
+def _when(args: Any, name: str, now: datetime) -> datetime | None:
+    """`since` or `until`: an ISO date/time or an age (see `recpipe.cli.timespec`)."""
     from recpipe.cli.timespec import BadTimeError, parse_when
 
+    raw = args.get(name) or ""
+    if len(raw) > 64:
+        raise BadParameterError(name, "at most 64 characters")
+    if not raw:
+        return None
+    try:
+        return parse_when(raw, now, name)
+    except (BadTimeError, OverflowError, ValueError) as exc:
+        raise BadParameterError(name, str(exc)) from None
+
+
+def list_filters(args: Any) -> dict[str, Any]:
+    """state, source, since, until, q, cursor and limit from a query string, checked; the pages use
+    the same reading. Raises BadParameterError naming the parameter."""
     state = args.get("state") or None
     if state is not None and state not in RECORDING_STATES:
         raise BadParameterError("state", f"one of {', '.join(RECORDING_STATES)}")
     source = args.get("source") or None
     if source is not None and source not in SOURCES:
         raise BadParameterError("source", f"one of {', '.join(SOURCES)}")
-    since = None
-    if len(args.get("since") or "") > 64:
-        raise BadParameterError("since", "at most 64 characters")
-    if args.get("since"):
-        try:
-            since = parse_when(args["since"], datetime.now(UTC), "since")
-        except (BadTimeError, OverflowError, ValueError) as exc:
-            raise BadParameterError("since", str(exc)) from None
+    now = datetime.now(UTC)
+    since, until = (_when(args, name, now) for name in ("since", "until"))
     q = (args.get("q") or "").strip() or None
     if q is not None and (len(q) > MAX_Q or any(ord(c) < 32 for c in q)):
         raise BadParameterError("q", f"at most {MAX_Q} printable characters")
@@ -66,6 +73,7 @@ def list_filters(args: Any) -> dict[str, Any]:
         "state": state,
         "source": source,
         "since": since,
+        "until": until,
         "q": q,
         "cursor": cursor,
         "limit": int(raw_limit),

@@ -200,6 +200,13 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 64},
                         },
                         {
+                            "name": "until",
+                            "in": "query",
+                            "description": "recordings whose first event is before this: "
+                            "an ISO date/time or an age, as `since`",
+                            "schema": {"type": "string", "maxLength": 64},
+                        },
+                        {
                             "name": "q",
                             "in": "query",
                             "description": "a recording id, TaskID, RoomID, UserID, or CSS "

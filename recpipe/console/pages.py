@@ -122,7 +122,7 @@ def blueprint(limiter: Limiter) -> Blueprint:
             return render_template("error.html", code=400, message=str(exc)), 400
         notified = ledger.notification_summary([r.id for r in page.recordings])
         busy = any(r.state in IN_PROGRESS for r in page.recordings)
-        kept = {k: request.args[k] for k in ("state", "source", "since", "q", "limit")
+        kept = {k: request.args[k] for k in ("state", "source", "since", "until", "q", "limit")
                 if request.args.get(k)}  # fmt: skip
         return render_template(
             "recordings.html",

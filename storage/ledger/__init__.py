@@ -3,11 +3,12 @@
 One module per aggregate, each adding its methods to the one `Ledger` front that callers
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
-`notifications`, `callbacks`, `leases` (one beat at a time) and `queries` (what operators
-read), `console` (the console's users, tokens, audit trail and pages). `engine` makes the
-database connection and its sessions; `tables` are the ORM tables that the migrations
-follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
-hands out are its frozen views, never live rows.
+`notifications`, `callbacks`, `leases` (one beat at a time), `queries` (what operators
+read), `gauges` (what a metrics scrape reads) and `console` (the console's users, tokens,
+audit trail and pages). `engine` makes the database connection and its sessions;
+`tables` are the ORM tables that the migrations follow. What the rules are (the
+lifecycle) lives in `storage.domain`; what the ledger hands out are its frozen views,
+never live rows.
 """
 
 from storage.domain import (
@@ -24,6 +25,7 @@ from storage.ledger.callbacks import Callbacks
 from storage.ledger.console import Console
 from storage.ledger.css_intake import CssIntake
 from storage.ledger.engine import LedgerUnavailableError, aware, make_engine, utcnow
+from storage.ledger.gauges import Gauges, LedgerGauges
 from storage.ledger.gme_intake import GmeIntake
 from storage.ledger.leases import Leases
 from storage.ledger.notifications import Notifications
@@ -41,6 +43,7 @@ class Ledger(
     Runs,
     Notifications,
     OperatorQueries,
+    Gauges,
     Rooms,
     Console,
     Leases,
@@ -53,6 +56,7 @@ __all__ = [
     "DeliveryAttemptView",
     "IntakeResult",
     "Ledger",
+    "LedgerGauges",
     "LedgerUnavailableError",
     "NotificationView",
     "RecordingView",

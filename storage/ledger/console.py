@@ -29,6 +29,7 @@ from storage.domain import (
 )
 from storage.ledger.engine import LedgerBase, aware, utcnow
 from storage.ledger.notifications import notification_view
+from storage.ledger.queries import filtered
 from storage.ledger.recordings import recording_view
 from storage.ledger.tables import (
     ApiToken,
@@ -219,6 +220,7 @@ class Console(LedgerBase):
         state: str | None = None,
         source: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         q: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
@@ -228,12 +230,7 @@ class Console(LedgerBase):
         or UserID, or a CSS stream or file id, matched whole."""
         with self.session() as s:
             query = select(Recording).order_by(Recording.created_at.desc(), Recording.id.desc())
-            if state:
-                query = query.where(Recording.state == state)
-            if source:
-                query = query.where(Recording.source == source)
-            if since:
-                query = query.where(Recording.created_at >= since)
+            query = filtered(query, state=state, source=source, since=since, until=until)
             if q:
                 css = select(CssFile.recording_id).where(
                     or_(CssFile.file_id == q, CssFile.stream_id == q)

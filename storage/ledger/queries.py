@@ -4,14 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from storage.domain import RecordingView
 from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger.engine import LedgerBase
 from storage.ledger.recordings import recording_view
 from storage.ledger.tables import CssFile, Recording
+
+Q = TypeVar("Q", bound=Select[Any])
+
+
+def filtered(
+    query: Q,
+    *,
+    state: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Q:
+    """`query` narrowed to recordings in `state`, from `source`, whose first event (their
+    `created_at`) is in [since, until); a filter not given narrows nothing. Shared by the
+    CLI's selections and the console's pages."""
+    if state:
+        query = query.where(Recording.state == state)
+    if source:
+        query = query.where(Recording.source == source)
+    if since:
+        query = query.where(Recording.created_at >= since)
+    if until:
+        query = query.where(Recording.created_at < until)
+    return query
 
 
 class OperatorQueries(LedgerBase):
@@ -51,10 +76,7 @@ class OperatorQueries(LedgerBase):
     ) -> list[RecordingView]:
         with self.session() as s:
             query = select(Recording).order_by(Recording.created_at.desc()).limit(limit)
-            if state:
-                query = query.where(Recording.state == state)
-            if source:
-                query = query.where(Recording.source == source)
+            query = filtered(query, state=state, source=source)
             return [recording_view(s, r, with_parts=False) for r in s.scalars(query)]
 
     def select_recordings(
@@ -72,12 +94,5 @@ class OperatorQueries(LedgerBase):
             query = select(Recording.id).order_by(Recording.created_at, Recording.id)
             if ids is not None:
                 query = query.where(Recording.id.in_(list(ids)))
-            if state:
-                query = query.where(Recording.state == state)
-            if source:
-                query = query.where(Recording.source == source)
-            if since:
-                query = query.where(Recording.created_at >= since)
-            if until:
-                query = query.where(Recording.created_at < until)
+            query = filtered(query, state=state, source=source, since=since, until=until)
             return list(s.scalars(query))

@@ -293,7 +293,11 @@ def test_list_filters_search_and_cursor_pagination(world: World):
     assert world.ids["settle"] in ids("state=collecting&since=1h")
     assert ids("state=collecting&since=2000-01-01T00:00") >= {world.ids["settle"]}
     assert ids("since=2999-01-01") == set()
-    for bad in ("state=nope", "source=x", "since=yesterday-ish", "limit=0", "cursor=%%%"):
+    assert ids("until=2000-01-01") == set()
+    assert world.ids["settle"] in ids("since=1h&until=2999-01-01")
+    assert world.ids["settle"] not in ids("since=1h&until=1h")
+    for bad in ("state=nope", "source=x", "since=yesterday-ish", "until=soon", "limit=0",
+                "cursor=%%%"):  # fmt: skip
         assert client.get(f"/api/v1/recordings?{bad}", headers=headers).status_code == 400
 
 

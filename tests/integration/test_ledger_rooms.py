@@ -80,11 +80,10 @@ def test_mixed_stream_recordings_make_no_room(ledger: Ledger):
 
 def test_the_rooms_gauge_counts_rooms_by_state_and_not_their_users(ledger: Ledger):
     """`recpipe_rooms{state}` reads this: one collecting room, its two users not counted."""
-    from storage.ledger import gauges
 
-    assert gauges.read(ledger).rooms_by_state == {}
+    assert ledger.read_gauges().rooms_by_state == {}
     now = utcnow()
     alice, bob = archived_user(ledger, "alice"), archived_user(ledger, "bob")
     ledger.note_room_member(alice, now=now, settle_seconds=30)
     ledger.note_room_member(bob, now=now, settle_seconds=30)
-    assert gauges.read(ledger).rooms_by_state == {"collecting": 1}
+    assert ledger.read_gauges().rooms_by_state == {"collecting": 1}
