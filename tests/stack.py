@@ -62,6 +62,23 @@ class Receiver:
         self.server.server_close()
 
 
+def stack_env(
+    tmp_path: Path, database_url: str, broker_url: str, s3: str, bucket: str, **extra: str
+) -> dict[str, str]:
+    """The settings every end-to-end stack shares: its own data folder, the ledger, the
+    broker, the archive in `bucket` on the S3 server `s3`, quick settling and sweeps.
+    `extra` adds or overrides (the GME source and keys, the CSS key and hosts, ...)."""
+    return {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": database_url,
+        "RECPIPE_BROKER_URL": broker_url,
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3}",
+        "RECPIPE_SETTLE_SECONDS": "2",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        **extra,
+    }
+
+
 class Stack:
     def __init__(self, env: dict[str, str], logs: Path):
         # Worker metrics ports are off unless a test asks for one: concurrent stacks on one

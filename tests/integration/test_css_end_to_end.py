@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import free_port, wait_for
 from tests.media import decode, dominant_frequency, duration, make_hls, make_video, streams
-from tests.stack import FileServer, Stack, parse_body
+from tests.stack import FileServer, Stack, parse_body, stack_env
 from webhook.verify import css_sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -39,16 +39,11 @@ def media(tmp_path: Path):
 @pytest.fixture
 def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
     env = {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        **stack_env(tmp_path, pg_url, redis_url, s3_endpoint, bucket),
         "RECPIPE_CSS_CALLBACK_KEY": KEY,
         "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
         "RECPIPE_NOTIFY_URLS": receiver.url,
         "RECPIPE_NOTIFY_SECRET": whsec,
-        "RECPIPE_SETTLE_SECONDS": "2",
-        "RECPIPE_SWEEP_SECONDS": "1",
         # Should a message be lost, the sweep takes the run over soon rather than after
         # the default 15 minutes.
         "RECPIPE_STUCK_AFTER_SECONDS": "30",

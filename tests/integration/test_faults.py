@@ -34,7 +34,7 @@ from tests.integration.test_durability import (
     wait_all,
 )
 from tests.media import decode, dominant_frequency, duration, make_tone
-from tests.stack import Stack, parse_body
+from tests.stack import Stack, parse_body, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -63,18 +63,14 @@ def s3_proxy(s3_endpoint: str):
 
 
 def make_env(tmp_path: Path, database_url: str, broker_url: str, s3: str, bucket: str, **extra):
-    return {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": database_url,
-        "RECPIPE_BROKER_URL": broker_url,
-        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3}",
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3}",
-        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
-        "RECPIPE_SETTLE_SECONDS": "2",
-        "RECPIPE_SWEEP_SECONDS": "1",
-        "RECPIPE_MAX_WAIT_SECONDS": "30",
+    """A GME stack's settings (`tests.stack.stack_env` with the source and the keys)."""
+    return stack_env(
+        tmp_path, database_url, broker_url, s3, bucket,
+        RECPIPE_GME_SOURCE_URL=f"s3://{bucket}/cos?endpoint_url={s3}",
+        RECPIPE_GME_SECRET_KEYS=f"{BIZ}={SECRET}",
+        RECPIPE_MAX_WAIT_SECONDS="30",
         **extra,
-    }
+    )  # fmt: skip
 
 
 def migrate(database_url: str) -> None:
@@ -510,18 +506,12 @@ def test_css_source_that_never_ends_fails_at_its_time_bound_with_the_reason(
     from tests.integration.test_fetch_bounds import Hostile
 
     hostile = Hostile()
-    env = {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
-        "RECPIPE_CSS_CALLBACK_KEY": KEY,
-        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
-        "RECPIPE_NOTIFY_URLS": receiver.url,
-        "RECPIPE_SETTLE_SECONDS": "1",
-        "RECPIPE_SWEEP_SECONDS": "1",
-        "RECPIPE_CSS_FETCH_MAX_SECONDS": "3",
-    }
+    env = stack_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS="127.0.0.1",
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SETTLE_SECONDS="1",
+        RECPIPE_CSS_FETCH_MAX_SECONDS="3",
+    )  # fmt: skip
     migrate(pg_url)
     stack = Stack(env, tmp_path / "logs")
     try:

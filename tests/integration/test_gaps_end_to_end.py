@@ -35,7 +35,7 @@ from tests.integration.test_durability import (
 )
 from tests.integration.test_faults import callbacks_of, check_sound, make_env, migrate
 from tests.media import decode, dominant_frequency, make_tone
-from tests.stack import Receiver, Stack, parse_body
+from tests.stack import Receiver, Stack, parse_body, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 CLI = [sys.executable, "-m", "recpipe"]
@@ -322,18 +322,12 @@ def test_css_bridging_file_when_one_side_is_already_archived(
     for name, hz in tones_hz.items():
         make_video(www / f"{name}.mp4", hz, 2.0)
     server = FileServer(www)
-    env = {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
-        "RECPIPE_CSS_CALLBACK_KEY": KEY,
-        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
-        "RECPIPE_NOTIFY_URLS": receiver.url,
-        "RECPIPE_SETTLE_SECONDS": "3",
-        "RECPIPE_SWEEP_SECONDS": "1",
-        "RECPIPE_VIDEO_FORMATS": "m4a",
-    }
+    env = stack_env(
+        tmp_path, pg_url, redis_url, s3_endpoint, bucket,
+        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS="127.0.0.1",
+        RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SETTLE_SECONDS="3",
+        RECPIPE_VIDEO_FORMATS="m4a",
+    )  # fmt: skip
     migrate(pg_url)
     stack = Stack(env, tmp_path / "logs")
 
