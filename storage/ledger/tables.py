@@ -135,7 +135,7 @@ class Notification(Base):
     event_type: Mapped[str] = mapped_column(String(32))
     webhook_id: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING)
+    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
