@@ -263,3 +263,56 @@ def test_a_viewer_sees_a_simulated_room_s_participants_on_one_clock_and_plays_th
             viewer.wait_for_url(f"{console}/rooms/{room_id}")
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
+def test_a_page_in_progress_is_not_reloaded_while_its_player_plays(tmp_path: Path):
+    """The console's own script, on a page that asks to be refreshed every second: while
+    its player plays the page stays (no second request for it); once paused, it reloads."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.media import make_tone
+
+    tone = make_tone(tmp_path / "tone.mp3", 440.0, 30.0).read_bytes()
+    script = (ROOT / "recpipe" / "console" / "static" / "console.js").read_text()
+    page_html = (
+        '<!doctype html><html><head><script src="/console.js" defer></script></head>'
+        '<body data-refresh="1"><audio id="player" src="/tone.mp3" loop></audio></body></html>'
+    )
+    served: list[str] = []
+
+    def serve(route) -> None:
+        path = route.request.url.removeprefix("http://console.test")
+        served.append(path)
+        body, kind = {
+            "/page": (page_html, "text/html"),
+            "/console.js": (script, "text/javascript"),
+            "/tone.mp3": (tone, "audio/mpeg"),
+        }.get(path, ("", "text/plain"))
+        route.fulfill(status=200 if body else 404, body=body, content_type=kind)
+
+    def pages() -> int:
+        return served.count("/page")
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            viewer = browser.new_page()
+            viewer.route("http://console.test/**", serve)
+            viewer.goto("http://console.test/page")
+            viewer.evaluate(
+                "() => { const a = document.getElementById('player'); a.muted = true; a.play(); }"
+            )
+            viewer.wait_for_function(
+                "() => document.getElementById('player').currentTime > 0.2", timeout=30_000
+            )
+            viewer.wait_for_timeout(3_000)  # three refresh periods of playing
+            assert pages() == 1
+            viewer.evaluate("() => document.getElementById('player').pause()")
+            for _ in range(100):
+                if pages() >= 2:
+                    break
+                viewer.wait_for_timeout(100)
+            assert pages() >= 2
+        finally:
+            browser.close()

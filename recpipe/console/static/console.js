@@ -26,6 +26,27 @@ function selectText(button) {
   selection.addRange(range);
 }
 
+// --- refreshing a page whose work is in progress ----------------------------------
+// The page says how often (`data-refresh`, seconds). It is not reloaded while a player
+// plays or a field has the focus: the countdown starts again once it is quiet.
+
+function refreshWhenQuiet() {
+  const seconds = Number(document.body.dataset.refresh || 0);
+  if (!seconds) return;
+  let due = Date.now() + seconds * 1000;
+  const busy = () =>
+    [...document.querySelectorAll("audio, video")].some((m) => !m.paused && !m.ended) ||
+    (document.activeElement !== null && document.activeElement.matches("input, select, textarea"));
+  setInterval(() => {
+    if (busy()) {
+      due = Date.now() + seconds * 1000;
+    } else if (Date.now() >= due) {
+      window.location.reload();
+    }
+  }, 250);
+}
+document.addEventListener("DOMContentLoaded", refreshWhenQuiet);
+
 // --- the player --------------------------------------------------------------------
 
 function pageData() {
