@@ -113,16 +113,11 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Add a user (the password is asked for, or read from standard input)."""
-    from recpipe.console.auth import MIN_PASSWORD, hash_password
+    from recpipe.console.auth import hash_password
     from storage.ledger.console import DuplicateNameError
 
     _name(name)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD:
-        fail(f"the password needs at least {MIN_PASSWORD} characters", 2)
+    password = _new_password(password_stdin)
     ledger = _ledger()
     with operator_errors():
         try:
@@ -131,6 +126,34 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
             fail(str(exc))
         ledger.record_action(_cli_actor(), "user.add", target=name, detail={"role": role})
     click.echo(f"added {role} {name}")
+
+
+@users.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+def users_password(name: str, password_stdin: bool) -> None:
+    """Set a user's password; their sessions end at their next request."""
+    from recpipe.console.auth import hash_password
+
+    password = _new_password(password_stdin)
+    ledger = _ledger()
+    with operator_errors():
+        if not ledger.set_password_hash(_name(name), hash_password(password)):
+            fail(f"no user named {name!r}")
+        ledger.record_action(_cli_actor(), "user.password", target=name)
+    click.echo(f"password of {name} set")
+
+
+def _new_password(from_stdin: bool) -> str:
+    from recpipe.console.auth import MIN_PASSWORD
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        fail(f"the password needs at least {MIN_PASSWORD} characters", 2)
+    return password
 
 
 @users.command("list")

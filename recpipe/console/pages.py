@@ -91,6 +91,34 @@ def blueprint(limiter: Limiter) -> Blueprint:
         session.clear()
         return redirect(url_for("pages.login"))
 
+    @bp.route("/account/password", methods=["GET", "POST"])
+    @needs("read", api=False)
+    @limiter.limit("5 per minute;20 per hour", methods=["POST"], deduct_when=_failed_sign_in)
+    def password() -> Any:
+        """A signed-in user changes their own password: the current one, then the new one
+        twice. Every other session of theirs ends (a session is stamped with the hash)."""
+        if request.method == "GET":
+            return render_template("password.html")
+        who = g.principal
+        ledger = console()["ledger"]
+        user = ledger.console_user(who.name)
+        current = request.form.get("current", "")
+        new, again = request.form.get("new", ""), request.form.get("again", "")
+        if user is None or not auth.verify_password(user.password_hash, current):
+            return render_template("password.html", error="The current password is wrong."), 401
+        if new != again:
+            return render_template("password.html", error="The new passwords differ."), 400
+        if len(new) < auth.MIN_PASSWORD:
+            error = f"The new password needs at least {auth.MIN_PASSWORD} characters."
+            return render_template("password.html", error=error), 400
+        ledger.set_password_hash(user.name, auth.hash_password(new))
+        ledger.record_action(who.actor, "user.password", target=user.name)
+        changed = ledger.console_user(user.name)
+        if changed is not None:  # this session goes on under the new stamp
+            login_user(auth.SessionUser(changed))
+        flash("Your password is changed; your other sessions have ended.", "ok")
+        return redirect(url_for("pages.home"))
+
     @bp.get("/")
     @needs("read", api=False)
     def home() -> Any:

@@ -27,6 +27,7 @@ from storage.ledger import Ledger
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.console_helpers import (
     HOSTILE,
+    PASSWORD,
     People,
     add_people,
     archived_room,
@@ -633,3 +634,33 @@ def test_the_sign_in_page_loads_only_its_stylesheet(world: World):
         assert anonymous.get(f"/static/console/{traversal}").status_code in (401, 404)
     signed_in, _ = caller(world, "read", "page")
     assert signed_in.get("/static/console/../app.py").status_code == 404
+
+
+def test_a_user_changes_their_password_and_their_other_sessions_end(world: World):
+    name = f"pat{uuid.uuid4().hex[:6]}"
+    world.ledger.add_user(name, "viewer", auth.hash_password(PASSWORD))
+    here, elsewhere = world.app.test_client(), world.app.test_client()
+    assert sign_in(here, name).status_code == sign_in(elsewhere, name).status_code == 302
+    form = here.get("/account/password")
+    assert form.status_code == 200 and 'name="current"' in form.get_data(as_text=True)
+    token = csrf_of(form.get_data(as_text=True))
+    new = "a new and longer password"
+
+    def change(current: str, first: str, again: str, csrf: str | None = token) -> int:
+        data = {"current": current, "new": first, "again": again}
+        if csrf is not None:
+            data["csrf_token"] = csrf
+        return here.post("/account/password", data=data).status_code
+
+    assert change(PASSWORD, new, new, csrf=None) == 400  # no CSRF token
+    assert change("not the password", new, new) == 401
+    assert change(PASSWORD, new, new + "!") == 400  # the two differ
+    assert change(PASSWORD, "short", "short") == 400
+    assert elsewhere.get("/").status_code == 200  # nothing changed yet
+    assert change(PASSWORD, new, new) == 302
+    assert here.get("/").status_code == 200  # this session goes on
+    assert elsewhere.get("/").status_code == 302  # the other one ended
+    assert sign_in(world.app.test_client(), name).status_code == 401
+    assert sign_in(world.app.test_client(), name, new).status_code == 302
+    [entry] = [e for e in world.ledger.audit_trail() if e.target == name]
+    assert (entry.actor, entry.action) == (f"user:{name}", "user.password")

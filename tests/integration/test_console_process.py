@@ -79,6 +79,14 @@ def test_users_are_added_listed_and_removed_with_passwords_kept_as_argon2(env):
         stored = conn.execute(text("SELECT password_hash FROM console_users")).scalar_one()
     engine.dispose()
     assert stored.startswith("$argon2id$") and "a long enough password" not in stored
+    changed = cli(env, "users", "password", "otto", "--password-stdin",
+                  stdin="another long password\n")  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT password_hash FROM console_users")).scalar_one() != stored
+    engine.dispose()
+    nobody = cli(env, "users", "password", "nobody", "--password-stdin", stdin="y" * 20 + "\n")
+    assert nobody.returncode == 1 and "no user" in nobody.stderr
     assert cli(env, "users", "remove", "otto").returncode == 0
     assert cli(env, "users", "remove", "otto").returncode == 1
     assert cli(env, "users", "list").stdout == ""
