@@ -54,6 +54,11 @@ class PostgresServer:
         )  # fmt: skip
         self.url = f"postgresql+psycopg://postgres@{host}:{self.port}/postgres"
 
+    def trust(self, network: str) -> None:
+        """Let clients from `network` (e.g. 10.1.2.0/24) in without a password."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
+
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
             [*self.as_user, str(self.bindir / tool), *args],

@@ -294,6 +294,7 @@ class RedisServer:
             [
                 "redis-server", "--port", str(self.port), "--bind", self.host,
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--protected-mode", "no" if self.host != "127.0.0.1" else "yes",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
