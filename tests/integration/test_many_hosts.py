@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -115,6 +116,13 @@ def host_env(host: Host, servers: dict[str, str], bucket: str, source: str, noti
     }
 
 
+def reaches(host: Host, address: str | None, port: int | None) -> bool:
+    """A TCP connection from `host` to address:port succeeds."""
+    probe = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)"
+    command = host.command([sys.executable, "-c", probe, str(address), str(port)])
+    return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+
+
 class ScratchWatch:
     """Polls each host's scratch directory: which run directories appeared on which host."""
 
@@ -183,6 +191,11 @@ def test_hosts_that_share_nothing_archive_a_burst_and_a_dead_media_host_work_mov
     hosts = network.hosts
     for host in hosts.values():
         assert host.visible_hosts() == [host.name], f"{host.name} sees another host's disk"
+    broker = urlsplit(servers["broker"])
+    assert reaches(hosts["media2"], broker.hostname, broker.port)
+    # The machine's own services, on its loopback, are out of a host's reach.
+    assert not reaches(hosts["media2"], "127.0.0.1", 5432)
+    assert not reaches(hosts["media2"], "127.0.0.1", 6379)
 
     s3_client = boto3.client("s3", endpoint_url=servers["s3"], region_name="us-east-1")
     bucket = "recpipe-hosts"
