@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from storage.domain import lifecycle
 from storage.ledger import utcnow
 from tasks.services import Services
 
@@ -29,7 +30,7 @@ def sweep(
     redeliver: Callable[[int], None],
     media_queue_idle: Callable[[], bool] = lambda: False,
     now: datetime | None = None,
-    max_run_attempts: int = 3,
+    max_takeovers: int = lifecycle.MAX_TAKEOVERS,
 ) -> SweepReport:
     """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
     were never notified, and deliveries.
@@ -37,7 +38,11 @@ def sweep(
     A queued run waits in the media queue for as long as the queue is busy; but when the
     queue is idle and the run was dispatched more than `requeue_after_seconds` ago, its
     task is gone (a retry that could not be published, a message lost with a broker), and
-    it is handed out again at once instead of after `stuck_after_seconds`."""
+    it is handed out again at once instead of after `stuck_after_seconds`.
+
+    A running run without a heartbeat for `stuck_after_seconds` lost its worker: it goes
+    back to the queue as a takeover, or fails once it was taken over `max_takeovers`
+    times. Its task's own retries do not count against that."""
     now = now or utcnow()
     cfg, ledger = services.settings, services.ledger
     lease = timedelta(seconds=max(cfg.sweep_seconds * 3, 30))
@@ -49,16 +54,18 @@ def sweep(
 
     redispatched, failed = [], []
     queued_after = cfg.requeue_after_seconds if media_queue_idle() else None
-    for run_id, attempts in ledger.stale_runs(
-        now, cfg.stuck_after_seconds, queued_after=queued_after
-    ):
-        if attempts >= max_run_attempts:
-            ledger.fail_run(run_id, now=now, error=f"stuck: no progress after {attempts} attempts")
-            failed.append(run_id)
-            notify(run_id)
-        else:
-            redispatch_run(run_id)
-            redispatched.append(run_id)
+    for stale in ledger.stale_runs(now, cfg.stuck_after_seconds, queued_after=queued_after):
+        if stale.worker_lost:
+            if lifecycle.gives_up_on(stale.takeovers, max_takeovers):
+                lost = stale.takeovers + 1
+                ledger.fail_run(stale.id, now=now, error=f"stuck: its worker was lost {lost} times")
+                failed.append(stale.id)
+                notify(stale.id)
+                continue
+            if not ledger.take_over_run(stale.id, now=now, stuck_after=cfg.stuck_after_seconds):
+                continue
+        redispatch_run(stale.id)
+        redispatched.append(stale.id)
 
     # A run that finished (or was failed above) but whose notify task was lost.
     renotified = ledger.lease_unnotified_runs(now, now - timedelta(seconds=cfg.stuck_after_seconds))

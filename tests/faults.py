@@ -34,12 +34,12 @@ class PostgresServer:
     """initdb into a directory of its own, then `pg_ctl` start/stop, as the `postgres` user
     when the tests run as root (PostgreSQL refuses to run as root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         bindir = _pg_bindir()
         if bindir is None:
             pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
         self.bindir = bindir
-        self.port = free_port()
+        self.host, self.port = host, free_port()
         # Not under pytest's tmp_path: its parents are private to root, and the server
         # runs as another user.
         self.root = Path(tempfile.mkdtemp(prefix="recpipe-pg-"))
@@ -52,7 +52,12 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
             "-E", "UTF8",
         )  # fmt: skip
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = f"postgresql+psycopg://postgres@{host}:{self.port}/postgres"
+
+    def trust(self, network: str) -> None:
+        """Let clients from `network` (e.g. 10.1.2.0/24) in without a password."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
@@ -64,7 +69,7 @@ class PostgresServer:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            f"-p {self.port} -c listen_addresses={self.host} -k {self.root} -c fsync=off "
             "-c full_page_writes=off -c max_connections=200"
         )
         self._run(

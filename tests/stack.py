@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +35,7 @@ class Receiver:
     answer: int = 204
     requests: list[Received] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         receiver = self
@@ -49,13 +51,13 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/recpipe"
+        return f"http://{self.host}:{self.port}/hooks/recpipe"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -80,21 +82,36 @@ def stack_env(
 
 
 class Stack:
-    def __init__(self, env: dict[str, str], logs: Path):
+    """recpipe's processes with one environment. `address` is where the webhook listens and
+    `wrap` turns a command into the one that runs it there (another host: tests/hosts.py)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        logs: Path,
+        *,
+        address: str = "127.0.0.1",
+        wrap: Callable[[list[str]], list[str]] = list,
+    ):
         # Worker metrics ports are off unless a test asks for one: concurrent stacks on one
         # machine would otherwise contend for the default port.
         self.env = {**os.environ, "RECPIPE_METRICS_PORT": "0", **env}
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
+        self.address, self.wrap = address, wrap
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{address}:{self.port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ledger = Ledger(env["RECPIPE_DATABASE_URL"])
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.wrap(args),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.processes[name] = process
         return process
@@ -103,8 +120,8 @@ class Stack:
         self._spawn(
             "webhook",
             [
-                sys.executable, "-m", "recpipe", "serve", "--port", str(self.port),
-                "--workers", str(workers), *options,
+                sys.executable, "-m", "recpipe", "serve", "--host", self.address,
+                "--port", str(self.port), "--workers", str(workers), *options,
             ],
         )  # fmt: skip
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="webhook")

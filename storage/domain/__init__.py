@@ -30,6 +30,7 @@ from storage.domain.views import (
     RecordingView,
     RunView,
     SegmentView,
+    StaleRun,
     StoredCallback,
 )
 
@@ -58,6 +59,7 @@ __all__ = [
     "RunView",
     "SegmentState",
     "SegmentView",
+    "StaleRun",
     "StoredCallback",
     "UnsafeKeyError",
     "has_control_characters",

@@ -243,6 +243,19 @@ def run_ended(
     return replace(recording, state=state, error=error)
 
 
+# How often a run is taken over from a lost worker before it is failed: a recording that
+# takes down every worker it reaches must end, with a reason, not loop.
+MAX_TAKEOVERS = 2
+
+
+def gives_up_on(takeovers: int, max_takeovers: int = MAX_TAKEOVERS) -> bool:
+    """The sweep found a run's worker lost (running, no heartbeat for the stuck time): fail
+    the run instead of taking it over once more? Only takeovers count. A task's own retries
+    (the object store or the ledger was away) add to the run's attempts, not to its
+    takeovers, so a run that was retried and then lost its worker is still taken over."""
+    return takeovers >= max_takeovers
+
+
 @dataclass(frozen=True)
 class TouchedRecording:
     """A recording with a file whose time range touches a new CSS file's."""

@@ -71,6 +71,18 @@ class RunView:
     manifest_url: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Times the sweep took the run over from a lost worker (`attempts` counts retries too).
+    takeovers: int = 0
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    """A run the sweep must look at: queued but not (or long ago) dispatched, or running
+    with no heartbeat for the stuck time (`worker_lost`)."""
+
+    id: str
+    worker_lost: bool
+    takeovers: int
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
-from storage.domain import RunState, RunView, lifecycle
+from storage.domain import RunState, RunView, StaleRun, lifecycle
 from storage.ledger.engine import LedgerBase, aware
 from storage.ledger.recordings import recording_view, set_status, status_of
 from storage.ledger.tables import Recording, Run
@@ -35,8 +35,10 @@ class Runs(LedgerBase):
         """
         stale = now - timedelta(seconds=stale_after)
         running = Run.state == RunState.RUNNING
-        taken_over = running & (Run.heartbeat_at < stale)
+        lost = running & (Run.heartbeat_at < stale)  # its worker is gone: a takeover
+        taken_over = lost
         if resume_attempt is not None:
+            lost = lost & (Run.attempts != resume_attempt)
             taken_over = taken_over | (running & (Run.attempts == resume_attempt))
         with self.session() as s:
             result = s.execute(
@@ -45,6 +47,7 @@ class Runs(LedgerBase):
                 .values(
                     state=RunState.RUNNING,
                     attempts=Run.attempts + 1,
+                    takeovers=Run.takeovers + case((lost, 1), else_=0),
                     started_at=func.coalesce(Run.started_at, now),
                     heartbeat_at=now,
                     worker=worker,
@@ -74,6 +77,7 @@ class Runs(LedgerBase):
                 manifest_url=run.manifest_url,
                 started_at=aware(run.started_at),
                 finished_at=aware(run.finished_at),
+                takeovers=run.takeovers,
             )
 
     def runs_for(self, recording_id: str) -> list[RunView]:
@@ -178,15 +182,15 @@ class Runs(LedgerBase):
         limit: int = 100,
         *,
         queued_after: float | None = None,
-    ) -> list[tuple[str, int]]:
-        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`;
-        queued runs dispatched more than `queued_after` ago too, when given (the caller
-        knows their queue is idle, so their task is gone)."""
+    ) -> list[StaleRun]:
+        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`
+        (their worker was lost); queued runs dispatched more than `queued_after` ago too,
+        when given (the caller knows their queue is idle, so their task is gone)."""
         cutoff = now - timedelta(seconds=stuck_after)
         queued_cutoff = now - timedelta(seconds=min(stuck_after, queued_after or stuck_after))
         with self.session() as s:
             rows = s.execute(
-                select(Run.id, Run.attempts)
+                select(Run.id, Run.state, Run.takeovers)
                 .where(
                     or_(
                         (Run.state == RunState.QUEUED)
@@ -196,4 +200,21 @@ class Runs(LedgerBase):
                 )
                 .limit(limit)
             ).all()
-        return [(str(r[0]), int(r[1])) for r in rows]
+        return [StaleRun(str(r[0]), r[1] == RunState.RUNNING, int(r[2])) for r in rows]
+
+    def take_over_run(self, run_id: str, *, now: datetime, stuck_after: float) -> bool:
+        """A run whose worker was lost goes back to the queue, not yet dispatched, with one
+        takeover more. False when it moved meanwhile (its worker was only slow)."""
+        cutoff = now - timedelta(seconds=stuck_after)
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == RunState.RUNNING, Run.heartbeat_at < cutoff)
+                .values(
+                    state=RunState.QUEUED,
+                    step=None,
+                    dispatched_at=None,
+                    takeovers=Run.takeovers + 1,
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]

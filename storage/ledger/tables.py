@@ -107,6 +107,8 @@ class Run(Base):
     step: Mapped[str | None] = mapped_column(String(16))
     steps: Mapped[list[Any]] = mapped_column(default=list)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times the sweep took the run from a lost worker; a task's own retries do not count.
+    takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime]
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

@@ -281,10 +281,10 @@ def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
 class RedisServer:
     """A throwaway redis-server of the test's own, that the test stops and starts."""
 
-    def __init__(self, workdir: Path):
-        self.port = free_port()
+    def __init__(self, workdir: Path, host: str = "127.0.0.1"):
+        self.host, self.port = host, free_port()
         self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -292,8 +292,9 @@ class RedisServer:
 
         self.process = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "redis-server", "--port", str(self.port), "--bind", self.host,
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--protected-mode", "no" if self.host != "127.0.0.1" else "yes",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

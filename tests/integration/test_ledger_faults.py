@@ -5,7 +5,12 @@ from datetime import timedelta
 
 import pytest
 
+from foundation.config import Settings
+from storage.domain import StaleRun
 from storage.ledger import Ledger, utcnow
+from storage.objectstore import store_from_url
+from tasks import sweeping
+from tasks.services import Services
 from tests.integration.test_ledger_durability import RID, record
 
 pytestmark = pytest.mark.integration
@@ -46,12 +51,78 @@ def test_a_released_run_counts_as_dispatched_now_and_idle_queues_requeue_it_soon
     ledger.mark_run_dispatched(run_id, dispatched)
     now = utcnow()
     assert ledger.stale_runs(now, 900) == []
-    assert ledger.stale_runs(now, 900, queued_after=60) == [(run_id, 0)]
+    assert ledger.stale_runs(now, 900, queued_after=60) == [StaleRun(run_id, False, 0)]
     ledger.start_run(run_id, worker="a", now=now, stale_after=900)
     ledger.release_run(run_id, now=now)
     assert ledger.run(run_id).state == "queued"
     assert ledger.stale_runs(now + timedelta(seconds=30), 900, queued_after=60) == []
-    assert ledger.stale_runs(now + timedelta(seconds=61), 900, queued_after=60) == [(run_id, 1)]
+    assert ledger.stale_runs(now + timedelta(seconds=61), 900, queued_after=60) == [
+        StaleRun(run_id, False, 0)
+    ]
+
+
+def test_a_run_retried_twice_that_then_lost_its_worker_is_taken_over_not_failed(
+    ledger: Ledger, tmp_path
+):
+    """A task's retries (the object store was away) count as attempts, not takeovers: a run
+    retried twice whose worker then dies is handed out again by the sweep and taken over;
+    only a run whose worker was lost three times is failed as stuck."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    stuck = settings.stuck_after_seconds
+    run_id = queued_run(ledger)
+    dispatched: list[str] = []
+
+    def sweep(at):
+        return sweeping.sweep(
+            services,
+            settle_later=lambda rid: None,
+            redispatch_run=dispatched.append,
+            notify=lambda rid: None,
+            redeliver=lambda nid: None,
+            now=at,
+        )
+
+    now = utcnow()
+    ledger.mark_run_dispatched(run_id, now)
+    for _ in range(2):  # attempts 1 and 2 are handed back for their task's retry
+        assert ledger.start_run(run_id, worker="a", now=now, stale_after=stuck) is not None
+        ledger.release_run(run_id, now=now)
+    third = ledger.start_run(run_id, worker="a", now=now, stale_after=stuck)
+    assert (third.attempts, third.takeovers) == (3, 0)
+
+    now += timedelta(seconds=stuck + 1)  # worker a dies
+    report = sweep(now)
+    assert (report.redispatched_runs, report.failed_runs) == ([run_id], [])
+    queued = ledger.run(run_id)
+    assert (queued.state, queued.takeovers) == ("queued", 1)
+    assert ledger.start_run(run_id, worker="b", now=now, stale_after=stuck) is not None
+    assert sweep(now + timedelta(seconds=1)).redispatched_runs == []  # b holds it
+
+    now += timedelta(seconds=stuck + 1)  # worker b dies too
+    assert sweep(now).redispatched_runs == [run_id]
+    ledger.start_run(run_id, worker="c", now=now, stale_after=stuck)
+    now += timedelta(seconds=stuck + 1)  # and c: the third lost worker
+    report = sweep(now)
+    assert (report.redispatched_runs, report.failed_runs) == ([], [run_id])
+    failed = ledger.run(run_id)
+    assert (failed.state, failed.attempts, failed.takeovers) == ("failed", 5, 2)
+    assert failed.error == "stuck: its worker was lost 3 times"
+    assert dispatched == [run_id, run_id]
+
+
+def test_a_worker_that_takes_a_run_with_a_stale_heartbeat_counts_a_takeover(ledger: Ledger):
+    """A redelivered message can reach a run whose worker died before the sweep does: that
+    start is a takeover too; a retry taking back its own attempt is not."""
+    run_id = queued_run(ledger)
+    now = utcnow()
+    ledger.start_run(run_id, worker="a", now=now, stale_after=60)
+    later = now + timedelta(seconds=61)
+    again = ledger.start_run(run_id, worker="b", now=later, stale_after=60, resume_attempt=1)
+    assert (again.attempts, again.takeovers) == (2, 0)
+    taken = ledger.start_run(run_id, worker="c", now=later + timedelta(seconds=61), stale_after=60)
+    assert (taken.attempts, taken.takeovers) == (3, 1)
 
 
 def test_one_holder_per_lease_until_it_lapses(ledger: Ledger):

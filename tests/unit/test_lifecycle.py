@@ -163,3 +163,10 @@ def test_a_css_file_joins_the_first_recording_it_touches_and_folds_unprocessed_o
     touching: list[TouchedRecording], placement: CssPlacement
 ):
     assert lifecycle.place_css_file(touching) == placement
+
+
+@pytest.mark.parametrize(("takeovers", "gives_up"), [(0, False), (1, False), (2, True), (5, True)])
+def test_a_lost_worker_is_taken_over_twice_and_the_third_loss_fails_the_run(
+    takeovers: int, gives_up: bool
+):
+    assert lifecycle.gives_up_on(takeovers) is gives_up
