@@ -1,7 +1,7 @@
 """runs.takeovers: a run's takeovers from lost workers, apart from its task's retries
 
-Revision ID: 0008_hosts
-Revises: 0007_faults
+Revision ID: 0009_hosts
+Revises: 0008_indexes
 Create Date: 2026-12-01 10:00:00.000000
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0008_hosts'
-down_revision = '0007_faults'
+revision = '0009_hosts'
+down_revision = '0008_indexes'
 branch_labels = None
 depends_on = None
 
