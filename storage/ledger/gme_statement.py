@@ -4,8 +4,9 @@
 segment bookkeeping atomically, for every request the vendor sends. Step by step
 (`storage.ledger.gme_intake`) that is a transaction of BEGIN, up to five statements and
 COMMIT: up to seven round trips, and most of the webhook's CPU. Here it is one statement
-with data-modifying CTEs, sent on the pooled psycopg connection in autocommit mode (a
-single statement is its own transaction) and prepared by psycopg after its first few runs.
+with data-modifying CTEs, sent on the calling thread's own psycopg connection
+(`storage.ledger.engine.ThreadConnections`) in autocommit mode (a single statement is its
+own transaction) and prepared by psycopg after its first few runs.
 
 It applies the lifecycle rules (`storage.domain.lifecycle.gme_event`) that the step-by-step
 path (`storage.ledger.gme_intake.apply_gme_event`) calls, with one difference forced by
@@ -144,6 +145,8 @@ def compact(statement: str) -> str:
 
 
 RECORD_GME_EVENT = compact(RECORD_GME_EVENT_SOURCE)
+# Sent as bytes: psycopg would encode the text again on every call.
+_RECORD_GME_EVENT_BYTES = RECORD_GME_EVENT.encode()
 
 
 # A retry that raced the first delivery: its row was committed after this statement's
@@ -198,7 +201,7 @@ def parameters(
 
 def record(cursor: Any, params: dict[str, Any]) -> Outcome:
     """Run the statement on a psycopg cursor whose connection is in autocommit mode."""
-    cursor.execute(RECORD_GME_EVENT, params)
+    cursor.execute(_RECORD_GME_EVENT_BYTES, params)
     callback_id, duplicate_of, created_at, prior_state, new_content = cursor.fetchone()
     if callback_id is None:
         if duplicate_of is None:
