@@ -7,6 +7,7 @@ signed query strings never reach the output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -48,12 +49,14 @@ class Redactor:
         self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-        for key in list(event):
-            event[key] = self._clean(key, event[key])
+        for key, value in event.items():  # values replaced in place: no key comes or goes
+            if type(value) in _PLAIN and not _secret_key(key):
+                continue  # a number, a flag or None under an ordinary name: nothing to mask
+            event[key] = self._clean(key, value)
         return event
 
     def _clean(self, key: object, value: Any) -> Any:
-        if isinstance(key, str) and _SECRET_KEY.search(key.lower().replace("-", "_")):
+        if _secret_key(key):
             return REDACTED if value not in (None, "") else value
         if isinstance(value, str):
             return self.text(value)
@@ -75,6 +78,15 @@ class Redactor:
         if "whsec_" in value:
             value = _WHSEC.sub(f"whsec_{REDACTED}", value)
         return value
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: object) -> bool:
+    """A key whose value is masked whatever it is; a line's keys are few and repeat."""
+    return isinstance(key, str) and _SECRET_KEY.search(key.lower().replace("-", "_")) is not None
 
 
 def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = None) -> list[str]:

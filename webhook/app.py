@@ -20,6 +20,9 @@ from webhook.verify import InvalidSignatureError
 
 log = structlog.get_logger("recpipe.webhook")
 
+# The answer to every stored callback (CONTRACT.md), the same bytes as `jsonify(code=0)`.
+ACCEPTED = b'{"code":0}\n'
+
 
 def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
     """The webhook on the caller's settings, ledger and dispatcher (`recpipe.webapp` wires
@@ -40,10 +43,10 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
     @app.after_request
     def _observe(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUEST_SECONDS.labels(route, request.method).observe(
+        metrics.request_seconds(route, request.method).observe(
             time.perf_counter() - g.get("started", time.perf_counter())
         )
-        metrics.RESPONSES.labels(route, str(response.status_code)).inc()
+        metrics.responses(route, response.status_code).inc()
         return response
 
     def answer_callback(provider: str) -> tuple[Response, int]:
@@ -60,8 +63,8 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
         except LedgerUnavailableError as exc:
             log.error("callback.unstored", provider=provider, error=str(exc))
             return _reject(provider, "unavailable", 503, "cannot store the callback right now")
-        metrics.CALLBACKS.labels(provider, outcome).inc()
-        return jsonify(code=0), 200
+        metrics.callbacks(provider, outcome).inc()
+        return Response(ACCEPTED, content_type="application/json"), 200
 
     @app.post("/callbacks/gme")
     def gme_callback() -> tuple[Response, int]:
@@ -120,7 +123,7 @@ def _provider_of(path: str) -> str:
 def _reject(
     provider: str, outcome: str, status: int, message: str, **extra: Any
 ) -> tuple[Response, int]:
-    metrics.CALLBACKS.labels(provider, outcome).inc()
+    metrics.callbacks(provider, outcome).inc()
     log.info("callback.rejected", provider=provider, status=status, reason=message)
     return jsonify(error=message, **extra), status
 

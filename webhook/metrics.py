@@ -9,6 +9,7 @@ mode (see `foundation.metrics`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import structlog
@@ -41,6 +42,23 @@ RESPONSES = Counter(
     "HTTP answers, by route and status code",
     ["route", "code"],
 )
+
+
+# A sample's labelled child, looked up once: `labels()` validates and locks on every call.
+@functools.lru_cache(maxsize=256)
+def callbacks(provider: str, outcome: str) -> Counter:
+    return CALLBACKS.labels(provider, outcome)
+
+
+@functools.lru_cache(maxsize=256)
+def request_seconds(route: str, method: str) -> Histogram:
+    return REQUEST_SECONDS.labels(route, method)
+
+
+@functools.lru_cache(maxsize=256)
+def responses(route: str, code: int) -> Counter:
+    return RESPONSES.labels(route, str(code))
+
 
 STATES = (
     RecordingState.COLLECTING,

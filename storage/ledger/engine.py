@@ -7,6 +7,10 @@ clause, or by a row lock, so running anything twice is harmless.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -74,6 +78,16 @@ class LedgerBase:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.thread_connections.close_all()
+
+    @property
+    def thread_connections(self) -> ThreadConnections:
+        connections = self.__dict__.get("_thread_connections")
+        if connections is None:
+            connections = self.__dict__.setdefault(
+                "_thread_connections", ThreadConnections(self.engine)
+            )
+        return connections
 
     def ping(self) -> None:
         with self.session() as s:
@@ -88,6 +102,86 @@ class LedgerBase:
         from storage.migrate import current_revision
 
         return current_revision(self.engine)
+
+
+# As `make_engine`'s pool_recycle: younger than the usual server and proxy idle timeouts.
+RECYCLE_SECONDS = 1800
+
+
+class _Held:
+    __slots__ = ("born", "connection", "finalizer", "generation")
+
+    def __init__(self, connection: Any, generation: int, finalizer: weakref.finalize):
+        self.connection, self.generation, self.finalizer = connection, generation, finalizer
+        self.born = time.monotonic()
+
+
+class ThreadConnections:
+    """One driver connection per thread, taken out of the engine's pool for good and kept in
+    autocommit mode, for a statement that is its own transaction and runs on every request
+    (the webhook's intake): a pool checkout, two autocommit switches and the check-in cost
+    as much CPU as the statement's own round trip.
+
+    A connection is closed when its thread ends, when this object is collected or
+    `close_all` is called, after `RECYCLE_SECONDS`, and, for every thread, once one of them
+    found the server gone (`discard_all`): each thread's next statement connects anew, as
+    SQLAlchemy's pool does after a disconnect."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._local = threading.local()
+        self._generation = 0
+        # What the finalizers close; they hold this set, never `self`.
+        self._open: set[Any] = set()
+        weakref.finalize(self, _close_all, self._open)
+
+    def get(self) -> Any:
+        """This thread's connection; raises the driver's error when it cannot connect."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            if (
+                held.generation == self._generation
+                and time.monotonic() - held.born < RECYCLE_SECONDS
+                and not held.connection.closed
+            ):
+                return held.connection
+            self.discard()
+        pooled = self.engine.raw_connection()
+        connection: Any = pooled.driver_connection
+        pooled.detach()  # the pool forgets it: it is this thread's now
+        connection.autocommit = True
+        self._open.add(connection)
+        finalizer = weakref.finalize(threading.current_thread(), _close, self._open, connection)
+        self._local.held = _Held(connection, self._generation, finalizer)
+        return connection
+
+    def discard(self) -> None:
+        """Close this thread's connection (it failed, or is stale)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.finalizer()  # closes it, once
+
+    def discard_all(self) -> None:
+        """Every thread connects anew on its next statement: the server dropped one of their
+        connections, so the others are likely gone too."""
+        self._generation += 1
+        self.discard()
+
+    def close_all(self) -> None:
+        self._generation += 1
+        _close_all(self._open)
+
+
+def _close(open_connections: set[Any], connection: Any) -> None:
+    open_connections.discard(connection)
+    with contextlib.suppress(Exception):  # a broken connection may fail to close: it is gone
+        connection.close()
+
+
+def _close_all(open_connections: set[Any]) -> None:
+    for connection in list(open_connections):
+        _close(open_connections, connection)
 
 
 def upsert(bind: Session | Connection, model: Any) -> Any:
@@ -135,7 +229,8 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
         # connections younger than the usual server and proxy idle timeouts.
         pool_recycle=1800,
         # At least `recpipe serve`'s threads (8): past pool_size, a busy webhook would open
-        # and close an overflow connection per request, and lose its prepared statements.
+        # and close an overflow connection per request. (Its GME intake runs on connections
+        # of each thread's own, `ThreadConnections`, taken from here.)
         pool_size=10,
         max_overflow=20,
         connect_args=connect_args,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -97,24 +97,24 @@ class GmeIntake(LedgerBase):
         import psycopg
 
         params = gme_statement.parameters(gme, body, headers, now, settle_seconds, complete_seconds)
+        connections = self.thread_connections
+        conn = None
         try:
-            pooled = self.engine.raw_connection()  # the pool's errors come unwrapped
+            # This thread's connection, in autocommit mode: the statement is its own
+            # transaction.
+            conn = connections.get()
+            outcome = gme_statement.record(conn.cursor(), params)
         except psycopg.OperationalError as exc:
-            raise LedgerUnavailableError(first_line(exc)) from exc
-        try:
-            conn = cast("psycopg.Connection[Any]", pooled.driver_connection)
-            conn.autocommit = True  # the statement is its own transaction
-            try:
-                outcome = gme_statement.record(conn.cursor(), params)
-            finally:
-                conn.autocommit = False
-        except psycopg.OperationalError as exc:
-            # Dropped by the server: discard it and the idle ones, as SQLAlchemy does.
-            pooled.invalidate(exc)
+            # The server is gone or dropped us: every thread's connection goes (one made
+            # before the outage would fail once after it), and so do the pool's idle ones.
+            connections.discard_all()
             self.engine.pool.dispose()
             raise LedgerUnavailableError(first_line(exc)) from exc
-        finally:
-            pooled.close()
+        except Exception:
+            idle = psycopg.pq.TransactionStatus.IDLE
+            if conn is not None and conn.info.transaction_status != idle:
+                connections.discard()
+            raise
         rid = gme.key.recording_id
         if outcome.callback_id is None:
             return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
