@@ -2,6 +2,9 @@
 delivery attempts the rule of `storage.domain.retention` lets go, in bounded batches, and
 what it keeps still serves the recordings."""
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -199,3 +202,49 @@ def test_the_beat_job_prunes_by_the_setting_and_counts_what_it_removed(
         context.reset()
     assert counted("callbacks") - seen["callbacks"] == 17
     assert counted("delivery_attempts") - seen["delivery_attempts"] == 6
+
+
+def prune_cli(ledger: Ledger, tmp_path, *args: str, days: str = "30"):
+    env = {
+        **os.environ,
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": ledger.url,
+        "RECPIPE_RETENTION_DAYS": days,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", "prune", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_recpipe_prune_counts_in_a_dry_run_then_deletes(ledger: Ledger, history, tmp_path):
+    """`recpipe prune --dry-run` changes nothing; without it, the setting's age is used."""
+    dry = prune_cli(ledger, tmp_path, "--older-than", "30d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "callbacks: would delete 17" in dry.stdout
+    assert "delivery_attempts: would delete 6" in dry.stdout
+    assert ledger.prune(BEFORE, dry_run=True).total == 23
+
+    done = prune_cli(ledger, tmp_path, "--batch", "5")
+    assert done.returncode == 0, done.stderr
+    assert "callbacks: deleted 17" in done.stdout
+    assert "delivery_attempts: deleted 6" in done.stdout
+    assert ledger.prune(BEFORE, dry_run=True).total == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "days", "starts"),
+    [
+        (("--older-than", "a while"), "30", "--older-than: cannot read 'a while'"),
+        ((), "0", "RECPIPE_RETENTION_DAYS is 0"),
+        (("--older-than", "2999-01-01"), "30", "--older-than: '2999-01-01' is in the future"),
+    ],
+)
+def test_recpipe_prune_refuses_what_it_cannot_use_in_one_line(
+    ledger: Ledger, history, tmp_path, args, days, starts
+):
+    result = prune_cli(ledger, tmp_path, *args, days=days)
+    assert result.returncode == 2
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith(f"recpipe: {starts}"), result.stderr
+    assert ledger.prune(BEFORE, dry_run=True).total == 23
