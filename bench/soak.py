@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -48,7 +49,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,6 @@ from benchlib import (
     process_name,
     redis_database,
     s3_client,
-    segment_key,
     wait_until,
 )
 
@@ -84,6 +84,7 @@ FIRST_TASK = 60_000_000
 TONE_SECONDS = (1.0, 1.5, 2.0)
 CSS_SECONDS = 4.0
 TRANSIENT = ("ffmpeg", "ffprobe")
+PERIODIC = ("recpipe.sweep", "recpipe.prune")
 TASK_RECEIVED = re.compile(r"Task (recpipe\.[a-z_]+)\[[0-9a-f-]+\] received")
 
 
@@ -129,7 +130,6 @@ class Load:
 
     gme_recordings: int = 0
     css_recordings: int = 0
-    recorded_seconds: float = 0.0
     source_bytes: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     errors: int = 0
@@ -192,11 +192,13 @@ class Generator:
         task_id = TASK_ID_BASE + FIRST_TASK + index
         room = str(20000 + index)
         callbacks = []
+        began = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
         for seq_no in range(self.args.segments):
-            key = segment_key(task_id, room, seq_no)
+            # Back to back on the room's clock (names have 1 s resolution): no pause to pad.
+            key = f"{BIZ_ID}_{room}/{began:%Y-%m-%d-%H-%M-%S}_{task_id}_audio_{seq_no}.mp3"
             tone = (index + seq_no) % len(self.tones)
+            began += timedelta(seconds=math.ceil(TONE_SECONDS[tone]))
             self.s3.upload_file(str(self.tones[tone]), SOURCE_BUCKET, key)
-            self.load.recorded_seconds += TONE_SECONDS[tone]
             self.load.source_bytes += self.tone_bytes[tone]
             for event_type in (1, 2, 3):
                 callbacks.append(gme_callback(task_id, room, "999", seq_no, event_type, key))
@@ -221,7 +223,6 @@ class Generator:
         except OSError:
             self.load.errors += 1
         self.load.css_recordings += 1
-        self.load.recorded_seconds += CSS_SECONDS
 
 
 # -- sampling ---------------------------------------------------------------------------
@@ -280,23 +281,50 @@ def sample_processes(roles: dict[str, int]) -> tuple[dict[str, dict[str, Any]], 
 
 
 def ledger_tables(engine: Any) -> dict[str, dict[str, int]]:
+    """Per table: rows, bytes (with indexes and TOAST) and rows written so far (inserted,
+    updated, deleted: PostgreSQL's statistics, which lag by up to a second)."""
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        names = [
-            r[0]
-            for r in conn.execute(
-                text("SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public'")
+        stats = conn.execute(
+            text(
+                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables"
+                " WHERE schemaname = 'public'"
             )
-        ]
+        ).all()
         out = {}
-        for name in sorted(names):
+        for name, writes in sorted(stats):
             rows, size = conn.execute(
                 # the names are the catalogue's own, not input
                 text(f'SELECT count(*), pg_total_relation_size(\'"{name}"\') FROM "{name}"')  # noqa: S608
             ).one()
-            out[name] = {"rows": int(rows), "bytes": int(size)}
+            out[name] = {"rows": int(rows), "bytes": int(size), "row_writes": int(writes)}
     return out
+
+
+def row_sizes(engine: Any, tables: list[str]) -> dict[str, float]:
+    """Average bytes of one row of each table, as stored (pg_column_size), indexes aside."""
+    from sqlalchemy import text
+
+    out = {}
+    with engine.connect() as conn:
+        for name in tables:
+            size = conn.execute(text(f'SELECT avg(pg_column_size(t.*)) FROM "{name}" t')).scalar()  # noqa: S608
+            out[name] = round(float(size), 1) if size is not None else 0.0
+    return out
+
+
+def transactions(engine: Any) -> int:
+    """Transactions committed in the ledger's database so far (reads included)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+            or 0
+        )
 
 
 def recording_states(engine: Any) -> dict[str, int]:
@@ -532,6 +560,8 @@ def soak(
         }
         alive = {role: procs.alive(role) for role in roles}
         steps = step_seconds(engine)
+        media_seconds = archived_media_seconds(engine)
+        sizes = row_sizes(engine, list(final["tables"]))
     finally:
         if generator is not None:
             generator.stop.set()
@@ -541,6 +571,9 @@ def soak(
     errors = error_lines(work, list(roles))
     report = summarize(args, samples, final, generator.load, cpu, alive, received, errors)
     report["media_steps_s"] = steps
+    report["archived_media_s"] = media_seconds
+    for name, size in sizes.items():
+        report["tables"][name]["avg_row_bytes"] = size
     return report
 
 
@@ -555,10 +588,25 @@ def take_sample(
         "processes": procs,
         "transient_children": transient,
         "tables": ledger_tables(engine),
+        "transactions": transactions(engine),
         "queues": queue_depths(redis_url),
         "recordings": states,
         "metrics_bytes": scraped,
     }
+
+
+def archived_media_seconds(engine: Any) -> float:
+    """The length of everything archived (each run's first output), seconds."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        results = conn.execute(text("SELECT result FROM runs WHERE state = 'archived'")).all()
+    total = 0.0
+    for (result,) in results:
+        artifacts = (result or {}).get("artifacts") or []
+        if artifacts and artifacts[0].get("duration_s") is not None:
+            total += float(artifacts[0]["duration_s"])
+    return round(total, 1)
 
 
 def step_seconds(engine: Any) -> dict[str, dict[str, float | None]]:
@@ -659,7 +707,8 @@ def summarize(
         name: round(t["rows"] / recordings_done, 2) if recordings_done else None
         for name, t in tables.items()
     }
-    total_messages = sum(received.values())
+    # The periodic jobs are a fixed rate, not a cost per recording.
+    total_messages = sum(n for task, n in received.items() if task not in PERIODIC)
     depths = [s["queues"] for s in samples]
     return {
         "load": vars(load),
@@ -673,6 +722,9 @@ def summarize(
                 **t,
                 "rows_first": first_tables.get(name, {}).get("rows", 0),
                 "rows_per_recording": per_recording_rows[name],
+                "row_writes_per_recording": round(t["row_writes"] / recordings_done, 2)
+                if recordings_done
+                else None,
                 "bytes_per_recording": round(t["bytes"] / recordings_done)
                 if recordings_done
                 else None,
@@ -680,6 +732,9 @@ def summarize(
             for name, t in tables.items()
         },
         "ledger_bytes": sum(t["bytes"] for t in tables.values()),
+        "ledger_transactions_per_recording": round(final["transactions"] / recordings_done, 1)
+        if recordings_done
+        else None,
         "queues": {
             q: {"max": max(d.get(q, 0) for d in depths), "last": depths[-1].get(q, 0)}
             for q in depths[-1]
@@ -715,22 +770,27 @@ def finish(args: argparse.Namespace, r: dict[str, Any]) -> None:
             f"{_num(f['slope_per_min'], 2):>9}"
         )
     load = r["load"]
-    print(f"\nsent: {load['gme_recordings']} GME + {load['css_recordings']} CSS recordings "
-          f"({load['recorded_seconds']:.0f} s of media), {load['retries_posted']} vendor "
+    print(f"\nsent: {load['gme_recordings']} GME + {load['css_recordings']} CSS recordings, "
+          f"{load['retries_posted']} vendor "
           f"retries; answers {load['statuses']}; connection errors {load['errors']}")  # fmt: skip
-    print(f"recordings at the end: {r['final_recordings']}; archive {r['archive']}")
+    print(f"recordings at the end: {r['final_recordings']}; archive {r['archive']}, "
+          f"{r['archived_media_s']} s of media")  # fmt: skip
     print(f"processes alive at the end: {r['alive_at_end']}")
     print(f"\n{'ledger table':<22}{'rows first':>11}{'rows last':>11}{'bytes':>12}"
-          f"{'rows/rec':>10}{'bytes/rec':>11}")  # fmt: skip
+          f"{'rows/rec':>10}{'bytes/rec':>11}{'writes/rec':>11}")  # fmt: skip
     for name, t in r["tables"].items():
         per_row = _num(t["rows_per_recording"], 2)
         per_byte = _num(t["bytes_per_recording"], 0)
+        per_write = _num(t["row_writes_per_recording"], 2)
         print(f"{name:<22}{t['rows_first']:>11}{t['rows']:>11}{t['bytes']:>12}"
-              f"{per_row:>10}{per_byte:>11}")  # fmt: skip
-    print(f"ledger total: {r['ledger_bytes']} bytes")
+              f"{per_row:>10}{per_byte:>11}{per_write:>11}")  # fmt: skip
+    sizes = {n: t.get("avg_row_bytes") for n, t in r["tables"].items() if t["rows"]}
+    print(f"average row bytes (no indexes): {sizes}")
+    print(f"ledger total: {r['ledger_bytes']} bytes; "
+          f"{r['ledger_transactions_per_recording']} transactions per recording")  # fmt: skip
     print(f"\nqueue depths (max, last): {r['queues']}")
     print(f"broker messages taken by workers: {r['broker_messages_received']} = "
-          f"{r['broker_messages_per_recording']} per recording")  # fmt: skip
+          f"{r['broker_messages_per_recording']} per recording (periodic jobs aside)")  # fmt: skip
     print(f"CPU s: {r['cpu_s']}; per recording {r['cpu_s_per_recording']}")
     print(f"media steps of archived runs, s: {r['media_steps_s']}")
     if r["error_lines"]:
