@@ -8,9 +8,10 @@ downstream URL (answering 503 to every --receiver-fail-every'th POST, so deliver
 retried and their attempts recorded), and a local HTTP server as the CSS VOD domain.
 
 For --minutes (default 20; --quick: 2) it keeps up a steady load:
-  - a GME recording every 60/--gme-per-minute seconds: --segments short tone segments
-    put into the source, then their started/completed/uploaded callbacks and one
-    duplicate, signed, posted in order;
+  - a GME recording every 60/--gme-per-minute seconds: --segments short tone segments,
+    back to back, put into the source, then their started/completed/uploaded callbacks
+    and one duplicate, signed, posted in order (with --open-seconds, the completions and
+    uploads that much later, so the recording stays open meanwhile, as a live one does);
   - a CSS recording (one mp4 file) every --css-every seconds (0: none);
   - vendor retries: already answered callbacks posted again at --retries-per-second.
 Every --sample-seconds it samples the RSS and open file descriptors of the webhook, each
@@ -23,8 +24,9 @@ first, last and highest RSS and fds and their least-squares slope over the stead
 cost (ledger rows, broker messages by task, CPU seconds by process). JSON with every
 sample goes to --out (soak-<minutes>m.json).
 
-    python bench/soak.py [--minutes 20 | --quick] [--sample-seconds 10] [--gme-per-minute 6]
-                         [--segments 3] [--css-every 60] [--retries-per-second 10]
+    python bench/soak.py [--minutes 20 | --quick] [--sample-seconds 10] [--gme-per-minute 2]
+                         [--segments 3] [--open-seconds 0] [--css-every 120]
+                         [--retries-per-second 10] [--settle 5] [--settle-complete 2]
 
 Nothing asserts: the goal is flat memory and fds, read from the slopes. The machine may
 be shared; the slopes are per process and do not depend on the others' load, but the
@@ -75,13 +77,13 @@ from benchlib import (
     s3_client,
     wait_until,
 )
+from burst import TONE_SECONDS, make_tones
 
 SOURCE_BUCKET = "soak-source"
 ARCHIVE_BUCKET = "soak-archive"
 CSS_KEY = "recpipe-bench-css"  # a key made up for the benchmark's own CSS callbacks
 CSS_APPID = 1250000000
 FIRST_TASK = 60_000_000
-TONE_SECONDS = (1.0, 1.5, 2.0)
 CSS_SECONDS = 4.0
 TRANSIENT = ("ffmpeg", "ffprobe")
 PERIODIC = ("recpipe.sweep", "recpipe.prune")
@@ -150,6 +152,7 @@ class Generator:
         self.css = Client(port, "/callbacks/css")
         self.load = Load()
         self.answered: list[Signed] = []
+        self.closing: list[tuple[float, list[Signed]]] = []  # (when, callbacks), in order
         self.stop = threading.Event()
         self.rng = random.Random(16)
         self.tone_bytes = [p.stat().st_size for p in tones]
@@ -173,8 +176,14 @@ class Generator:
                         self.post_gme(self.rng.choice(self.answered), "retry")
                         self.load.retries_posted += 1
                     next_retry = now + retry_gap
+                while self.closing and self.closing[0][0] <= now:
+                    self.post_all(self.closing.pop(0)[1])
                 wake = min(next_gme, next_css, next_retry if retry_gap else next_gme)
+                if self.closing:
+                    wake = min(wake, self.closing[0][0])
                 self.stop.wait(max(0.0, wake - time.monotonic()))
+            for _, callbacks in self.closing:  # the load ends: close what is still open
+                self.post_all(callbacks)
         finally:
             self.gme.close()
             self.css.close()
@@ -203,10 +212,20 @@ class Generator:
             for event_type in (1, 2, 3):
                 callbacks.append(gme_callback(task_id, room, "999", seq_no, event_type, key))
         callbacks.insert(self.rng.randrange(len(callbacks)), self.rng.choice(callbacks))
+        if self.args.open_seconds:
+            # As GME sends them: the starts now, the completions and uploads when the
+            # segments end; meanwhile the recording is open and its settle task waits.
+            self.post_all([c for c in callbacks if c.event_type == 1])
+            later = [c for c in callbacks if c.event_type != 1]
+            self.closing.append((time.monotonic() + self.args.open_seconds, later))
+        else:
+            self.post_all(callbacks)
+        self.load.gme_recordings += 1
+
+    def post_all(self, callbacks: list[Signed]) -> None:
         for item in callbacks:
             if self.post_gme(item, "new") == 200:
                 self.answered.append(item)
-        self.load.gme_recordings += 1
 
     def css_recording(self, index: int) -> None:
         from recpipe.simulate import css_body
@@ -387,17 +406,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sample-seconds", type=float, default=10.0)
     parser.add_argument("--gme-per-minute", type=float, default=2.0)
     parser.add_argument("--segments", type=int, default=3, help="segments per GME recording")
+    parser.add_argument(
+        "--open-seconds", type=float, default=0.0,
+        help="a GME recording's segments stay open (started, not yet uploaded) this long",
+    )  # fmt: skip
     parser.add_argument("--css-every", type=float, default=120.0, help="seconds; 0: no CSS")
     parser.add_argument("--retries-per-second", type=float, default=10.0,
                         help="vendor retries of answered callbacks")  # fmt: skip
     parser.add_argument("--receiver-fail-every", type=int, default=4)
     parser.add_argument("--settle", type=float, default=5.0, help="RECPIPE_SETTLE_SECONDS")
+    parser.add_argument(
+        "--settle-complete", type=float, default=None,
+        help="RECPIPE_SETTLE_COMPLETE_SECONDS (default: the smaller of --settle and 2)",
+    )  # fmt: skip
     parser.add_argument("--drain-seconds", type=float, default=240.0)
     parser.add_argument("--redis-db", type=int, default=13, help="Redis database (flushed)")
     parser.add_argument("--out", dest="out_arg", default="bench/out")
     args = parser.parse_args()
     if args.quick:
         args.minutes = 2.0
+    if args.settle_complete is None:
+        args.settle_complete = min(args.settle, 2.0)
     if args.warmup is None:
         args.warmup = min(3.0, 0.2 * args.minutes)
     args.out = Path(args.out_arg)
@@ -405,15 +434,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_media(folder: Path) -> tuple[list[Path], Path]:
-    from recpipe.simulate import tone, video
+    """burst.py's tones (GME segments) and a CSS clip."""
+    from recpipe.simulate import video
 
-    folder.mkdir(parents=True, exist_ok=True)
-    tones = []
-    for i, seconds in enumerate(TONE_SECONDS):
-        path = folder / f"tone-{i}.mp3"
-        if not path.exists():
-            tone(path, 220.0 * (i + 1), seconds)
-        tones.append(path)
+    tones = make_tones(folder)
     clip = folder / "css.mp4"
     if not clip.exists():
         video(clip, 550.0, CSS_SECONDS)
@@ -459,7 +483,7 @@ def main() -> None:
                 "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
                 "RECPIPE_NOTIFY_URLS": receiver.url,
                 "RECPIPE_SETTLE_SECONDS": f"{args.settle:g}",
-                "RECPIPE_SETTLE_COMPLETE_SECONDS": f"{min(args.settle, 2.0):g}",
+                "RECPIPE_SETTLE_COMPLETE_SECONDS": f"{args.settle_complete:g}",
                 "RECPIPE_LOG_LEVEL": "INFO",
             }
         )
