@@ -9,7 +9,7 @@ DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpip
 	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
 	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
 
-.PHONY: help setup services run simulate simulate-css console test lint unit integration bench
+.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,3 +54,7 @@ bench: setup services ## all benchmarks with their baselines (README "Benchmarks
 	$(BIN)/python bench/webhook_load.py $(BENCH_ARGS)
 	$(BIN)/python bench/burst.py $(BENCH_ARGS)
 	$(BIN)/python bench/room_mix.py $(BENCH_ARGS)
+
+SOAK_ARGS ?=
+soak: setup services ## 20 minutes of steady load: memory, fds, ledger and queues (README "Benchmarks"); SOAK_ARGS=--quick
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)

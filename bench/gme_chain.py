@@ -208,6 +208,16 @@ class ChildPeakSampler(threading.Thread):
         return {name: round(mb, 1) for name, mb in sorted(self.peaks.items())}
 
 
+def cpu_so_far() -> float:
+    """User + system CPU seconds of this process and of the children it has waited for
+    (ffmpeg, ffprobe): what a recording costs a media worker's cores."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def memory_report(sampler: ChildPeakSampler) -> dict[str, Any]:
     children = sampler.stop()
     return {
@@ -291,15 +301,16 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
 
     sampler = ChildPeakSampler()
     sampler.start()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_so_far()
     run = process(services, run_id, "bench")
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, cpu_so_far() - cpu_before
     memory = memory_report(sampler)
 
     recording = ledger.recording(key.recording_id)
     artifacts = run.result.get("artifacts", []) if run else []
     return {
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 2),
         "run_state": run.state if run else None,
         "recording_state": recording.state if recording else None,
         "error": run.error if run else "process() returned None",
@@ -321,7 +332,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     sampler = ChildPeakSampler()
     sampler.start()
     steps: dict[str, float] = {}
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_so_far()
 
     mark = time.perf_counter()
     local = []
@@ -352,10 +363,11 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         shutil.copyfile(output, target)
     steps["archive"] = time.perf_counter() - mark
 
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, cpu_so_far() - cpu_before
     memory = memory_report(sampler)
     result = {
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 2),
         "steps_s": {k: round(v, 3) for k, v in steps.items()},
         "output_duration_s": media_duration(output),
         "output_bytes": output.stat().st_size,
@@ -480,7 +492,10 @@ def bench_length(
     recpipe = run_child("recpipe", spec, env, work, profile)
     if recpipe["run_state"] != "archived":
         print(f"  recpipe run ended {recpipe['run_state']}: {recpipe['error']}")
-    print(f"  recpipe  {recpipe['wall_s']:8.2f} s  steps {recpipe['steps_s']}")
+    print(
+        f"  recpipe  {recpipe['wall_s']:8.2f} s  CPU {recpipe['cpu_s']:.1f} s "
+        f"({recpipe['cpu_s'] / (hours * 60):.2f} s per recorded minute)  steps {recpipe['steps_s']}"
+    )
 
     baseline_spec = {
         **spec,
@@ -490,7 +505,7 @@ def bench_length(
     }
     baseline = run_child("baseline", baseline_spec, env, work)
     steps = {k: round(v, 2) for k, v in baseline["steps_s"].items()}
-    print(f"  baseline {baseline['wall_s']:8.2f} s  steps {steps}")
+    print(f"  baseline {baseline['wall_s']:8.2f} s  CPU {baseline['cpu_s']:.1f} s  steps {steps}")
     shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "hours": hours,

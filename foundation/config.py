@@ -71,6 +71,9 @@ class Settings:
     scratch_root: Path | None = None
     css_fetch_max_seconds: float = 3600.0
     css_ca_bundle: Path | None = None
+    # Soak (issue 16): stored callbacks and delivery attempts of finished work older than
+    # this many days are deleted by beat's hourly `recpipe.prune`; 0 keeps them forever.
+    retention_days: float = 30.0
 
     @property
     def embedded_broker(self) -> bool:
@@ -159,6 +162,7 @@ class Settings:
             scratch_root=_path(env, "RECPIPE_SCRATCH_DIR"),
             css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
             css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
+            retention_days=_number(env, "RECPIPE_RETENTION_DAYS", 30.0),
         )
 
 

@@ -64,17 +64,26 @@ def celery_settings(s: Settings) -> dict[str, Any]:
             Queue("media", Exchange("media"), routing_key="media"),
         ),
         "task_routes": {"recpipe.process_recording": {"queue": "media"}},
-        "beat_schedule": {
-            "sweep": {"task": "recpipe.sweep", "schedule": timedelta(seconds=s.sweep_seconds)},
-        },
+        "beat_schedule": periodic_jobs(s),
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
-        # The schedule is one short interval, so beat keeps it in memory: the default
+        # The schedule is two intervals, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
         # Only the beat holding the ledger's lease sends (a second one stays idle); the
         # leader also stamps beat's heartbeat at every pass (tasks.liveness).
         "beat_scheduler": "tasks.beat:LeasedScheduler",
         "worker_enable_remote_control": not s.embedded_broker,
     }
+
+
+def periodic_jobs(s: Settings) -> dict[str, dict[str, Any]]:
+    """The sweep, every RECPIPE_SWEEP_SECONDS; the retention job, hourly, unless
+    RECPIPE_RETENTION_DAYS is 0."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep": {"task": "recpipe.sweep", "schedule": timedelta(seconds=s.sweep_seconds)},
+    }
+    if s.retention_days > 0:
+        schedule["prune"] = {"task": "recpipe.prune", "schedule": timedelta(hours=1)}
+    return schedule
 
 
 globals().update(celery_settings(settings()))

@@ -19,7 +19,7 @@ from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
-from storage.domain import NotificationState, RunState, RunView
+from storage.domain import NotificationState, RunState, RunView, retention
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
@@ -233,6 +233,28 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts
+
+
+# Batches per table per run of the retention job: a first run over a long backlog does a
+# bounded share (100,000 rows a table) and the next runs continue.
+PRUNE_BATCHES_PER_RUN = 100
+
+
+@app.task(name="recpipe.prune", ignore_result=True)
+def prune() -> dict[str, int]:
+    """Beat's hourly retention job: callbacks and delivery attempts of finished work older
+    than RECPIPE_RETENTION_DAYS go (`storage.domain.retention`); `recpipe prune` does the
+    same by hand."""
+    days = context.settings().retention_days
+    before = retention.cutoff(utcnow(), days)
+    if before is None:
+        return {}
+    counts = context.ledger().prune(before, max_batches=PRUNE_BATCHES_PER_RUN)
+    metrics.count_pruned(counts)
+    removed = {"callbacks": counts.callbacks, "delivery_attempts": counts.delivery_attempts}
+    if counts.total:
+        log.info("prune", before=before.isoformat(), days=days, **removed)
+    return removed
 
 
 @app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)

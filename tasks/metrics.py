@@ -16,6 +16,7 @@ import structlog
 from celery.signals import task_prerun, worker_process_shutdown
 
 from foundation import metrics as shared
+from storage.domain import retention
 
 log = structlog.get_logger("recpipe.tasks")
 
@@ -59,6 +60,11 @@ class _Families:
             "(delivered, gone: 410, rejected: another HTTP status, unreachable: no answer)",
             ["outcome"],
         )
+        self.pruned_rows = Counter(
+            "recpipe_pruned_rows_total",
+            "Ledger rows deleted by the retention job (RECPIPE_RETENTION_DAYS), by table",
+            ["table"],
+        )
 
 
 @functools.cache
@@ -69,6 +75,7 @@ def families() -> _Families:
 STEPS = ("fetch", "concat", "transcode", "archive")
 STORE_OF_STEP = {"fetch": "source", "archive": "archive"}
 NOTIFICATION_OUTCOMES = ("delivered", "gone", "rejected", "unreachable")
+PRUNED_TABLES = retention.TABLES
 
 
 def initialize() -> None:
@@ -81,6 +88,8 @@ def initialize() -> None:
         f.store_errors.labels(store)
     for outcome in NOTIFICATION_OUTCOMES:
         f.notification_attempts.labels(outcome)
+    for table in PRUNED_TABLES:
+        f.pruned_rows.labels(table)
 
 
 def observe_step(step: str, seconds: float) -> None:
@@ -93,6 +102,11 @@ def count_step_failure(step: str, *, storage: bool = False) -> None:
     families().step_failures.labels(step).inc()
     if storage and step in STORE_OF_STEP:
         families().store_errors.labels(STORE_OF_STEP[step]).inc()
+
+
+def count_pruned(counts: retention.PruneCounts) -> None:
+    for table in PRUNED_TABLES:
+        families().pruned_rows.labels(table).inc(getattr(counts, table))
 
 
 def count_notification_attempt(status_code: int | None) -> None:

@@ -2,7 +2,7 @@
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
 redeliver; doctor.py; simulate.py: simulate gme|css; console.py: console, users, tokens;
-stop.py. What they share (one-line failures, settings, the ledger and broker of the
+stop.py; prune.py. What they share (one-line failures, settings, the ledger and broker of the
 operator commands) is in common.py.
 """
 
@@ -15,6 +15,7 @@ from recpipe.cli.console import console, tokens, users
 from recpipe.cli.delivery import redeliver
 from recpipe.cli.doctor import doctor
 from recpipe.cli.processes import migrate, run, serve
+from recpipe.cli.prune import prune
 from recpipe.cli.replay import replay
 from recpipe.cli.reprocess import reprocess
 from recpipe.cli.simulate import simulate
@@ -40,6 +41,7 @@ for command in (
     simulate,
     redeliver,
     stop,
+    prune,
 ):
     main.add_command(command)
 for command in (console, users, tokens):

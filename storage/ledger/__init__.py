@@ -3,12 +3,12 @@
 One module per aggregate, each adding its methods to the one `Ledger` front that callers
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
-`notifications`, `callbacks`, `leases` (one beat at a time), `queries` (what operators
-read), `gauges` (what a metrics scrape reads) and `console` (the console's users, tokens,
-audit trail and pages). `engine` makes the database connection and its sessions;
-`tables` are the ORM tables that the migrations follow. What the rules are (the
-lifecycle) lives in `storage.domain`; what the ledger hands out are its frozen views,
-never live rows.
+`notifications`, `callbacks`, `leases` (one beat at a time), `retention` (what old rows
+may go), `queries` (what operators read), `gauges` (what a metrics scrape reads) and
+`console` (the console's users, tokens, audit trail and pages). `engine` makes the
+database connection and its sessions; `tables` are the ORM tables that the migrations
+follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
+hands out are its frozen views, never live rows.
 """
 
 from storage.domain import (
@@ -31,6 +31,7 @@ from storage.ledger.leases import Leases
 from storage.ledger.notifications import Notifications
 from storage.ledger.queries import OperatorQueries
 from storage.ledger.recordings import Recordings
+from storage.ledger.retention import Retention
 from storage.ledger.rooms import Rooms, RoomSummary
 from storage.ledger.runs import Runs
 
@@ -47,6 +48,7 @@ class Ledger(
     Rooms,
     Console,
     Leases,
+    Retention,
 ):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 

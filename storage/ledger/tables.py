@@ -90,7 +90,10 @@ class Callback(Base):
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     dispatched_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_callbacks_undispatched", "dispatched_at", "received_at"),)
+    __table_args__ = (
+        Index("ix_callbacks_undispatched", "dispatched_at", "received_at"),
+        Index("ix_callbacks_received_at", "received_at"),  # retention's old rows
+    )
 
 
 class Run(Base):
@@ -157,7 +160,7 @@ class DeliveryAttempt(Base):
     notification_id: Mapped[int] = mapped_column(
         ForeignKey("notifications.id", ondelete="CASCADE"), index=True
     )
-    at: Mapped[datetime]
+    at: Mapped[datetime] = mapped_column(index=True)  # retention's old rows
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
