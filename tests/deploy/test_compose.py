@@ -133,6 +133,21 @@ def test_stack_has_broker_ledger_archive_webhook_workers_and_beat():
     assert services()["rabbitmq"]["profiles"] == ["rabbitmq"]
 
 
+def test_rabbitmq_holds_an_unacknowledged_task_longer_than_the_longest_task_runs():
+    """RabbitMQ closes a channel whose delivery stays unacknowledged past consumer_timeout
+    (30 minutes by default); a media task is acknowledged when it ends, so the stack's
+    RabbitMQ is given a timeout above RECPIPE_TASK_TIME_LIMIT's default plus an hour."""
+    from foundation.config import Settings
+
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services()["rabbitmq"]["volumes"]}
+    source = mounts["/etc/rabbitmq/conf.d/20-recpipe.conf"]
+    lines = (COMPOSE.parent / source).read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    timeout_ms = int({key.strip(): value.strip() for key, value in pairs}["consumer_timeout"])
+    limit = Settings.from_env({}).task_time_limit_seconds
+    assert timeout_ms >= (limit + 3600) * 1000
+
+
 @pytest.mark.parametrize(
     ("service", "probe"),
     [
