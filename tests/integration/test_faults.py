@@ -64,13 +64,12 @@ def s3_proxy(s3_endpoint: str):
 
 def make_env(tmp_path: Path, database_url: str, broker_url: str, s3: str, bucket: str, **extra):
     """A GME stack's settings (`tests.stack.stack_env` with the source and the keys)."""
-    return stack_env(
-        tmp_path, database_url, broker_url, s3, bucket,
-        RECPIPE_GME_SOURCE_URL=f"s3://{bucket}/cos?endpoint_url={s3}",
-        RECPIPE_GME_SECRET_KEYS=f"{BIZ}={SECRET}",
-        RECPIPE_MAX_WAIT_SECONDS="30",
-        **extra,
-    )  # fmt: skip
+    gme = {
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3}",
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_MAX_WAIT_SECONDS": "30",
+    }
+    return stack_env(tmp_path, database_url, broker_url, s3, bucket, **{**gme, **extra})
 
 
 def migrate(database_url: str) -> None:
