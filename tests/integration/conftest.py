@@ -9,6 +9,15 @@ from storage.ledger import Ledger
 from tests.stack import Receiver
 
 
+@pytest.fixture
+def pg_ledger(pg_url: str) -> Iterator[Ledger]:
+    """A migrated ledger on a fresh PostgreSQL database (for what only PostgreSQL has)."""
+    ledger = Ledger(pg_url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     """A migrated ledger, once on a fresh PostgreSQL database and once on SQLite."""

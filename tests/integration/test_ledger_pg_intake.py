@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,14 +34,6 @@ WORKER_STATES = (
     RecordingState.COLLECTING,
     "stopped",  # an operator stops the task (Ledger.stop_gme_task)
 )
-
-
-@pytest.fixture
-def pg_ledger(pg_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(pg_url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def key(task_id: str) -> GmeRecordingKey:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -18,14 +17,6 @@ from storage.ledger import Ledger, LedgerUnavailableError
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def pg_ledger(pg_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(pg_url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def upload(seq_no: int, task_id: str = "446946705284000000") -> GmeEvent:
