@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -602,3 +604,42 @@ def print_top(title: str, path: Path, *, within: str | None = None, limit: int =
     print(f"\n  {title}: {total} samples{scope}; inclusive% / self%")
     for name, incl, self_pct in rows:
         print(f"    {incl:5.1f}% {self_pct:5.1f}%  {name}")
+
+
+class Receiver:
+    """The downstream URL of a bench: notes when each recording's first notification
+    arrives, and answers 204, except 503 to every `fail_every`th POST (0: never)."""
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.posts = 0
+        self.arrived: dict[str, datetime] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                at = datetime.now(UTC)
+                try:
+                    recording = json.loads(body).get("recording") or {}
+                except (ValueError, AttributeError):
+                    recording = {}
+                with outer.lock:
+                    outer.posts += 1
+                    fail = fail_every and outer.posts % fail_every == 0
+                    if not fail:  # a refused POST is not a delivery
+                        outer.arrived.setdefault(str(recording.get("id")), at)
+                self.send_response(503 if fail else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

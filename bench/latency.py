@@ -28,10 +28,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from benchlib import (
     BIZ_ID,
     TASK_ID_BASE,
     Processes,
+    Receiver,
     clean_env,
     closed_loop,
     free_port,
@@ -61,37 +60,6 @@ HOUR_TASK = 70_000_000
 SHORT_TASK = 71_000_000
 HOUR_SEGMENTS, SEGMENT_SECONDS = 12, 300
 SHORT_SEGMENTS, SHORT_SECONDS = 3, (1.0, 1.5, 2.0)
-
-
-class Receiver:
-    """The downstream URL: notes when each recording's notification arrives."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, datetime] = {}
-        arrived = self.arrived
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                at = datetime.now(UTC)
-                try:
-                    recording = json.loads(body).get("recording") or {}
-                    arrived.setdefault(str(recording.get("id")), at)
-                except ValueError:
-                    pass
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def tone(path: Path, frequency: float, seconds: float) -> Path:

@@ -52,7 +52,6 @@ import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from benchlib import (
     TASK_ID_BASE,
     Client,
     Processes,
+    Receiver,
     Signed,
     clean_env,
     cpu_seconds,
@@ -91,36 +91,6 @@ TASK_RECEIVED = re.compile(r"Task (recpipe\.[a-z_]+)\[[0-9a-f-]+\] received")
 
 
 # -- the downstream receiver ------------------------------------------------------------
-
-
-class Receiver:
-    """The downstream URL: 204, except 503 to every `fail_every`th POST (0: never)."""
-
-    def __init__(self, fail_every: int) -> None:
-        self.posts = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.posts += 1
-                    fail = fail_every and outer.posts % fail_every == 0
-                self.send_response(503 if fail else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # -- the load ---------------------------------------------------------------------------
