@@ -53,7 +53,7 @@ def child(count: int, source: Path, scratch: Path) -> None:
     started = time.monotonic()
     sources = fetch_sources(store, segments, scratch, tools, label="bench")
     joined, plan = concatenate(sources, scratch, tools, label="bench")
-    [output] = transcode(joined, plan, ("m4a",), "bench", scratch, tools, label="bench")
+    [output] = transcode(joined, plan, ("m4a",), "bench", scratch, tools, label="bench").outputs
     print(
         json.dumps(
             {

@@ -4,9 +4,11 @@ the room's clock (`tasks.gme.timeline`), transcode to every RECPIPE_AUDIO_FORMAT
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timezone
 from pathlib import Path
@@ -77,12 +79,25 @@ def fetch_sources(
     ordered = sorted(segments)
     results: list[SourceFile] = []
     last_beat = time.monotonic()
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for source in pool.map(fetch_one, ordered):
-            results.append(source)
-            if heartbeat and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-                heartbeat()
-                last_beat = time.monotonic()
+    workers = max(1, concurrency)
+    # A few fetches in flight, not one future per segment: a recording of thousands of
+    # segments must not hold thousands of pending tasks (memory flat in the count).
+    window: deque[Future[SourceFile]] = deque()
+    items = iter(ordered)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for item in itertools.islice(items, 2 * workers):
+                window.append(pool.submit(fetch_one, item))
+            while window:
+                results.append(window.popleft().result())
+                for item in itertools.islice(items, 1):
+                    window.append(pool.submit(fetch_one, item))
+                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    heartbeat()
+                    last_beat = time.monotonic()
+        finally:
+            for pending in window:
+                pending.cancel()
     return results
 
 

@@ -186,3 +186,54 @@ def test_a_tool_is_waited_for_without_polling_and_heartbeats_while_it_runs(monke
     with pytest.raises(RuntimeError, match="ledger unreachable"):
         run_tool(["sleep", "30"], "sleeping", failing)
     assert time.monotonic() - started < 5
+
+
+def test_segments_are_fetched_a_few_at_a_time_and_a_missing_one_stops_the_rest(
+    tone, tmp_path: Path
+):
+    """A recording of thousands of segments holds a bounded number of fetches in flight
+    (not one pending task per segment): while the first segment's fetch is held, the
+    other worker fetches only the next few. The first missing segment ends the step
+    without fetching what comes after it."""
+    import threading
+    import time
+
+    concurrency = 2
+
+    class HoldingStore(LocalStore):
+        def __init__(self, root: Path):
+            super().__init__(root)
+            self.lock = threading.Lock()
+            self.fetched: list[str] = []
+            self.seen_while_held = -1
+
+        def fetch(self, key, dest):
+            with self.lock:
+                self.fetched.append(key)
+            if key.endswith("0000.mp3") and self.seen_while_held < 0:
+                # Hold the first segment until the others stop coming (or 60 of them came).
+                last, settled_since = -1, time.monotonic()
+                while len(self.fetched) < 60 and time.monotonic() - settled_since < 1.0:
+                    if len(self.fetched) != last:
+                        last, settled_since = len(self.fetched), time.monotonic()
+                    time.sleep(0.02)
+                self.seen_while_held = len(self.fetched)
+            return super().fetch(key, dest)
+
+    segment = tone("s.mp3", 440, 0.2)
+    store = HoldingStore(tmp_path / "src")
+    count = 200
+    for seq in range(count):
+        store.put(f"r/{seq:04d}.mp3", segment)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    segments = [(seq, f"r/{seq:04d}.mp3") for seq in range(count)]
+    sources = fetch_sources(store, segments, scratch, Tools(), label="r", concurrency=concurrency)
+    assert [s.seq_no for s in sources] == list(range(count))
+    assert 1 < store.seen_while_held <= 2 * concurrency, store.seen_while_held
+
+    (tmp_path / "src" / "r" / "0005.mp3").unlink()
+    store.fetched.clear()
+    with pytest.raises(MediaError, match=r"segment 5 \(r/0005.mp3\)"):
+        fetch_sources(store, segments, tmp_path / "again", Tools(), label="r", concurrency=2)
+    assert "r/0199.mp3" not in store.fetched
