@@ -1,9 +1,14 @@
 """Benchmark the webhook (figure 3): verified GME callbacks per second and latency.
 
 `recpipe serve` (recpipe's HTTP server, ledger on a fresh PostgreSQL database, broker on a
-Redis database of its own) against a bare Flask app that answers 200 {"code":0} on the same
-server and settings (`bench/bare_app.py`), driven by the same load generator, in the same
-run:
+Redis database of its own) against two baselines on the same server and settings
+(`bench/bare_app.py`), driven by the same load generator, in the same run:
+
+  bare:        a bare Flask app that answers 200 {"code":0};
+  bare+store:  the same app storing each body with one INSERT on the same PostgreSQL
+               first, the durable write no webhook can skip.
+
+Each is measured in turn:
 
   (a) maximum throughput: --clients keep-alive connections posting back to back, at most
       --requests requests or --max-seconds;
@@ -14,8 +19,8 @@ Every callback is distinct (own TaskID/SeqNo/EventType) and validly signed, so r
 stores each one; the mix is a vendor's: per segment, started (1), completed (2) and
 uploaded (3), the last of which also hands a settle task to the broker.
 
-Bare and recpipe take --rounds turns each; the table shows the round with the median
-throughput ratio, and every round's ratio is printed.
+The three take --rounds turns each; the table shows the round with the median
+recpipe/bare throughput ratio, and every round's ratios are printed.
 
     python bench/webhook_load.py [--quick] [--rounds 3] [--clients 16] [--requests 6000]
                             [--rate 200] [--profile] [--wrk] [--out bench/out]
@@ -237,7 +242,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def print_table(recpipe: dict, bare: dict, args: argparse.Namespace) -> dict[str, Any]:
+def print_table(
+    recpipe: dict, bare: dict, stored: dict | None, args: argparse.Namespace
+) -> dict[str, Any]:
     rows = [
         ("max throughput, req/s", "peak", "rps", "higher is better; goal ratio >= 0.5"),
         ("  p50 ms", "peak", "p50_ms", ""),
@@ -253,14 +260,19 @@ def print_table(recpipe: dict, bare: dict, args: argparse.Namespace) -> dict[str
             ("wrk max throughput, req/s", "wrk", "rps", "C load generator"),
             ("  wrk p99 ms", "wrk", "p99_ms", ""),
         ]
-    header = f"{'figure 3: webhook':<30} {'recpipe':>9} {'bare':>9} {'ratio':>7}"
+    header = (
+        f"{'figure 3: webhook':<30} {'recpipe':>9} {'bare':>9} {'ratio':>7}"
+        f" {'bare+store':>10} {'ratio':>7}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
-    ratios = {}
+    ratios: dict[str, Any] = {}
     for label, phase, key, note in rows:
         a, b = recpipe[phase].get(key), bare[phase].get(key)
-        r = ratio(a, b)
+        c = stored[phase].get(key) if stored and phase in stored else None
+        r, rc = ratio(a, b), ratio(a, c)
         ratios[f"{phase}.{key}"] = r
-        print(f"{label:<30} {a!s:>9} {b!s:>9} {r!s:>7}  {note}")
+        ratios[f"store.{phase}.{key}"] = rc
+        print(f"{label:<30} {a!s:>9} {b!s:>9} {r!s:>7} {c!s:>10} {rc!s:>7}  {note}")
     by_event = recpipe["peak"]["p50_ms_by_event"]
     print(f"recpipe p50 ms by EventType at max throughput: {by_event}")
     return ratios
@@ -347,6 +359,14 @@ def main() -> None:
                     )  # fmt: skip
                     result = {"bare": measure(bare, sets, args)}
                     port = free_port()
+                    with_store = Target(
+                        "bare+store",
+                        [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(port),
+                         "--store", db_url.replace("+psycopg", ""), *server],
+                        procs, port, db_url,
+                    )  # fmt: skip
+                    result["bare+store"] = measure(with_store, sets, args)
+                    port = free_port()
                     recpipe = Target(
                         "recpipe",
                         [sys.executable, "-m", "recpipe", "serve", "--port", str(port), *server],
@@ -367,9 +387,11 @@ def main() -> None:
     )
     median = by_ratio[len(by_ratio) // 2]
     if len(results) > 1:
-        each = [ratio(r["recpipe"]["peak"]["rps"], r["bare"]["peak"]["rps"]) for r in results]
-        print(f"\nthroughput ratio of each round: {each}; the table shows the median round")
-    ratios = print_table(median["recpipe"], median["bare"], args)
+        for base in ("bare", "bare+store"):
+            each = [ratio(r["recpipe"]["peak"]["rps"], r[base]["peak"]["rps"]) for r in results]
+            print(f"\nthroughput ratio to {base} of each round: {each}")
+        print("the table shows the median round (by the ratio to bare)")
+    ratios = print_table(median["recpipe"], median["bare"], median.get("bare+store"), args)
     print(f"callbacks stored by recpipe: {stored}")
     command = shlex.join(["python", "bench/webhook_load.py", *sys.argv[1:]])
     report = {
