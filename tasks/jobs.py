@@ -32,7 +32,10 @@ log = structlog.get_logger("recpipe.tasks")
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
+    """A pool process starts with connections of its own, built before its first task
+    needs them (that task would otherwise pay for the clients' set-up)."""
     context.reset()
+    context.warm_in_background()
 
 
 def services() -> Services:
