@@ -48,9 +48,9 @@ from benchlib import (
     interleaved_callbacks,
     moto_server,
     percentile,
+    recording_keys,
     redis_database,
     s3_client,
-    segment_key,
     wait_until,
 )
 
@@ -60,6 +60,14 @@ HOUR_TASK = 70_000_000
 SHORT_TASK = 71_000_000
 HOUR_SEGMENTS, SEGMENT_SECONDS = 12, 300
 SHORT_SEGMENTS, SHORT_SECONDS = 3, (1.0, 1.5, 2.0)
+
+
+def short_index(recording: int, seq_no: int) -> int:
+    return (recording + seq_no) % len(SHORT_SECONDS)
+
+
+def short_seconds(recording: int, seq_no: int) -> float:
+    return SHORT_SECONDS[short_index(recording, seq_no)]
 
 
 def tone(path: Path, frequency: float, seconds: float) -> Path:
@@ -188,11 +196,12 @@ def main() -> None:
 
         if not args.skip_hour:
             task_id, room = TASK_ID_BASE + HOUR_TASK, str(10000 + HOUR_TASK)
-            for seq in range(HOUR_SEGMENTS):
-                client.upload_file(str(hour_tone), SOURCE_BUCKET, segment_key(task_id, room, seq))
+            keys = recording_keys(task_id, room, [SEGMENT_SECONDS] * HOUR_SEGMENTS)
+            for key in keys:
+                client.upload_file(str(hour_tone), SOURCE_BUCKET, key)
             callbacks = [
-                gme_callback(task_id, room, "999", seq, ev, segment_key(task_id, room, seq))
-                for seq in range(HOUR_SEGMENTS)
+                gme_callback(task_id, room, "999", seq, ev, key)
+                for seq, key in enumerate(keys)
                 for ev in (1, 2, 3)
             ]
             closed_loop(port, "/callbacks/gme", callbacks, 1, 120)
@@ -202,13 +211,12 @@ def main() -> None:
         for r in range(args.short):
             task_id, room = TASK_ID_BASE + SHORT_TASK + r, str(10000 + SHORT_TASK + r)
             ids.append(rid(task_id, room))
-            for seq in range(SHORT_SEGMENTS):
-                client.upload_file(
-                    str(short_tones[(r + seq) % len(short_tones)]),
-                    SOURCE_BUCKET,
-                    segment_key(task_id, room, seq),
-                )
-        callbacks = interleaved_callbacks(args.short, SHORT_SEGMENTS, SHORT_TASK)
+            durations = [short_seconds(r, seq) for seq in range(SHORT_SEGMENTS)]
+            for seq, key in enumerate(recording_keys(task_id, room, durations)):
+                client.upload_file(str(short_tones[short_index(r, seq)]), SOURCE_BUCKET, key)
+        callbacks = interleaved_callbacks(
+            args.short, SHORT_SEGMENTS, SHORT_TASK, seconds=short_seconds
+        )
         closed_loop(port, "/callbacks/gme", callbacks, 4, 300)
         report["short"] = summarize(f"{args.short} short recordings", db_url, receiver, ids, 900)
     command = shlex.join(["python", "bench/latency.py", *sys.argv[1:]])
