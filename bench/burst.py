@@ -11,8 +11,9 @@ Ledger on a fresh PostgreSQL database, broker on a Redis database of its own. Th
 is polled (storage.ledger.Ledger) until every recording is archived.
 
 Reported: time from the first callback to the last archive, recordings per minute, and the
-settle window's share of that time; the workers' CPU per recording, and the part of it
-outside ffmpeg (worker CPU minus that of the ffmpeg/ffprobe runs it waited for); and each
+settle window's share of that time; the workers' CPU per recording during the burst
+(their start not counted), and the part of it outside ffmpeg (worker CPU minus that of the
+ffmpeg/ffprobe runs it waited for); and each
 archived m4a's duration against the sum of its segments (the keys name back-to-back
 starts, so nothing is padded). Baselines, measured in the same run on a recording's local
 segments, times the recordings, spread over two cores after the settle window (what two
@@ -407,6 +408,9 @@ def burst(
                         pid, args.out, f"burst-{name}", args.profile_seconds, mode=args.profile_mode
                     )
                 )
+        # The burst's CPU only: the workers' start (imports, pool processes' clients) is not
+        # a recording's cost.
+        cpu_before, python_before = workers_cpu(workers)
         started = time.perf_counter()
         posted = closed_loop(port, "/callbacks/gme", callbacks, args.posters, args.timeout)
         posting_s = time.perf_counter() - started
@@ -422,16 +426,9 @@ def burst(
             name: {process_name(p): round(vm_hwm_mb(p) or 0, 1) for p in [pid, *children_of(pid)]}
             for name, pid in workers.items()
         }
-        cpu = {
-            name: round(sum(cpu_seconds(p, reaped=True) for p in [pid, *children_of(pid)]), 1)
-            for name, pid in workers.items()
-        }
-        # The workers' own CPU, without the ffmpeg/ffprobe runs they waited for.
-        python_cpu = sum(
-            cpu_seconds(p, reaped=False)
-            for pid in workers.values()
-            for p in [pid, *children_of(pid)]
-        )
+        cpu_after, python_after = workers_cpu(workers)
+        cpu = {name: round(cpu_after[name] - cpu_before[name], 1) for name in workers}
+        python_cpu = python_after - python_before
         profiles = []
         for profiler in profilers:
             for path in profiler.stop():
@@ -462,6 +459,17 @@ def burst(
         ),
         "profiles": profiles,
     }
+
+
+def workers_cpu(workers: dict[str, int]) -> tuple[dict[str, float], float]:
+    """CPU seconds so far of each worker (its processes and the ffmpeg/ffprobe runs they
+    waited for), and of all workers' processes alone (outside ffmpeg)."""
+    processes = {name: [pid, *children_of(pid)] for name, pid in workers.items()}
+    total = {
+        name: sum(cpu_seconds(p, reaped=True) for p in pids) for name, pids in processes.items()
+    }
+    own = sum(cpu_seconds(p, reaped=False) for pids in processes.values() for p in pids)
+    return total, own
 
 
 def ratios(r: dict[str, Any]) -> dict[str, float | None]:
@@ -515,7 +523,7 @@ def print_summary(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"archived m4a duration s           {ledger['m4a_duration_s']} (segments end to end: "
           f"{ledger['expected_duration_s']}; worst difference "
           f"{ledger['m4a_duration_off_max_s']} s)")  # fmt: skip
-    print(f"worker CPU s                      {r['worker_cpu_s']}")
+    print(f"worker CPU s during the burst     {r['worker_cpu_s']}")
     print(f"worker peak RSS MB                {r['worker_vmhwm_mb']}")
 
 

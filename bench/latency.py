@@ -11,8 +11,9 @@ source and archive, a local HTTP receiver as the downstream URL):
      them.
 For each recording: the time from its last callback (the ledger's `last_event_at`, stamped
 by the webhook) to its notification arriving at the receiver; p50 and p90; the settle
-share (last callback → run claimed, over the whole); and the media task's time (the
-transcode and the rest of the chain).
+share (last callback → run claimed, over the whole); the wait for a worker (claimed →
+started); the media task's time (the transcode and the rest of the chain); and the
+notification's delivery (finished → arrived).
 
     python bench/latency.py [--short 50] [--skip-hour] [--out DIR]
 
@@ -108,13 +109,15 @@ def summarize(
 ) -> dict[str, Any]:
     wait_until(lambda: all(rid in receiver.arrived for rid in ids), timeout, f"{name} notified")
     facts = recording_facts(db_url, ids)
-    totals, settles, media = [], [], []
+    totals, settles, queued, media, notified = [], [], [], [], []
     for rid in ids:
         f = facts[rid]
         total = (receiver.arrived[rid] - f["last_event"]).total_seconds()
         totals.append(total)
         settles.append((f["claimed"] - f["last_event"]).total_seconds())
+        queued.append((f["started"] - f["claimed"]).total_seconds())
         media.append((f["finished"] - f["started"]).total_seconds())
+        notified.append((receiver.arrived[rid] - f["finished"]).total_seconds())
     result = {
         "recordings": len(ids),
         "last_callback_to_notification_s": {
@@ -124,13 +127,23 @@ def summarize(
         },
         "settle_s": {"p50": percentile(settles, 50), "p90": percentile(settles, 90)},
         "settle_share": round(sum(settles) / sum(totals), 3),
+        "claimed_to_started_s": {"p50": percentile(queued, 50), "p90": percentile(queued, 90)},
         "media_task_s": {"p50": percentile(media, 50), "p90": percentile(media, 90)},
+        "finished_to_notified_s": {
+            "p50": percentile(notified, 50),
+            "p90": percentile(notified, 90),
+        },
     }
     t, s = result["last_callback_to_notification_s"], result["settle_s"]
     print(
         f"{name}: last callback -> notification p50 {t['p50']} s, p90 {t['p90']} s "
         f"(max {t['max']} s); settle p50 {s['p50']} s, share {result['settle_share']}; "
         f"media task p50 {result['media_task_s']['p50']} s"
+    )
+    q, n = result["claimed_to_started_s"], result["finished_to_notified_s"]
+    print(
+        f"  claimed -> started p50 {q['p50']} s, p90 {q['p90']} s; "
+        f"finished -> notified p50 {n['p50']} s, p90 {n['p90']} s"
     )
     return result
 
