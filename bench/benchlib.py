@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,18 @@ def self_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def cpu_so_far() -> float:
+    """User + system CPU seconds of this process and of the children it has waited for
+    (ffmpeg, ffprobe): what a recording costs a media worker's cores."""
+    import resource
+
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 # -- GME callbacks ----------------------------------------------------------------------
 
 
@@ -298,27 +310,65 @@ def gme_callback(
     return Signed(body, base64.b64encode(digest).decode(), event_type, task_id)
 
 
-def segment_key(task_id: int, room: str, seq_no: int) -> str:
-    """A GME-like key: `bizid_room/<start time>_<TaskID>_audio_<SeqNo>.mp3`, 5 min apart."""
-    minute = seq_no * 5
-    stamp = f"2026-01-01-{8 + minute // 60:02d}-{minute % 60:02d}-00"
+# Where the bench's recordings begin on the room's clock (08:00:00 in the FileName's zone).
+CLOCK_START = datetime(2026, 1, 1, 8, 0, 0)
+# The spacing of segments whose media no bench processes (the webhook benches).
+UNPROCESSED_SEGMENT_S = 300.0
+
+
+def segment_key(task_id: int, room: str, seq_no: int, *, start_s: float) -> str:
+    """A GME-like key: `bizid_room/<start time>_<TaskID>_audio_<SeqNo>.mp3`, whose time is
+    the segment's start second on the room's clock (`start_s` after `CLOCK_START`). recpipe
+    places segments by that time and pads the pauses between them with silence, so the
+    names must tell the truth about the media (see `back_to_back`)."""
+    stamp = (CLOCK_START + timedelta(seconds=int(start_s))).strftime("%Y-%m-%d-%H-%M-%S")
     return f"{BIZ_ID}_{room}/{stamp}_{task_id}_audio_{seq_no}.mp3"
 
 
+def back_to_back(durations: Sequence[float]) -> list[float]:
+    """The start seconds of segments of these lengths laid end to end (no pause)."""
+    starts, at = [], 0.0
+    for seconds in durations:
+        starts.append(at)
+        at += seconds
+    return starts
+
+
+def recording_keys(task_id: int, room: str, durations: Sequence[float]) -> list[str]:
+    """The keys of one recording's segments, of these lengths, back to back."""
+    return [
+        segment_key(task_id, room, seq_no, start_s=start)
+        for seq_no, start in enumerate(back_to_back(durations))
+    ]
+
+
 def interleaved_callbacks(
-    recordings: int, segments: int, first_task: int, events: Sequence[int] = (1, 2, 3)
+    recordings: int,
+    segments: int,
+    first_task: int,
+    events: Sequence[int] = (1, 2, 3),
+    *,
+    seconds: Callable[[int, int], float] = lambda _r, _seq: UNPROCESSED_SEGMENT_S,
 ) -> list[Signed]:
     """Callbacks of `recordings` recordings, in the order a busy vendor sends them: each
     recording's segments and events in order, the recordings interleaved (so consecutive
-    requests touch different recordings, as many concurrent rooms do)."""
+    requests touch different recordings, as many concurrent rooms do). `seconds(r, seq_no)`
+    is how long segment `seq_no` of recording `r` lasts: the keys name back-to-back starts."""
+    keys = [
+        recording_keys(
+            TASK_ID_BASE + first_task + r,
+            str(10000 + first_task + r),
+            [seconds(r, seq_no) for seq_no in range(segments)],
+        )
+        for r in range(recordings)
+    ]
     out = []
     for seq_no in range(segments):
         for event_type in events:
             for r in range(recordings):
                 task_id = TASK_ID_BASE + first_task + r
                 room = str(10000 + first_task + r)
-                key = segment_key(task_id, room, seq_no)
-                out.append(gme_callback(task_id, room, "999", seq_no, event_type, key))
+                out.append(gme_callback(task_id, room, "999", seq_no, event_type, keys[r][seq_no]))
     return out
 
 
@@ -497,6 +547,54 @@ def open_loop(
         t.join(seconds + 60)
     result.wall_s = time.perf_counter() - began
     return result
+
+
+# -- bare ffmpeg: the baselines ---------------------------------------------------------
+
+
+def bare_finish(
+    inputs: list[str], output: Path, scratch: Path, sample_rate: int = 48000
+) -> dict[str, float]:
+    """What recpipe's transcode does, as a bare script would: loudnorm's measuring pass,
+    then one pass normalizing linearly to -16 LUFS (true peak -1 dBTP), encoding AAC,
+    detecting silence at -40 dB and writing a 16 kHz mono copy whose min/max per 320
+    samples numpy takes (the waveform peaks)."""
+    import numpy as np
+
+    norm = "loudnorm=I=-16:TP=-1:LRA=11"
+    mark = time.perf_counter()
+    measured = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", *inputs,
+         "-af", f"{norm}:print_format=json", "-f", "null", "-"],
+        check=True, capture_output=True, text=True,
+    ).stderr  # fmt: skip
+    m = json.loads(measured[measured.rfind("{") : measured.rfind("}") + 1])
+    measure_s = time.perf_counter() - mark
+    mark = time.perf_counter()
+    linear = (
+        f"{norm}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
+        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:linear=true"
+    )
+    raw = scratch / "peaks.s16"
+    graph = (
+        f"[0:a:0]{linear},aresample={sample_rate},aformat=channel_layouts=mono,asplit=2[o][m];"
+        "[m]silencedetect=n=-40dB:d=0.5,aresample=16000,"
+        "aformat=sample_fmts=s16:channel_layouts=mono[w]"
+    )
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y", *inputs,
+         "-filter_complex", graph,
+         "-map", "[o]", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output),
+         "-map", "[w]", "-f", "s16le", str(raw)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    samples = np.memmap(raw, dtype="<i2", mode="r")
+    usable = len(samples) - len(samples) % 320
+    pixels = samples[:usable].reshape(-1, 320)
+    (scratch / "peaks.json").write_text(
+        json.dumps({"data": np.stack([pixels.min(1), pixels.max(1)], 1).ravel().tolist()})
+    )
+    return {"measure": measure_s, "encode": time.perf_counter() - mark}
 
 
 # -- profiling --------------------------------------------------------------------------

@@ -11,12 +11,21 @@ Ledger on a fresh PostgreSQL database, broker on a Redis database of its own. Th
 is polled (storage.ledger.Ledger) until every recording is archived.
 
 Reported: time from the first callback to the last archive, recordings per minute, and the
-settle window's share of that time. Baseline, measured in the same run: the media work
-alone, as bare ffmpeg (one concat + AAC encode of a recording's local segments) times the
-recordings, spread over two cores: what two perfectly fed workers could not beat.
+settle window's share of that time; the workers' CPU per recording during the burst
+(their start not counted), and the part of it outside ffmpeg (worker CPU minus that of the
+ffmpeg/ffprobe runs it waited for); and each
+archived m4a's duration against the sum of its segments (the keys name back-to-back
+starts, so nothing is padded). Baselines, measured in the same run on a recording's local
+segments, times the recordings, spread over two cores after the settle window (what two
+perfectly fed workers could not beat):
+  - concat + AAC: one bare ffmpeg concat and AAC encode;
+  - same work: what recpipe's ffmpeg does too (`benchlib.bare_finish`: loudness measuring
+    pass, linear loudnorm, AAC, silencedetect, waveform peaks).
+Ratios: recpipe wall over each baseline, recpipe CPU per recording over the same work's.
 
     python bench/burst.py [--quick] [--recordings 200] [--segments 6] [--settle 5]
-                          [--store s3|file] [--pool processes|concurrency] [--profile]
+                          [--store s3|file] [--pool processes|concurrency]
+                          [--profile [--profile-mode wall|gil]]
 """
 
 from __future__ import annotations
@@ -41,12 +50,15 @@ from benchlib import (
     BENCH_SECRET,
     BIZ_ID,
     ROOT,
+    TASK_ID_BASE,
     Processes,
     Profiler,
+    bare_finish,
     children_of,
     clean_env,
     closed_loop,
     cpu_seconds,
+    cpu_so_far,
     free_port,
     fresh_database,
     http_ok,
@@ -55,9 +67,10 @@ from benchlib import (
     percentile,
     print_top,
     process_name,
+    py_spy,
+    recording_keys,
     redis_database,
     s3_client,
-    segment_key,
     vm_hwm_mb,
     wait_until,
 )
@@ -81,15 +94,22 @@ def make_tones(folder: Path) -> list[Path]:
     return paths
 
 
-def source_keys(recordings: int, segments: int) -> list[tuple[str, int]]:
-    """(key, tone index) of every segment of every recording."""
-    from benchlib import TASK_ID_BASE
+def tone_index(recording: int, seq_no: int) -> int:
+    return (recording + seq_no) % len(TONE_SECONDS)
 
+
+def tone_seconds(recording: int, seq_no: int) -> float:
+    return TONE_SECONDS[tone_index(recording, seq_no)]
+
+
+def source_keys(recordings: int, segments: int) -> list[tuple[str, int]]:
+    """(key, tone index) of every segment of every recording, named back to back."""
     keys = []
     for r in range(recordings):
         task_id, room = TASK_ID_BASE + FIRST_TASK + r, str(10000 + FIRST_TASK + r)
-        for seq_no in range(segments):
-            keys.append((segment_key(task_id, room, seq_no), (r + seq_no) % len(TONE_SECONDS)))
+        durations = [tone_seconds(r, seq_no) for seq_no in range(segments)]
+        names = recording_keys(task_id, room, durations)
+        keys.extend((name, tone_index(r, seq_no)) for seq_no, name in enumerate(names))
     return keys
 
 
@@ -149,9 +169,22 @@ def poll_until_archived(
     return archived, counts
 
 
-def run_facts(db_url: str) -> dict[str, Any]:
+def expected_durations(recordings: int, segments: int) -> dict[str, float]:
+    """Each recording's id and the length of its track: its tones end to end."""
+    from storage.domain import GmeRecordingKey
+
+    out = {}
+    for r in range(recordings):
+        task_id, room = TASK_ID_BASE + FIRST_TASK + r, str(10000 + FIRST_TASK + r)
+        rid = GmeRecordingKey(BIZ_ID, room, "999", str(task_id), 1).recording_id
+        out[rid] = sum(tone_seconds(r, seq_no) for seq_no in range(segments))
+    return out
+
+
+def run_facts(db_url: str, expected: dict[str, float]) -> dict[str, Any]:
     """From the ledger, after the burst: per recording, last event → run created (settling),
-    created → started (queueing), started → finished (the media task), and step times."""
+    created → started (queueing), started → finished (the media task), step times, and the
+    archived m4a's duration against `expected` (its segments end to end)."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(db_url)
@@ -159,22 +192,27 @@ def run_facts(db_url: str) -> dict[str, Any]:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT r.last_event_at, u.created_at, u.started_at, u.finished_at, u.steps"
+                    "SELECT r.id, r.last_event_at, u.created_at, u.started_at, u.finished_at,"
+                    " u.steps, u.result"
                     " FROM runs u JOIN recordings r ON r.id = u.recording_id"
                     " WHERE u.state = 'archived'"
                 )
             ).all()
     finally:
         engine.dispose()
-    settling, queueing, media = [], [], []
+    settling, queueing, media, durations, off = [], [], [], [], []
     steps: dict[str, list[float]] = {}
-    for last_event, created, began, finished, run_steps in rows:
+    for rid, last_event, created, began, finished, run_steps, result in rows:
         settling.append((created - last_event).total_seconds())
         queueing.append((began - created).total_seconds())
         media.append((finished - began).total_seconds())
         for entry in run_steps or []:
             if entry.get("seconds") is not None:
                 steps.setdefault(entry["step"], []).append(float(entry["seconds"]))
+        m4a = [a for a in (result or {}).get("artifacts", []) if a.get("format") == "m4a"]
+        if m4a and rid in expected:
+            durations.append(float(m4a[0]["duration_s"]))
+            off.append(abs(float(m4a[0]["duration_s"]) - expected[rid]))
 
     def stats(values: list[float]) -> dict[str, float | None]:
         return {
@@ -191,31 +229,47 @@ def run_facts(db_url: str) -> dict[str, Any]:
         "media_task_total_s": round(sum(media), 1),
         "steps_s": {k: stats(v) for k, v in sorted(steps.items())},
         "steps_total_s": {k: round(sum(v), 1) for k, v in sorted(steps.items())},
+        "m4a_duration_s": stats(durations),
+        "expected_duration_s": stats(sorted(expected.values())),
+        "m4a_duration_off_max_s": round(max(off), 3) if off else None,
     }
 
 
-def bare_media_seconds(tones: list[Path], segments: int, samples: int, work: Path) -> float:
-    """The baseline's unit: one recording's concat + AAC encode with bare ffmpeg (local
-    files), the median of `samples` runs."""
-    times = []
+def bare_units(tones: list[Path], segments: int, samples: int, work: Path) -> dict[str, float]:
+    """The baselines' units, on one recording's local segments with bare ffmpeg, each the
+    median of `samples` runs: wall seconds of a concat + AAC encode, and wall and CPU
+    seconds of the same work recpipe does (`bare_finish`)."""
+    concat, same, same_cpu = [], [], []
     for i in range(samples):
         folder = work / f"bare-{i}"
         folder.mkdir(parents=True, exist_ok=True)
         listing = folder / "list.txt"
         listing.write_text(
-            "".join(f"file '{tones[(i + s) % len(tones)].resolve()}'\n" for s in range(segments))
+            "".join(f"file '{tones[tone_index(i, s)].resolve()}'\n" for s in range(segments))
         )
+        inputs = ["-f", "concat", "-safe", "0", "-i", str(listing)]
         started = time.perf_counter()
         subprocess.run(
             [
-                "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
-                "-f", "concat", "-safe", "0", "-i", str(listing),
+                "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *inputs,
                 "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(folder / "o.m4a"),
             ],
             check=True,
         )  # fmt: skip
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+        concat.append(time.perf_counter() - started)
+        started, cpu_before = time.perf_counter(), cpu_so_far()
+        bare_finish(inputs, folder / "same.m4a", folder)
+        same.append(time.perf_counter() - started)
+        same_cpu.append(cpu_so_far() - cpu_before)
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    return {
+        "concat_aac_s": median(concat),
+        "same_work_s": median(same),
+        "same_work_cpu_s": median(same_cpu),
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -231,6 +285,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-db", type=int, default=15, help="Redis database (flushed)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers")
+    parser.add_argument(
+        "--profile-mode",
+        choices=("wall", "gil"),
+        default="wall",
+        help="py-spy samples every thread (wall: where a task's time goes) or only the one "
+        "holding the GIL (gil: where the workers' own CPU goes)",
+    )
     parser.add_argument("--profile-seconds", type=float, default=600.0, help="at most")
     parser.add_argument("--out", dest="out_arg", default="bench/out")
     args = parser.parse_args()
@@ -246,7 +307,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="burst-", dir=args.out))
     tones = make_tones(args.out / "media" / "burst-tones")
     keys = source_keys(args.recordings, args.segments)
-    callbacks = interleaved_callbacks(args.recordings, args.segments, FIRST_TASK)
+    callbacks = interleaved_callbacks(
+        args.recordings, args.segments, FIRST_TASK, seconds=tone_seconds
+    )
+    if args.profile and py_spy() is None:
+        print("py-spy not found: running without --profile (pip install py-spy)")
+        args.profile = False
     print(
         f"{args.recordings} recordings x {args.segments} segments = {len(keys)} segments, "
         f"{len(callbacks)} signed callbacks; settle {args.settle:g} s; store {args.store}; "
@@ -285,16 +351,19 @@ def main() -> None:
             )
             result = burst(args, env, db_url, work, callbacks)
 
-    unit = bare_media_seconds(tones, args.segments, 5, args.out / "bare-burst")
+    units = bare_units(tones, args.segments, 5, args.out / "bare-burst")
     shutil.rmtree(args.out / "bare-burst", ignore_errors=True)
     # Two workers, perfectly fed: the settle window, which the design must wait, then the
     # recordings' bare ffmpeg work split over two cores.
-    baseline = args.settle + unit * args.recordings / 2
-    result["baseline"] = {
-        "bare_ffmpeg_per_recording_s": round(unit, 3),
-        "total_s": round(baseline, 2),
-        "recordings_per_minute": round(60 * args.recordings / baseline, 1),
-    }
+    for name, unit in (("baseline", units["concat_aac_s"]), ("same_work", units["same_work_s"])):
+        total = args.settle + unit * args.recordings / 2
+        result[name] = {
+            "bare_ffmpeg_per_recording_s": round(unit, 3),
+            "total_s": round(total, 2),
+            "recordings_per_minute": round(60 * args.recordings / total, 1),
+        }
+    result["same_work"]["cpu_per_recording_s"] = round(units["same_work_cpu_s"], 3)
+    result["ratios"] = ratios(result)
     print_summary(result, args)
     command = shlex.join(["python", "bench/burst.py", *sys.argv[1:]])
     report = {
@@ -335,8 +404,13 @@ def burst(
         if args.profile:
             for name, pid in workers.items():
                 profilers.append(
-                    Profiler(pid, args.out, f"burst-{name}", args.profile_seconds, mode="wall")
+                    Profiler(
+                        pid, args.out, f"burst-{name}", args.profile_seconds, mode=args.profile_mode
+                    )
                 )
+        # The burst's CPU only: the workers' start (imports, pool processes' clients) is not
+        # a recording's cost.
+        cpu_before, python_before = workers_cpu(workers)
         started = time.perf_counter()
         posted = closed_loop(port, "/callbacks/gme", callbacks, args.posters, args.timeout)
         posting_s = time.perf_counter() - started
@@ -352,16 +426,9 @@ def burst(
             name: {process_name(p): round(vm_hwm_mb(p) or 0, 1) for p in [pid, *children_of(pid)]}
             for name, pid in workers.items()
         }
-        cpu = {
-            name: round(sum(cpu_seconds(p, reaped=True) for p in [pid, *children_of(pid)]), 1)
-            for name, pid in workers.items()
-        }
-        # The workers' own CPU, without the ffmpeg/ffprobe runs they waited for.
-        python_cpu = sum(
-            cpu_seconds(p, reaped=False)
-            for pid in workers.values()
-            for p in [pid, *children_of(pid)]
-        )
+        cpu_after, python_after = workers_cpu(workers)
+        cpu = {name: round(cpu_after[name] - cpu_before[name], 1) for name in workers}
+        python_cpu = python_after - python_before
         profiles = []
         for profiler in profilers:
             for path in profiler.stop():
@@ -381,9 +448,12 @@ def burst(
         "total_s": round(total_s, 2) if total_s else None,
         "recordings_per_minute": round(60 * len(archived) / total_s, 1) if total_s else None,
         "settle_share": round(args.settle / total_s, 3) if total_s else None,
-        "ledger": run_facts(db_url),
+        "ledger": run_facts(db_url, expected_durations(args.recordings, args.segments)),
         "worker_vmhwm_mb": memory,
         "worker_cpu_s": cpu,
+        "worker_cpu_per_recording_s": (
+            round(sum(cpu.values()) / len(archived), 3) if archived else None
+        ),
         "worker_cpu_outside_ffmpeg_per_recording_s": (
             round(python_cpu / len(archived), 3) if archived else None
         ),
@@ -391,11 +461,34 @@ def burst(
     }
 
 
+def workers_cpu(workers: dict[str, int]) -> tuple[dict[str, float], float]:
+    """CPU seconds so far of each worker (its processes and the ffmpeg/ffprobe runs they
+    waited for), and of all workers' processes alone (outside ffmpeg)."""
+    processes = {name: [pid, *children_of(pid)] for name, pid in workers.items()}
+    total = {
+        name: sum(cpu_seconds(p, reaped=True) for p in pids) for name, pids in processes.items()
+    }
+    own = sum(cpu_seconds(p, reaped=False) for pids in processes.values() for p in pids)
+    return total, own
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    """recpipe over the bare baselines: wall time of the burst, CPU per recording."""
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    return {
+        "wall_over_concat_aac": over(r.get("total_s"), r["baseline"]["total_s"]),
+        "wall_over_same_work": over(r.get("total_s"), r["same_work"]["total_s"]),
+        "cpu_over_same_work": over(
+            r.get("worker_cpu_per_recording_s"), r["same_work"]["cpu_per_recording_s"]
+        ),
+    }
+
+
 def print_summary(r: dict[str, Any], args: argparse.Namespace) -> None:
-    base = r["baseline"]["total_s"]
-    total = r.get("total_s")
-    ratio = round(total / base, 2) if total and base else None
-    ledger = r["ledger"]
+    ledger, ratio = r["ledger"], r["ratios"]
     print(
         f"\nfigure 4: burst of {args.recordings} x {args.segments} segments "
         f"(settle {args.settle:g} s, 2 workers, {args.store})"
@@ -404,24 +497,34 @@ def print_summary(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"archived                          {r['archived']}/{args.recordings}")
     print(f"posting all callbacks             {r['posting']['seconds']} s")
     print(f"first / median / last archived    {r['first_archived_s']} / "
-          f"{r['median_archived_s']} / {total} s")  # fmt: skip
+          f"{r['median_archived_s']} / {r.get('total_s')} s")  # fmt: skip
     print(f"recordings per minute             {r['recordings_per_minute']}")
     print(f"settle window share of total      {r['settle_share']}")
+    for name, what in (("baseline", "concat+AAC"), ("same_work", "same work")):
+        base = r[name]
+        print(
+            f"baseline {what:<10}: settle {args.settle:g} s + bare ffmpeg "
+            f"{base['bare_ffmpeg_per_recording_s']} s x {args.recordings} / 2 cores"
+            f" = {base['total_s']:.1f} s ({base['recordings_per_minute']}/min)"
+        )
+    print(f"recpipe wall / concat+AAC         {ratio['wall_over_concat_aac']}")
+    print(f"recpipe wall / same work          {ratio['wall_over_same_work']}")
     print(
-        f"baseline: settle {args.settle:g} s + bare ffmpeg concat+AAC "
-        f"{r['baseline']['bare_ffmpeg_per_recording_s']} s x {args.recordings} / 2 cores"
-        f" = {base:.1f} s ({r['baseline']['recordings_per_minute']}/min); "
-        f"recpipe / baseline = {ratio}"
+        f"recpipe CPU / same-work CPU       {ratio['cpu_over_same_work']} "
+        f"({r['worker_cpu_per_recording_s']} s / "
+        f"{r['same_work']['cpu_per_recording_s']} s per recording)"
     )
+    print(f"worker CPU outside ffmpeg / rec.  {r['worker_cpu_outside_ffmpeg_per_recording_s']} s")
     print(f"last event -> claimed (settling)  {ledger['last_event_to_claim_s']}")
     print(f"claimed -> started (queueing)     {ledger['claim_to_start_s']}")
     print(f"media task (started -> finished)  {ledger['media_task_s']}")
     print(f"media task steps (p50)            "
           f"{ {k: v['p50'] for k, v in ledger['steps_s'].items()} }")  # fmt: skip
-    print(f"worker CPU s                      {r['worker_cpu_s']}")
-    print(f"worker CPU outside ffmpeg / rec.  {r['worker_cpu_outside_ffmpeg_per_recording_s']} s")
+    print(f"archived m4a duration s           {ledger['m4a_duration_s']} (segments end to end: "
+          f"{ledger['expected_duration_s']}; worst difference "
+          f"{ledger['m4a_duration_off_max_s']} s)")  # fmt: skip
+    print(f"worker CPU s during the burst     {r['worker_cpu_s']}")
     print(f"worker peak RSS MB                {r['worker_vmhwm_mb']}")
-    r["ratio_over_baseline"] = ratio
 
 
 if __name__ == "__main__":

@@ -41,7 +41,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import BIZ_ID, TASK_ID_BASE, clean_env, moto_server, s3_client
+from benchlib import (
+    BIZ_ID,
+    TASK_ID_BASE,
+    bare_finish,
+    clean_env,
+    cpu_so_far,
+    moto_server,
+    s3_client,
+)
 
 SAMPLE_RATE = 48000
 BITRATE = "64k"
@@ -208,16 +216,6 @@ class ChildPeakSampler(threading.Thread):
         return {name: round(mb, 1) for name, mb in sorted(self.peaks.items())}
 
 
-def cpu_so_far() -> float:
-    """User + system CPU seconds of this process and of the children it has waited for
-    (ffmpeg, ffprobe): what a recording costs a media worker's cores."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def memory_report(sampler: ChildPeakSampler) -> dict[str, Any]:
     children = sampler.stop()
     return {
@@ -349,7 +347,9 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     list_file = scratch / "list.txt"
     list_file.write_text("".join(f"file '{p.resolve()}'\n" for p in local))
     output = scratch / "out.m4a"
-    finished = bare_finish(["-f", "concat", "-safe", "0", "-i", str(list_file)], output, scratch)
+    finished = bare_finish(
+        ["-f", "concat", "-safe", "0", "-i", str(list_file)], output, scratch, SAMPLE_RATE
+    )
     steps["measure"], steps["normalize+encode"] = finished["measure"], finished["encode"]
     steps["concat+transcode"] = time.perf_counter() - mark
 
@@ -375,49 +375,6 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     }
     shutil.rmtree(scratch, ignore_errors=True)
     return result
-
-
-def bare_finish(inputs: list[str], output: Path, scratch: Path) -> dict[str, float]:
-    """What recpipe's transcode does, as a bare script would: loudnorm's measuring pass,
-    then one pass normalizing linearly to -16 LUFS (true peak -1 dBTP), encoding AAC,
-    detecting silence at -40 dB and writing a 16 kHz mono copy whose min/max per 320
-    samples numpy takes (the waveform peaks)."""
-    import numpy as np
-
-    norm = "loudnorm=I=-16:TP=-1:LRA=11"
-    mark = time.perf_counter()
-    measured = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", *inputs,
-         "-af", f"{norm}:print_format=json", "-f", "null", "-"],
-        check=True, capture_output=True, text=True,
-    ).stderr  # fmt: skip
-    m = json.loads(measured[measured.rfind("{") : measured.rfind("}") + 1])
-    measure_s = time.perf_counter() - mark
-    mark = time.perf_counter()
-    linear = (
-        f"{norm}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
-        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:linear=true"
-    )
-    raw = scratch / "peaks.s16"
-    graph = (
-        f"[0:a:0]{linear},aresample={SAMPLE_RATE},aformat=channel_layouts=mono,asplit=2[o][m];"
-        "[m]silencedetect=n=-40dB:d=0.5,aresample=16000,"
-        "aformat=sample_fmts=s16:channel_layouts=mono[w]"
-    )
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y", *inputs,
-         "-filter_complex", graph,
-         "-map", "[o]", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output),
-         "-map", "[w]", "-f", "s16le", str(raw)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    samples = np.memmap(raw, dtype="<i2", mode="r")
-    usable = len(samples) - len(samples) % 320
-    pixels = samples[:usable].reshape(-1, 320)
-    (scratch / "peaks.json").write_text(
-        json.dumps({"data": np.stack([pixels.min(1), pixels.max(1)], 1).ravel().tolist()})
-    )
-    return {"measure": measure_s, "encode": time.perf_counter() - mark}
 
 
 def run_child(

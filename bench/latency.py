@@ -11,8 +11,9 @@ source and archive, a local HTTP receiver as the downstream URL):
      them.
 For each recording: the time from its last callback (the ledger's `last_event_at`, stamped
 by the webhook) to its notification arriving at the receiver; p50 and p90; the settle
-share (last callback → run claimed, over the whole); and the media task's time (the
-transcode and the rest of the chain).
+share (last callback → run claimed, over the whole); the wait for a worker (claimed →
+started); the media task's time (the transcode and the rest of the chain); and the
+notification's delivery (finished → arrived).
 
     python bench/latency.py [--short 50] [--skip-hour] [--out DIR]
 
@@ -48,9 +49,9 @@ from benchlib import (
     interleaved_callbacks,
     moto_server,
     percentile,
+    recording_keys,
     redis_database,
     s3_client,
-    segment_key,
     wait_until,
 )
 
@@ -60,6 +61,14 @@ HOUR_TASK = 70_000_000
 SHORT_TASK = 71_000_000
 HOUR_SEGMENTS, SEGMENT_SECONDS = 12, 300
 SHORT_SEGMENTS, SHORT_SECONDS = 3, (1.0, 1.5, 2.0)
+
+
+def short_index(recording: int, seq_no: int) -> int:
+    return (recording + seq_no) % len(SHORT_SECONDS)
+
+
+def short_seconds(recording: int, seq_no: int) -> float:
+    return SHORT_SECONDS[short_index(recording, seq_no)]
 
 
 def tone(path: Path, frequency: float, seconds: float) -> Path:
@@ -100,13 +109,15 @@ def summarize(
 ) -> dict[str, Any]:
     wait_until(lambda: all(rid in receiver.arrived for rid in ids), timeout, f"{name} notified")
     facts = recording_facts(db_url, ids)
-    totals, settles, media = [], [], []
+    totals, settles, queued, media, notified = [], [], [], [], []
     for rid in ids:
         f = facts[rid]
         total = (receiver.arrived[rid] - f["last_event"]).total_seconds()
         totals.append(total)
         settles.append((f["claimed"] - f["last_event"]).total_seconds())
+        queued.append((f["started"] - f["claimed"]).total_seconds())
         media.append((f["finished"] - f["started"]).total_seconds())
+        notified.append((receiver.arrived[rid] - f["finished"]).total_seconds())
     result = {
         "recordings": len(ids),
         "last_callback_to_notification_s": {
@@ -116,13 +127,23 @@ def summarize(
         },
         "settle_s": {"p50": percentile(settles, 50), "p90": percentile(settles, 90)},
         "settle_share": round(sum(settles) / sum(totals), 3),
+        "claimed_to_started_s": {"p50": percentile(queued, 50), "p90": percentile(queued, 90)},
         "media_task_s": {"p50": percentile(media, 50), "p90": percentile(media, 90)},
+        "finished_to_notified_s": {
+            "p50": percentile(notified, 50),
+            "p90": percentile(notified, 90),
+        },
     }
     t, s = result["last_callback_to_notification_s"], result["settle_s"]
     print(
         f"{name}: last callback -> notification p50 {t['p50']} s, p90 {t['p90']} s "
         f"(max {t['max']} s); settle p50 {s['p50']} s, share {result['settle_share']}; "
         f"media task p50 {result['media_task_s']['p50']} s"
+    )
+    q, n = result["claimed_to_started_s"], result["finished_to_notified_s"]
+    print(
+        f"  claimed -> started p50 {q['p50']} s, p90 {q['p90']} s; "
+        f"finished -> notified p50 {n['p50']} s, p90 {n['p90']} s"
     )
     return result
 
@@ -188,11 +209,12 @@ def main() -> None:
 
         if not args.skip_hour:
             task_id, room = TASK_ID_BASE + HOUR_TASK, str(10000 + HOUR_TASK)
-            for seq in range(HOUR_SEGMENTS):
-                client.upload_file(str(hour_tone), SOURCE_BUCKET, segment_key(task_id, room, seq))
+            keys = recording_keys(task_id, room, [SEGMENT_SECONDS] * HOUR_SEGMENTS)
+            for key in keys:
+                client.upload_file(str(hour_tone), SOURCE_BUCKET, key)
             callbacks = [
-                gme_callback(task_id, room, "999", seq, ev, segment_key(task_id, room, seq))
-                for seq in range(HOUR_SEGMENTS)
+                gme_callback(task_id, room, "999", seq, ev, key)
+                for seq, key in enumerate(keys)
                 for ev in (1, 2, 3)
             ]
             closed_loop(port, "/callbacks/gme", callbacks, 1, 120)
@@ -202,13 +224,12 @@ def main() -> None:
         for r in range(args.short):
             task_id, room = TASK_ID_BASE + SHORT_TASK + r, str(10000 + SHORT_TASK + r)
             ids.append(rid(task_id, room))
-            for seq in range(SHORT_SEGMENTS):
-                client.upload_file(
-                    str(short_tones[(r + seq) % len(short_tones)]),
-                    SOURCE_BUCKET,
-                    segment_key(task_id, room, seq),
-                )
-        callbacks = interleaved_callbacks(args.short, SHORT_SEGMENTS, SHORT_TASK)
+            durations = [short_seconds(r, seq) for seq in range(SHORT_SEGMENTS)]
+            for seq, key in enumerate(recording_keys(task_id, room, durations)):
+                client.upload_file(str(short_tones[short_index(r, seq)]), SOURCE_BUCKET, key)
+        callbacks = interleaved_callbacks(
+            args.short, SHORT_SEGMENTS, SHORT_TASK, seconds=short_seconds
+        )
         closed_loop(port, "/callbacks/gme", callbacks, 4, 300)
         report["short"] = summarize(f"{args.short} short recordings", db_url, receiver, ids, 900)
     command = shlex.join(["python", "bench/latency.py", *sys.argv[1:]])

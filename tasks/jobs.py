@@ -20,6 +20,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
 from storage.domain import NotificationState, RunState, RunView, retention
+from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
@@ -32,7 +33,10 @@ log = structlog.get_logger("recpipe.tasks")
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
+    """A pool process starts with connections of its own, built before its first task
+    needs them (that task would otherwise pay for the clients' set-up)."""
     context.reset()
+    context.warm_in_background()
 
 
 def services() -> Services:
@@ -61,7 +65,7 @@ def settle(recording_id: str) -> str:
         notify_run.delay(outcome.run_id)
     elif outcome.action == "wait" and outcome.recheck_at:
         wake_at = outcome.wake_at or outcome.recheck_at
-        delay = max(0.5, (wake_at - utcnow()).total_seconds() + 0.2)
+        delay = max(0.5, (wake_at - utcnow()).total_seconds() + SETTLE_MARGIN_SECONDS)
         # Short waits are scheduled here; long ones are left to the beat sweep.
         if delay <= 6 * 3600:
             settle.apply_async((recording_id,), countdown=delay)

@@ -39,8 +39,11 @@ class StepRecorder:
     """Times each step of a run in the ledger and in metrics, keeps the run's heartbeat
     fresh, and puts the step into the context of every log line written during it.
 
-    The run's step list is kept here and written whole, one UPDATE per step's start and
-    end (no read back): this task is the run's only writer while it holds the run."""
+    The run's step list is kept here and written whole (no read back: this task is the
+    run's only writer while it holds the run), one UPDATE per step: a step's start carries
+    the end of the step before it, and the last step's end (or the failure that stopped
+    the run) goes with the run's end or hand-back (`steps` of `finish_run`, `fail_run`,
+    `release_run`)."""
 
     def __init__(self, ledger: Ledger, run: RunView, label: str):
         self.ledger, self.run_id, self.label = ledger, run.id, label
@@ -73,7 +76,6 @@ class StepRecorder:
             error = str(exc) if isinstance(exc, MediaError) else describe_fault(exc)
             bound.warning("step.failed", error=error)
             entry.update({"finished_at": utcnow().isoformat(), "ok": False, "error": error})
-            self._write(step, utcnow())
             raise
         finally:
             reset_contextvars(**context)
@@ -81,7 +83,6 @@ class StepRecorder:
         seconds = round((finished - started).total_seconds(), 3)
         metrics.observe_step(step, seconds)
         entry.update({"finished_at": finished.isoformat(), "ok": True, "seconds": seconds})
-        self._write(step, finished)
         bound.info("step.finished", seconds=seconds)
 
 
@@ -138,13 +139,13 @@ def process(
         try:
             result, manifest_url = media(services, run, step, scratch)
         except MediaError as exc:
-            services.ledger.fail_run(run_id, now=utcnow(), error=str(exc))
+            services.ledger.fail_run(run_id, now=utcnow(), error=str(exc), steps=step.steps)
             log.warning(
                 "recording.failed", recording_id=recording.id, run_id=run_id, error=str(exc)
             )
         else:
             services.ledger.finish_run(
-                run_id, now=utcnow(), result=result, manifest_url=manifest_url
+                run_id, now=utcnow(), result=result, manifest_url=manifest_url, steps=step.steps
             )
             log.info(
                 "recording.archived",
@@ -153,7 +154,7 @@ def process(
                 manifest=manifest_url,
             )
     except Exception as exc:
-        _hand_back(services.ledger, run_id)
+        _hand_back(services.ledger, run_id, step.steps)
         raise RunInterruptedError(run_id, run.attempts, exc) from exc
     finally:
         if scratch is not None:
@@ -161,11 +162,12 @@ def process(
     return services.ledger.run(run_id)
 
 
-def _hand_back(ledger: Ledger, run_id: str) -> None:
-    """Queue the run again for the task's retry; with the ledger down the retry's
-    `resume_attempt` does it instead, so this must not fail the failure path."""
+def _hand_back(ledger: Ledger, run_id: str, steps: list[dict[str, Any]]) -> None:
+    """Queue the run again for the task's retry, with its steps as far as they went; with
+    the ledger down the retry's `resume_attempt` does it instead, so this must not fail
+    the failure path."""
     try:
-        ledger.release_run(run_id, now=utcnow())
+        ledger.release_run(run_id, now=utcnow(), steps=steps)
     except LedgerUnavailableError as exc:
         log.warning("run.release_failed", run_id=run_id, error=str(exc))
 

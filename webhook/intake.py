@@ -16,6 +16,7 @@ from flask import Request
 
 from foundation.config import Settings
 from storage.domain import GME_EVENT_UPLOADED
+from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS, Windows
 from storage.ledger import Ledger, StoredCallback, utcnow
 from webhook.callbacks import (
     InvalidCallbackError,
@@ -107,9 +108,11 @@ class Intake:
         return False
 
     def _gme_settle_countdown(self) -> float:
-        """A GME settle task first looks after the short window: the recording may be
-        complete by then, and while it is not the task looks again every short window."""
-        return min(self.settings.settle_complete_seconds, self.settings.settle_seconds) + 1
+        """A GME settle task first looks after the short window (and a margin): the
+        recording may be complete by then, and while it is not the task looks again every
+        short window."""
+        windows = Windows(self.settings.settle_seconds, self.settings.settle_complete_seconds)
+        return windows.complete + SETTLE_MARGIN_SECONDS
 
     def replay(self, callback: StoredCallback) -> str:
         """Apply a stored callback again and dispatch it, as when it arrived: the

@@ -100,6 +100,12 @@ def complete_with(others: Tally, seq_no: int, events: int) -> bool:
     )
 
 
+# A settle task is timed this long after the moment its recording becomes due, so that a
+# timer firing a hair early (clock granularity, a webhook and a worker on two hosts)
+# finds the recording due rather than waiting for another look; more would only be delay.
+SETTLE_MARGIN_SECONDS = 0.2
+
+
 def settle_due(now: datetime, windows: Windows, *, complete: bool, stopped: bool) -> datetime:
     """When a collecting recording becomes due after an event at `now`."""
     if stopped:

@@ -121,12 +121,21 @@ class Runs(LedgerBase):
                 .values(steps=[dict(entry) for entry in steps], step=step, heartbeat_at=now)
             )
 
-    def release_run(self, run_id: str, now: datetime | None = None) -> None:
+    def release_run(
+        self,
+        run_id: str,
+        now: datetime | None = None,
+        *,
+        steps: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Hand a running run back to the queue (its task will retry); `now` counts as its
-        dispatch, so the sweep leaves it to that retry."""
+        dispatch, so the sweep leaves it to that retry. `steps`: the step list as the task
+        that held the run kept it (with the step that stopped it), stored in the same UPDATE."""
         values: dict[str, Any] = {"state": RunState.QUEUED, "step": None}
         if now is not None:
             values["dispatched_at"] = now
+        if steps is not None:
+            values["steps"] = [dict(entry) for entry in steps]
         with self.session() as s:
             s.execute(
                 update(Run).where(Run.id == run_id, Run.state == RunState.RUNNING).values(**values)
@@ -137,12 +146,36 @@ class Runs(LedgerBase):
             s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now))
 
     def finish_run(
-        self, run_id: str, *, now: datetime, result: dict[str, Any], manifest_url: str
+        self,
+        run_id: str,
+        *,
+        now: datetime,
+        result: dict[str, Any],
+        manifest_url: str,
+        steps: list[dict[str, Any]] | None = None,
     ) -> None:
-        self._end_run(run_id, RunState.ARCHIVED, now=now, result=result, manifest_url=manifest_url)
+        """The run archived. `steps`: its whole step list as the task that held it kept it
+        (the last step's end included), stored with the end in one UPDATE."""
+        self._end_run(
+            run_id,
+            RunState.ARCHIVED,
+            now=now,
+            result=result,
+            manifest_url=manifest_url,
+            steps=steps,
+        )
 
-    def fail_run(self, run_id: str, *, now: datetime, error: str) -> None:
-        self._end_run(run_id, RunState.FAILED, now=now, error=error)
+    def fail_run(
+        self,
+        run_id: str,
+        *,
+        now: datetime,
+        error: str,
+        steps: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """The run failed for `error`. `steps`: as for `finish_run` (the failing step's
+        outcome included)."""
+        self._end_run(run_id, RunState.FAILED, now=now, error=error, steps=steps)
 
     def _end_run(
         self,
@@ -153,6 +186,7 @@ class Runs(LedgerBase):
         result: dict[str, Any] | None = None,
         manifest_url: str | None = None,
         error: str | None = None,
+        steps: list[dict[str, Any]] | None = None,
     ) -> None:
         with self.session() as s:
             run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
@@ -168,6 +202,8 @@ class Runs(LedgerBase):
                 run.result = {**(run.result or {}), **result}
             if manifest_url is not None:
                 run.manifest_url = manifest_url
+            if steps is not None:
+                run.steps = [dict(entry) for entry in steps]
             if recording.current_run_id != run_id:
                 return  # a newer run owns the recording now
             recording.updated_at = now

@@ -114,3 +114,34 @@ def test_step_outcomes_are_persisted(ledger: Ledger):
     assert [(s["step"], s["ok"]) for s in steps] == [("fetch", True), ("concat", False)]
     assert steps[0]["seconds"] == 1.5 and "finished_at" in steps[0]
     assert steps[1]["error"] == "segment 3 is not audio"
+
+
+KEPT_STEPS = [
+    {"step": "fetch", "started_at": "2026-01-01T08:00:00+00:00", "attempt": 1,
+     "finished_at": "2026-01-01T08:00:01+00:00", "ok": True, "seconds": 1.0},
+    {"step": "concat", "started_at": "2026-01-01T08:00:01+00:00", "attempt": 1,
+     "finished_at": "2026-01-01T08:00:02+00:00", "ok": False, "error": "segment 3 is not audio"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("end", ["finish_run", "fail_run", "release_run"])
+def test_a_run_ends_with_the_step_list_its_task_kept(ledger: Ledger, end: str):
+    """The run's end (archived, failed, or handed back for a retry) stores the step list its
+    task kept, the last step's end included, over the one written at that step's start."""
+    record(ledger, event(0))
+    run_id = ledger.claim(KEY.recording_id, now=utcnow())
+    ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=60)
+    ledger.write_steps(run_id, [{**KEPT_STEPS[0]}], step="fetch", now=utcnow())
+    ends = {
+        "finish_run": lambda: ledger.finish_run(
+            run_id, now=utcnow(), result={}, manifest_url="file:///m", steps=KEPT_STEPS
+        ),
+        "fail_run": lambda: ledger.fail_run(
+            run_id, now=utcnow(), error="segment 3 is not audio", steps=KEPT_STEPS
+        ),
+        "release_run": lambda: ledger.release_run(run_id, now=utcnow(), steps=KEPT_STEPS),
+    }
+    ends[end]()
+    run = ledger.run(run_id)
+    assert run.steps == KEPT_STEPS
+    assert run.state == {"finish_run": "archived", "fail_run": "failed"}.get(end, "queued")

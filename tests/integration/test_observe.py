@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.event import listen, remove
 
 from foundation import logs
 from foundation import metrics as shared
@@ -190,6 +191,47 @@ def test_a_failing_step_is_counted_by_step(env, tmp_path: Path, log_lines):
         "fetch",
         "gme",
     )
+
+
+@pytest.fixture
+def step_writes(env) -> Iterator[list[str]]:
+    """The UPDATEs of a run's step list that the ledger sends while the test runs."""
+    _, ledger = env
+    seen: list[str] = []
+
+    def note(conn, cursor, statement: str, *args) -> None:
+        if statement.lstrip().upper().startswith("UPDATE RUNS") and "steps" in statement:
+            seen.append(statement)
+
+    listen(ledger.engine, "before_cursor_execute", note)
+    yield seen
+    remove(ledger.engine, "before_cursor_execute", note)
+
+
+def test_a_chain_run_writes_its_step_list_once_per_step(env, tone, tmp_path: Path, step_writes):
+    """Each step's start carries the end of the step before it and the run's end carries
+    the last one's: one UPDATE of the step list per step and one for the end, and the list
+    the run ends with has every step finished."""
+    settings, ledger = env
+    _, run = _run_chain(settings, ledger, tmp_path, "446946705284000904", tone("a.mp3", 440, 1.0))
+    assert run is not None and run.state == "archived"
+    assert [(s["step"], s["ok"]) for s in run.steps] == [(step, True) for step in STEPS]
+    assert all(s["seconds"] >= 0 and "finished_at" in s for s in run.steps)
+    assert len(step_writes) == len(STEPS) + 1, step_writes
+
+
+def test_a_failing_step_is_in_the_step_list_the_run_ends_with(env, tmp_path: Path, step_writes):
+    """A segment that is not audio fails the fetch: the failed run's step list says so,
+    with the error, written with the run's end."""
+    settings, ledger = env
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio at all\n" * 50)
+    _, run = _run_chain(settings, ledger, tmp_path, "446946705284000905", bad)
+    assert run is not None and run.state == "failed"
+    [fetch] = run.steps
+    assert fetch["step"] == "fetch" and fetch["ok"] is False and "finished_at" in fetch
+    assert fetch["error"] == run.error
+    assert len(step_writes) == 2, step_writes
 
 
 # -- readiness ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,23 @@ def test_accepts_and_stores_once_with_duplicates(app_env):
     assert stored(ledger) == 1
     queued = list((settings.broker_dir / "queue").iterdir())
     assert len(queued) == 1, "one settle task handed to the broker, not one per duplicate"
+
+
+def test_a_settle_task_looks_a_fifth_of_a_second_after_the_short_window(app_env):
+    """The settle task an upload hands out is due the short window (the quiet time that is
+    enough for a complete recording) plus 0.2 s after the callback: a complete recording
+    is finalized when its window ends, not a second later."""
+    client, _, settings = app_env
+    body = json.dumps(SAMPLE).encode()
+    before = datetime.now(UTC)
+    assert post(client, body, sign(body)).status_code == 200
+    after = datetime.now(UTC)
+    [queued] = (settings.broker_dir / "queue").iterdir()
+    message = json.loads(queued.read_text())
+    assert message["headers"]["task"] == "recpipe.settle"
+    eta = datetime.fromisoformat(message["headers"]["eta"])
+    due = timedelta(seconds=min(settings.settle_complete_seconds, settings.settle_seconds) + 0.2)
+    assert before + due <= eta <= after + due, (eta - before, eta - after)
 
 
 def test_hex_signature_is_accepted(app_env):
