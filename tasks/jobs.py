@@ -158,7 +158,9 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
         deliver_notification.delay(notification_id)
     # A user's recording that ended may complete (or change) its room.
     if room_id := rooms.member_finished(svc, run):
-        settle.apply_async((room_id,), countdown=svc.settings.settle_seconds + 0.5)
+        settle.apply_async(
+            (room_id,), countdown=svc.settings.settle_seconds + SETTLE_MARGIN_SECONDS
+        )
     return len(created)
 
 

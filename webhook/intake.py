@@ -159,7 +159,7 @@ class Intake:
         if not callback.recording_id:
             raise ReplayError(f"callback {callback.id}: no recording (an ignored event type)")
         dispatched = self.dispatcher.settle_later(
-            callback.recording_id, self.settings.settle_seconds + 1
+            callback.recording_id, self.settings.settle_seconds + SETTLE_MARGIN_SECONDS
         )
         if dispatched:
             self.ledger.mark_callbacks_dispatched([callback.id], utcnow())
@@ -201,7 +201,9 @@ class Intake:
         if result.duplicate:
             bound.info("callback.duplicate")
             return "duplicate"
-        if self.dispatcher.settle_later(result.recording_id, self.settings.settle_seconds + 1):
+        if self.dispatcher.settle_later(
+            result.recording_id, self.settings.settle_seconds + SETTLE_MARGIN_SECONDS
+        ):
             self.ledger.mark_callbacks_dispatched([result.callback_id], now)
         bound.info("callback.accepted")
         return "accepted"
