@@ -73,6 +73,8 @@ class RunView:
     finished_at: datetime | None = None
     # Times the sweep took the run over from a lost worker (`attempts` counts retries too).
     takeovers: int = 0
+    # Times the sweep sent the queued run again since a worker last took it.
+    requeues: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class StaleRun:
     id: str
     worker_lost: bool
     takeovers: int
+    requeues: int = 0
 
 
 @dataclass(frozen=True)
