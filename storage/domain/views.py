@@ -36,6 +36,10 @@ class CssFileView:
     duration: int
     file_size: int | None
     video_url: str
+    # What the file's callback carried for the stream's owner, unchecked: text to show
+    # escaped, never to follow (`callback_ext` parsed when it was a JSON object).
+    stream_param: str | None = None
+    callback_ext: dict[str, Any] | str | None = None
 
 
 @dataclass(frozen=True)
