@@ -45,6 +45,14 @@ def recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
         {"seq_no": s.seq_no, "state": s.state, "file_name": s.file_name, "recovered": s.recovered}
         for s in recording.segments
     ]
+    if recording.source == "css":
+        detail["files"] = [
+            {"file_id": f.file_id, "file_format": f.file_format, "start_time": f.start_time,
+             "end_time": f.end_time, "duration": f.duration, "file_size": f.file_size,
+             "video_url": f.video_url, "stream_param": f.stream_param,
+             "callback_ext": f.callback_ext}
+            for f in recording.files
+        ]  # fmt: skip
     detail["runs"] = [
         {
             "id": r.id,

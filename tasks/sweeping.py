@@ -7,9 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from storage.domain import lifecycle
+import structlog
+
+from storage.domain import RunState, lifecycle
 from storage.ledger import utcnow
 from tasks.services import Services
+
+log = structlog.get_logger("recpipe.tasks")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ def sweep(
     media_queue_idle: Callable[[], bool] = lambda: False,
     now: datetime | None = None,
     max_takeovers: int = lifecycle.MAX_TAKEOVERS,
+    max_requeues: int = lifecycle.MAX_REQUEUES,
 ) -> SweepReport:
     """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
     were never notified, and deliveries.
@@ -38,7 +43,10 @@ def sweep(
     A queued run waits in the media queue for as long as the queue is busy; but when the
     queue is idle and the run was dispatched more than `requeue_after_seconds` ago, its
     task is gone (a retry that could not be published, a message lost with a broker), and
-    it is handed out again at once instead of after `stuck_after_seconds`.
+    it is handed out again at once instead of after `stuck_after_seconds`. A run sent
+    again to the idle queue `max_requeues` times that no worker took fails: whatever reads
+    that queue is not a media worker, or nothing does. A busy queue may still hold its
+    message behind others: that re-send does not count.
 
     A running run without a heartbeat for `stuck_after_seconds` lost its worker: it goes
     back to the queue as a takeover, or fails once it was taken over `max_takeovers`
@@ -53,17 +61,30 @@ def sweep(
         ledger.mark_recordings_dispatched(settled, now)
 
     redispatched, failed = [], []
-    queued_after = cfg.requeue_after_seconds if media_queue_idle() else None
+    idle = media_queue_idle()
+    queued_after = cfg.requeue_after_seconds if idle else None
     for stale in ledger.stale_runs(now, cfg.stuck_after_seconds, queued_after=queued_after):
         if stale.worker_lost:
             if lifecycle.gives_up_on(stale.takeovers, max_takeovers):
                 lost = stale.takeovers + 1
-                ledger.fail_run(stale.id, now=now, error=f"stuck: its worker was lost {lost} times")
+                error = f"stuck: its worker was lost {lost} times"
+                ledger.fail_run(stale.id, now=now, error=error)
                 failed.append(stale.id)
+                log.warning("recording.failed", run_id=stale.id, error=error)
                 notify(stale.id)
                 continue
             if not ledger.take_over_run(stale.id, now=now, stuck_after=cfg.stuck_after_seconds):
                 continue
+        elif idle:
+            if lifecycle.gives_up_on_queued(stale.requeues, max_requeues):
+                error = lifecycle.never_picked_up(stale.requeues)
+                if ledger.fail_run(stale.id, now=now, error=error, if_state=RunState.QUEUED):
+                    failed.append(stale.id)
+                    log.warning("recording.failed", run_id=stale.id, error=error)
+                    notify(stale.id)
+                continue
+            if not ledger.requeue_run(stale.id):
+                continue  # a worker took it meanwhile
         redispatch_run(stale.id)
         redispatched.append(stale.id)
 

@@ -62,7 +62,9 @@ def store_gme(ledger: Ledger, seq: int, *, task: str, user: str = "999", room: s
     ).recording_id
 
 
-def store_css(ledger: Ledger, *, text: str) -> str:
+def store_css(ledger: Ledger, *, text: str, **fields: Any) -> str:
+    """A CSS file of stream live_7 with `text` in app, stream_param and callback_ext;
+    `fields` override the callback's."""
     event = parse_css(
         {
             "event_type": 100, "appid": 1253000000, "app": text, "appname": "live",
@@ -70,6 +72,7 @@ def store_css(ledger: Ledger, *, text: str) -> str:
             "start_time": 1700000000, "end_time": 1700000060, "duration": 60,
             "video_url": "https://1253000000.vod2.myqcloud.com/x/f-77.mp4",
             "stream_param": text, "callback_ext": text, "t": 1700000600, "sign": "0" * 32,
+            **fields,
         }
     )  # fmt: skip
     return ledger.record_css_file(

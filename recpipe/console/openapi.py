@@ -77,6 +77,28 @@ _DETAIL = {
                         },
                     },
                 },
+                "files": {
+                    "description": "a CSS recording's files, in start-time order (only for "
+                    "`source` css). `stream_param` and `callback_ext` are what the file's "
+                    "callback carried, unchecked: `callback_ext` is an object when it was a "
+                    "JSON object, else the text as it came",
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["file_id", "video_url", "stream_param", "callback_ext"],
+                        "properties": {
+                            "file_id": {"type": "string"},
+                            "file_format": {"type": "string"},
+                            "start_time": {"type": "integer"},
+                            "end_time": {"type": "integer"},
+                            "duration": {"type": "integer"},
+                            "file_size": {"type": ["integer", "null"]},
+                            "video_url": {"type": "string"},
+                            "stream_param": _NULLABLE_STRING,
+                            "callback_ext": {"type": ["object", "string", "null"]},
+                        },
+                    },
+                },
                 "runs": {
                     "type": "array",
                     "items": {

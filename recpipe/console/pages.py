@@ -3,6 +3,7 @@ script file for the player, a room's lanes, copying ids and nothing else."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,28 @@ REFRESH_SECONDS = 5
 STATIC = Path(__file__).parent / "static"
 # What the sign-in page loads before anyone is signed in; every other file needs a session.
 PUBLIC_STATIC = frozenset({"console.css"})
+# The most of a callback's free text (CSS stream_param, callback_ext) a page shows; the
+# API serves it whole.
+CALLBACK_TEXT_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class CallbackText:
+    shown: str
+    length: int
+    cut: bool
+
+
+def callback_text(value: Any, limit: int = CALLBACK_TEXT_LIMIT) -> CallbackText:
+    """Free text a callback carried (a string, or an object as compact JSON), cut to `limit`
+    characters so the page keeps its shape; the template escapes it like all text."""
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return CallbackText(text[:limit], len(text), len(text) > limit)
 
 
 def _failed_sign_in(response: Response) -> bool:
@@ -55,6 +78,7 @@ def _name_key() -> str:
 
 def blueprint(limiter: Limiter) -> Blueprint:
     bp = Blueprint("pages", __name__, template_folder="templates")
+    bp.add_app_template_filter(callback_text, "callback_text")
 
     @bp.get("/static/console/<path:filename>", endpoint="static")
     def static(filename: str) -> Any:

@@ -262,6 +262,28 @@ def gives_up_on(takeovers: int, max_takeovers: int = MAX_TAKEOVERS) -> bool:
     return takeovers >= max_takeovers
 
 
+# How often a queued run is sent again after its message went missing (the media queue is
+# empty, yet no worker started the run) before it is failed: when nothing that reads the
+# queue is a media worker, re-sending it would go on forever.
+MAX_REQUEUES = 3
+
+
+def gives_up_on_queued(requeues: int, max_requeues: int = MAX_REQUEUES) -> bool:
+    """The sweep found a queued run whose message is gone (dispatched long ago, the media
+    queue empty): fail the run instead of sending it once more? `requeues` counts those
+    re-sends since a worker last took the run; a re-send while the queue is busy (its
+    message may wait behind others) does not count."""
+    return requeues >= max_requeues
+
+
+def never_picked_up(requeues: int) -> str:
+    """The error of a run `gives_up_on_queued` fails: its first send and every re-send."""
+    return (
+        f"queued {requeues + 1} times, never picked up by a media worker: "
+        "is one running and consuming the media queue?"
+    )
+
+
 @dataclass(frozen=True)
 class TouchedRecording:
     """A recording with a file whose time range touches a new CSS file's."""

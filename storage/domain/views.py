@@ -36,6 +36,10 @@ class CssFileView:
     duration: int
     file_size: int | None
     video_url: str
+    # What the file's callback carried for the stream's owner, unchecked: text to show
+    # escaped, never to follow (`callback_ext` parsed when it was a JSON object).
+    stream_param: str | None = None
+    callback_ext: dict[str, Any] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class RunView:
     finished_at: datetime | None = None
     # Times the sweep took the run over from a lost worker (`attempts` counts retries too).
     takeovers: int = 0
+    # Times the sweep sent the queued run again since a worker last took it.
+    requeues: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class StaleRun:
     id: str
     worker_lost: bool
     takeovers: int
+    requeues: int = 0
 
 
 @dataclass(frozen=True)

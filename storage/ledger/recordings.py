@@ -211,7 +211,15 @@ def recording_view(s: Session, recording: Recording, *, with_parts: bool = True)
     details = dict(recording.details or {})
     files = tuple(
         CssFileView(
-            f.file_id, f.file_format, f.start_time, f.end_time, f.duration, f.file_size, f.video_url
+            f.file_id,
+            f.file_format,
+            f.start_time,
+            f.end_time,
+            f.duration,
+            f.file_size,
+            f.video_url,
+            stream_param=(f.details or {}).get("stream_param"),
+            callback_ext=(f.details or {}).get("callback_ext"),
         )
         for f in css_files
     )

@@ -48,6 +48,7 @@ class Runs(LedgerBase):
                     state=RunState.RUNNING,
                     attempts=Run.attempts + 1,
                     takeovers=Run.takeovers + case((lost, 1), else_=0),
+                    requeues=0,
                     started_at=func.coalesce(Run.started_at, now),
                     heartbeat_at=now,
                     worker=worker,
@@ -78,6 +79,7 @@ class Runs(LedgerBase):
                 started_at=aware(run.started_at),
                 finished_at=aware(run.finished_at),
                 takeovers=run.takeovers,
+                requeues=run.requeues,
             )
 
     def runs_for(self, recording_id: str) -> list[RunView]:
@@ -172,10 +174,14 @@ class Runs(LedgerBase):
         now: datetime,
         error: str,
         steps: list[dict[str, Any]] | None = None,
-    ) -> None:
+        if_state: str | None = None,
+    ) -> bool:
         """The run failed for `error`. `steps`: as for `finish_run` (the failing step's
-        outcome included)."""
-        self._end_run(run_id, RunState.FAILED, now=now, error=error, steps=steps)
+        outcome included). With `if_state`, only while it is in that state (the sweep's
+        verdict on what it saw must not end a run a worker took meanwhile)."""
+        return self._end_run(
+            run_id, RunState.FAILED, now=now, error=error, steps=steps, if_state=if_state
+        )
 
     def _end_run(
         self,
@@ -187,9 +193,12 @@ class Runs(LedgerBase):
         manifest_url: str | None = None,
         error: str | None = None,
         steps: list[dict[str, Any]] | None = None,
-    ) -> None:
+        if_state: str | None = None,
+    ) -> bool:
         with self.session() as s:
             run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+            if if_state is not None and run.state != if_state:
+                return False
             recording = s.execute(
                 select(Recording).where(Recording.id == run.recording_id).with_for_update()
             ).scalar_one()
@@ -205,11 +214,12 @@ class Runs(LedgerBase):
             if steps is not None:
                 run.steps = [dict(entry) for entry in steps]
             if recording.current_run_id != run_id:
-                return  # a newer run owns the recording now
+                return True  # a newer run owns the recording now
             recording.updated_at = now
             set_status(
                 recording, lifecycle.run_ended(status_of(recording), state, error=error, now=now)
             )
+        return True
 
     def stale_runs(
         self,
@@ -226,7 +236,7 @@ class Runs(LedgerBase):
         queued_cutoff = now - timedelta(seconds=min(stuck_after, queued_after or stuck_after))
         with self.session() as s:
             rows = s.execute(
-                select(Run.id, Run.state, Run.takeovers)
+                select(Run.id, Run.state, Run.takeovers, Run.requeues)
                 .where(
                     or_(
                         (Run.state == RunState.QUEUED)
@@ -236,7 +246,19 @@ class Runs(LedgerBase):
                 )
                 .limit(limit)
             ).all()
-        return [StaleRun(str(r[0]), r[1] == RunState.RUNNING, int(r[2])) for r in rows]
+        return [StaleRun(str(r[0]), r[1] == RunState.RUNNING, int(r[2]), int(r[3])) for r in rows]
+
+    def requeue_run(self, run_id: str) -> bool:
+        """A queued run is about to be sent again to an idle queue: one requeue more when it
+        was sent before (its message is gone), none when it never was. False when it is no
+        longer queued (a worker took it meanwhile)."""
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == RunState.QUEUED)
+                .values(requeues=Run.requeues + case((Run.dispatched_at.is_(None), 0), else_=1))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def take_over_run(self, run_id: str, *, now: datetime, stuck_after: float) -> bool:
         """A run whose worker was lost goes back to the queue, not yet dispatched, with one

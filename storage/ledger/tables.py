@@ -112,6 +112,9 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Times the sweep took the run from a lost worker; a task's own retries do not count.
     takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Times the sweep sent the queued run again because its message was gone (the media
+    # queue was empty), since a worker last took it.
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime]
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

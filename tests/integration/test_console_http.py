@@ -18,6 +18,7 @@ import redis
 from flask.sessions import SecureCookieSessionInterface
 from jsonschema import Draft202012Validator
 from kombu import Connection, Exchange, Queue
+from markupsafe import escape
 from sqlalchemy import create_engine, text
 
 from foundation.config import Settings
@@ -44,6 +45,8 @@ SECRET = "test-console-secret-" + "x" * 32
 TASK = "446946705284000555"
 ROOM_TASK = "446946705284000666"
 HOSTILE_ROOM_TASK = "446946705284000667"
+HOSTILE_EXT = {"note": HOSTILE, "resolution": "1280x720"}
+LONG_STREAM_PARAM = "txSecret=" + HOSTILE * 12
 
 
 @dataclass
@@ -93,6 +96,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     store_gme(ledger, 2, task=TASK, user=HOSTILE, room=HOSTILE)  # SeqNo 1 is missing
     archived_run(ledger, ids["hostile"], archive, notification="failed", error=HOSTILE)
     ids["css"] = store_css(ledger, text=HOSTILE)
+    # The stream's next file, joining that recording: a callback_ext that is a JSON
+    # object, and a stream_param longer than a page shows.
+    joined = store_css(
+        ledger, text=HOSTILE, file_id="f-78", start_time=1700000060, end_time=1700000120,
+        video_url="https://1253000000.vod2.myqcloud.com/x/f-78.mp4",
+        stream_param=LONG_STREAM_PARAM, callback_ext=json.dumps(HOSTILE_EXT),
+    )  # fmt: skip
+    assert joined == ids["css"]
     ids["settle"] = store_gme(ledger, 0, task=TASK, user="user-settle")
     room = archived_room(ledger, archive, task=ROOM_TASK, room="300",
                          users=[("alice", 0.0), ("bob", 3.0)])  # fmt: skip
@@ -332,9 +343,8 @@ def test_artifacts_are_served_with_range_and_a_safe_download_name(world: World):
 
 
 def test_text_from_callbacks_is_escaped_in_html_attributes_and_embedded_json(world: World):
-    """RoomID, UserID (GME), app (CSS) and a delivery error are printed as text: never as
-    markup, in no page. (stream_param and callback_ext are kept with the CSS file, which no
-    page shows.)"""
+    """RoomID, UserID (GME), app, stream_param and callback_ext (CSS) and a delivery error
+    are printed as text: never as markup, in no page."""
     client, _ = caller(world, "operate", "page")
     pages = [
         f"/recordings/{world.ids['hostile']}",
@@ -362,7 +372,53 @@ def test_text_from_callbacks_is_escaped_in_html_attributes_and_embedded_json(wor
     assert "<" not in embedded.group(1)
     css_page = client.get(f"/recordings/{world.ids['css']}").get_data(as_text=True)
     # `app` (not covered by the vendor's signature), as text and in a copy button's attribute
-    assert css_page.count("&lt;script&gt;alert(1)") == 2
+    app = str(escape(HOSTILE))
+    assert f'<th>app</th><td><code>{app}</code> <button type="button" class="copy" ' \
+           f'data-copy="{app}">' in css_page  # fmt: skip
+
+
+def callback_cells(html: str) -> list[tuple[str, str]]:
+    """The (field, cell's inner HTML) of each CSS file's stream_param and callback_ext."""
+    return re.findall(r'<td class="callback-text (\w+)">(.*?)</td>', html, re.S)
+
+
+def test_a_css_files_stream_param_and_callback_ext_are_shown_as_text_cut_to_fit(world: World):
+    """What each file's callback carried beside the media, untrusted: escaped (quotes too),
+    no link made from it, an object as compact JSON, a long value cut with its length."""
+    client, _ = caller(world, "read", "page")
+    html = client.get(f"/recordings/{world.ids['css']}").get_data(as_text=True)
+    ext = json.dumps(HOSTILE_EXT, ensure_ascii=False, separators=(", ", ": "))
+    shown = LONG_STREAM_PARAM[:300]
+    assert callback_cells(html) == [
+        ("stream_param", f"<code>{escape(HOSTILE)}</code>"),
+        ("callback_ext", f"<code>{escape(HOSTILE)}</code>"),
+        ("stream_param", f"<code>{escape(shown)}</code> "
+                         f'<span class="note">… {len(LONG_STREAM_PARAM)} characters, '
+                         "whole in the API</span>"),
+        ("callback_ext", f"<code>{escape(ext)}</code>"),
+    ]  # fmt: skip
+    assert "&#34;" in callback_cells(html)[0][1]  # the quote, as text
+    assert all("<a" not in cell and "href" not in cell for _, cell in callback_cells(html))
+
+
+def test_the_api_serves_a_css_files_stream_param_and_callback_ext_whole(world: World):
+    """`files` in a CSS recording's detail, as recpipe status --json prints it: the values
+    as the callbacks carried them (a JSON object parsed), and as the OpenAPI document says."""
+    from recpipe.reports import recording_detail
+
+    client, headers = caller(world, "read", "api")
+    rid = world.ids["css"]
+    served = client.get(f"/api/v1/recordings/{rid}", headers=headers).json
+    assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
+    document = openapi.document()
+    schema = {"$ref": "#/components/schemas/RecordingDetail", "components": document["components"]}
+    Draft202012Validator(schema).validate(served)
+    assert [(f["file_id"], f["stream_param"], f["callback_ext"]) for f in served["files"]] == [
+        ("f-77", HOSTILE, HOSTILE),
+        ("f-78", LONG_STREAM_PARAM, HOSTILE_EXT),
+    ]
+    gme = client.get(f"/api/v1/recordings/{world.ids['hostile']}", headers=headers).json
+    assert "files" not in gme
 
 
 def test_a_post_without_its_csrf_token_is_refused(world: World):

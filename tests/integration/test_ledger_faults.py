@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from foundation.config import Settings
-from storage.domain import StaleRun
+from storage.domain import StaleRun, lifecycle
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
@@ -110,6 +110,103 @@ def test_a_run_retried_twice_that_then_lost_its_worker_is_taken_over_not_failed(
     assert (failed.state, failed.attempts, failed.takeovers) == ("failed", 5, 2)
     assert failed.error == "stuck: its worker was lost 3 times"
     assert dispatched == [run_id, run_id]
+
+
+def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
+    ledger: Ledger, tmp_path
+):
+    """The media queue is idle, yet the run's message never reaches a worker: the sweep
+    sends it again three times, then fails it (and its recording) with the reason, and
+    notifies. A worker taking the run starts the count anew."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    later = timedelta(seconds=settings.requeue_after_seconds + 1)
+    run_id = queued_run(ledger)
+    dispatched: list[str] = []
+    notified: list[str] = []
+    now = utcnow()
+
+    def send(rid: str) -> None:  # as tasks.jobs.start_chain, whose message is then lost
+        dispatched.append(rid)
+        ledger.mark_run_dispatched(rid, now)
+
+    def sweep():
+        return sweeping.sweep(
+            services,
+            settle_later=lambda rid: None,
+            redispatch_run=send,
+            notify=notified.append,
+            redeliver=lambda nid: None,
+            media_queue_idle=lambda: True,
+            now=now,
+        )
+
+    send(run_id)
+    # Taken once and handed back for its task's retry, whose message is lost: the run was
+    # picked up, so that re-send is the first of a new count.
+    now += later
+    assert sweep().redispatched_runs == [run_id]
+    assert ledger.run(run_id).requeues == 1
+    ledger.start_run(run_id, worker="a", now=now, stale_after=settings.stuck_after_seconds)
+    ledger.release_run(run_id, now=now)
+    assert ledger.run(run_id).requeues == 0
+
+    for requeues in (1, 2, 3):
+        now += later
+        assert sweep().redispatched_runs == [run_id]
+        assert (ledger.run(run_id).state, ledger.run(run_id).requeues) == ("queued", requeues)
+    now += later
+    report = sweep()
+    assert (report.redispatched_runs, report.failed_runs) == ([], [run_id])
+    assert notified == [run_id]
+    error = (
+        "queued 4 times, never picked up by a media worker: "
+        "is one running and consuming the media queue?"
+    )
+    failed = ledger.run(run_id)
+    assert (failed.state, failed.error) == ("failed", error)
+    assert (failed.recording.state, failed.recording.error) == ("failed", error)
+    assert dispatched == [run_id] * 5
+    now += later
+    assert sweep() == sweeping.SweepReport([], [], [], [], [])
+
+
+def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_failed(
+    ledger: Ledger, tmp_path
+):
+    """A busy queue may hold the run's message behind others: after the stuck time the
+    sweep sends it again, as before, and those re-sends do not count towards the bound."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    run_id = queued_run(ledger)
+    now = utcnow()
+    ledger.mark_run_dispatched(run_id, now)
+    for _ in range(lifecycle.MAX_REQUEUES + 2):
+        now += timedelta(seconds=settings.stuck_after_seconds + 1)
+        report = sweeping.sweep(
+            services,
+            settle_later=lambda rid: None,
+            redispatch_run=lambda rid, at=now: ledger.mark_run_dispatched(rid, at),
+            notify=lambda rid: None,
+            redeliver=lambda nid: None,
+            media_queue_idle=lambda: False,
+            now=now,
+        )
+        assert (report.redispatched_runs, report.failed_runs) == ([run_id], [])
+    assert (ledger.run(run_id).state, ledger.run(run_id).requeues) == ("queued", 0)
+
+
+def test_the_sweep_leaves_a_queued_run_a_worker_took_meanwhile(ledger: Ledger):
+    """The sweep saw the run queued, a worker took it before the sweep acted: neither a
+    requeue nor a give-up touches it."""
+    run_id = queued_run(ledger)
+    ledger.mark_run_dispatched(run_id, utcnow())
+    ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=900)
+    assert not ledger.requeue_run(run_id)
+    assert not ledger.fail_run(run_id, now=utcnow(), error="x", if_state="queued")
+    assert (ledger.run(run_id).state, ledger.run(run_id).requeues) == ("running", 0)
 
 
 def test_a_worker_that_takes_a_run_with_a_stale_heartbeat_counts_a_takeover(ledger: Ledger):

@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from foundation.config import ConfigError, Settings
 from recpipe.console import auth, openapi
 from recpipe.console.media import download_name
+from recpipe.console.pages import CallbackText, callback_text
 from storage.ledger.console import BadCursorError, decode_cursor, encode_cursor
 
 
@@ -153,3 +154,17 @@ def test_a_room_s_clock_survives_a_damaged_timeline_and_odd_numbers():
         assert all(0 <= x <= 1000 and x + w <= 1000.5 for lane in clock.lanes
                    for x, w in lane.speech)  # fmt: skip
     assert room_clock([], None, None).lanes == []
+
+
+@pytest.mark.parametrize(
+    ("value", "shown", "length", "cut"),
+    [
+        (None, "", 0, False),
+        ("a" * 300, "a" * 300, 300, False),
+        ("a" * 301, "a" * 300, 301, True),
+        ({"k": "<é>"}, '{"k": "<é>"}', 12, False),
+    ],
+)
+def test_a_callbacks_free_text_is_shown_cut_to_the_pages_limit(value, shown, length, cut):
+    """Escaping is the template's; this only decides how much of the text a page shows."""
+    assert callback_text(value) == CallbackText(shown, length, cut)

@@ -170,3 +170,15 @@ def test_a_lost_worker_is_taken_over_twice_and_the_third_loss_fails_the_run(
     takeovers: int, gives_up: bool
 ):
     assert lifecycle.gives_up_on(takeovers) is gives_up
+
+
+@pytest.mark.parametrize(("requeues", "gives_up"), [(0, False), (2, False), (3, True), (7, True)])
+def test_a_queued_run_is_sent_again_three_times_and_then_fails(requeues: int, gives_up: bool):
+    assert lifecycle.gives_up_on_queued(requeues) is gives_up
+
+
+def test_the_error_of_a_run_never_picked_up_counts_every_send_and_names_the_queue():
+    assert lifecycle.never_picked_up(3) == (
+        "queued 4 times, never picked up by a media worker: "
+        "is one running and consuming the media queue?"
+    )
