@@ -401,18 +401,25 @@ def test_a_css_files_stream_param_and_callback_ext_are_shown_as_text_cut_to_fit(
     assert all("<a" not in cell and "href" not in cell for _, cell in callback_cells(html))
 
 
-def test_the_api_serves_a_css_files_stream_param_and_callback_ext_whole(world: World):
-    """`files` in a CSS recording's detail, as recpipe status --json prints it: the values
-    as the callbacks carried them (a JSON object parsed), and as the OpenAPI document says."""
+def served_detail(world: World, collection: str, rid: str, schema_name: str) -> dict:
+    """`GET /api/v1/<collection>/<rid>` as a reader: the same object `recpipe status --json`
+    prints (one function), valid against the OpenAPI document's `schema_name`."""
     from recpipe.reports import recording_detail
 
     client, headers = caller(world, "read", "api")
-    rid = world.ids["css"]
-    served = client.get(f"/api/v1/recordings/{rid}", headers=headers).json
+    served = client.get(f"/api/v1/{collection}/{rid}", headers=headers).json
     assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
     document = openapi.document()
-    schema = {"$ref": "#/components/schemas/RecordingDetail", "components": document["components"]}
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
     Draft202012Validator(schema).validate(served)
+    return served
+
+
+def test_the_api_serves_a_css_files_stream_param_and_callback_ext_whole(world: World):
+    """`files` in a CSS recording's detail, as recpipe status --json prints it: the values
+    as the callbacks carried them (a JSON object parsed), and as the OpenAPI document says."""
+    client, headers = caller(world, "read", "api")
+    served = served_detail(world, "recordings", world.ids["css"], "RecordingDetail")
     assert [(f["file_id"], f["stream_param"], f["callback_ext"]) for f in served["files"]] == [
         ("f-77", HOSTILE, HOSTILE),
         ("f-78", LONG_STREAM_PARAM, HOSTILE_EXT),
@@ -578,15 +585,9 @@ def test_a_room_is_served_with_its_participants_as_recpipe_status_json_prints_it
     """`GET /api/v1/rooms/{id}`: participants on the room's clock, members with their
     states and revisions, revision, artifacts and manifest; the same object the CLI
     prints (one function)."""
-    from recpipe.reports import recording_detail
-
     client, headers = caller(world, "read", "api")
     rid = world.ids["room"]
-    served = client.get(f"/api/v1/rooms/{rid}", headers=headers).json
-    assert served == json.loads(json.dumps(recording_detail(world.ledger, rid)))
-    document = openapi.document()
-    schema = {"$ref": "#/components/schemas/RoomDetail", "components": document["components"]}
-    Draft202012Validator(schema).validate(served)  # what the OpenAPI document says
+    served = served_detail(world, "rooms", rid, "RoomDetail")
     assert served["source"] == "room" and served["revision"] == 1 and served["state"] == "archived"
     assert served["mixed_revision"] == 1
     assert [(p["UserID"], p["offset_s"], p["duration_s"]) for p in served["participants"]] == [
