@@ -63,12 +63,11 @@ def settle(recording_id: str) -> str:
         start_chain(outcome.run_id)
     elif outcome.action == "fail" and outcome.run_id:
         notify_run.delay(outcome.run_id)
-    elif outcome.action == "wait" and outcome.recheck_at:
-        wake_at = outcome.wake_at or outcome.recheck_at
-        delay = max(0.5, (wake_at - utcnow()).total_seconds() + SETTLE_MARGIN_SECONDS)
-        # Short waits are scheduled here; long ones are left to the beat sweep.
-        if delay <= 6 * 3600:
-            settle.apply_async((recording_id,), countdown=delay)
+    elif outcome.action == "wait" and outcome.recheck_at and outcome.looks_again:
+        # Short waits are scheduled here (recorded as the recording's wake); long ones are
+        # left to the beat sweep.
+        delay = (outcome.recheck_at - utcnow()).total_seconds() + SETTLE_MARGIN_SECONDS
+        settle.apply_async((recording_id,), countdown=max(0.5, delay))
     return outcome.action
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -20,13 +20,19 @@ from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
 
+# A waiting settle task schedules its next look itself when that is at most this far off;
+# a longer wait is left to beat's sweep (it settles from the settle time in the ledger).
+LONGEST_COUNTDOWN = timedelta(hours=6)
+
 
 @dataclass(frozen=True)
 class SettleOutcome:
     action: str  # "skip", "wait", "finalize" or "fail"
     run_id: str | None = None
     recheck_at: datetime | None = None
-    wake_at: datetime | None = None  # when a waiting settle task looks again
+    # A waiting task looks again at `recheck_at` (else another pending settle task looks no
+    # later, or beat's sweep will).
+    looks_again: bool = False
 
 
 def reconcile(services: Services, recording: RecordingView, now: datetime) -> int:
@@ -59,7 +65,8 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
         return SettleOutcome("skip")
     if recording.source == ROOM_SOURCE:
         action, run_id, recheck_at = settle_room(services, recording_id, now)
-        return SettleOutcome(action, run_id, recheck_at)
+        soon = recheck_at is not None and recheck_at - now <= LONGEST_COUNTDOWN
+        return SettleOutcome(action, run_id, recheck_at, looks_again=soon)
     bind_recording(recording)
     decision = _decide(recording, now, cfg)
     quiet = decision.action != "wait" or decision.look_in_source
@@ -68,8 +75,12 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
         decision = _decide(recording, now, cfg)
     if decision.action == "wait":
         recheck_at = decision.recheck_at or now
-        services.ledger.postpone(recording_id, recheck_at)
-        return SettleOutcome("wait", recheck_at=recheck_at, wake_at=decision.wake_at)
+        # The look is recorded as the recording's wake: an event that makes it due sooner
+        # hands out a settle task of its own. When another pending task is recorded to look
+        # no later, this one ends (a task per event would otherwise go on waking).
+        wake_at = recheck_at if recheck_at - now <= LONGEST_COUNTDOWN else None
+        again = services.ledger.postpone(recording_id, recheck_at, wake_at=wake_at, now=now)
+        return SettleOutcome("wait", recheck_at=recheck_at, looks_again=again)
     run_id = services.ledger.claim(
         recording_id, now=now, expected_last_event_at=recording.last_event_at
     )

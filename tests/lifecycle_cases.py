@@ -5,10 +5,13 @@ The one place these expectations are written. They are checked against the pure 
 one-statement PostgreSQL path and the step-by-step one on SQLite and PostgreSQL
 (`tests/integration/test_ledger_lifecycle.py`).
 
-Step number `i` happens `i` seconds after `T0`; `due` is the expected settle time in
-seconds after `T0` (None: no settle time): `SETTLE_SECONDS` after the last event, or
-`COMPLETE_SECONDS` once every segment has its three events and no SeqNo is missing, or at
-once when stopped. A GME step repeated exactly is a vendor retry.
+Step number `i` happens `i` seconds after `T0` (or at `times[i]`); `due` is the expected
+settle time in seconds after `T0` (None: no settle time): `SETTLE_SECONDS` after the last
+event, or `COMPLETE_SECONDS` once every segment has its three events and no SeqNo is
+missing, or at once when stopped. A GME step repeated exactly is a vendor retry.
+`dispatches` are the steps that hand out a settle task (a collecting period begins, or the
+recording becomes due before the pending task's recorded wake); `wake`, when given, is the
+recorded wake at the end (None: none).
 """
 
 from __future__ import annotations
@@ -53,7 +56,17 @@ class Stop:
     """An operator stops the recording's GME task (`Ledger.stop_gme_task`)."""
 
 
-Step = Gme | Claim | RunEnds | Stop
+@dataclass(frozen=True)
+class Look:
+    """The pending settle task looks and waits: it sleeps until `until` (seconds after
+    `T0`), the recording's settle time or the end of its wait for missing segments."""
+
+    until: float
+
+
+Step = Gme | Claim | RunEnds | Stop | Look
+
+UNCHECKED = -1.0
 
 
 def whole(seq_no: int, name: str = "a") -> tuple[Gme, Gme, Gme]:
@@ -68,13 +81,22 @@ class Case:
     state: str
     due: int | None
     segments: dict[int, tuple[str, str]]  # seq_no: (state, name)
-    opens: tuple[int, ...] = (0,)  # the steps that open a collecting period
+    dispatches: tuple[int, ...] = (0,)  # the steps that hand out a settle task
     pending: bool = False
     error: str | None = None
+    times: tuple[float, ...] = ()  # when each step happens (default: step i at i)
+    wake: float | None = UNCHECKED  # the recorded wake at the end, seconds after T0
+
+    def when(self, number: int) -> datetime:
+        return at(self.times[number] if self.times else number)
 
 
-def at(step: int) -> datetime:
+def at(step: float) -> datetime:
     return T0 + timedelta(seconds=step)
+
+
+def wake_at(case: Case) -> datetime | None:
+    return None if case.wake is None else at(case.wake)
 
 
 def due_at(case: Case) -> datetime | None:
@@ -88,6 +110,7 @@ CASES = (
         COLLECTING,
         due=0 + SETTLE_SECONDS,
         segments={0: ("started", "a")},
+        wake=COMPLETE_SECONDS,  # its settle task first looks after the short window
     ),
     Case(
         "every event moves the settle time while collecting",
@@ -123,6 +146,7 @@ CASES = (
         COLLECTING,
         due=5 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
+        wake=COMPLETE_SECONDS,  # the events come before the first look: no other task
     ),
     Case(
         "in any order",
@@ -186,6 +210,39 @@ CASES = (
         COLLECTING,
         due=3,
         segments={0: ("uploaded", "a")},
+        dispatches=(0, 2, 3),  # each is due at once, after the stop's task looked
+        wake=3,
+    ),
+    Case(
+        "an incomplete recording's settle task sleeps until its settle time; events due "
+        "later hand out nothing",
+        (Gme(1, 0), Look(until=0 + SETTLE_SECONDS), Gme(2, 0), Gme(1, 1)),
+        COLLECTING,
+        due=20 + SETTLE_SECONDS,
+        segments={0: ("completed", "a"), 1: ("started", "a")},
+        times=(0, COMPLETE_SECONDS + 0.2, 15, 20),
+        wake=0 + SETTLE_SECONDS,
+    ),
+    Case(
+        "the completing upload hands out a settle task for the short window",
+        (Gme(1, 0), Gme(2, 0), Look(until=31), Look(until=301), Gme(3, 0)),
+        COLLECTING,
+        due=60 + COMPLETE_SECONDS,
+        segments={0: ("uploaded", "a")},
+        times=(0, 1, COMPLETE_SECONDS + 0.2, 31.2, 60),
+        dispatches=(0, 4),
+        wake=60 + COMPLETE_SECONDS,
+    ),
+    Case(
+        "a task that would look later than another's recorded wake ends and keeps it",
+        (Gme(1, 0), Look(until=300), Gme(3, 0), Look(until=20 + SETTLE_SECONDS)),
+        COLLECTING,
+        due=20 + SETTLE_SECONDS,
+        segments={0: ("uploaded", "a")},
+        # The upload's task looks at 30: the one that would look at 50 ends.
+        times=(0, COMPLETE_SECONDS + 0.2, 20, 21),
+        dispatches=(0, 2),
+        wake=20 + COMPLETE_SECONDS,
     ),
     Case(
         "a stop leaves a processing recording alone",
@@ -200,7 +257,7 @@ CASES = (
         COLLECTING,
         due=6 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("started", "a")},
-        opens=(0, 6),
+        dispatches=(0, 6),
     ),
     Case(
         "a claim stops the settle time",
@@ -269,7 +326,7 @@ CASES = (
         COLLECTING,
         due=4 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a"), 2: ("started", "a")},
-        opens=(0, 3),
+        dispatches=(0, 3),
     ),
     Case(
         "a late upload reopens a failed recording and clears its error",
@@ -277,7 +334,7 @@ CASES = (
         COLLECTING,
         due=3 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        opens=(0, 3),
+        dispatches=(0, 3),
     ),
     Case(
         "a late completion, restart or re-upload of a known segment does not reopen",
@@ -300,7 +357,7 @@ CASES = (
         COLLECTING,
         due=5 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("started", "a")},
-        opens=(0, 5),
+        dispatches=(0, 5),
     ),
     Case(
         "and, its segment whole, settles in the short window again",
@@ -308,7 +365,8 @@ CASES = (
         COLLECTING,
         due=7 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        opens=(0, 5),
+        dispatches=(0, 5),
+        wake=5 + COMPLETE_SECONDS,
     ),
     Case(
         "a second revision: claim, archive, reopen, claim, archive",
@@ -323,6 +381,6 @@ CASES = (
         ARCHIVED,
         due=None,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        opens=(0, 3),
+        dispatches=(0, 3),
     ),
 )

@@ -92,25 +92,29 @@ class Intake:
         if result.duplicate:
             bound.info("callback.duplicate")
             return "duplicate"
-        if result.opens_settle:
-            self._settle_later(result.callback_id, result.recording_id)
+        if result.dispatches_settle:
+            countdown = self._gme_settle_countdown()
+            if result.settle_wake_at is not None:
+                countdown = (result.settle_wake_at - now).total_seconds() + SETTLE_MARGIN_SECONDS
+            self._settle_later(result.callback_id, result.recording_id, countdown)
         bound.info("callback.accepted")
         return "accepted"
 
-    def _settle_later(self, callback_id: int, recording_id: str) -> bool:
-        """Hand the recording to a settle task, which finalizes it once quiet (following
-        its settle time as later events move it). The callback was stored as dispatched;
-        when the broker does not take the task it is marked undispatched, and beat's sweep
-        settles the recording from its settle time in the ledger."""
-        if self.dispatcher.settle_later(recording_id, self._gme_settle_countdown()):
+    def _settle_later(self, callback_id: int, recording_id: str, countdown: float) -> bool:
+        """Hand the recording to a settle task, which looks after `countdown` seconds (the
+        wake the intake recorded, and the margin) and finalizes it once quiet, or sleeps
+        until its settle time; an event that makes it due sooner hands out another. The
+        callback was stored as dispatched; when the broker does not take the task it is
+        marked undispatched, and beat's sweep settles the recording from its settle time
+        in the ledger."""
+        if self.dispatcher.settle_later(recording_id, max(0.0, countdown)):
             return True
         self.ledger.mark_callbacks_undispatched([callback_id])
         return False
 
     def _gme_settle_countdown(self) -> float:
         """A GME settle task first looks after the short window (and a margin): the
-        recording may be complete by then, and while it is not the task looks again every
-        short window."""
+        recording may be complete by then (`lifecycle.first_look`)."""
         windows = Windows(self.settings.settle_seconds, self.settings.settle_complete_seconds)
         return windows.complete + SETTLE_MARGIN_SECONDS
 

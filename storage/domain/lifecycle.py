@@ -10,6 +10,11 @@ fails it, or sends it back to collecting when new content came in meanwhile. New
 after the end (a GME segment not seen before, a late GME upload, another CSS file) reopens
 it for the next revision.
 
+A settle task is handed out when a collecting period begins and whenever an event makes
+the recording due before the pending settle task looks (its recorded `settle_wake_at`);
+a waiting settle task sleeps until the settle time and records that as the wake. So a
+recording is looked at when it may be due, not polled.
+
 The ledger's step-by-step paths (storage/ledger) read the rows, call these functions and
 write back what they return. The webhook's one-statement GME intake on PostgreSQL
 (storage/ledger/gme_statement.py) says the same in SQL; tests/lifecycle_cases.py holds the
@@ -37,6 +42,9 @@ class RecordingStatus:
     # An operator stopped the recording's GME task: it is due as soon as every started
     # segment is uploaded. A claim clears it (what comes later is the next revision's).
     stopped: bool = False
+    # When the earliest pending settle task looks (None: none recorded, or it may have
+    # looked already): an event that makes the recording due earlier hands out another.
+    settle_wake_at: datetime | None = None
 
 
 # Which of a segment's file events have arrived, as bits of `SegmentStatus.events`.
@@ -113,17 +121,57 @@ def settle_due(now: datetime, windows: Windows, *, complete: bool, stopped: bool
     return now + timedelta(seconds=windows.complete if complete else windows.settle_seconds)
 
 
+def first_look(due: datetime, now: datetime, windows: Windows) -> datetime:
+    """When a settle task handed out by an event at `now` looks: at the recording's settle
+    time, but no later than the short window. The events that complete a segment come in
+    the seconds after its first one, and a task that already looks then needs no other."""
+    return min(due, now + timedelta(seconds=windows.complete))
+
+
+def wakes_too_late(wake_at: datetime | None, due: datetime, now: datetime) -> bool:
+    """Does a recording that became due at `due` need a settle task of its own, given
+    the recorded wake of its pending one? Yes when none is recorded, when that one may be
+    looking already (a look that read the rows before this event would not see it), and
+    when it looks later than `due` by more than the margin."""
+    if wake_at is None or wake_at <= now:
+        return True
+    return due < wake_at - timedelta(seconds=SETTLE_MARGIN_SECONDS)
+
+
 @dataclass(frozen=True)
 class Change:
     recording: RecordingStatus
-    # This event began a collecting period (a new recording, or one reopened after its
-    # run's end): the moment a settle task must be handed out.
-    opens_settle: bool
+    # Hand out a settle task now, timed for `recording.settle_wake_at`: this event began a
+    # collecting period (a new recording, or one reopened after its run's end), or made the
+    # recording due before the pending settle task looks (`wakes_too_late`).
+    dispatches_settle: bool
 
 
-def new_recording(now: datetime, settle_seconds: float) -> RecordingStatus:
-    """A recording's first event opens its collecting period."""
-    return RecordingStatus(RecordingState.COLLECTING, now + timedelta(seconds=settle_seconds))
+def postpone(
+    recording: RecordingStatus, until: datetime, *, wake_at: datetime | None, now: datetime
+) -> tuple[RecordingStatus, bool]:
+    """A waiting settle task moves the settle time to `until`, meaning to look again at
+    `wake_at` (None: it leaves that to beat's sweep). True: it records that as the wake and
+    looks then; False: another pending task is recorded to look no later (within the
+    margin), and this one ends. A recorded wake still to come is kept."""
+    if recording.state != RecordingState.COLLECTING:
+        return recording, False
+    recorded = recording.settle_wake_at
+    pending = recorded if recorded is not None and recorded > now else None
+    margin = timedelta(seconds=SETTLE_MARGIN_SECONDS)
+    if wake_at is not None and (pending is None or pending > wake_at + margin):
+        return replace(recording, settle_due_at=until, settle_wake_at=wake_at), True
+    return replace(recording, settle_due_at=until, settle_wake_at=pending), False
+
+
+def new_recording(
+    now: datetime, settle_seconds: float, complete_seconds: float | None = None
+) -> RecordingStatus:
+    """A recording's first event opens its collecting period; its settle task first looks
+    after the short window (`first_look`)."""
+    due = now + timedelta(seconds=settle_seconds)
+    look = first_look(due, now, Windows(settle_seconds, complete_seconds))
+    return RecordingStatus(RecordingState.COLLECTING, due, settle_wake_at=look)
 
 
 def event_arrives(
@@ -133,27 +181,39 @@ def event_arrives(
     now: datetime,
     settle_seconds: float,
     due: datetime | None = None,
+    look: datetime | None = None,
 ) -> Change:
     """What an event does to an existing recording.
 
     While it collects, its quiet time restarts with every event (`due`, when given, is
-    the settle time `settle_due` chose; else `settle_seconds` from now). New content (a
-    GME segment's first event or first upload, a CSS file) during processing is remembered
-    for after the run; after the run's end (archived or failed) it collects again, for the
-    next revision.
+    the settle time `settle_due` chose; else `settle_seconds` from now), and a settle task
+    is handed out, looking at `look` (`first_look`; else `due`), when the pending one
+    would look too late (`wakes_too_late`). New content (a GME segment's first event or
+    first upload, a CSS file) during processing is remembered for after the run; after
+    the run's end (archived or failed) it collects again, for the next revision.
     """
     if due is None:
         due = now + timedelta(seconds=settle_seconds)
+    if look is None:
+        look = due
     if recording.state == RecordingState.COLLECTING:
-        return Change(replace(recording, settle_due_at=due), opens_settle=False)
+        if wakes_too_late(recording.settle_wake_at, due, now):
+            return Change(
+                replace(recording, settle_due_at=due, settle_wake_at=look), dispatches_settle=True
+            )
+        return Change(replace(recording, settle_due_at=due), dispatches_settle=False)
     if not new_content:
-        return Change(recording, opens_settle=False)
+        return Change(recording, dispatches_settle=False)
     if recording.state == RecordingState.PROCESSING:
-        return Change(replace(recording, pending_changes=True), opens_settle=False)
+        return Change(replace(recording, pending_changes=True), dispatches_settle=False)
     reopened = RecordingStatus(
-        RecordingState.COLLECTING, due, pending_changes=recording.pending_changes, error=None
+        RecordingState.COLLECTING,
+        due,
+        pending_changes=recording.pending_changes,
+        error=None,
+        settle_wake_at=look,
     )
-    return Change(reopened, opens_settle=True)
+    return Change(reopened, dispatches_settle=True)
 
 
 def segment_after(
@@ -200,10 +260,12 @@ def gme_event(
     (`seq_no`; `others` tallies the recording's other segments)."""
     segment_now = segment_after(segment, event_type, file_name, now)
     if recording is None:
-        return Change(new_recording(now, settle_seconds), opens_settle=True), segment_now
+        fresh = new_recording(now, settle_seconds, complete_seconds)
+        return Change(fresh, dispatches_settle=True), segment_now
+    windows = Windows(settle_seconds, complete_seconds)
     due = settle_due(
         now,
-        Windows(settle_seconds, complete_seconds),
+        windows,
         complete=complete_with(others, seq_no, segment_now.events),
         stopped=recording.stopped,
     )
@@ -213,16 +275,18 @@ def gme_event(
         now=now,
         settle_seconds=settle_seconds,
         due=due,
+        look=first_look(due, now, windows),
     )
     return change, segment_now
 
 
 def stop(recording: RecordingStatus, now: datetime) -> RecordingStatus:
     """An operator stops the recording's GME task: a collecting recording is due at once
-    (settling still waits for every started segment's upload); others are left alone."""
+    (settling still waits for every started segment's upload), and the settle task handed
+    out for it looks now; others are left alone."""
     if recording.state != RecordingState.COLLECTING:
         return recording
-    return replace(recording, settle_due_at=now, stopped=True)
+    return replace(recording, settle_due_at=now, stopped=True, settle_wake_at=now)
 
 
 def may_claim(state: str, *, force: bool = False) -> bool:

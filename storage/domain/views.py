@@ -12,10 +12,12 @@ class IntakeResult:
     callback_id: int
     recording_id: str
     duplicate: bool
-    # This callback began a collecting period (a new recording, or one reopened after its
-    # archive): the one moment a settle task must be handed out; later events of the
-    # period only move the settle time, which the pending settle task follows.
-    opens_settle: bool = False
+    # Hand out a settle task, timed for `settle_wake_at`: this callback began a collecting
+    # period (a new recording, or one reopened after its archive), or made the recording
+    # due before its pending settle task looks. Other events only move the settle time,
+    # which the pending settle task follows when it looks.
+    dispatches_settle: bool = False
+    settle_wake_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ class GmeIntake(LedgerBase):
 
         The hot path of the webhook. The callback is stored as dispatched: its effect is
         the recording's settle time, which a settle task or beat's sweep acts on;
-        `opens_settle` tells the caller when a settle task must be handed out. The quiet
+        `dispatches_settle` tells the caller to hand out a settle task timed for
+        `settle_wake_at` (this event opened a collecting period, or made the recording due
+        before its pending settle task looks; `lifecycle.wakes_too_late`). The quiet
         window is `settle_seconds`, or `complete_seconds` once the segments say the
         recording is complete (None: no shorter window). On PostgreSQL this is one
         statement (`gme_statement`); elsewhere, the same steps one after another in a
@@ -82,8 +84,14 @@ class GmeIntake(LedgerBase):
             if callback_id is None:
                 existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
-            opens = apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
-            return IntakeResult(int(callback_id), rid, duplicate=False, opens_settle=opens)
+            wake_at = apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
+            return IntakeResult(
+                int(callback_id),
+                rid,
+                duplicate=False,
+                dispatches_settle=wake_at is not None,
+                settle_wake_at=wake_at,
+            )
 
     def record_gme_event_in_one_statement(
         self,
@@ -119,7 +127,11 @@ class GmeIntake(LedgerBase):
         if outcome.callback_id is None:
             return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
         return IntakeResult(
-            outcome.callback_id, rid, duplicate=False, opens_settle=outcome.opens_settle
+            outcome.callback_id,
+            rid,
+            duplicate=False,
+            dispatches_settle=outcome.settle_wake_at is not None,
+            settle_wake_at=outcome.settle_wake_at,
         )
 
     def reapply_gme_event(
@@ -131,10 +143,11 @@ class GmeIntake(LedgerBase):
         complete_seconds: float | None = None,
     ) -> bool:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
-        (`recpipe replay`); harmless when it was applied before. True if it began a
-        collecting period."""
+        (`recpipe replay`); harmless when it was applied before. True if a settle task
+        should be handed out (`dispatches_settle`)."""
         with self.session() as session:
-            return apply_gme_event(session.connection(), gme, now, settle_seconds, complete_seconds)
+            conn = session.connection()
+            return apply_gme_event(conn, gme, now, settle_seconds, complete_seconds) is not None
 
 
 def apply_gme_event(
@@ -143,13 +156,14 @@ def apply_gme_event(
     now: datetime,
     settle_seconds: float,
     complete_seconds: float | None = None,
-) -> bool:
-    """Apply a GME event to its recording and segment. True if it began a collecting
-    period: the recording is new, or new content (a segment not seen before, a first
-    upload) reopened it."""
+) -> datetime | None:
+    """Apply a GME event to its recording and segment. Returns when the settle task to
+    hand out should look, or None when none is needed: one is when the recording is new,
+    when new content (a segment not seen before, a first upload) reopened it, or when the
+    event makes it due before its pending settle task looks."""
     sql = statements(conn.dialect.name)
     rid = gme.key.recording_id
-    fresh = lifecycle.new_recording(now, settle_seconds)
+    fresh = lifecycle.new_recording(now, settle_seconds, complete_seconds)
     # Creates the recording, or locks it and records this event's time.
     row = conn.execute(
         sql.upsert_recording,
@@ -168,6 +182,7 @@ def apply_gme_event(
             "first_event_at": now,
             "last_event_at": now,
             "settle_due_at": fresh.settle_due_at,
+            "settle_wake_at": fresh.settle_wake_at,
             "created_at": now,
             "updated_at": now,
         },
@@ -180,6 +195,7 @@ def apply_gme_event(
         row.pending_changes,
         row.error,
         stopped=row.stopped_at is not None,
+        settle_wake_at=aware(row.settle_wake_at),
     )
     found = conn.execute(sql.select_segment, {"rid": rid, "seq_no": gme.seq_no}).first()
     segment = (
@@ -214,6 +230,7 @@ def apply_gme_event(
                 "new_due": status.settle_due_at,
                 "new_pending": status.pending_changes,
                 "new_error": status.error,
+                "new_wake": status.settle_wake_at,
             },
         )
     if segment_now != segment:
@@ -230,7 +247,9 @@ def apply_gme_event(
                 "events": segment_now.events,
             },
         )
-    return created or change.opens_settle
+    if created or change.dispatches_settle:
+        return change.recording.settle_wake_at
+    return None
 
 
 class _GmeStatements:
@@ -273,6 +292,7 @@ class _GmeStatements:
             recordings.c.error,
             recordings.c.created_at,
             recordings.c.stopped_at,
+            recordings.c.settle_wake_at,
         )
         self.update_recording = (
             update(recordings)
@@ -282,6 +302,7 @@ class _GmeStatements:
                 settle_due_at=bindparam("new_due"),
                 pending_changes=bindparam("new_pending"),
                 error=bindparam("new_error"),
+                settle_wake_at=bindparam("new_wake"),
             )
         )
         segments = cast(Table, Segment.__table__)

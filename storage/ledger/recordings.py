@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, select, update
 from sqlalchemy.orm import Session
 
 from storage.domain import (
@@ -34,15 +34,39 @@ class Recordings(LedgerBase):
                 return None
             return recording_view(s, recording)
 
-    def postpone(self, recording_id: str, until: datetime) -> None:
-        # Bookkeeping: a settle time lost in a crash is an older, earlier one, and settling
-        # early only decides again.
+    def postpone(
+        self,
+        recording_id: str,
+        until: datetime,
+        *,
+        wake_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """`lifecycle.postpone` in one statement: a waiting settle task moves the settle
+        time to `until` and, when it means to look again at `wake_at`, records that as the
+        recording's wake. True: it should; False: another pending settle task is recorded to
+        look no later (within the margin), or `wake_at` is None. A recorded wake still to
+        come is kept when this task does not record its own.
+
+        Bookkeeping: a settle time lost in a crash is an older, earlier one, and settling
+        early only decides again; a wake lost is an older one, in the past, and an event
+        then hands out a settle task of its own."""
+        now = now or utcnow()
+        pending = Recording.settle_wake_at > now
+        if wake_at is None:
+            wake = case((pending, Recording.settle_wake_at), else_=None)
+        else:
+            margin = timedelta(seconds=lifecycle.SETTLE_MARGIN_SECONDS)
+            covered = and_(pending, Recording.settle_wake_at <= wake_at + margin)
+            wake = case((covered, Recording.settle_wake_at), else_=wake_at)
         with self.bookkeeping() as s:
-            s.execute(
+            recorded = s.execute(
                 update(Recording)
                 .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
-                .values(settle_due_at=until)
-            )
+                .values(settle_due_at=until, settle_wake_at=wake)
+                .returning(Recording.settle_wake_at)
+            ).first()
+        return wake_at is not None and recorded is not None and aware(recorded[0]) == wake_at
 
     def add_recovered_segments(
         self, recording_id: str, found: Sequence[tuple[int, str]], now: datetime
@@ -166,8 +190,11 @@ class Recordings(LedgerBase):
                 )
             )
             if ids:
+                # The settle task handed out for each looks now.
                 s.execute(
-                    update(Recording).where(Recording.id.in_(ids)).values(settle_due_at=until)
+                    update(Recording)
+                    .where(Recording.id.in_(ids))
+                    .values(settle_due_at=until, settle_wake_at=now)
                 )
             return ids
 
@@ -179,6 +206,7 @@ def status_of(recording: Recording) -> RecordingStatus:
         recording.pending_changes,
         recording.error,
         stopped=recording.stopped_at is not None,
+        settle_wake_at=aware(recording.settle_wake_at),
     )
 
 
@@ -187,6 +215,7 @@ def set_status(recording: Recording, status: RecordingStatus, now: datetime | No
     recording.settle_due_at = status.settle_due_at
     recording.pending_changes = status.pending_changes
     recording.error = status.error
+    recording.settle_wake_at = status.settle_wake_at
     if not status.stopped:
         recording.stopped_at = None
     elif recording.stopped_at is None:

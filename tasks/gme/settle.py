@@ -14,9 +14,6 @@ from datetime import datetime, timedelta
 
 from storage.domain import RecordingView, SegmentState, SegmentView, lifecycle
 
-# How often a settle task looks again at a stopped recording still waiting for uploads.
-STOPPED_POLL_SECONDS = 2.0
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -25,11 +22,8 @@ class Decision:
     included: tuple[int, ...] = ()
     missing: tuple[int, ...] = ()
     reason: str = ""
-    # When a waiting settle task should look again; earlier than `recheck_at` while later
-    # events may still make the recording due sooner (see `decide`).
-    wake_at: datetime | None = None
-    # Waiting for missing segments: look in the source for them on this first look after
-    # the quiet time (and again when the wait is over), not on every wake.
+    # Waiting for missing segments: look in the source for them on the first look after
+    # the quiet time (and again when the wait is over), not on every look.
     look_in_source: bool = False
 
 
@@ -59,10 +53,11 @@ def decide(
     otherwise, not at all once stopped; then finalize when nothing is missing, or once
     `max_wait_seconds` have passed.
 
-    While the recording is not complete, the events still to come (a segment's completion
-    and upload) can make it due sooner than the `recheck_at` its settle time says, and a
-    waiting settle task is not told: it wakes (`wake_at`) at least every short window to
-    look again, so a recording is finalized on time whenever its last event comes.
+    A waiting settle task sleeps until `recheck_at`, complete or not: an event that makes
+    the recording due sooner (its last upload: the short window; any event once stopped:
+    at once) hands out a settle task of its own (`lifecycle.wakes_too_late`), so a
+    recording is finalized on time whenever its last event comes, without looking again
+    in between.
     """
     complete = is_complete(recording)
     stopped = recording.stopped_at is not None
@@ -70,10 +65,8 @@ def decide(
     quiet_at = lifecycle.settle_due(
         recording.last_event_at, windows, complete=complete, stopped=stopped
     )
-    poll = STOPPED_POLL_SECONDS if stopped else windows.complete
-    wake_at = None if complete else now + timedelta(seconds=poll)
     if now < quiet_at:
-        return Decision("wait", recheck_at=quiet_at, wake_at=_earlier(wake_at, quiet_at))
+        return Decision("wait", recheck_at=quiet_at)
     included = tuple(
         sorted(s.seq_no for s in recording.segments if s.state == SegmentState.UPLOADED)
     )
@@ -85,18 +78,13 @@ def decide(
             recheck_at=give_up_at,
             included=included,
             missing=missing,
-            wake_at=_earlier(wake_at, give_up_at),
-            look_in_source=now < quiet_at + timedelta(seconds=poll),
+            look_in_source=now < quiet_at + timedelta(seconds=windows.complete),
         )
     if not included:
         return Decision(
             "fail", missing=missing, reason="no segment was uploaded before the maximum wait"
         )
     return Decision("finalize", included=included, missing=missing)
-
-
-def _earlier(wake_at: datetime | None, due: datetime) -> datetime:
-    return due if wake_at is None else min(wake_at, due)
 
 
 _TASK_DIGITS = re.compile(r"\d+")

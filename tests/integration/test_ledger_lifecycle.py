@@ -13,18 +13,22 @@ import pytest
 
 from storage.domain import GmeEvent, GmeRecordingKey, IntakeResult, RunState
 from storage.ledger import Ledger
+from storage.ledger.engine import aware
 from storage.ledger.tables import Recording
 from tests.lifecycle_cases import (
     CASES,
     COMPLETE_SECONDS,
     ERROR,
     SETTLE_SECONDS,
+    UNCHECKED,
     Case,
     Claim,
     Gme,
+    Look,
     Stop,
     at,
     due_at,
+    wake_at,
 )
 
 pytestmark = pytest.mark.integration
@@ -64,29 +68,32 @@ def play(ledger: Ledger, record: Record, case: Case, task_id: str) -> tuple[str,
         biz_id=1400000000, room_id="room-1", user_id="user-1", task_id=task_id, record_mode=1
     )
     run_id: str | None = None
-    opens: list[int] = []
+    dispatches: list[int] = []
     for number, step in enumerate(case.steps):
-        now = at(number)
+        now = case.when(number)
         if isinstance(step, Gme):
             gme = GmeEvent(
                 key, step.event_type, step.seq_no, file_name(task_id, step.seq_no, step.name), 0
             )
             body = json.dumps({"EventType": step.event_type, "SeqNo": step.seq_no})
             headers = {"Content-Type": "application/json"}
-            if record(gme, body, headers, now, SETTLE_SECONDS, COMPLETE_SECONDS).opens_settle:
-                opens.append(number)
+            if record(gme, body, headers, now, SETTLE_SECONDS, COMPLETE_SECONDS).dispatches_settle:
+                dispatches.append(number)
         elif isinstance(step, Claim):
             run_id = ledger.claim(key.recording_id, now=now)
             assert run_id is not None, case.name
         elif isinstance(step, Stop):
             ledger.stop_gme_task(task_id, now=now)
+        elif isinstance(step, Look):
+            until = at(step.until)
+            ledger.postpone(key.recording_id, until, wake_at=until, now=now)
         elif step.state == RunState.ARCHIVED:
             assert run_id is not None
             ledger.finish_run(run_id, now=now, result={}, manifest_url="archive/manifest.json")
         else:
             assert run_id is not None
             ledger.fail_run(run_id, now=now, error=ERROR)
-    return key.recording_id, opens
+    return key.recording_id, dispatches
 
 
 def test_intake_leaves_the_states_the_lifecycle_table_expects(
@@ -95,11 +102,12 @@ def test_intake_leaves_the_states_the_lifecycle_table_expects(
     ledger, record = intake
     for number, case in enumerate(CASES):
         task_id = str(9_000_000_000_000_000_000 + number)  # one recording per case
-        rid, opens = play(ledger, record, case, task_id)
+        rid, dispatches = play(ledger, record, case, task_id)
         view = ledger.recording(rid)
         assert view is not None
         with ledger.session() as s:
-            pending = s.get_one(Recording, rid).pending_changes
+            row = s.get_one(Recording, rid)
+            pending, wake = row.pending_changes, aware(row.settle_wake_at)
         assert (view.state, view.settle_due_at, pending, view.error) == (
             case.state,
             due_at(case),
@@ -110,4 +118,6 @@ def test_intake_leaves_the_states_the_lifecycle_table_expects(
             seq: (state, file_name(task_id, seq, name))
             for seq, (state, name) in case.segments.items()
         }, case.name
-        assert tuple(opens) == case.opens, case.name
+        assert tuple(dispatches) == case.dispatches, case.name
+        if case.wake != UNCHECKED:
+            assert wake == wake_at(case), case.name

@@ -33,6 +33,7 @@ WORKER_STATES = (
     RecordingState.FAILED,
     RecordingState.COLLECTING,
     "stopped",  # an operator stops the task (Ledger.stop_gme_task)
+    "look",  # the settle task looks and sleeps until the long wait's end (Ledger.postpone)
 )
 
 
@@ -94,6 +95,7 @@ def recording_row(ledger: Ledger, rid: str) -> dict[str, Any] | None:
                 "source",
                 "details",
                 "stopped_at",
+                "settle_wake_at",
             )
         }
 
@@ -163,6 +165,10 @@ class Side:
         if state == "stopped":
             self.ledger.stop_gme_task(self.task_id, now=now)
             return
+        if state == "look":
+            until = now + timedelta(seconds=40)
+            self.ledger.postpone(self.rid, until, wake_at=until, now=now)
+            return
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if state == RecordingState.PROCESSING:
             values["pending_changes"] = False
@@ -193,7 +199,11 @@ def test_one_statement_matches_the_step_by_step_transaction(pg_ledger: Ledger, s
                 for side in (fast, steps)
             ]
             a, b = answers
-            assert (a.duplicate, a.opens_settle) == (b.duplicate, b.opens_settle), (number, op)
+            assert (a.duplicate, a.dispatches_settle, a.settle_wake_at) == (
+                b.duplicate,
+                b.dispatches_settle,
+                b.settle_wake_at,
+            ), (number, op)
         assert recording_row(pg_ledger, fast.rid) == recording_row(pg_ledger, steps.rid), (
             number,
             op,
@@ -237,7 +247,7 @@ def test_racing_retries_store_each_event_once_and_open_settle_once(pg_ledger: Le
     assert errors == []
     assert len(results) == 8 * len(events)
     assert sum(not r.duplicate for r in results) == len(events)
-    assert sum(r.opens_settle for r in results) == 1
+    assert sum(r.dispatches_settle for r in results) == 1
     rid = key("2001").recording_id
     callbacks = callback_rows(pg_ledger, rid)
     assert len(callbacks) == len(events)

@@ -18,12 +18,15 @@ from tests.lifecycle_cases import (
     COMPLETE_SECONDS,
     ERROR,
     SETTLE_SECONDS,
+    UNCHECKED,
     Case,
     Claim,
     Gme,
+    Look,
     Stop,
     at,
     due_at,
+    wake_at,
 )
 
 
@@ -41,9 +44,9 @@ def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[
     recording: RecordingStatus | None = None
     segments: dict[int, SegmentStatus] = {}
     seen: set[Gme] = set()
-    opens: list[int] = []
+    dispatches: list[int] = []
     for number, step in enumerate(case.steps):
-        now = at(number)
+        now = case.when(number)
         if isinstance(step, Gme):
             if step in seen:
                 continue  # a vendor retry: the callback is stored once
@@ -60,8 +63,8 @@ def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[
                 others=tally(segments, step.seq_no),
             )
             recording = change.recording
-            if change.opens_settle:
-                opens.append(number)
+            if change.dispatches_settle:
+                dispatches.append(number)
         elif isinstance(step, Claim):
             assert recording is not None
             assert lifecycle.may_claim(recording.state)
@@ -69,17 +72,21 @@ def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[
         elif isinstance(step, Stop):
             assert recording is not None
             recording = lifecycle.stop(recording, now)
+        elif isinstance(step, Look):
+            assert recording is not None
+            until = at(step.until)
+            recording, _ = lifecycle.postpone(recording, until, wake_at=until, now=now)
         else:
             assert recording is not None
             error = ERROR if step.state == "failed" else None
             recording = lifecycle.run_ended(recording, step.state, error=error, now=now)
     assert recording is not None
-    return recording, segments, opens
+    return recording, segments, dispatches
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_rules_leave_the_states_the_table_expects(case: Case):
-    recording, segments, opens = replay(case)
+    recording, segments, dispatches = replay(case)
     assert (
         recording.state,
         recording.settle_due_at,
@@ -87,7 +94,9 @@ def test_rules_leave_the_states_the_table_expects(case: Case):
         recording.error,
     ) == (case.state, due_at(case), case.pending, case.error)
     assert {seq: (s.state, s.file_name) for seq, s in segments.items()} == case.segments
-    assert tuple(opens) == case.opens
+    assert tuple(dispatches) == case.dispatches
+    if case.wake != UNCHECKED:
+        assert recording.settle_wake_at == wake_at(case)
 
 
 def test_a_segment_keeps_the_time_of_its_first_upload():
@@ -120,25 +129,38 @@ DUE = at(9) + timedelta(seconds=SETTLE_SECONDS)
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "opens"),
+    ("before", "after", "dispatches"),
     [
-        (RecordingStatus("collecting", at(0)), RecordingStatus("collecting", DUE), False),
+        (
+            RecordingStatus("collecting", at(0), settle_wake_at=at(10)),
+            RecordingStatus("collecting", DUE, settle_wake_at=at(10)),
+            False,
+        ),
+        (
+            RecordingStatus("collecting", at(0)),
+            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
+            True,
+        ),
         (RecordingStatus("processing", None), RecordingStatus("processing", None, True), False),
-        (RecordingStatus("archived", None), RecordingStatus("collecting", DUE), True),
+        (
+            RecordingStatus("archived", None),
+            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
+            True,
+        ),
         (
             RecordingStatus("failed", None, error=ERROR),
-            RecordingStatus("collecting", DUE),
+            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
             True,
         ),
     ],
 )
 def test_a_css_file_is_always_new_content(
-    before: RecordingStatus, after: RecordingStatus, opens: bool
+    before: RecordingStatus, after: RecordingStatus, dispatches: bool
 ):
     change = lifecycle.event_arrives(
         before, new_content=True, now=at(9), settle_seconds=SETTLE_SECONDS
     )
-    assert change == lifecycle.Change(after, opens)
+    assert change == lifecycle.Change(after, dispatches)
 
 
 def touched(rid: str, state: str = "collecting", revision: int = 0) -> TouchedRecording:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storage.domain import RecordingView, SegmentView
-from tasks.gme.settle import STOPPED_POLL_SECONDS, decide, missing_seq_nos, recovered_segments
+from tasks.gme.settle import Decision, decide, missing_seq_nos, recovered_segments
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -92,7 +92,6 @@ def test_a_complete_recording_settles_in_the_short_window():
         complete_seconds=20,
     )  # fmt: skip
     assert (early.action, early.recheck_at) == ("wait", T0 + timedelta(seconds=20))
-    assert early.wake_at == early.recheck_at  # only a later event can move it, later
     done = decide(
         rec, T0 + timedelta(seconds=20), settle_seconds=120, max_wait_seconds=600,
         complete_seconds=20,
@@ -109,15 +108,15 @@ def test_a_complete_recording_settles_in_the_short_window():
         (whole(0), SegmentView(1, "p/1.mp3", "uploaded", recovered=True)),  # no events
     ],
 )
-def test_an_incomplete_recording_keeps_the_long_window_and_looks_again_every_short_one(
+def test_an_incomplete_recording_keeps_the_long_window_and_sleeps_until_it(
     segments: tuple[SegmentView, ...],
 ):
+    """No look every short window: the event that completes it hands out a settle task."""
     d = decide(
         recording(*segments), T0 + timedelta(seconds=5), settle_seconds=120,
         max_wait_seconds=600, complete_seconds=20,
     )  # fmt: skip
-    assert (d.action, d.recheck_at) == ("wait", T0 + timedelta(seconds=120))
-    assert d.wake_at == T0 + timedelta(seconds=25)
+    assert d == Decision("wait", recheck_at=T0 + timedelta(seconds=120))
 
 
 def test_a_stopped_recording_is_finalized_once_every_started_segment_is_uploaded():
@@ -126,5 +125,10 @@ def test_a_stopped_recording_is_finalized_once_every_started_segment_is_uploaded
     assert (d.action, d.included) == ("finalize", (0, 1))
     waiting = replace(stopped, segments=(whole(0), seg(1, "started")))
     d = decide(waiting, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
-    assert (d.action, d.missing) == ("wait", (1,))
-    assert d.wake_at == T0 + timedelta(seconds=STOPPED_POLL_SECONDS)
+    # It sleeps until the end of the wait: every upload to a stopped recording is due at
+    # once and hands out a settle task (`lifecycle.wakes_too_late`).
+    assert (d.action, d.missing, d.recheck_at) == ("wait", (1,), T0 + timedelta(seconds=600))
+    assert d == Decision(
+        "wait", recheck_at=T0 + timedelta(seconds=600), included=(0,), missing=(1,),
+        look_in_source=True,
+    )  # fmt: skip
