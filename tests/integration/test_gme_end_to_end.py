@@ -281,3 +281,75 @@ def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded
         client.close()
     wait_for(lambda: receiver.requests, timeout=30, what="notification")
     assert parse_body(receiver.requests[0])["segments"] == {"included": [0, 1], "missing": []}
+
+
+@pytest.fixture
+def short_window_stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver):
+    """A stack whose long window is an hour and whose short one (complete) is 2 s."""
+    env = {
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
+        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_SETTLE_SECONDS": "3600",
+        "RECPIPE_SETTLE_COMPLETE_SECONDS": "2",
+        "RECPIPE_SWEEP_SECONDS": "1",
+    }
+    s = Stack(env, tmp_path / "logs")
+    s.start_webhook()
+    s.start_worker()
+    yield s
+    s.stop()
+
+
+def test_a_segment_open_past_the_short_window_settles_the_short_window_after_its_upload(
+    short_window_stack: Stack, tone, s3_client, bucket, receiver
+):
+    """While segment 1 is open the settle task sleeps until the hour's window (no look
+    every short window); the upload that completes the recording hands out a settle task
+    of its own, which archives it the short window after, not an hour later."""
+    from storage.domain import GmeRecordingKey
+    from storage.ledger.engine import aware
+    from storage.ledger.tables import Recording
+
+    stack = short_window_stack
+    task_id = TASK_ID + 20
+    keys = [f"{BIZ}_100/2026-11-21-10-00-0{seq}_{task_id}_audio.mp3" for seq in range(2)]
+    recording_id = GmeRecordingKey(BIZ, "100", "999", str(task_id), 1).recording_id
+
+    def upload(seq: int) -> None:
+        s3_client.upload_file(str(tone(f"s{seq}.mp3", 440, 1.0)), bucket, f"cos/{keys[seq]}")
+
+    def post(event_type: int, seq: int) -> None:
+        body = json.loads(callback(event_type, seq, keys[seq]))
+        body["TaskID"] = task_id
+        raw = json.dumps(body).encode()
+        assert stack.post_gme(raw, sign(raw)) == 200
+
+    def wake_and_due() -> tuple[object, object]:
+        with stack.ledger.session() as s:
+            row = s.get_one(Recording, recording_id)
+            return aware(row.settle_wake_at), aware(row.settle_due_at)
+
+    upload(0)
+    for event_type, seq in ((1, 0), (2, 0), (3, 0), (1, 1)):
+        post(event_type, seq)
+    # The first settle task looks after the short window, finds segment 1 open and sleeps
+    # until the long window's end: that is the recorded wake.
+    wait_for(
+        lambda: (lambda w, d: w is not None and w == d)(*wake_and_due()),
+        timeout=30,
+        what="the settle task sleeping until the long window",
+    )
+    time.sleep(3)  # longer than the short window: nothing looks in between
+    assert stack.ledger.recording(recording_id).state == "collecting"
+    post(2, 1)
+    upload(1)
+    post(3, 1)
+    recording = stack.wait_for_state(recording_id, ("archived", "failed"), timeout=60)
+    assert recording.state == "archived", stack.log_text()
+    wait_for(lambda: receiver.requests, timeout=30, what="notification")
+    assert parse_body(receiver.requests[0])["segments"] == {"included": [0, 1], "missing": []}
