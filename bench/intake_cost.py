@@ -81,15 +81,31 @@ def main() -> None:
             if verify_gme(c.body, c.signature, keys)
         ]
         ids: list[int] = []
+        handed_out: set[str] = set()
+        settles = 0
 
         def record(pair: tuple[Any, str]) -> None:
+            nonlocal settles
             event, body = pair
             result = ledger.record_gme_event(
-                event, body, safe_headers(headers), now=utcnow(), settle_seconds=120
+                event,
+                body,
+                safe_headers(headers),
+                now=utcnow(),
+                settle_seconds=settings.settle_seconds,
+                complete_seconds=settings.settle_complete_seconds,
             )
             ids.append(result.callback_id)
+            if result.dispatches_settle:
+                settles += 1
+                handed_out.add(result.recording_id)
 
         timed("ledger.record_gme_event (1 statement)", events, record)
+        recordings = len({e.key.recording_id for e, _ in events})
+        print(
+            f"  settle tasks handed out: {settles} for {len(events)} callbacks of "
+            f"{recordings} recordings ({len(handed_out)} of them had one)"
+        )
         timed(
             "ledger.mark_callbacks_dispatched (replay only)",
             ids,

@@ -91,6 +91,71 @@ def test_a_settle_task_looks_a_fifth_of_a_second_after_the_short_window(app_env)
     assert before + due <= eta <= after + due, (eta - before, eta - after)
 
 
+def queued_settles(settings: Settings) -> list[datetime]:
+    """The settle tasks handed to the broker, by their eta, in order."""
+    etas = []
+    for queued in (settings.broker_dir / "queue").iterdir():
+        headers = json.loads(queued.read_text())["headers"]
+        assert headers["task"] == "recpipe.settle"
+        etas.append(datetime.fromisoformat(headers["eta"]))
+    return sorted(etas)
+
+
+def gme_event(event_type: int, seq_no: int, task_id: int = SAMPLE["TaskID"]) -> bytes:  # type: ignore[assignment]
+    name = f"1400000000_100/2023-02-09-0{seq_no}_{task_id}_audio.mp3"
+    return json.dumps(
+        {**SAMPLE, "TaskID": task_id, "EventType": event_type,
+         "Detail": {"SeqNo": seq_no, "FileName": name}}
+    ).encode()  # fmt: skip
+
+
+def test_interleaved_recordings_hand_out_one_settle_task_each(app_env):
+    """As bench/webhook_load.py posts: the events of a segment in the seconds after the
+    first are due later than the first settle task looks, so they hand out nothing."""
+    client, _, settings = app_env
+    tasks = [446946705284000100 + n for n in range(5)]
+    for event_type in (1, 2, 3):
+        for task_id in tasks:
+            body = gme_event(event_type, 0, task_id)
+            assert post(client, body, sign(body)).status_code == 200
+    assert len(queued_settles(settings)) == len(tasks)
+
+
+def test_the_completing_upload_hands_out_a_settle_task_for_the_short_window(app_env):
+    """The recording's settle task looked while segment 0 was open and sleeps until the
+    long window: a completion (due later than that) hands out nothing; the upload that
+    completes it does, timed for the short window, and records that as the wake."""
+    from storage.domain import GmeRecordingKey
+    from storage.ledger.engine import aware
+    from storage.ledger.tables import Recording
+
+    client, ledger, settings = app_env
+    rid = GmeRecordingKey(BIZ, "100", "999", str(SAMPLE["TaskID"]), 1).recording_id
+    body = gme_event(1, 0)
+    assert post(client, body, sign(body)).status_code == 200
+    [first] = queued_settles(settings)
+    # The first task looks (after the short window) and sleeps until the long window.
+    looked = first + timedelta(seconds=0.01)
+    until = datetime.now(UTC) + timedelta(seconds=settings.settle_seconds)
+    assert ledger.postpone(rid, until, wake_at=until, now=looked)
+    body = gme_event(2, 0)
+    assert post(client, body, sign(body)).status_code == 200
+    assert queued_settles(settings) == [first]
+    body = gme_event(3, 0)
+    before = datetime.now(UTC)
+    assert post(client, body, sign(body)).status_code == 200
+    after = datetime.now(UTC)
+    etas = queued_settles(settings)
+    assert len(etas) == 2
+    short = timedelta(seconds=min(settings.settle_complete_seconds, settings.settle_seconds))
+    margin = timedelta(seconds=0.2)
+    assert before + short + margin <= etas[1] <= after + short + margin
+    with ledger.session() as s:
+        wake = aware(s.get_one(Recording, rid).settle_wake_at)
+    assert before + short <= wake <= after + short
+    assert wake + margin <= etas[1] <= wake + margin + (after - before)
+
+
 def test_hex_signature_is_accepted(app_env):
     client, _, _ = app_env
     body = json.dumps(SAMPLE).encode()
