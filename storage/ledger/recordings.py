@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.domain import (
@@ -42,7 +42,7 @@ class Recordings(LedgerBase):
         wake_at: datetime | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """`lifecycle.postpone` in one statement: a waiting settle task moves the settle
+        """`lifecycle.postpone` on the locked row: a waiting settle task moves the settle
         time to `until` and, when it means to look again at `wake_at`, records that as the
         recording's wake. True: it should; False: another pending settle task is recorded to
         look no later (within the margin), or `wake_at` is None. A recorded wake still to
@@ -52,21 +52,25 @@ class Recordings(LedgerBase):
         early only decides again; a wake lost is an older one, in the past, and an event
         then hands out a settle task of its own."""
         now = now or utcnow()
-        pending = Recording.settle_wake_at > now
-        if wake_at is None:
-            wake = case((pending, Recording.settle_wake_at), else_=None)
-        else:
-            margin = timedelta(seconds=lifecycle.SETTLE_MARGIN_SECONDS)
-            covered = and_(pending, Recording.settle_wake_at <= wake_at + margin)
-            wake = case((covered, Recording.settle_wake_at), else_=wake_at)
         with self.bookkeeping() as s:
-            recorded = s.execute(
-                update(Recording)
-                .where(Recording.id == recording_id, Recording.state == RecordingState.COLLECTING)
-                .values(settle_due_at=until, settle_wake_at=wake)
-                .returning(Recording.settle_wake_at)
+            row = s.execute(
+                select(Recording.state, Recording.settle_due_at, Recording.settle_wake_at)
+                .where(Recording.id == recording_id)
+                .with_for_update()
             ).first()
-        return wake_at is not None and recorded is not None and aware(recorded[0]) == wake_at
+            if row is None:
+                return False
+            before = RecordingStatus(
+                row.state, aware(row.settle_due_at), settle_wake_at=aware(row.settle_wake_at)
+            )
+            after, looks_again = lifecycle.postpone(before, until, wake_at=wake_at, now=now)
+            if after != before:
+                s.execute(
+                    update(Recording)
+                    .where(Recording.id == recording_id)
+                    .values(settle_due_at=after.settle_due_at, settle_wake_at=after.settle_wake_at)
+                )
+            return looks_again
 
     def add_recovered_segments(
         self, recording_id: str, found: Sequence[tuple[int, str]], now: datetime
