@@ -136,14 +136,16 @@ class Intake:
                 f"callback {callback.id}: stored body no longer parses: {exc}"
             ) from None
         now = utcnow()
-        self.ledger.reapply_gme_event(
+        wanted = self.ledger.reapply_gme_event(
             event,
             now=now,
             settle_seconds=self.settings.settle_seconds,
             complete_seconds=self.settings.settle_complete_seconds,
         )
-        # An upload is handed to settle again; started/completed events only re-apply.
-        dispatched = event.event_type != GME_EVENT_UPLOADED or self.dispatcher.settle_later(
+        # An upload is handed to settle again, and so is any event whose re-application
+        # recorded a wake (a task must then look); others only re-apply.
+        settles = wanted or event.event_type == GME_EVENT_UPLOADED
+        dispatched = not settles or self.dispatcher.settle_later(
             event.key.recording_id, self._gme_settle_countdown()
         )
         if dispatched:
