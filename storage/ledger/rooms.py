@@ -5,10 +5,11 @@ are in `storage.domain.rooms`."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from storage.domain import RecordingState, RunState, lifecycle
@@ -22,6 +23,20 @@ from storage.domain.rooms import (
 from storage.ledger.engine import LedgerBase, aware, upsert
 from storage.ledger.recordings import set_status, status_of
 from storage.ledger.tables import Recording, RoomMember, Run
+
+
+def _lock_room(s: Session, rid: str) -> None:
+    """Members of one room are noted one at a time. Two users' recordings that end at
+    once would otherwise each add themselves, count one member (the other's row not yet
+    committed) and leave the room unmade, for good. On PostgreSQL a transaction-scoped
+    advisory lock on the room's id; SQLite runs one writing transaction at a time."""
+    if s.get_bind().dialect.name == "postgresql":
+        key = int(hashlib.sha256(f"room:{rid}".encode()).hexdigest()[:15], 16)
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _member_count(s: Session, rid: str) -> int:
+    return len(s.scalars(select(RoomMember.recording_id).where(RoomMember.room_id == rid)).all())
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class Rooms(LedgerBase):
             if rec.biz_id is None or rec.room_id is None or rec.task_id is None:
                 return None
             rid = room_id(rec.biz_id, rec.room_id, rec.task_id)
+            _lock_room(s, rid)
             member = s.get(RoomMember, (rid, recording_id))
             changed = member is None or (member.seen_state, member.seen_revision) != (
                 rec.state,
@@ -76,10 +92,7 @@ class Rooms(LedgerBase):
             elif changed:
                 member.seen_state, member.seen_revision = rec.state, rec.revision
                 member.updated_at = now
-            count = len(
-                s.scalars(select(RoomMember.recording_id).where(RoomMember.room_id == rid)).all()
-            )
-            if count < FEWEST_MEMBERS:
+            if _member_count(s, rid) < FEWEST_MEMBERS:
                 return None
             room = s.execute(
                 select(Recording).where(Recording.id == rid).with_for_update()

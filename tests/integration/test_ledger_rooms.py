@@ -87,3 +87,42 @@ def test_the_rooms_gauge_counts_rooms_by_state_and_not_their_users(ledger: Ledge
     ledger.note_room_member(alice, now=now, settle_seconds=30)
     ledger.note_room_member(bob, now=now, settle_seconds=30)
     assert ledger.read_gauges().rooms_by_state == {"collecting": 1}
+
+
+def test_two_users_whose_recordings_end_at_once_make_the_room(ledger: Ledger, monkeypatch):
+    """Both members are noted at the same moment: whichever counts second sees the other,
+    so the room is made. Without the room's lock each would add itself, count one member
+    (the other's row not yet committed) and the room would never be made. The two noting
+    transactions are held so that each has added its member before either counts, unless
+    the first to count is still waiting for the other after 3 s (the lock keeps it out)."""
+    import contextlib
+    import threading
+
+    from storage.ledger import rooms
+
+    counted = rooms._member_count
+    both_added = threading.Barrier(2)
+
+    def count_once_both_added(s, rid):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_added.wait(timeout=3)
+        return counted(s, rid)
+
+    alice, bob = archived_user(ledger, "alice"), archived_user(ledger, "bob")
+    monkeypatch.setattr(rooms, "_member_count", count_once_both_added)
+    now = utcnow()
+    results: dict[str, str | None] = {}
+
+    def note(user_rid: str) -> None:
+        results[user_rid] = ledger.note_room_member(user_rid, now=now, settle_seconds=30)
+
+    threads = [threading.Thread(target=note, args=(r,)) for r in (alice, bob)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    rid = room_id(BIZ, "9", TASK)
+    assert rid in results.values(), results
+    room = ledger.recording(rid)
+    assert room is not None and room.state == "collecting"
+    assert {m.recording_id for m in ledger.room_members(rid)} == {alice, bob}
