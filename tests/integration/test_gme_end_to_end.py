@@ -2,11 +2,13 @@
 PostgreSQL as ledger, an S3 server over HTTP for source and archive, real ffmpeg."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import wait_for
 from tests.media import decode, dominant_frequency, duration
-from tests.stack import Stack, parse_body
+from tests.stack import Stack, parse_body, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -208,26 +210,40 @@ def test_corrupt_segment_fails_its_recording_and_the_next_one_goes_on(
     assert by_type["recording.failed"]["artifacts"] == []
 
 
-@pytest.fixture
-def patient_stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver):
-    """A stack whose quiet windows are an hour: only a stop finalizes within the test."""
-    env = {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
-        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
-        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
-        "RECPIPE_NOTIFY_URLS": receiver.url,
-        "RECPIPE_SETTLE_SECONDS": "3600",
-        "RECPIPE_SETTLE_COMPLETE_SECONDS": "3600",
-        "RECPIPE_SWEEP_SECONDS": "1",
-    }
+@contextlib.contextmanager
+def windowed_stack(
+    tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, *, complete_seconds: str
+) -> Iterator[Stack]:
+    """A stack whose long quiet window is an hour and whose short one (complete) is
+    `complete_seconds`."""
+    env = stack_env(
+        tmp_path,
+        pg_url,
+        redis_url,
+        s3_endpoint,
+        bucket,
+        RECPIPE_GME_SOURCE_URL=f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
+        RECPIPE_GME_SECRET_KEYS=f"{BIZ}={SECRET}",
+        RECPIPE_NOTIFY_URLS=receiver.url,
+        RECPIPE_SETTLE_SECONDS="3600",
+        RECPIPE_SETTLE_COMPLETE_SECONDS=complete_seconds,
+    )
     s = Stack(env, tmp_path / "logs")
     s.start_webhook()
     s.start_worker()
-    yield s
-    s.stop()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def patient_stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver):
+    """A stack whose quiet windows are an hour: only a stop finalizes within the test."""
+    with windowed_stack(
+        tmp_path, s3_endpoint, bucket, pg_url, redis_url, receiver, complete_seconds="3600"
+    ) as s:
+        yield s
 
 
 def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded(
@@ -286,23 +302,10 @@ def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded
 @pytest.fixture
 def short_window_stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver):
     """A stack whose long window is an hour and whose short one (complete) is 2 s."""
-    env = {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": redis_url,
-        "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
-        "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
-        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
-        "RECPIPE_NOTIFY_URLS": receiver.url,
-        "RECPIPE_SETTLE_SECONDS": "3600",
-        "RECPIPE_SETTLE_COMPLETE_SECONDS": "2",
-        "RECPIPE_SWEEP_SECONDS": "1",
-    }
-    s = Stack(env, tmp_path / "logs")
-    s.start_webhook()
-    s.start_worker()
-    yield s
-    s.stop()
+    with windowed_stack(
+        tmp_path, s3_endpoint, bucket, pg_url, redis_url, receiver, complete_seconds="2"
+    ) as s:
+        yield s
 
 
 def test_a_segment_open_past_the_short_window_settles_the_short_window_after_its_upload(
