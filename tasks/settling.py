@@ -25,6 +25,10 @@ log = structlog.get_logger("recpipe.tasks")
 LONGEST_COUNTDOWN = timedelta(hours=6)
 
 
+def _schedules_itself(recheck_at: datetime, now: datetime) -> bool:
+    return recheck_at - now <= LONGEST_COUNTDOWN
+
+
 @dataclass(frozen=True)
 class SettleOutcome:
     action: str  # "skip", "wait", "finalize" or "fail"
@@ -65,7 +69,7 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
         return SettleOutcome("skip")
     if recording.source == ROOM_SOURCE:
         action, run_id, recheck_at = settle_room(services, recording_id, now)
-        soon = recheck_at is not None and recheck_at - now <= LONGEST_COUNTDOWN
+        soon = recheck_at is not None and _schedules_itself(recheck_at, now)
         return SettleOutcome(action, run_id, recheck_at, looks_again=soon)
     bind_recording(recording)
     decision = _decide(recording, now, cfg)
@@ -78,7 +82,7 @@ def settle(services: Services, recording_id: str, now: datetime | None = None) -
         # The look is recorded as the recording's wake: an event that makes it due sooner
         # hands out a settle task of its own. When another pending task is recorded to look
         # no later, this one ends (a task per event would otherwise go on waking).
-        wake_at = recheck_at if recheck_at - now <= LONGEST_COUNTDOWN else None
+        wake_at = recheck_at if _schedules_itself(recheck_at, now) else None
         again = services.ledger.postpone(recording_id, recheck_at, wake_at=wake_at, now=now)
         return SettleOutcome("wait", recheck_at=recheck_at, looks_again=again)
     run_id = services.ledger.claim(

@@ -61,27 +61,27 @@ def sweep(
         ledger.mark_recordings_dispatched(settled, now)
 
     redispatched, failed = [], []
+
+    def give_up(run_id: str, error: str, *, if_state: str | None = None) -> None:
+        if ledger.fail_run(run_id, now=now, error=error, if_state=if_state):
+            failed.append(run_id)
+            log.warning("recording.failed", run_id=run_id, error=error)
+            notify(run_id)
+
     idle = media_queue_idle()
     queued_after = cfg.requeue_after_seconds if idle else None
     for stale in ledger.stale_runs(now, cfg.stuck_after_seconds, queued_after=queued_after):
         if stale.worker_lost:
             if lifecycle.gives_up_on(stale.takeovers, max_takeovers):
                 lost = stale.takeovers + 1
-                error = f"stuck: its worker was lost {lost} times"
-                ledger.fail_run(stale.id, now=now, error=error)
-                failed.append(stale.id)
-                log.warning("recording.failed", run_id=stale.id, error=error)
-                notify(stale.id)
+                give_up(stale.id, f"stuck: its worker was lost {lost} times")
                 continue
             if not ledger.take_over_run(stale.id, now=now, stuck_after=cfg.stuck_after_seconds):
                 continue
         elif idle:
             if lifecycle.gives_up_on_queued(stale.requeues, max_requeues):
                 error = lifecycle.never_picked_up(stale.requeues)
-                if ledger.fail_run(stale.id, now=now, error=error, if_state=RunState.QUEUED):
-                    failed.append(stale.id)
-                    log.warning("recording.failed", run_id=stale.id, error=error)
-                    notify(stale.id)
+                give_up(stale.id, error, if_state=RunState.QUEUED)
                 continue
             if not ledger.requeue_run(stale.id):
                 continue  # a worker took it meanwhile

@@ -92,10 +92,8 @@ class Intake:
         if result.duplicate:
             bound.info("callback.duplicate")
             return "duplicate"
-        if result.dispatches_settle:
-            countdown = self._gme_settle_countdown()
-            if result.settle_wake_at is not None:
-                countdown = (result.settle_wake_at - now).total_seconds() + SETTLE_MARGIN_SECONDS
+        if result.settle_wake_at is not None:
+            countdown = (result.settle_wake_at - now).total_seconds() + SETTLE_MARGIN_SECONDS
             self._settle_later(result.callback_id, result.recording_id, countdown)
         bound.info("callback.accepted")
         return "accepted"

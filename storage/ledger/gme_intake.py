@@ -85,13 +85,7 @@ class GmeIntake(LedgerBase):
                 existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
             wake_at = apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
-            return IntakeResult(
-                int(callback_id),
-                rid,
-                duplicate=False,
-                dispatches_settle=wake_at is not None,
-                settle_wake_at=wake_at,
-            )
+            return IntakeResult(int(callback_id), rid, duplicate=False, settle_wake_at=wake_at)
 
     def record_gme_event_in_one_statement(
         self,
@@ -127,11 +121,7 @@ class GmeIntake(LedgerBase):
         if outcome.callback_id is None:
             return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
         return IntakeResult(
-            outcome.callback_id,
-            rid,
-            duplicate=False,
-            dispatches_settle=outcome.settle_wake_at is not None,
-            settle_wake_at=outcome.settle_wake_at,
+            outcome.callback_id, rid, duplicate=False, settle_wake_at=outcome.settle_wake_at
         )
 
     def reapply_gme_event(
