@@ -74,6 +74,15 @@ class Settings:
     # Soak (issue 16): stored callbacks and delivery attempts of finished work older than
     # this many days are deleted by beat's hourly `recpipe.prune`; 0 keeps them forever.
     retention_days: float = 30.0
+    # Transcripts (issue 26): the engine (off, pocketsphinx, whisper), its model and device,
+    # the language (None: detected), the flag words and the words pocketsphinx may hear.
+    transcribe: str = "off"
+    whisper_model: Path | None = None
+    whisper_device: str = "cpu"
+    whisper_threads: int = 0
+    transcribe_language: str | None = None
+    flag_words: Path | None = None
+    pocketsphinx_words: Path | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -163,6 +172,13 @@ class Settings:
             css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
             css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
             retention_days=_number(env, "RECPIPE_RETENTION_DAYS", 30.0),
+            transcribe=_choice(env, "RECPIPE_TRANSCRIBE", ("off", "pocketsphinx", "whisper")),
+            whisper_model=_path(env, "RECPIPE_WHISPER_MODEL"),
+            whisper_device=_choice(env, "RECPIPE_WHISPER_DEVICE", ("cpu", "cuda")),
+            whisper_threads=int(_number(env, "RECPIPE_WHISPER_THREADS", 0)),
+            transcribe_language=_language(env.get("RECPIPE_TRANSCRIBE_LANGUAGE") or "auto"),
+            flag_words=_readable(env, "RECPIPE_FLAG_WORDS"),
+            pocketsphinx_words=_readable(env, "RECPIPE_POCKETSPHINX_WORDS"),
         )
 
 
@@ -250,6 +266,30 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = (env.get(name) or "").strip()
     return Path(raw).resolve() if raw else None
+
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+
+
+def _language(text: str) -> str | None:
+    """RECPIPE_TRANSCRIBE_LANGUAGE: `auto` (None: detected) or a language code (ko, ja, en)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if not _LANGUAGE.match(value):
+        raise ConfigError(
+            f"RECPIPE_TRANSCRIBE_LANGUAGE: expected auto or a code such as ko, ja, zh, en, "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _readable(env: Mapping[str, str], name: str) -> Path | None:
+    """A file the setting names, which must exist (a typo would otherwise flag nothing)."""
+    path = _path(env, name)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{name}: {path} is not a file")
+    return path
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -22,7 +22,7 @@ from foundation.config import Settings
 log = structlog.get_logger("recpipe.metrics")
 
 # The queues tasks/celeryconfig.py declares (a unit test keeps the two in step).
-QUEUES = ("light", "media")
+QUEUES = ("light", "media", "transcribe")
 TIMEOUT_SECONDS = 2.0
 # kombu's Redis transport: the list of priority p > 0 is named queue + SEP + p.
 _REDIS_PRIORITY_SEP = "\x06\x16"

@@ -55,15 +55,21 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
-        # Media work and light work (settling, notifications, sweeps) on separate queues,
-        # so a long transcode never delays a sweep or a notification. A plain
-        # `celery -A tasks worker` consumes both; production runs one pool per queue.
+        # Media work, light work (settling, notifications, sweeps) and transcription on
+        # separate queues, so a long transcode never delays a sweep or a notification and
+        # transcription never delays the archive. A plain `celery -A tasks worker`
+        # consumes all three; production runs one pool per queue (`-Q transcribe` on
+        # hosts sized for the speech engine).
         "task_default_queue": "light",
         "task_queues": (
             Queue("light", Exchange("light"), routing_key="light"),
             Queue("media", Exchange("media"), routing_key="media"),
+            Queue("transcribe", Exchange("transcribe"), routing_key="transcribe"),
         ),
-        "task_routes": {"recpipe.process_recording": {"queue": "media"}},
+        "task_routes": {
+            "recpipe.process_recording": {"queue": "media"},
+            "recpipe.transcribe": {"queue": "transcribe"},
+        },
         "beat_schedule": periodic_jobs(s),
         "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
         # The schedule is two intervals, so beat keeps it in memory: the default
