@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal_column, select, text, update
+from sqlalchemy import Integer, column, delete, func, select, table, text, update
 
 from storage.domain.transcripts import (
     FlagView,
@@ -29,6 +29,8 @@ from storage.ledger.tables import (
     TranscriptLine,
 )
 
+# SQLite's FTS5 table over transcript_lines (made by the migration, kept by triggers).
+_FTS = table("transcript_lines_fts", column("rowid", Integer), column("rank"))
 # FTS5's trigram tokenizer indexes three characters; a shorter query is matched by LIKE.
 TRIGRAM = 3
 
@@ -214,14 +216,13 @@ class Transcripts(LedgerBase):
                 func.similarity(line.text, query).desc(), line.recording_id, line.start_s
             )
         elif len(query) >= TRIGRAM:
+            match = text("transcript_lines_fts MATCH :phrase").bindparams(
+                phrase=fts_phrase(query)
+            )
             statement = (
-                base.join(
-                    text("transcript_lines_fts ON transcript_lines_fts.rowid = transcript_lines.id")
-                )
-                .where(
-                    text("transcript_lines_fts MATCH :phrase").bindparams(phrase=fts_phrase(query))
-                )
-                .order_by(literal_column("transcript_lines_fts.rank"), line.start_s)
+                base.join(_FTS, _FTS.c.rowid == line.id)
+                .where(match)
+                .order_by(_FTS.c.rank, line.start_s)
             )
         else:
             statement = base.where(line.text.like(like_pattern(query), escape="\\")).order_by(
