@@ -216,9 +216,7 @@ class Transcripts(LedgerBase):
                 func.similarity(line.text, query).desc(), line.recording_id, line.start_s
             )
         elif len(query) >= TRIGRAM:
-            match = text("transcript_lines_fts MATCH :phrase").bindparams(
-                phrase=fts_phrase(query)
-            )
+            match = text("transcript_lines_fts MATCH :phrase").bindparams(phrase=fts_phrase(query))
             statement = (
                 base.join(_FTS, _FTS.c.rowid == line.id)
                 .where(match)

@@ -181,6 +181,15 @@ def segments_from_words(
     return segments
 
 
+def split_at_pauses(segment: Segment, pause_s: float = SEGMENT_PAUSE_S) -> list[Segment]:
+    """A segment cut where its words, now on the recording's timeline, pause: the engine
+    heard speech spans packed close together, the timeline has them apart."""
+    words = segment.words
+    if all(b.start_s - a.end_s < pause_s for a, b in zip(words, words[1:], strict=False)):
+        return [segment]
+    return segments_from_words(segment.speaker, words, pause_s)
+
+
 def _segment(speaker: str, words: Sequence[Word]) -> Segment:
     return Segment(
         speaker=speaker,

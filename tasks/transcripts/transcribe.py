@@ -206,7 +206,8 @@ def _recording(
         probability: dict[str, float] = {}
         for chunk in chunks:
             recognition = recognizer.recognize(chunk_samples(track, chunk, SAMPLE_RATE), speaker)
-            segments += [_placed(s, chunk) for s in recognition.segments]
+            for found in recognition.segments:
+                segments += document.split_at_pauses(_placed(found, chunk))
             if recognition.language:
                 heard[recognition.language] += int(chunk.duration_s * 1000)
                 if recognition.language_probability is not None:

@@ -78,7 +78,7 @@ def test_search_finds_text_without_spaces_and_english(
 
 
 def test_search_takes_wildcards_and_quotes_literally(ledger: Ledger, searchable):
-    for query in ('%', '_', '"', 'bridge" OR "오늘', "a%b", "   "):
+    for query in ("%", "_", '"', 'bridge" OR "오늘', "a%b", "   "):
         assert ledger.search_transcripts(query) == []
 
 

@@ -35,6 +35,17 @@ def test_words_make_segments_cut_at_pauses():
     ]
 
 
+def test_a_segment_is_cut_where_its_words_pause_on_the_timeline():
+    [segment] = doc.segments_from_words("7", words(("a", 1.0, 1.2), ("b", 1.3, 1.5)))
+    assert doc.split_at_pauses(segment) == [segment]
+    spread = doc.Segment("7", 1.0, 6.0, "a b c", tuple(words(("a", 1.0, 1.2), ("b", 1.3, 1.5),
+                                                            ("c", 5.5, 6.0))))  # fmt: skip
+    assert [(s.text, s.start_s, s.end_s) for s in doc.split_at_pauses(spread)] == [
+        ("a b", 1.0, 1.5),
+        ("c", 5.5, 6.0),
+    ]
+
+
 def test_words_without_spaces_are_joined_without_spaces():
     assert doc.join_words(["你", "好", "world", "こんにちは"]) == "你好 world こんにちは"
     assert doc.join_words(["안녕하세요", "여러분"]) == "안녕하세요 여러분"
