@@ -4,6 +4,7 @@ found in them. Plain values in, plain values out (docs/transcripts.md has the JS
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -185,7 +186,7 @@ def split_at_pauses(segment: Segment, pause_s: float = SEGMENT_PAUSE_S) -> list[
     """A segment cut where its words, now on the recording's timeline, pause: the engine
     heard speech spans packed close together, the timeline has them apart."""
     words = segment.words
-    if all(b.start_s - a.end_s < pause_s for a, b in zip(words, words[1:], strict=False)):
+    if all(b.start_s - a.end_s < pause_s for a, b in itertools.pairwise(words)):
         return [segment]
     return segments_from_words(segment.speaker, words, pause_s)
 
