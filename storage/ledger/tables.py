@@ -268,3 +268,18 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime]
+
+
+class Hold(Base):
+    """A legal hold on a recording or a room (a room is a recording of source `room`):
+    while it stands, neither media retention nor a player's erasure deletes anything of
+    it. Releasing deletes the row; the audit trail keeps who held and released it."""
+
+    __tablename__ = "holds"
+
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime]
