@@ -74,6 +74,9 @@ class Settings:
     # Soak (issue 16): stored callbacks and delivery attempts of finished work older than
     # this many days are deleted by beat's hourly `recpipe.prune`; 0 keeps them forever.
     retention_days: float = 30.0
+    # Media retention: archived media of recordings and rooms whose newest run ended more
+    # than this many days ago is deleted by beat (held ones never); None (`off`) keeps it.
+    media_retention_days: float | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -163,6 +166,7 @@ class Settings:
             css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
             css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
             retention_days=_number(env, "RECPIPE_RETENTION_DAYS", 30.0),
+            media_retention_days=_days_or_off(env, "RECPIPE_MEDIA_RETENTION_DAYS"),
         )
 
 
@@ -207,6 +211,20 @@ def _loudness(text: str) -> float | None:
         ) from None
     if not -70.0 <= value <= -5.0:
         raise ConfigError("RECPIPE_LOUDNESS_LUFS: must be between -70 and -5 (or off)")
+    return value
+
+
+def _days_or_off(env: Mapping[str, str], name: str) -> float | None:
+    """A number of days (more than 0), or `off` (the default)."""
+    raw = (env.get(name) or "off").strip()
+    if raw.lower() == "off":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of days or off, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: must be more than 0 days (or off)")
     return value
 
 

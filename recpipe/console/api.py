@@ -13,9 +13,10 @@ from recpipe.console.auth import needs
 from recpipe.console.media import download_name
 from recpipe.reports import recording_detail, recording_summary
 from storage.domain.console import MAX_HOLD_REASON
+from storage.domain.states import RecordingState
 from storage.ledger.console import BadCursorError
 
-RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+RECORDING_STATES = RecordingState.ALL
 SOURCES = ("gme", "css", "room")
 MAX_Q = 256
 
@@ -216,9 +217,11 @@ def blueprint() -> Blueprint:
 
 
 def current_artifacts(recording_id: str) -> dict[str, Any]:
-    """The artifacts of the recording's newest archived run, by format ({} if none)."""
+    """The artifacts of the recording's newest archived run, by format ({} if none, or if
+    it is a tombstone: its media was deleted)."""
     ledger, archive = console()["ledger"], console()["archive"]
-    if ledger.recording(recording_id) is None:
+    recording = ledger.recording(recording_id)
+    if recording is None or recording.state in RecordingState.TOMBSTONES:
         return {}
     for run in sorted(ledger.runs_for(recording_id), key=lambda r: r.revision, reverse=True):
         if run.state == "archived":

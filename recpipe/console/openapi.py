@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.domain.states import RecordingState
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -295,7 +297,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["collecting", "processing", "archived", "failed"],
+                                "enum": list(RecordingState.ALL),
                             },
                         },
                         {

@@ -54,6 +54,10 @@ class Recording(Base):
     stopped_at: Mapped[datetime | None]
     # When the earliest pending settle task of the recording looks (None: none recorded).
     settle_wake_at: Mapped[datetime | None]
+    # When it became a tombstone (state expired or forgotten), and when its archived
+    # objects were all deleted (None while that is still to do: a pass resumes it).
+    tombstoned_at: Mapped[datetime | None]
+    media_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_recordings_state_due", "state", "settle_due_at"),

@@ -1,6 +1,7 @@
-"""holds: legal holds on recordings and rooms
+"""holds (legal holds on recordings and rooms); recordings.tombstoned_at and
+media_purged_at (media retention and erasure)
 
-Revision ID: 0016_holds
+Revision ID: 0016_retention
 Revises: 0012_wake
 Create Date: 2026-12-07 04:00:00.000000
 """
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0016_holds'
+revision = '0016_retention'
 down_revision = '0012_wake'
 branch_labels = None
 depends_on = None
@@ -27,7 +28,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['recording_id'], ['recordings.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('recording_id'),
     )
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('tombstoned_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column('media_purged_at', sa.DateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.drop_column('media_purged_at')
+        batch_op.drop_column('tombstoned_at')
     op.drop_table('holds')
