@@ -9,7 +9,7 @@ DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpip
 	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
 	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
 
-.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak
+.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: setup ## ruff, mypy and the import contracts (lint-imports: which room may
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+docs: setup ## regenerate docs/configuration.md from the settings' definitions (foundation/config.py)
+	$(BIN)/recpipe config --markdown > docs/configuration.md
 
 console: setup ## the operator console and HTTP API on 127.0.0.1:8081 (first: recpipe users add)
 	$(BIN)/recpipe console
