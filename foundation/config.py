@@ -445,7 +445,10 @@ class Effective:
     given: bool
 
     def shown(self) -> str:
-        """The text, with a secret masked (a URL keeps all but its password)."""
+        """The text, with a secret masked (a URL keeps all but its password) and a
+        directory resolved."""
+        if isinstance(self.value, Path):
+            return str(self.value)
         if not self.setting.secret or not self.text:
             return self.text
         if "://" in self.text:

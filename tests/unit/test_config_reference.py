@@ -133,6 +133,7 @@ def test_recpipe_config_prints_the_settings_in_effect_with_secrets_masked(tmp_pa
     lines = result.output.splitlines()
     assert len(lines) == len(SETTINGS)
     assert "RECPIPE_SETTLE_SECONDS=15" in lines
+    assert f"RECPIPE_DATA_DIR={tmp_path.resolve()}" in lines
     assert "RECPIPE_SETTLE_COMPLETE_SECONDS=20  # default" in lines
     assert f"RECPIPE_SCRATCH_DIR={tmp_path.resolve() / 'scratch'}  # default" in lines
     for secret in ("gme-secret", "css-secret", "c2VjcmV0", "console-secret", "password"):
