@@ -205,6 +205,18 @@ def _loudness(text: str, name: str) -> float | None:
     return value
 
 
+def _days_or_off(text: str, name: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of days or off, got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: must be more than 0 days (or off)")
+    return value
+
+
 def _decibels(text: str, name: str) -> float:
     try:
         value = float(text.strip().lower().removesuffix("db"))
@@ -383,6 +395,11 @@ class Settings:
         "RECPIPE_RETENTION_DAYS", number(), "30",
         "stored callbacks and delivery attempts of finished work older than this are"
         " deleted hourly; 0 keeps everything",
+    )
+    media_retention_days: float | None = setting(
+        "RECPIPE_MEDIA_RETENTION_DAYS", Kind(_days_or_off, "number of days > 0, or `off`"), "off",
+        "archived media of recordings and rooms finished longer ago than this is deleted"
+        " hourly (held ones never), each kept as a tombstone; `off` keeps all media",
     )
     # Notifications
     notify_urls: tuple[str, ...] = setting(
