@@ -21,8 +21,14 @@ from foundation.config import Settings
 
 log = structlog.get_logger("recpipe.metrics")
 
-# The queues tasks/celeryconfig.py declares (a unit test keeps the two in step).
-QUEUES = ("light", "media", "transcribe")
+# recpipe's queues, declared by tasks/celeryconfig.py from these names: media work
+# (fetch, mix, transcode, archive) on one, everything light (settling, notifications,
+# sweeps) on another, so a long transcode never delays a sweep or a notification, and
+# transcription on a third, so that it never delays the archive (docs/transcripts.md).
+LIGHT = "light"
+MEDIA = "media"
+TRANSCRIBE = "transcribe"
+QUEUES = (LIGHT, MEDIA, TRANSCRIBE)
 TIMEOUT_SECONDS = 2.0
 # kombu's Redis transport: the list of priority p > 0 is named queue + SEP + p.
 _REDIS_PRIORITY_SEP = "\x06\x16"
