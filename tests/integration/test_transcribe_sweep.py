@@ -92,3 +92,25 @@ def test_a_real_whisper_model_hears_english_on_its_timeline(tmp_path: Path):
     words = [w for s in found.segments for w in s.words]
     assert found.language == "en" and 0 < (found.language_probability or 0) <= 1
     assert any("hello" in w.w.lower() and abs(w.start_s - 2.0) <= 0.5 for w in words), words
+
+
+@pytest.mark.timeout(120)
+def test_a_transcribe_worker_without_a_complete_model_refuses_to_start(tmp_path: Path):
+    """In one line naming what is missing."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    env = {**os.environ, "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+           "RECPIPE_TRANSCRIBE": "whisper", "RECPIPE_WHISPER_MODEL": str(model),
+           "RECPIPE_METRICS_PORT": "0"}  # fmt: skip
+    worker = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--without-gossip",
+              "--without-mingle", "--concurrency", "1"]  # fmt: skip
+    refused = subprocess.run([*worker, "-Q", "transcribe"], env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 2
+    [line] = [x for x in refused.stderr.splitlines() if x.startswith("recpipe:")]
+    assert "RECPIPE_WHISPER_MODEL" in line
+    assert "missing model.bin, tokenizer.json, vocabulary.json or vocabulary.txt" in line
