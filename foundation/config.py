@@ -90,6 +90,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        _refuse_placeholders(env)
         data_dir = Path(env.get("RECPIPE_DATA_DIR", "./var")).resolve()
         database_url = env.get("RECPIPE_DATABASE_URL") or f"sqlite:///{data_dir / 'ledger.sqlite3'}"
         broker_url = env.get("RECPIPE_BROKER_URL") or "filesystem://"
@@ -307,6 +308,31 @@ def _check_store_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: {url!r} has no host")
     if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{name}: file:// URLs must be local paths (file:///dir)")
+
+
+# What deploy/recpipe.env.example puts where a secret goes; a stack started with one left in
+# would run on a password everyone can read.
+PLACEHOLDER = "change-me"
+SECRET_SETTINGS = (
+    "RECPIPE_CONSOLE_SECRET",
+    "RECPIPE_GME_SECRET_KEYS",
+    "RECPIPE_CSS_CALLBACK_KEY",
+    "RECPIPE_NOTIFY_SECRET",
+    "RECPIPE_DATABASE_URL",
+    "RECPIPE_BROKER_URL",
+    "RECPIPE_ARCHIVE_URL",
+    "RECPIPE_GME_SOURCE_URL",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+
+def _refuse_placeholders(env: Mapping[str, str]) -> None:
+    for name in SECRET_SETTINGS:
+        if PLACEHOLDER in (env.get(name) or "").lower():
+            raise ConfigError(
+                f"{name}: still holds the example's {PLACEHOLDER!r} placeholder; "
+                "set a secret of your own"
+            )
 
 
 def _console_secret(secret: str | None) -> str | None:
