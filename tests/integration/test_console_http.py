@@ -860,3 +860,19 @@ def test_an_artifact_key_that_escapes_the_archive_is_404(world: World, tmp_path:
     player = client.get(f"/recordings/{escaped}/player.json")
     assert player.status_code == 200 and player.json["timeline"] is None
     assert client.get(f"/recordings/{encoded}/player.json").status_code == 404  # no media
+
+
+def test_a_session_ends_when_its_eight_hours_are_over(world: World):
+    """The ledger refuses a session past its lifetime, whatever the cookie says, and drops it."""
+    from datetime import timedelta
+
+    name = f"eve{uuid.uuid4().hex[:6]}"
+    world.ledger.add_user(name, "viewer", auth.hash_password(PASSWORD))
+    key, start = auth.hash_token(auth.new_token()), utcnow()
+    eight = timedelta(hours=8)
+    assert world.ledger.start_session(name, key, now=start, lifetime=eight, address=None,
+                                      agent=None)  # fmt: skip
+    later = world.ledger.session_user(key, now=start + eight - timedelta(seconds=1))
+    assert later is not None and later.name == name
+    assert world.ledger.session_user(key, now=start + eight) is None
+    assert world.ledger.console_sessions(name, now=start) == []
