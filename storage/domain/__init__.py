@@ -9,6 +9,7 @@ from storage.domain.console import (
     AuditEntryView,
     ConsoleSessionView,
     ConsoleUserView,
+    HoldView,
 )
 from storage.domain.events import (
     CSS_EVENT_RECORDING_FILE,
@@ -56,6 +57,7 @@ __all__ = [
     "DeliveryAttemptView",
     "GmeEvent",
     "GmeRecordingKey",
+    "HoldView",
     "IntakeResult",
     "NotificationState",
     "NotificationView",

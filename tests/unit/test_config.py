@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation.config import SECRET_SETTINGS, ConfigError, Settings, parse_gme_keys
+from foundation.config import SETTINGS, VENDOR_SECRETS, ConfigError, Settings, parse_gme_keys
 
 
 def test_embedded_defaults_need_no_server(tmp_path: Path):
@@ -71,7 +71,10 @@ def _example_env() -> dict[str, str]:
 _PLACEHOLDERS = {k: v for k, v in _example_env().items() if "change-me" in v.lower()}
 
 
-@pytest.mark.parametrize("name", sorted(set(_PLACEHOLDERS) & set(SECRET_SETTINGS)))
+_SECRETS = {s.env for s in SETTINGS if s.secret} | set(VENDOR_SECRETS)
+
+
+@pytest.mark.parametrize("name", sorted(set(_PLACEHOLDERS) & _SECRETS))
 def test_a_setting_left_at_the_examples_placeholder_is_refused_naming_it(tmp_path: Path, name: str):
     """Each of the example's change-me secrets that recpipe reads stops the start, with
     one line that names the setting."""

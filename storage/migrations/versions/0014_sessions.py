@@ -2,7 +2,7 @@
 or revoking ends it at once
 
 Revision ID: 0014_sessions
-Revises: 0012_wake
+Revises: 0016_retention
 Create Date: 2026-12-07 04:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0014_sessions'
-down_revision = '0012_wake'
+down_revision = '0016_retention'
 branch_labels = None
 depends_on = None
 
