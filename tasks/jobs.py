@@ -19,7 +19,7 @@ from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
-from storage.domain import NotificationState, RunState, RunView, retention
+from storage.domain import NotificationState, RunHolder, RunState, RunView, retention
 from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
@@ -91,18 +91,16 @@ def stop_gme_task(task_id: str) -> list[str]:
     max_retries=None,  # bounded by time: RECPIPE_STORE_RETRY_SECONDS
     ignore_result=True,
 )
-def process_recording(
-    self: Task, run_id: str, failing_since: float | None = None, resume_attempt: int | None = None
-) -> str:
+def process_recording(self: Task, run_id: str, failing_since: float | None = None) -> str:
     svc = services()
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
     finished = None
     try:
-        finished = processing.process(svc, run_id, worker, resume_attempt=resume_attempt)
+        finished = processing.process(svc, run_id, holder(self))
     except Exception as exc:
         # Not a media problem: the object store, the network or the ledger. Nothing on this
-        # path may need the ledger: the retry carries what it needs in its arguments.
+        # path may need the ledger: the retry, a later attempt of this task, takes the run
+        # back whatever the ledger was last told.
         interrupted = exc if isinstance(exc, processing.RunInterruptedError) else None
         cause = interrupted.cause if interrupted else exc
         reason = processing.describe_fault(cause)
@@ -116,10 +114,7 @@ def process_recording(
             raise self.retry(
                 exc=exc,
                 countdown=countdown,
-                kwargs={
-                    "failing_since": since,
-                    "resume_attempt": interrupted.attempt if interrupted else resume_attempt,
-                },
+                kwargs={"failing_since": since},
             ) from exc
         error = f"gave up after {elapsed:.0f} s of retries: {reason}"
         try:
@@ -131,6 +126,12 @@ def process_recording(
         log.warning("recording.failed", run_id=run_id, error=error)
     notify(svc, run_id, finished)
     return run_id
+
+
+def holder(task: Task) -> RunHolder:
+    """This attempt of this task on this worker, as the run records who holds it."""
+    worker = f"{socket.gethostname()}:{task.request.hostname or ''}"
+    return RunHolder(worker, str(task.request.id), int(task.request.retries or 0))
 
 
 def retry_countdown(retries: int) -> float:

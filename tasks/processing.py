@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from storage.domain import RecordingState, SegmentState
+from storage.domain import RecordingState, RunHolder, SegmentState
 from storage.domain.rooms import ROOM_SOURCE, sources_key
 from storage.ledger import Ledger, LedgerUnavailableError, RunView, utcnow
 from storage.objectstore import StoreUnavailableError
@@ -88,12 +88,11 @@ class StepRecorder:
 
 class RunInterruptedError(Exception):
     """A run stopped by something other than its media (the object store, the network, the
-    ledger): the task retries it. `attempt` is the run's attempt number this worker held, so
-    the retry may take the run back even when the ledger could not be told of the stop."""
+    ledger): the task retries it, and the retry takes the run back as its own."""
 
-    def __init__(self, run_id: str, attempt: int, cause: Exception):
+    def __init__(self, run_id: str, cause: Exception):
         super().__init__(f"run {run_id} interrupted: {describe_fault(cause)}")
-        self.run_id, self.attempt, self.cause = run_id, attempt, cause
+        self.run_id, self.cause = run_id, cause
 
 
 def describe_fault(exc: BaseException) -> str:
@@ -107,24 +106,18 @@ def describe_fault(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def process(
-    services: Services, run_id: str, worker: str, *, resume_attempt: int | None = None
-) -> RunView | None:
+def process(services: Services, run_id: str, worker: str | RunHolder) -> RunView | None:
     """fetch → concat (join) → transcode → archive for one run, in one scratch directory.
 
     Returns the finished run, or None when the run is done or another worker holds it.
     A MediaError fails the recording with its message. Anything else (the object store,
     the network, the ledger) raises RunInterruptedError after handing the run back to the
-    queue as far as the ledger allows, so the task can retry; `resume_attempt` (from that
-    error) lets the retry take back a run the ledger still shows as this attempt's.
+    queue as far as the ledger allows, so the task can retry; the retry, its `worker` a
+    later attempt of the same task, takes back a run the ledger still shows as running.
     """
     cfg = services.settings
     run = services.ledger.start_run(
-        run_id,
-        worker=worker,
-        now=utcnow(),
-        stale_after=cfg.stuck_after_seconds,
-        resume_attempt=resume_attempt,
+        run_id, worker=worker, now=utcnow(), stale_after=cfg.stuck_after_seconds
     )
     if run is None:
         return None
@@ -155,7 +148,7 @@ def process(
             )
     except Exception as exc:
         _hand_back(services.ledger, run_id, step.steps)
-        raise RunInterruptedError(run_id, run.attempts, exc) from exc
+        raise RunInterruptedError(run_id, exc) from exc
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -164,8 +157,8 @@ def process(
 
 def _hand_back(ledger: Ledger, run_id: str, steps: list[dict[str, Any]]) -> None:
     """Queue the run again for the task's retry, with its steps as far as they went; with
-    the ledger down the retry's `resume_attempt` does it instead, so this must not fail
-    the failure path."""
+    the ledger down the retry takes the run back instead, so this must not fail the
+    failure path."""
     try:
         ledger.release_run(run_id, now=utcnow(), steps=steps)
     except LedgerUnavailableError as exc:
