@@ -180,11 +180,12 @@ class Runs(LedgerBase):
         now: datetime,
         error: str,
         steps: list[dict[str, Any]] | None = None,
-        if_state: str | None = None,
+        if_state: str | tuple[str, ...] | None = None,
     ) -> bool:
         """The run failed for `error`. `steps`: as for `finish_run` (the failing step's
-        outcome included). With `if_state`, only while it is in that state (the sweep's
-        verdict on what it saw must not end a run a worker took meanwhile)."""
+        outcome included). With `if_state`, only while it is in that state (or one of
+        them): the sweep's verdict on what it saw must not end a run a worker took
+        meanwhile, nor a task's giving up a run that ended meanwhile."""
         return self._end_run(
             run_id, RunState.FAILED, now=now, error=error, steps=steps, if_state=if_state
         )
@@ -199,11 +200,12 @@ class Runs(LedgerBase):
         manifest_url: str | None = None,
         error: str | None = None,
         steps: list[dict[str, Any]] | None = None,
-        if_state: str | None = None,
+        if_state: str | tuple[str, ...] | None = None,
     ) -> bool:
         with self.session() as s:
             run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
-            if if_state is not None and run.state != if_state:
+            states = (if_state,) if isinstance(if_state, str) else if_state
+            if states is not None and run.state not in states:
                 return False
             recording = s.execute(
                 select(Recording).where(Recording.id == run.recording_id).with_for_update()
