@@ -608,7 +608,7 @@ PAUSED_STATEMENTS = {
 }
 # "start" is the run's start committed and its answer lost: the ledger stops while the
 # worker reads the run back (held behind a lock on the segments table).
-CHAIN_POSITIONS = ("start",)
+CHAIN_POSITIONS = ("start", *PAUSED_STATEMENTS)
 
 
 class LedgerControl:
@@ -700,6 +700,13 @@ def test_the_ledger_stopped_at_each_position_of_a_chain_and_every_outcome_is_not
         own_postgres.start()
         control.connect()
 
+    def send(rec: Recording) -> None:
+        """The callbacks, each sent again (as the vendor does) while answered 503: the
+        webhook's first requests after an outage may still meet it."""
+        for body in callbacks_of(rec):
+            wait_for(lambda b=body: stack.post_gme(b, sign(b)) == 200, timeout=30,
+                     what="the callback stored")  # fmt: skip
+
     try:
         stack.start_webhook()
         stack.start_worker("light", concurrency=2, beat=True, queues="light")
@@ -708,7 +715,7 @@ def test_the_ledger_stopped_at_each_position_of_a_chain_and_every_outcome_is_not
             if position == "start":
                 # The run is queued before any media worker runs; the segments are locked
                 # before one starts, so its start commits and its read-back waits.
-                assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+                send(rec)
                 wait_for(lambda r=rec: control.run_state(r.id) == "queued", timeout=120,
                          what="the run to be queued")  # fmt: skip
                 control.conn.autocommit = False
@@ -718,7 +725,7 @@ def test_the_ledger_stopped_at_each_position_of_a_chain_and_every_outcome_is_not
                          timeout=60, what="the run started, its read-back waiting")  # fmt: skip
             elif position == "deliver":
                 control.pause(position, 3)
-                assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+                send(rec)
                 wait_for(control.sleeping, timeout=60, what="the notification's creation")
                 # Queued behind the creation: granted as it commits, before the delivery
                 # task reads the notification.
@@ -727,7 +734,7 @@ def test_the_ledger_stopped_at_each_position_of_a_chain_and_every_outcome_is_not
                 wait_for(control.blocked, timeout=60, what="the delivery's read to wait")
             else:
                 control.pause(position, 600)
-                assert [stack.post_gme(b, sign(b)) for b in callbacks_of(rec)] == [200] * 6
+                send(rec)
                 wait_for(control.sleeping, timeout=60, what=f"the chain at {position}")
             stop_and_restart()
             if position in PAUSED_STATEMENTS:

@@ -187,7 +187,9 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     assert (failed.recording.state, failed.recording.error) == ("failed", error)
     assert dispatched == [run_id] * 5
     now += later
-    assert sweep() == sweeping.SweepReport([], [], [], [], [])
+    # Nothing is sent to the queue any more; the notify above (a list here) made no
+    # notifications, so the sweep notifies again, as it does when a notify task was lost.
+    assert sweep() == sweeping.SweepReport([], [], [], [], [run_id])
 
 
 def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_failed(
@@ -255,3 +257,64 @@ def test_one_holder_per_lease_until_it_lapses(ledger: Ledger):
     ledger.release_lease("beat", "b")
     assert ledger.lease_holder("beat", now + timedelta(seconds=27)) is None
     assert ledger.acquire_lease("beat", "c", now=now + timedelta(seconds=28), ttl=15)
+
+
+def test_the_sweep_hands_out_again_in_seconds_an_outcome_or_a_delivery_whose_task_was_lost(
+    ledger: Ledger, tmp_path
+):
+    """A finished run never notified, and a pending notification whose next attempt is
+    overdue (at once when never tried, else after its receiver's back-off), were lost with
+    their task in an outage: the sweep hands each out again within seconds, not after the
+    stuck time (15 minutes here), and once per lapse."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    run_id = queued_run(ledger)
+    ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=900)
+    now = utcnow()
+    ledger.finish_run(run_id, now=now, result={}, manifest_url="file:///m")
+    notified: list[str] = []
+    redelivered: list[int] = []
+
+    def sweep(seconds: float) -> None:
+        sweeping.sweep(
+            services,
+            settle_later=lambda rid: None,
+            redispatch_run=lambda rid: None,
+            notify=notified.append,
+            redeliver=redelivered.append,
+            now=now + timedelta(seconds=seconds),
+        )
+
+    sweep(5)
+    assert notified == []
+    sweep(21)
+    assert notified == [run_id]
+    sweep(30)
+    assert notified == [run_id]
+
+    # The notify task sent again makes the notifications: one is never tried (its task
+    # lost), one was tried three times (the receiver said 503), one was delivered.
+    made = now + timedelta(seconds=30)
+    urls = ["http://a/h", "http://b/h", "http://c/h"]
+    untried, tried, delivered = ledger.create_notifications(
+        run_id, "recording.archived", "msg_x", "{}", urls, made
+    )
+    for _ in range(3):
+        ledger.record_attempt(
+            tried, now=made, status_code=503, error="HTTP 503", duration_ms=5, final_state=None
+        )
+    ledger.record_attempt(
+        delivered, now=made, status_code=204, error=None, duration_ms=5, final_state="delivered"
+    )
+    sweep(40)
+    assert redelivered == []
+    sweep(51)
+    assert redelivered == [untried]
+    sweep(61)  # the third attempt's back-off is at most 10 s: 20 s later it is overdue
+    assert redelivered == [untried, tried]
+    sweep(65)
+    assert redelivered == [untried, tried]
+    sweep(72)  # the untried one was handed out at 51 and is still untried
+    assert redelivered == [untried, tried, untried]
+    assert notified == [run_id]
