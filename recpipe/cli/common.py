@@ -13,8 +13,9 @@ import click
 
 from foundation.config import ConfigError, Settings
 from foundation.queues import BrokerUnavailableError
+from storage.domain.states import RecordingState
 
-RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+RECORDING_STATES = RecordingState.ALL
 SOURCES = ("gme", "css", "room")
 TIME_HELP = "ISO date/time (UTC unless it says) or an age: 30m, 2h, 3d"
 
