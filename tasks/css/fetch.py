@@ -41,10 +41,10 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential,
 )
 
 from tasks.media.tools import MediaError
+from tasks.retrying import wait as back_off
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -364,7 +364,7 @@ class Fetcher:
 
         retrying = Retrying(
             stop=stop_after_attempt(self.policy.attempts),
-            wait=wait_exponential(multiplier=2, max=10),  # 2, 4, 8, 10, 10 … seconds
+            wait=back_off(cap=10),  # the chains' one back-off: 2, 4, 8, 10 … seconds
             retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout))
             | retry_if_result(lambda response: response.status_code >= 500),
             before_sleep=_close_answer,
