@@ -59,6 +59,8 @@ class Settings:
     css_fetch_timeout_seconds: float = 60.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9808
+    # The webhook's internal listener (/readyz, /metrics); None = not opened.
+    internal_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
     # The console (`recpipe console`): what signs its sessions; None = one kept in the data
     # directory, which only the embedded default (SQLite ledger) may use.
     console_secret: str | None = None
@@ -156,6 +158,7 @@ class Settings:
             ),
             metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
             metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
+            internal_listen=_listen(env, "RECPIPE_INTERNAL_LISTEN", ("127.0.0.1", 9108)),
             console_secret=_console_secret(env.get("RECPIPE_CONSOLE_SECRET") or None),
             store_retry_seconds=_number(env, "RECPIPE_STORE_RETRY_SECONDS", 600.0),
             requeue_after_seconds=_number(env, "RECPIPE_REQUEUE_AFTER_SECONDS", 60.0, minimum=5),
@@ -264,6 +267,20 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if value != int(value) or value > 65535:
         raise ConfigError(f"{name}: expected a TCP port (0 turns it off)")
     return int(value)
+
+
+def _listen(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tuple[str, int] | None:
+    """`host:port` (`[v6]:port` for IPv6) or `off`."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{name}: expected host:port such as 127.0.0.1:9108 (or off)")
+    return host, int(port)
 
 
 def _formats(
