@@ -8,9 +8,10 @@ redirect hop, each HLS playlist and segment) goes through the same policy:
 - `http`/`https` only, no credentials in the URL;
 - the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, `*.myqcloud.com`);
 - the host resolves only to public addresses: never loopback, private, link-local,
-  multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped included). An entry
-  that is a literal IP address (or `localhost`) allows exactly that address, for test
-  and on-premises set-ups; a pattern never does;
+  site-local (fec0::/10), multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped
+  included). An entry that is a literal IP address (or `localhost`) allows exactly that
+  address, for test and on-premises set-ups, and only on the port it names (`10.0.0.5:8080`,
+  `[fd00::5]:8080`), or 80 and 443 when it names none; a pattern never does;
 - the connection goes to the address that was checked (the original name is still
   sent as Host and TLS SNI, and the certificate is checked against it), so a DNS answer
   that changes between check and connect cannot steer it elsewhere.
@@ -106,7 +107,8 @@ def is_public_address(address: str | IPAddress) -> bool:
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     embedded: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
+        # fec0::/10 is deprecated but still routed inside some sites; `is_global` says yes.
+        if ip.scope_id or ip.is_site_local:
             return False
         embedded += [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
         if ip.teredo:
@@ -140,11 +142,16 @@ def check_url(url: str, allowed_hosts: Sequence[str]) -> Target:
     except ValueError:
         raise FetchError(f"{display(url)}: the URL has an invalid port") from None
     literal = _literal_ip(host)
-    exact = any(_names_exactly(entry, host, literal) for entry in allowed_hosts)
+    named = [e for e in map(literal_entry, allowed_hosts) if e and _names(e[0], host, literal)]
+    exact = any(port == e[1] if e[1] else port in (80, 443) for e in named)
+    if named and not exact:
+        raise FetchError(
+            f"{display(url)}: port {port} of {host} is not in RECPIPE_CSS_ALLOWED_HOSTS"
+        )
     matched = exact or any(
-        fnmatch.fnmatchcase(host, entry.lower())
+        fnmatch.fnmatchcase(host, entry.strip().lower())
         for entry in allowed_hosts
-        if _literal_ip(entry) is None and entry.lower() != "localhost"
+        if literal_entry(entry) is None
     )
     if not matched:
         raise FetchError(f"{display(url)}: host {host} is not in RECPIPE_CSS_ALLOWED_HOSTS")
@@ -153,12 +160,31 @@ def check_url(url: str, allowed_hosts: Sequence[str]) -> Target:
     return Target(url, parts.scheme, host, port, exact)
 
 
-def _names_exactly(entry: str, host: str, literal: IPAddress | None) -> bool:
-    entry = entry.strip().lower()
-    if entry == "localhost":
+def literal_entry(entry: str) -> tuple[IPAddress | str, int | None] | None:
+    """An allow-list entry that names one address, as (address or `localhost`, port or
+    None); None for a host pattern. `10.0.0.5`, `10.0.0.5:8080`, `fd00::5`, `[fd00::5]`,
+    `[fd00::5]:8080`, `localhost`, `localhost:8080`."""
+    text = entry.strip().lower()
+    bare = _literal_ip(text)
+    if bare is not None:
+        return bare, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+    else:
+        host, _, port = text.partition(":")
+    if port and not (port.isdigit() and 0 < int(port) <= 65535):
+        return None
+    address: IPAddress | str | None = "localhost" if host == "localhost" else _literal_ip(host)
+    return (address, int(port) if port else None) if address is not None else None
+
+
+def _names(address: IPAddress | str, host: str, literal: IPAddress | None) -> bool:
+    if address == "localhost":
         return host == "localhost"
-    entry_ip = _literal_ip(entry.strip("[]"))
-    return entry_ip is not None and literal is not None and entry_ip == literal
+    return literal is not None and address == literal
 
 
 def choose_address(target: Target, addresses: Sequence[str]) -> str:

@@ -434,9 +434,13 @@ def _without_columns() -> dict[str, str]:
 @pytest.mark.parametrize("kind", ["gme", "css"])
 def test_simulate_with_no_webhook_running_is_one_line(env, kind):
     """`recpipe simulate gme|css` when nothing listens at --url: one line naming the URL."""
-    url = f"http://127.0.0.1:{free_port()}"
-    css = {"RECPIPE_CSS_CALLBACK_KEY": "cli-test-css", "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1"}
-    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1")
+    url, files = f"http://127.0.0.1:{free_port()}", free_port()
+    css = {
+        "RECPIPE_CSS_CALLBACK_KEY": "cli-test-css",
+        "RECPIPE_CSS_ALLOWED_HOSTS": f"127.0.0.1:{files}",
+    }
+    serving = ("--port", str(files)) if kind == "css" else ()
+    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1", *serving)
     one_line_failure(result, f"no webhook answers at {url}/callbacks/{kind}")
 
 

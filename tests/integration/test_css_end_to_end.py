@@ -37,11 +37,11 @@ def media(tmp_path: Path):
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
+def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec, media):
     env = {
         **stack_env(tmp_path, pg_url, redis_url, s3_endpoint, bucket),
         "RECPIPE_CSS_CALLBACK_KEY": KEY,
-        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+        "RECPIPE_CSS_ALLOWED_HOSTS": media[0].allowed,
         "RECPIPE_NOTIFY_URLS": receiver.url,
         "RECPIPE_NOTIFY_SECRET": whsec,
         # Should a message be lost, the sweep takes the run over soon rather than after
