@@ -29,7 +29,12 @@ class Settings:
     gme_source_url: str
     gme_secret_keys: Mapping[int, bytes] = field(default_factory=dict)
     css_callback_key: str | None = None
-    css_allowed_hosts: tuple[str, ...] = ("*.myqcloud.com",)
+    # Hosts a CSS video_url may name; `{appid}` is the callback's own appid, which must be
+    # one of `css_app_ids` (empty: any, and then `{appid}` allows any tenant's domain).
+    css_allowed_hosts: tuple[str, ...] = ("{appid}.vod2.myqcloud.com",)
+    css_app_ids: frozenset[int] = frozenset()
+    # Start CSS intake with an allow-list broader than the operator's own hosts (warned).
+    css_allow_broad_hosts: bool = False
     notify_urls: tuple[str, ...] = ()
     notify_secret: str | None = None
     settle_seconds: float = 120.0
@@ -117,7 +122,11 @@ class Settings:
             gme_source_url=source_url,
             gme_secret_keys=parse_gme_keys(env.get("RECPIPE_GME_SECRET_KEYS", "")),
             css_callback_key=env.get("RECPIPE_CSS_CALLBACK_KEY") or None,
-            css_allowed_hosts=_csv(env.get("RECPIPE_CSS_ALLOWED_HOSTS", "*.myqcloud.com")),
+            css_allowed_hosts=_csv(
+                env.get("RECPIPE_CSS_ALLOWED_HOSTS", "{appid}.vod2.myqcloud.com")
+            ),
+            css_app_ids=_app_ids(env.get("RECPIPE_CSS_APP_IDS", "")),
+            css_allow_broad_hosts=_flag(env, "RECPIPE_CSS_ALLOW_BROAD_HOSTS"),
             notify_urls=_notify_urls(env.get("RECPIPE_NOTIFY_URLS", "")),
             notify_secret=notify_secret,
             settle_seconds=_number(env, "RECPIPE_SETTLE_SECONDS", 120.0),
@@ -281,6 +290,20 @@ def _listen(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tupl
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise ConfigError(f"{name}: expected host:port such as 127.0.0.1:9108 (or off)")
     return host, int(port)
+
+
+def _app_ids(text: str) -> frozenset[int]:
+    ids = _csv(text)
+    if not all(i.isdigit() for i in ids):
+        raise ConfigError("RECPIPE_CSS_APP_IDS: expected APPIDs (numbers) separated by commas")
+    return frozenset(int(i) for i in ids)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "0").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}: expected 1 or 0")
+    return value in ("1", "true", "yes")
 
 
 def _formats(

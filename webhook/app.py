@@ -14,6 +14,7 @@ import structlog
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from foundation import css_hosts
 from foundation.config import Settings
 from storage.ledger import Ledger, LedgerUnavailableError
 from webhook import metrics
@@ -30,7 +31,12 @@ ACCEPTED = b'{"code":0}\n'
 
 def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
     """The webhook on the caller's settings, ledger and dispatcher (`recpipe.webapp` wires
-    the ones the processes use)."""
+    the ones the processes use). Refuses (ConfigError) a CSS allow-list broader than the
+    operator's own hosts unless RECPIPE_CSS_ALLOW_BROAD_HOSTS accepts it, and warns then."""
+    for line in css_hosts.intake_warnings(settings):
+        log.warning(
+            "css.broad_allowed_hosts", problem=line, accepted_by="RECPIPE_CSS_ALLOW_BROAD_HOSTS"
+        )
     intake = Intake(settings, ledger, dispatcher)
 
     app = _flask_app("recpipe", settings, ledger, dispatcher)

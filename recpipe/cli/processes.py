@@ -56,6 +56,12 @@ def serve(
     """Run the webhook on recpipe's HTTP server: whole requests are read under deadlines
     by an event loop, then answered on a thread pool, so slow clients hold no thread."""
     settings = load_settings()
+    from foundation import css_hosts
+
+    try:  # one line now, not a traceback from each server process
+        css_hosts.intake_warnings(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
     # Before anything imports prometheus_client: /metrics adds up every server process.
     from foundation import metrics
 

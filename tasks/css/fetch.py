@@ -6,7 +6,8 @@ could point the worker at a metadata service or an internal admin page. Every UR
 redirect hop, each HLS playlist and segment) goes through the same policy:
 
 - `http`/`https` only, no credentials in the URL;
-- the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, `*.myqcloud.com`);
+- the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, with `{appid}` the
+  recording's own appid: `foundation.css_hosts`);
 - the host resolves only to public addresses: never loopback, private, link-local,
   site-local (fec0::/10), multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped
   included). An entry that is a literal IP address (or `localhost`) allows exactly that
@@ -21,7 +22,6 @@ The policy functions are pure; `Fetcher` is the requests-based shell around them
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import ipaddress
 import socket
@@ -45,6 +45,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from foundation import css_hosts
 from tasks.media.tools import MediaError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -128,63 +129,14 @@ def is_public_address(address: str | IPAddress) -> bool:
 
 
 def check_url(url: str, allowed_hosts: Sequence[str]) -> Target:
-    """Scheme, credentials and host name against the allow-list; no network."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https"):
-        raise FetchError(f"{display(url)}: only http and https URLs are fetched")
-    if "@" in parts.netloc:
-        raise FetchError(f"{display(url)}: URLs with credentials are not fetched")
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        raise FetchError(f"{display(url)}: the URL has no host")
+    """Scheme, credentials, host name and port against the allow-list; no network."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FetchError(f"{display(url)}: the URL has an invalid port") from None
-    literal = _literal_ip(host)
-    named = [e for e in map(literal_entry, allowed_hosts) if e and _names(e[0], host, literal)]
-    exact = any(port == e[1] if e[1] else port in (80, 443) for e in named)
-    if named and not exact:
-        raise FetchError(
-            f"{display(url)}: port {port} of {host} is not in RECPIPE_CSS_ALLOWED_HOSTS"
-        )
-    matched = exact or any(
-        fnmatch.fnmatchcase(host, entry.strip().lower())
-        for entry in allowed_hosts
-        if literal_entry(entry) is None
-    )
-    if not matched:
-        raise FetchError(f"{display(url)}: host {host} is not in RECPIPE_CSS_ALLOWED_HOSTS")
-    if literal is not None and not exact and not is_public_address(literal):
-        raise FetchError(f"{display(url)}: {host} is not a public address")
-    return Target(url, parts.scheme, host, port, exact)
-
-
-def literal_entry(entry: str) -> tuple[IPAddress | str, int | None] | None:
-    """An allow-list entry that names one address, as (address or `localhost`, port or
-    None); None for a host pattern. `10.0.0.5`, `10.0.0.5:8080`, `fd00::5`, `[fd00::5]`,
-    `[fd00::5]:8080`, `localhost`, `localhost:8080`."""
-    text = entry.strip().lower()
-    bare = _literal_ip(text)
-    if bare is not None:
-        return bare, None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            return None
-        port = rest[1:]
-    else:
-        host, _, port = text.partition(":")
-    if port and not (port.isdigit() and 0 < int(port) <= 65535):
-        return None
-    address: IPAddress | str | None = "localhost" if host == "localhost" else _literal_ip(host)
-    return (address, int(port) if port else None) if address is not None else None
-
-
-def _names(address: IPAddress | str, host: str, literal: IPAddress | None) -> bool:
-    if address == "localhost":
-        return host == "localhost"
-    return literal is not None and address == literal
+        allowed = css_hosts.check(url, allowed_hosts)
+    except css_hosts.HostNotAllowedError as exc:
+        raise FetchError(f"{display(url)}: {exc}") from None
+    if allowed.literal is not None and not allowed.exact and not is_public_address(allowed.literal):
+        raise FetchError(f"{display(url)}: {allowed.host} is not a public address")
+    return Target(url, allowed.scheme, allowed.host, allowed.port, allowed.exact)
 
 
 def choose_address(target: Target, addresses: Sequence[str]) -> str:

@@ -243,20 +243,21 @@ def test_https_sends_the_name_as_sni_and_checks_the_certificate_against_it(tls, 
     """The connection goes to the checked address (127.0.0.1), while the TLS handshake
     names `localhost` and the certificate must be for `localhost` and from a trusted CA."""
     ca_file, servers, names = tls
-    trusting = FetchPolicy(("localhost",), attempts=1, ca_bundle=str(ca_file))
-    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     port = servers["localhost"].server_address[1]
+    wrong_port = servers["elsewhere.example"].server_address[1]
+    allowed = (f"localhost:{port}", f"localhost:{wrong_port}")
+    trusting = FetchPolicy(allowed, attempts=1, ca_bundle=str(ca_file))
+    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     url = f"https://localhost:{port}/clip"
     fetched = Fetcher(trusting, resolver=loopback).download(url, tmp_path / "a", what="a")
     assert (tmp_path / "a").read_bytes() == b"over tls" and fetched.bytes == 8
     assert names == ["localhost"]
 
-    wrong_port = servers["elsewhere.example"].server_address[1]
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(trusting, resolver=loopback).download(
             f"https://localhost:{wrong_port}/clip", tmp_path / "b", what="b"
         )
     assert names[-1] == "localhost"  # it said which name it wanted, and refused the answer
-    untrusted = FetchPolicy(("localhost",), attempts=1)
+    untrusted = FetchPolicy(allowed, attempts=1)
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(untrusted, resolver=loopback).download(url, tmp_path / "c", what="c")
