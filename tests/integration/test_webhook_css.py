@@ -173,7 +173,9 @@ def test_css_intake_does_not_start_with_hosts_broader_than_the_operators_own(
     if hosts != "{appid}.vod2.myqcloud.com":
         env |= {"RECPIPE_CSS_ALLOWED_HOSTS": hosts, "RECPIPE_CSS_APP_IDS": "1253000000"}
     settings = Settings.from_env(env)
-    with pytest.raises(ConfigError, match=r"RECPIPE_CSS_ALLOWED_HOSTS: .*RECPIPE_CSS_ALLOW_BROAD"):
+    with pytest.raises(
+        ConfigError, match=r"RECPIPE_CSS_ALLOWED_HOSTS: .*RECPIPE_CSS_ALLOW_BROAD_HOSTS=1"
+    ):
         create_app(settings, ledger=Ledger(settings.database_url))
 
 
