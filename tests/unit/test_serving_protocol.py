@@ -8,13 +8,18 @@ import asyncio
 import json
 import socket
 import threading
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from recpipe import serving
 
@@ -324,3 +329,14 @@ def test_an_idle_kept_alive_connection_is_closed_after_its_answer():
 def test_framing_problem_reads_the_raw_head(head: bytes, problem: str | None):
     found = serving.framing_problem(head + b"\r\n", b"1.1")
     assert found == problem
+
+
+def test_h11_is_pinned_past_cve_2025_43859():
+    """h11 before 0.16 accepted chunked bodies with bad line endings (CVE-2025-43859);
+    the requirement excludes those versions, and the one installed is not one of them."""
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    [h11_req] = [Requirement(r) for r in project["dependencies"] if r.startswith("h11")]
+    assert not h11_req.specifier.contains("0.15.0")
+    assert h11_req.specifier.contains("0.16.0")
+    assert Version(h11.__version__) >= Version("0.16")
