@@ -303,7 +303,8 @@ def _css_media(
         raise MediaError(f"recording {recording.id} has no file")
     with step("fetch"):
         sources = css.fetch_files(
-            recording.files, scratch, services.tools, css.fetch_policy(cfg),
+            recording.files, scratch, services.tools,
+            css.fetch_policy(cfg, recording.details.get("appid")),
             label=recording.id, heartbeat=step.heartbeat,
         )  # fmt: skip
         css.require_audio(sources, cfg.video_formats, label=recording.id)

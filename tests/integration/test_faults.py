@@ -179,7 +179,7 @@ def test_ledger_stopped_mid_burst_refuses_with_503_and_everything_recovers_witho
         own_postgres.start()
         back = utcnow()
 
-        wait_ready(stack.url)
+        wait_ready(stack.internal_url)
         # The vendor sends the refused ones again: every one is stored now, at once.
         refused = [b for b, status in answers.items() if status == 503] + callbacks_of(after)
         with ThreadPoolExecutor(8) as pool:
@@ -508,7 +508,7 @@ def test_css_source_that_never_ends_fails_at_its_time_bound_with_the_reason(
     hostile = Hostile()
     env = stack_env(
         tmp_path, pg_url, redis_url, s3_endpoint, bucket,
-        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS="127.0.0.1",
+        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS=f"127.0.0.1:{hostile.port}",
         RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SETTLE_SECONDS="1",
         RECPIPE_CSS_FETCH_MAX_SECONDS="3",
     )  # fmt: skip
