@@ -25,8 +25,9 @@ from flask import (
 from flask_limiter import Limiter
 from limits import parse_many
 
+from foundation.queues import BrokerUnavailableError
 from recpipe.console import auth
-from recpipe.console.actions import BrokerUnavailableError, Outcome
+from recpipe.console.actions import Outcome
 from recpipe.console.api import (
     RECORDING_STATES,
     BadParameterError,

@@ -100,3 +100,26 @@ def test_the_placeholder_is_refused_in_any_case_and_anywhere_in_the_value(tmp_pa
     for value in ("CHANGE-ME-now-" + "x" * 32, "x" * 32 + "change-me"):
         with pytest.raises(ConfigError, match="RECPIPE_CONSOLE_SECRET"):
             Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_CONSOLE_SECRET": value})
+
+
+def test_the_internal_listener_is_on_loopback_by_default():
+    """/readyz and /metrics are never on a public address unless asked for."""
+    assert Settings.from_env({}).internal_listen == ("127.0.0.1", 9108)
+
+
+@pytest.mark.parametrize(
+    ("value", "listen"),
+    [
+        ("0.0.0.0:9200", ("0.0.0.0", 9200)),  # noqa: S104 - parsed, not bound
+        ("[::1]:9108", ("::1", 9108)),
+        ("off", None),
+    ],
+)
+def test_the_internal_listener_is_read_as_host_and_port(value, listen):
+    assert Settings.from_env({"RECPIPE_INTERNAL_LISTEN": value}).internal_listen == listen
+
+
+@pytest.mark.parametrize("value", ["9108", "127.0.0.1", "127.0.0.1:0", "host:99999", ":9108"])
+def test_a_bad_internal_listener_names_the_variable(value):
+    with pytest.raises(ConfigError, match="RECPIPE_INTERNAL_LISTEN"):
+        Settings.from_env({"RECPIPE_INTERNAL_LISTEN": value})
