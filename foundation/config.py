@@ -524,12 +524,31 @@ SETTINGS: tuple[Setting, ...] = tuple(
 )
 
 
+# What deploy/recpipe.env.example puts where a secret goes: a process started with one left
+# in would run on a password everyone can read. Besides the secret settings, boto3 reads
+# the store's key from the same environment.
+PLACEHOLDER = "change-me"
+VENDOR_SECRETS = ("AWS_SECRET_ACCESS_KEY",)
+
+
+def _refuse_placeholder(name: str, raw: str | None) -> None:
+    if raw and PLACEHOLDER in raw.lower():
+        raise ConfigError(
+            f"{name}: still holds the example's {PLACEHOLDER!r} placeholder; "
+            "set a secret of your own"
+        )
+
+
 def read(environ: Mapping[str, str] | None = None) -> Iterator[Effective]:
     """Every setting in definition order, read from `environ` (the process's by default)."""
     env = os.environ if environ is None else environ
+    for name in VENDOR_SECRETS:
+        _refuse_placeholder(name, env.get(name))
     data_dir: Path | None = None
     for item in SETTINGS:
         raw = env.get(item.env)
+        if item.secret:
+            _refuse_placeholder(item.env, raw)
         given = raw is not None and (raw.strip() != "" or item.kind.blank_is_value)
         text = raw if given and raw is not None else item.default_text(data_dir)
         value = item.kind.parse(text, item.env)
@@ -549,7 +568,8 @@ def markdown() -> str:
         "Every setting is read from the environment when a process starts; a bad value stops",
         "it with one line naming the variable. An empty value means the default, except for a",
         "list, where it is the empty list. `recpipe config` prints the settings in effect, with",
-        "secrets masked.",
+        "secrets masked. A secret (and boto3's `AWS_SECRET_ACCESS_KEY`) that still holds the",
+        "example's `change-me` placeholder stops the process too, naming the variable.",
         "",
         "| variable | meaning | takes | default |",
         "|---|---|---|---|",

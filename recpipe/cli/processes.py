@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import click
 
 from foundation.config import ConfigError, require_ffmpeg
+from foundation.private import private_dir
 from recpipe.cli.common import fail, load_settings
 
 
@@ -56,6 +57,7 @@ def serve(
     """Run the webhook on recpipe's HTTP server: whole requests are read under deadlines
     by an event loop, then answered on a thread pool, so slow clients hold no thread."""
     settings = load_settings()
+    private_dir(settings.data_dir)
     from foundation import css_hosts
 
     try:  # one line now, not a traceback from each server process
@@ -134,7 +136,7 @@ def run(host: str, port: int, concurrency: int) -> None:
         require_ffmpeg()
     except ConfigError as exc:
         fail(str(exc), 2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     if settings.gme_source_url.startswith("file://"):
         Path(urlsplit(settings.gme_source_url).path).mkdir(parents=True, exist_ok=True)
     Ledger(settings.database_url).migrate()

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from foundation.config import Settings
+from foundation.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -298,9 +298,14 @@ def test_every_recpipe_service_uses_the_env_file():
 
 @pytest.mark.parametrize("service", sorted(recpipe_services()))
 def test_each_recpipe_service_gets_a_valid_production_configuration(service: str):
-    """The env file, the image's ENV and the service's environment make Settings that use
-    the stack's PostgreSQL, Redis and MinIO, with GME keys, and pass recpipe's checks."""
-    env = service_env(recpipe_services()[service])
+    """The env file (its change-me placeholders replaced, as its first lines ask: recpipe
+    refuses to start on one), the image's ENV and the service's environment make Settings
+    that use the stack's PostgreSQL, Redis and MinIO, with GME keys, and pass recpipe's
+    checks."""
+    example = service_env(recpipe_services()[service])
+    with pytest.raises(ConfigError, match="change-me"):
+        Settings.from_env(example)
+    env = {name: value.replace("change-me", "replaced") for name, value in example.items()}
     settings = Settings.from_env(env)
     hosts = set(services())
     db = urlsplit(settings.database_url)

@@ -316,3 +316,64 @@ def test_a_page_in_progress_is_not_reloaded_while_its_player_plays(tmp_path: Pat
             assert pages() >= 2
         finally:
             browser.close()
+
+
+@pytest.fixture
+def console_alone(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[str, dict]]:
+    """`recpipe console` alone on a ledger and broker, with the viewer vera."""
+    env = {
+        **os.environ,
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
+        "RECPIPE_CONSOLE_SECRET": "browser-test-console-secret-" + "s" * 24,
+    }
+    added = recpipe(env, "users", "add", "vera", "--role", "viewer", "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    with (tmp_path / "console.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "recpipe", "console", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    console = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{console}/login", timeout=2).ok, timeout=90, what="console")
+        yield console, env
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
+def test_signing_out_in_the_browser_ends_the_session_and_every_copy_of_its_cookie(console_alone):
+    """The "Sign out" button: the browser is back at the sign-in page, and its cookie,
+    copied before (with the browser's User-Agent, from the same address), is refused."""
+    from playwright.sync_api import sync_playwright
+
+    console, env = console_alone
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            sign_in(page, console, "vera")
+            [cookie] = [c for c in page.context.cookies() if c["name"] == "recpipe_console"]
+            copy = requests.Session()
+            copy.headers["User-Agent"] = page.evaluate("navigator.userAgent")
+            copy.cookies.set("recpipe_console", cookie["value"])
+
+            def copy_home() -> int:
+                return copy.get(f"{console}/", allow_redirects=False, timeout=10).status_code
+
+            assert copy_home() == 200
+            assert len(recpipe(env, "users", "sessions", "vera").stdout.splitlines()) == 1
+            page.click("button:has-text('Sign out')")
+            page.wait_for_url(f"{console}/login")
+            page.goto(f"{console}/")
+            assert page.url.startswith(f"{console}/login")
+            assert copy_home() == 302
+            assert recpipe(env, "users", "sessions", "vera").stdout == ""
+        finally:
+            browser.close()
