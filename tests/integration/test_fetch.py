@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 
 from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, PlaylistError
-from tests.media import duration, make_hls, make_video
-from tests.stack import FileServer
-
-pytestmark = pytest.mark.integration
+from tests.support.media import duration, make_hls, make_video
+from tests.support.stack import FileServer
 
 LOCAL = FetchPolicy(allowed_hosts=("127.0.0.1",), attempts=1)
 
@@ -75,7 +73,7 @@ def test_size_cap_and_missing_files_fail_clearly(served, tmp_path: Path):
 
 
 def test_unreachable_server_fails_after_its_attempts(tmp_path: Path):
-    from tests.conftest import free_port
+    from tests.support.services import free_port
 
     fetcher = Fetcher(FetchPolicy(("127.0.0.1",), attempts=2))
     with pytest.raises(FetchError, match="cannot connect"):
