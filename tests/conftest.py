@@ -40,11 +40,20 @@ MARKERS = {
 }
 
 
+# Tests that must not run side by side, by file: under `--dist loadgroup` (make test) each
+# group runs on one xdist worker, one test after another. The separate hosts each pick an
+# unused 10.x.y.0/24 and make bridges and namespaces: two at once could pick the same.
+XDIST_GROUPS = {"e2e/test_many_hosts.py": "network-namespaces"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        directory = item.path.relative_to(TESTS).parts[0]
-        for marker in MARKERS[directory]:
+        where = item.path.relative_to(TESTS)
+        for marker in MARKERS[where.parts[0]]:
             item.add_marker(marker)
+        if group := XDIST_GROUPS.get(where.as_posix()):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
