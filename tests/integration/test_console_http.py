@@ -5,6 +5,7 @@ and the webhook answering 404 to all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -26,8 +27,7 @@ from foundation.config import Settings
 from recpipe.console import auth, openapi
 from recpipe.console.app import create_app
 from storage.ledger import Ledger, utcnow
-from tests.conftest import PG_ADMIN_URL, REDIS_URL
-from tests.console_helpers import (
+from tests.support.console import (
     HOSTILE,
     PASSWORD,
     People,
@@ -39,8 +39,7 @@ from tests.console_helpers import (
     store_css,
     store_gme,
 )
-
-pytestmark = pytest.mark.integration
+from tests.support.services import PG_ADMIN_URL, redis_database
 
 SECRET = "test-console-secret-" + "x" * 32
 TASK = "446946705284000555"
@@ -69,14 +68,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    counter = redis.Redis.from_url(f"{REDIS_URL}/0")
-    db = 1 + int(counter.incr("recpipe-test:db-counter")) % 14
-    counter.close()
+    broker = contextlib.ExitStack()
+    broker_url = broker.enter_context(redis_database())
     tmp = tmp_path_factory.mktemp("console")
     env = {
         "RECPIPE_DATA_DIR": str(tmp / "var"),
         "RECPIPE_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-        "RECPIPE_BROKER_URL": f"{REDIS_URL}/{db}",
+        "RECPIPE_BROKER_URL": broker_url,
         "RECPIPE_ARCHIVE_URL": (tmp / "archive").as_uri(),
         "RECPIPE_GME_SOURCE_URL": (tmp / "source").as_uri(),
         "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
@@ -117,9 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(settings, ledger, people, app, ids, archive)
     finally:
         ledger.dispose()
-        flush = redis.Redis.from_url(env["RECPIPE_BROKER_URL"])
-        flush.flushdb()
-        flush.close()
+        broker.close()  # flushed, and the lease given back
         with admin.connect() as conn:
             conn.execute(
                 text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),

@@ -17,9 +17,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import free_port, wait_for
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.integration
 SECRET = "process-test-console-secret-" + "z" * 24
 
 

@@ -28,8 +28,6 @@ from storage.objectstore import StoreUnavailableError, store_from_url
 from tasks import context, jobs, processing
 from tasks.celery import configure
 
-pytestmark = pytest.mark.integration
-
 BIZ = 1400000000
 
 

@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 
 from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, PlaylistError
-from tests.media import duration, make_hls, make_video
-from tests.stack import FileServer
-
-pytestmark = pytest.mark.integration
+from tests.support.media import duration, make_hls, make_video
+from tests.support.stack import FileServer
 
 
 def local(server: FileServer) -> FetchPolicy:
@@ -81,7 +79,7 @@ def test_size_cap_and_missing_files_fail_clearly(served, tmp_path: Path):
 
 
 def test_unreachable_server_fails_after_its_attempts(tmp_path: Path):
-    from tests.conftest import free_port
+    from tests.support.services import free_port
 
     port = free_port()
     fetcher = Fetcher(FetchPolicy((f"127.0.0.1:{port}",), attempts=2))

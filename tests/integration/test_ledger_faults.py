@@ -3,17 +3,13 @@ the attempt whose hand-back was lost, queued runs whose message is gone, the bea
 
 from datetime import timedelta
 
-import pytest
-
 from foundation.config import Settings
 from storage.domain import RunHolder, StaleRun, lifecycle
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
 from tasks.services import Services
-from tests.integration.test_ledger_durability import RID, record
-
-pytestmark = pytest.mark.integration
+from tests.support.ledger import RID, record
 
 
 def queued_run(ledger: Ledger) -> str:

@@ -3,9 +3,6 @@ lines carry the recording, and /readyz reports a really unreachable ledger and b
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -15,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.event import listen, remove
 
 from foundation import logs
@@ -27,20 +23,12 @@ from storage.ledger import Ledger, utcnow
 from storage.objectstore import LocalStore
 from tasks import processing
 from tasks.services import Services
-
-pytestmark = pytest.mark.integration
+from tests.support.metrics import sample
+from tests.support.services import closed_port
+from tests.support.signing import sign_gme
 
 BIZ, SECRET = 1400000000, "observe-test-key"
 STEPS = ("fetch", "concat", "transcode", "archive")
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """A sample's value in Prometheus text, 0 when absent."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    return 0.0
 
 
 def scrape() -> str:
@@ -82,7 +70,7 @@ def gme_body(task_id: str, file_name: str, seq: int = 0) -> bytes:
 
 
 def signature(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    return sign_gme(SECRET, body)
 
 
 def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
@@ -236,13 +224,6 @@ def test_a_failing_step_is_in_the_step_list_the_run_ends_with(env, tmp_path: Pat
 
 
 # -- readiness ----------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    """A port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from storage.ledger import Ledger, utcnow
 from storage.ledger.tables import Callback, CssFile
 from webhook.verify import css_sign
 
-pytestmark = pytest.mark.integration
-
 KEY = "css-test-key"
 T0 = 1_700_000_000
 

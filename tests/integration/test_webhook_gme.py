@@ -1,8 +1,5 @@
 """POST /callbacks/gme through the Flask app, with a real ledger and the embedded broker."""
 
-import base64
-import hashlib
-import hmac
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +11,7 @@ from foundation.config import Settings
 from recpipe.webapp import create_app, create_apps, create_internal_app
 from storage.ledger import Ledger
 from storage.ledger.tables import Callback
-
-pytestmark = pytest.mark.integration
+from tests.support.signing import gme_signature, sign_gme
 
 BIZ, SECRET = 1400000000, b"test-key"
 SAMPLE = {
@@ -31,7 +27,7 @@ SAMPLE = {
 
 
 def sign(body: bytes, key: bytes = SECRET) -> str:
-    return base64.b64encode(hmac.new(key, body, hashlib.sha1).digest()).decode()
+    return sign_gme(key, body)
 
 
 @pytest.fixture
@@ -159,7 +155,7 @@ def test_the_completing_upload_hands_out_a_settle_task_for_the_short_window(app_
 def test_hex_signature_is_accepted(app_env):
     client, _, _ = app_env
     body = json.dumps(SAMPLE).encode()
-    digest = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
+    digest = gme_signature(SECRET, body).hex()
     assert post(client, body, digest).status_code == 200
 
 

@@ -11,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.conftest import free_port, wait_for
-from tests.integration.test_durability import BIZ, SECRET, recording, sign
+from tests.support.recordings import BIZ, SECRET, recording, sign
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "recpipe"]
 
 

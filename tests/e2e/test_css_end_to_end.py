@@ -4,20 +4,17 @@ server over HTTP as archive."""
 
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import free_port, wait_for
-from tests.media import decode, dominant_frequency, duration, make_hls, make_video, streams
-from tests.stack import FileServer, Stack, parse_body, stack_env
-from webhook.verify import css_sign
+from tests.support.css import APPID, KEY, T0, archived_file, callback
+from tests.support.media import decode, dominant_frequency, duration, make_hls, make_video, streams
+from tests.support.services import free_port
+from tests.support.stack import FileServer, Stack, parse_body, stack_env
+from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-KEY, APPID, T0 = "css-e2e-key", 1253000000, 1_763_700_000
 SPLIT = [(440.0, 2.0), (880.0, 3.0)]  # (tone Hz, seconds) of the split stream's files
 LATE = (1320.0, 1.5)
 
@@ -54,23 +51,6 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whse
     s.start_worker()
     yield s
     s.stop()
-
-
-def callback(stream: str, file_id: str, fmt: str, url: str, start: int, end: int) -> dict:
-    t = int(time.time()) + 600
-    return {
-        "event_type": 100, "appid": APPID, "app": "push.example.com", "appname": "live",
-        "stream_id": stream, "channel_id": stream, "file_id": file_id, "record_file_id": file_id,
-        "file_format": fmt, "start_time": start, "end_time": end, "duration": end - start,
-        "video_url": url, "callback_ext": '{"video_codec":"h264"', "t": t,
-        "sign": css_sign(KEY, t),
-    }  # fmt: skip
-
-
-def archived_file(s3_client, bucket, artifact: dict, dest: Path) -> Path:
-    key = artifact["url"].split(f"s3://{bucket}/", 1)[1]
-    s3_client.download_file(bucket, key, str(dest))
-    return dest
 
 
 def test_css_formats_archive_split_streams_join_in_order_and_bad_urls_fail_alone(

@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 
 from storage.ledger import Ledger
-from tests.conftest import free_port, wait_for
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
 
 @dataclass
@@ -83,7 +84,8 @@ def stack_env(
 
 class Stack:
     """recpipe's processes with one environment. `address` is where the webhook listens and
-    `wrap` turns a command into the one that runs it there (another host: tests/hosts.py)."""
+    `wrap` turns a command into the one that runs it there (another host:
+    tests/support/hosts.py)."""
 
     def __init__(
         self,
