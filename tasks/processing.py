@@ -23,7 +23,6 @@ from storage.objectstore import StoreUnavailableError
 from tasks import metrics
 from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
-from tasks.gme.settle import missing_seq_nos
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import Finishing, finish_track
 from tasks.media.ffmpeg import output_name
@@ -31,6 +30,7 @@ from tasks.media.finish import peaks_name
 from tasks.media.tools import MediaError
 from tasks.rooms.mix import MIX_SAMPLE_RATE, fetch_tracks, mix_graph
 from tasks.services import Services, bind_recording
+from tasks.settling.gme import missing_seq_nos
 
 log = structlog.get_logger("recpipe.tasks")
 

@@ -27,7 +27,7 @@ ACCEPTED = b'{"code":0}\n'
 def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
     """The webhook on the caller's settings, ledger and dispatcher (`recpipe.webapp` wires
     the ones the processes use)."""
-    intake = Intake(settings, ledger, dispatcher)
+    intake = Intake(settings, ledger)
 
     app = Flask("recpipe")
     # No MAX_CONTENT_LENGTH: on a chunked request Werkzeug would cut the stream at the

@@ -77,7 +77,6 @@ def test_a_run_retried_twice_that_then_lost_its_worker_is_taken_over_not_failed(
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=dispatched.append,
             notify=lambda rid: None,
             redeliver=lambda nid: None,
@@ -134,7 +133,6 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     def sweep():
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=send,
             notify=notified.append,
             redeliver=lambda nid: None,
@@ -169,7 +167,7 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     assert (failed.recording.state, failed.recording.error) == ("failed", error)
     assert dispatched == [run_id] * 5
     now += later
-    assert sweep() == sweeping.SweepReport([], [], [], [], [])
+    assert sweep() == sweeping.SweepReport([], [], [], [])
 
 
 def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_failed(
@@ -187,7 +185,6 @@ def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_
         now += timedelta(seconds=settings.stuck_after_seconds + 1)
         report = sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid, at=now: ledger.mark_run_dispatched(rid, at),
             notify=lambda rid: None,
             redeliver=lambda nid: None,
