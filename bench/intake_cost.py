@@ -79,6 +79,7 @@ def main() -> None:
             if verify_gme(c.body, c.signature, keys)
         ]
         ids: list[int] = []
+
         def record(pair: tuple[Any, str]) -> None:
             event, body = pair
             result = ledger.record_gme_event(
