@@ -19,6 +19,7 @@ from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
+from foundation.queues import MEDIA
 from storage.domain import NotificationState, RunState, RunView, retention
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, metrics, processing, reprocessing, settling, sweeping
@@ -218,7 +219,7 @@ def sweep() -> dict[str, int]:
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
-        media_queue_idle=lambda: queues.known_depths(services().settings, ["media"])["media"] == 0,
+        media_queue_idle=lambda: queues.known_depths(services().settings, [MEDIA])[MEDIA] == 0,
     )
     counts = {
         "redispatched_runs": len(report.redispatched_runs),

@@ -1,9 +1,9 @@
 """The `recpipe` command: the `main` group, with one module per command group.
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
-redeliver; doctor.py; simulate.py: simulate gme|css; console.py: console, users, tokens;
-stop.py; prune.py. What they share (one-line failures, settings, the ledger and broker of the
-operator commands) is in common.py.
+redeliver; doctor.py; settings.py: config; simulate.py: simulate gme|css; console.py:
+console, users, tokens; stop.py; prune.py. What they share (one-line failures, settings, the
+ledger and broker of the operator commands) is in common.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from recpipe.cli.processes import migrate, run, serve
 from recpipe.cli.prune import prune
 from recpipe.cli.replay import replay
 from recpipe.cli.reprocess import reprocess
+from recpipe.cli.settings import show_config
 from recpipe.cli.simulate import simulate
 from recpipe.cli.status import status
 from recpipe.cli.stop import stop
@@ -38,6 +39,7 @@ for command in (
     reprocess,
     replay,
     doctor,
+    show_config,
     simulate,
     redeliver,
     stop,

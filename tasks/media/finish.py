@@ -21,7 +21,8 @@ from tasks.media.ffmpeg import AUDIO_ENCODINGS
 
 TRUE_PEAK_DBTP = -1.0
 LOUDNESS_RANGE_LU = 11.0
-# Speech is at least this long; shorter pauses inside it are bridged (CONTRACT.md).
+# Speech is at least this long; shorter pauses inside it are bridged
+# (docs/reference.md, "Archive layout").
 SHORTEST_SPEECH_S = 0.3
 LONGEST_BRIDGED_PAUSE_S = 0.5
 # The peaks are taken from a 16 kHz mono copy, 50 pixels a second.

@@ -77,7 +77,7 @@ def notification_body(run: RunView) -> dict[str, Any]:
         "timestamp": (run.finished_at or datetime.now(UTC)).isoformat(),
     }
     if run.recording.source == "gme":
-        # Where each segment sits on the room's clock (CONTRACT.md: time, rooms).
+        # Where each segment sits on the room's clock (docs/reference.md, "Notifications").
         for key in ("timeline", "gaps", "speech"):
             body[key] = list(result.get(key) or [])
     return body
