@@ -11,7 +11,7 @@ after the end (a GME segment not seen before, a late GME upload, another CSS fil
 it for the next revision.
 
 One clock decides when a recording is looked at: every event writes the recording's settle
-time (`settle_due_at`), and the leased beat, about once a second, hands out a settle task
+time (`settle_due_at`), and the leased beat, twice a second, hands out a settle task
 for each collecting recording whose settle time has come (`tasks.sweeping.settle_due`). A
 look that finds it must wait writes the time it waits for, and ends.
 

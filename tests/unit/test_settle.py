@@ -126,7 +126,7 @@ def test_a_stopped_recording_is_finalized_once_every_started_segment_is_uploaded
     assert (d.action, d.included) == ("finalize", (0, 1))
     waiting = replace(stopped, segments=(whole(0), seg(1, "started")))
     d = decide_gme(waiting, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
-    # It sleeps until the end of the wait: every upload to a stopped recording is due at
+    # It waits until the end of the wait: every upload to a stopped recording is due at
     # once and writes its own settle time, which beat's clock reads.
     assert (d.action, d.missing, d.recheck_at) == ("wait", (1,), T0 + timedelta(seconds=600))
     assert d == Decision(
