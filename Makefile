@@ -3,11 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # `make run` and `make simulate` share a local demo key unless RECPIPE_GME_SECRET_KEYS is
 # set, and a 15 s settle window so the demo is quick. Production sets its own of both.
-# The CSS demo serves its files from 127.0.0.1, so the demo allows exactly that address.
+# The CSS demo serves its files from 127.0.0.1:8089, so the demo allows exactly that address
+# and port.
 DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpipe-local-demo} \
 	RECPIPE_SETTLE_SECONDS=$${RECPIPE_SETTLE_SECONDS:-15} \
 	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
-	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
+	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1:8089}
 
 .PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak docs
 
@@ -27,7 +28,7 @@ simulate: setup ## post a simulated GME recording to `make run` and follow it to
 	$(DEMO_ENV) $(BIN)/recpipe simulate gme --wait
 
 simulate-css: setup ## post simulated CSS recordings (split mp4, HLS) to `make run` and follow them
-	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait
+	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait --port 8089
 
 lint: setup ## ruff, mypy and the import contracts (lint-imports: which room may import which)
 	$(BIN)/ruff check .

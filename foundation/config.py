@@ -52,7 +52,10 @@ class Setting:
     def default_text(self, data_dir: Path | None) -> str:
         if data_dir is None:
             return self.default.replace("{data_dir_uri}", "file://{data_dir}")
-        return self.default.format(data_dir=data_dir, data_dir_uri=data_dir.as_uri())
+        # Not str.format: a default may hold other braces (`{appid}`).
+        return self.default.replace("{data_dir_uri}", data_dir.as_uri()).replace(
+            "{data_dir}", str(data_dir)
+        )
 
 
 def setting(env: str, kind: Kind, default: str, doc: str, *, secret: bool = False) -> Any:
@@ -151,6 +154,24 @@ def _hosts(text: str, name: str) -> tuple[str, ...]:
     return _csv(text)
 
 
+def _app_ids(text: str, name: str) -> frozenset[int]:
+    ids = _csv(text)
+    if not all(i.isdigit() for i in ids):
+        raise ConfigError(f"{name}: expected APPIDs (numbers) separated by commas")
+    return frozenset(int(i) for i in ids)
+
+
+def _listen(text: str, name: str) -> tuple[str, int] | None:
+    raw = text.strip()
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{name}: expected host:port such as 127.0.0.1:9108 (or off)")
+    return host, int(port)
+
+
 def _log_level(text: str, name: str) -> str:
     value = text.strip().upper()
     if value not in LOG_LEVELS:
@@ -202,6 +223,18 @@ def _loudness(text: str, name: str) -> float | None:
         raise ConfigError(f"{name}: expected LUFS such as -16 or off, got {text!r}") from None
     if not -70.0 <= value <= -5.0:
         raise ConfigError(f"{name}: must be between -70 and -5 (or off)")
+    return value
+
+
+def _days_or_off(text: str, name: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of days or off, got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: must be more than 0 days (or off)")
     return value
 
 
@@ -307,9 +340,22 @@ class Settings:
     )
     css_allowed_hosts: tuple[str, ...] = setting(
         "RECPIPE_CSS_ALLOWED_HOSTS", Kind(_hosts, "host patterns, comma separated", True),
-        "*.myqcloud.com",
-        "hosts a CSS `video_url` may point at; a literal IP or `localhost` allows exactly"
-        " that address",
+        "{appid}.vod2.myqcloud.com",
+        "hosts a CSS `video_url` may point at, checked at intake and at every fetch; `{appid}`"
+        " is the callback's own appid (one of RECPIPE_CSS_APP_IDS); a literal IP or"
+        " `localhost` allows exactly that address, on the port it names or else 80 and 443;"
+        " a pattern broader than your own hosts (`*.myqcloud.com`) stops the webhook at start",
+    )
+    css_app_ids: frozenset[int] = setting(
+        "RECPIPE_CSS_APP_IDS", Kind(_app_ids, "APPIDs, comma separated", True), "",
+        "the CSS APPIDs whose callbacks are accepted (others: 401), and what `{appid}` in"
+        " RECPIPE_CSS_ALLOWED_HOSTS stands for; empty: any appid, and `{appid}` is refused",
+    )
+    css_allow_broad_hosts: bool = setting(
+        "RECPIPE_CSS_ALLOW_BROAD_HOSTS", flag("1", "0"), "0",
+        "`1`: start CSS intake with a RECPIPE_CSS_ALLOWED_HOSTS pattern broader than your own"
+        " hosts anyway (a replayed callback could then fetch a stranger's file), warning at"
+        " every start",
     )
     video_formats: tuple[str, ...] = setting(
         "RECPIPE_VIDEO_FORMATS", formats(VIDEO_FORMATS), "mp4,m4a", "CSS outputs"
@@ -384,6 +430,11 @@ class Settings:
         "stored callbacks and delivery attempts of finished work older than this are"
         " deleted hourly; 0 keeps everything",
     )
+    media_retention_days: float | None = setting(
+        "RECPIPE_MEDIA_RETENTION_DAYS", Kind(_days_or_off, "number of days > 0, or `off`"), "off",
+        "archived media of recordings and rooms finished longer ago than this is deleted"
+        " hourly (held ones never), each kept as a tombstone; `off` keeps all media",
+    )
     # Notifications
     notify_urls: tuple[str, ...] = setting(
         "RECPIPE_NOTIFY_URLS", Kind(_notify_urls, "http(s) URLs, comma separated", True), "",
@@ -413,6 +464,12 @@ class Settings:
     metrics_port: int = setting(
         "RECPIPE_METRICS_PORT", Kind(_port, "TCP port, 0 to 65535"), "9808",
         "port of a worker's Prometheus endpoint; 0: none",
+    )
+    internal_listen: tuple[str, int] | None = setting(
+        "RECPIPE_INTERNAL_LISTEN", Kind(_listen, "`host:port` (`[v6]:port`), or `off`"),
+        "127.0.0.1:9108",
+        "the webhook's internal listener, which alone serves /readyz and /metrics (the public"
+        " port answers them 404); `off`: none",
     )
     console_secret: str | None = setting(
         "RECPIPE_CONSOLE_SECRET", Kind(_console_secret, "text, at least 32 characters"), "",

@@ -74,12 +74,18 @@ def celery_settings(s: Settings) -> dict[str, Any]:
 
 def periodic_jobs(s: Settings) -> dict[str, dict[str, Any]]:
     """The sweep, every RECPIPE_SWEEP_SECONDS; the retention job, hourly, unless
-    RECPIPE_RETENTION_DAYS is 0."""
+    RECPIPE_RETENTION_DAYS is 0; media retention, hourly, when RECPIPE_MEDIA_RETENTION_DAYS
+    is set."""
     schedule: dict[str, dict[str, Any]] = {
         "sweep": {"task": "recpipe.sweep", "schedule": timedelta(seconds=s.sweep_seconds)},
     }
     if s.retention_days > 0:
         schedule["prune"] = {"task": "recpipe.prune", "schedule": timedelta(hours=1)}
+    if s.media_retention_days is not None:
+        schedule["expire_media"] = {
+            "task": "recpipe.expire_media",
+            "schedule": timedelta(hours=1),
+        }
     return schedule
 
 

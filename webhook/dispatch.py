@@ -10,5 +10,6 @@ from typing import Protocol
 
 class Dispatcher(Protocol):
     def ping(self, timeout: float = 3.0) -> None:
-        """Raise when the broker does not answer within `timeout` seconds."""
+        """Raise `foundation.queues.BrokerUnavailableError` when the broker does not
+        answer within `timeout` seconds."""
         ...

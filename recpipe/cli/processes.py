@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -55,6 +56,12 @@ def serve(
     """Run the webhook on recpipe's HTTP server: whole requests are read under deadlines
     by an event loop, then answered on a thread pool, so slow clients hold no thread."""
     settings = load_settings()
+    from foundation import css_hosts
+
+    try:  # one line now, not a traceback from each server process
+        css_hosts.intake_warnings(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
     # Before anything imports prometheus_client: /metrics adds up every server process.
     from foundation import metrics
 
@@ -62,7 +69,7 @@ def serve(
 
     from foundation import logs
     from recpipe import serving
-    from recpipe.webapp import create_app
+    from recpipe.webapp import create_apps
     from storage.ledger import Ledger, LedgerUnavailableError
 
     logs.configure(settings.log_level, secrets=logs.secrets_of(settings))
@@ -79,11 +86,20 @@ def serve(
         keepalive_seconds=keepalive,
         max_body_bytes=settings.max_body_bytes,
     )
+    # The public port serves the callbacks and /healthz; /readyz and /metrics are on the
+    # internal listener only (RECPIPE_INTERNAL_LISTEN, loopback unless set otherwise).
+    addresses = [(host, port)]
+    if settings.internal_listen is not None:
+        addresses.append(settings.internal_listen)
+
+    def make_apps() -> Sequence[serving.WsgiApp]:
+        public, internal = create_apps(settings)
+        return (public, internal)[: len(addresses)]
+
     try:
         code = serving.serve(
-            lambda: create_app(settings),
-            host,
-            port,
+            make_apps,
+            addresses,
             workers=workers,
             threads=threads,
             limits=limits,

@@ -165,7 +165,8 @@ def event_arrives(
         due = now + timedelta(seconds=settle_seconds)
     if recording.state == RecordingState.COLLECTING:
         return replace(recording, settle_due_at=due)
-    if not new_content:
+    if not new_content or recording.state in RecordingState.TOMBSTONES:
+        # A tombstone's media is gone for good: nothing that arrives later reopens it.
         return recording
     if recording.state == RecordingState.PROCESSING:
         return replace(recording, pending_changes=True)
@@ -245,8 +246,9 @@ def stop(recording: RecordingStatus, now: datetime) -> RecordingStatus:
 
 def may_claim(state: str, *, force: bool = False) -> bool:
     """A collecting recording may start a run; `force` (reprocess) takes a finished one too,
-    but never one whose run is under way."""
-    if state == RecordingState.PROCESSING:
+    but never one whose run is under way, nor a tombstone (its media was deleted on
+    purpose: a reprocess must not bring it back)."""
+    if state == RecordingState.PROCESSING or state in RecordingState.TOMBSTONES:
         return False
     return force or state == RecordingState.COLLECTING
 

@@ -46,6 +46,8 @@ def env(request, tmp_path: Path, pg_url: str) -> dict[str, str]:
         "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=cli-test-key",
         "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
         "RECPIPE_SETTLE_SECONDS": "30",
+        # `recpipe serve` opens its internal listener too: a port of its own, not 9108.
+        "RECPIPE_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
     }
 
 
@@ -441,9 +443,13 @@ def _without_columns() -> dict[str, str]:
 @pytest.mark.parametrize("kind", ["gme", "css"])
 def test_simulate_with_no_webhook_running_is_one_line(env, kind):
     """`recpipe simulate gme|css` when nothing listens at --url: one line naming the URL."""
-    url = f"http://127.0.0.1:{free_port()}"
-    css = {"RECPIPE_CSS_CALLBACK_KEY": "cli-test-css", "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1"}
-    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1")
+    url, files = f"http://127.0.0.1:{free_port()}", free_port()
+    css = {
+        "RECPIPE_CSS_CALLBACK_KEY": "cli-test-css",
+        "RECPIPE_CSS_ALLOWED_HOSTS": f"127.0.0.1:{files}",
+    }
+    serving = ("--port", str(files)) if kind == "css" else ()
+    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1", *serving)
     one_line_failure(result, f"no webhook answers at {url}/callbacks/{kind}")
 
 
@@ -484,6 +490,30 @@ def test_serve_on_a_port_in_use_is_one_line(env):
         port = taken.getsockname()[1]
         result = cli(env, "serve", "--port", str(port))
     one_line_failure(result, f"cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_serve_with_its_internal_port_in_use_is_one_line(env):
+    """RECPIPE_INTERNAL_LISTEN taken by another process: one line naming it, exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        internal = {**env, "RECPIPE_INTERNAL_LISTEN": f"127.0.0.1:{port}"}
+        result = cli(internal, "serve", "--port", str(free_port()))
+    one_line_failure(result, f"cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_serve_refuses_broad_css_hosts_in_one_line(env):
+    """CSS intake with `*.myqcloud.com` (anyone can make a bucket there) does not start."""
+    broad = {
+        **env,
+        "RECPIPE_CSS_CALLBACK_KEY": "cli-test-css",
+        "RECPIPE_CSS_ALLOWED_HOSTS": "*.myqcloud.com",
+    }
+    result = cli(broad, "serve", "--port", str(free_port()))
+    one_line_failure(
+        result, "configuration error: RECPIPE_CSS_ALLOWED_HOSTS: '*.myqcloud.com'", code=2
+    )
 
 
 def test_serve_makes_no_control_socket_outside_the_data_dir(env, tmp_path):

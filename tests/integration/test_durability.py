@@ -340,7 +340,7 @@ def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
     bodies = [rec.callback(ev, seq) for rec in during for seq in range(2) for ev in (1, 2, 3)]
     random.Random(9).shuffle(bodies)
     assert post_all(stack, bodies + bodies[:5], threads=4) == [200] * (len(bodies) + 5)
-    ready = requests.get(f"{stack.url}/readyz", timeout=10)
+    ready = requests.get(f"{stack.internal_url}/readyz", timeout=10)
     assert ready.status_code == 503 and "broker" in ready.json()["reasons"]
     for rec in during:  # stored, though nothing could be handed to the broker
         assert stack.ledger.recording(rec.id).state == "collecting"
@@ -357,7 +357,7 @@ def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
         assert [r.revision for r in stack.ledger.runs_for(rec.id)] == [1]
     wait_for(lambda: len(receiver.requests) >= len(ids), timeout=60, what="notifications")
     assert sorted(parse_body(r)["recording"]["id"] for r in receiver.requests) == sorted(ids)
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
+    assert requests.get(f"{stack.internal_url}/readyz", timeout=10).status_code == 200
 
 
 def test_failing_endpoint_is_retried_until_it_recovers_410_stops_and_failed_can_be_redelivered(

@@ -111,8 +111,8 @@ def hostile() -> Iterator[Hostile]:
     server.close()
 
 
-def policy(**overrides) -> FetchPolicy:
-    return FetchPolicy(allowed_hosts=("127.0.0.1",), attempts=1, **overrides)
+def policy(hostile: Hostile, **overrides) -> FetchPolicy:
+    return FetchPolicy(allowed_hosts=(f"127.0.0.1:{hostile.port}",), attempts=1, **overrides)
 
 
 def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
@@ -121,7 +121,9 @@ def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
     """Bytes keep coming, each well within the read timeout: the download still ends at
     max_seconds, saying why, and stops heart-beating then."""
     beats: list[float] = []
-    fetcher = Fetcher(policy(max_seconds=2.0, timeout=5.0), heartbeat=lambda: beats.append(1))
+    fetcher = Fetcher(
+        policy(hostile, max_seconds=2.0, timeout=5.0), heartbeat=lambda: beats.append(1)
+    )
     fetcher._last_beat = 0.0  # beat on every chunk, to count them
     started = time.monotonic()
     with pytest.raises(FetchError, match=r"still downloading after 2 s .*trickles or never ends"):
@@ -132,7 +134,7 @@ def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
 
 
 def test_a_playlist_that_keeps_growing_is_cut_at_its_size_limit(hostile: Hostile):
-    fetcher = Fetcher(policy(max_playlist_bytes=64 * 1024, max_seconds=30.0))
+    fetcher = Fetcher(policy(hostile, max_playlist_bytes=64 * 1024, max_seconds=30.0))
     started = time.monotonic()
     with pytest.raises(PlaylistError, match="playlist is too large"):
         fetcher.playlist(hostile.url("/endless.m3u8"))
@@ -142,7 +144,7 @@ def test_a_playlist_that_keeps_growing_is_cut_at_its_size_limit(hostile: Hostile
 def test_a_playlist_that_keeps_growing_slowly_is_cut_at_the_time_limit(
     hostile: Hostile, tmp_path: Path
 ):
-    fetcher = Fetcher(policy(max_seconds=1.5))
+    fetcher = Fetcher(policy(hostile, max_seconds=1.5))
     with pytest.raises(FetchError, match=r"still downloading after 1\.5 s"):
         fetcher.download_hls(hostile.url("/endless.m3u8"), tmp_path / "h.ts", what="live")
 
@@ -150,13 +152,17 @@ def test_a_playlist_that_keeps_growing_slowly_is_cut_at_the_time_limit(
 def test_a_server_that_stops_sending_fails_at_the_read_timeout(hostile: Hostile, tmp_path: Path):
     started = time.monotonic()
     with pytest.raises(FetchError, match="download broke off"):
-        Fetcher(policy(timeout=1.0)).download(hostile.url("/silent"), tmp_path / "s", what="s")
+        Fetcher(policy(hostile, timeout=1.0)).download(
+            hostile.url("/silent"), tmp_path / "s", what="s"
+        )
     assert time.monotonic() - started < 5
 
 
 def test_a_redirect_loop_stops_at_the_redirect_limit(hostile: Hostile, tmp_path: Path):
     with pytest.raises(FetchError, match="more than 3 redirects"):
-        Fetcher(policy(max_redirects=3)).download(hostile.url("/loop"), tmp_path / "l", what="l")
+        Fetcher(policy(hostile, max_redirects=3)).download(
+            hostile.url("/loop"), tmp_path / "l", what="l"
+        )
     assert hostile.paths == ["/loop"] * 4
 
 
@@ -171,7 +177,9 @@ def test_a_redirect_to_an_allowed_name_with_a_private_address_is_never_followed(
         resolved.append(host)
         return {"127.0.0.1": ["127.0.0.1"], "internal.example.com": ["10.0.0.5"]}[host]
 
-    fetcher = Fetcher(FetchPolicy(("127.0.0.1", "*.example.com"), attempts=1), resolver=resolver)
+    fetcher = Fetcher(
+        FetchPolicy((f"127.0.0.1:{hostile.port}", "*.example.com"), attempts=1), resolver=resolver
+    )
     with pytest.raises(FetchError, match=r"internal\.example\.com resolves to a non-public"):
         fetcher.download(hostile.url("/private"), tmp_path / "p", what="p")
     assert resolved == ["127.0.0.1", "internal.example.com"]
@@ -181,7 +189,7 @@ def test_a_redirect_to_an_allowed_name_with_a_private_address_is_never_followed(
 def test_a_master_playlist_with_several_variants_fetches_only_the_best(
     hostile: Hostile, tmp_path: Path
 ):
-    fetched = Fetcher(policy()).download_hls(
+    fetched = Fetcher(policy(hostile)).download_hls(
         hostile.url("/variants/master.m3u8"), tmp_path / "v.ts", what="variants"
     )
     expected = b"/variants/high-0.ts" * 10 + b"/variants/high-1.ts" * 10
@@ -235,20 +243,21 @@ def test_https_sends_the_name_as_sni_and_checks_the_certificate_against_it(tls, 
     """The connection goes to the checked address (127.0.0.1), while the TLS handshake
     names `localhost` and the certificate must be for `localhost` and from a trusted CA."""
     ca_file, servers, names = tls
-    trusting = FetchPolicy(("localhost",), attempts=1, ca_bundle=str(ca_file))
-    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     port = servers["localhost"].server_address[1]
+    wrong_port = servers["elsewhere.example"].server_address[1]
+    allowed = (f"localhost:{port}", f"localhost:{wrong_port}")
+    trusting = FetchPolicy(allowed, attempts=1, ca_bundle=str(ca_file))
+    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     url = f"https://localhost:{port}/clip"
     fetched = Fetcher(trusting, resolver=loopback).download(url, tmp_path / "a", what="a")
     assert (tmp_path / "a").read_bytes() == b"over tls" and fetched.bytes == 8
     assert names == ["localhost"]
 
-    wrong_port = servers["elsewhere.example"].server_address[1]
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(trusting, resolver=loopback).download(
             f"https://localhost:{wrong_port}/clip", tmp_path / "b", what="b"
         )
     assert names[-1] == "localhost"  # it said which name it wanted, and refused the answer
-    untrusted = FetchPolicy(("localhost",), attempts=1)
+    untrusted = FetchPolicy(allowed, attempts=1)
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(untrusted, resolver=loopback).download(url, tmp_path / "c", what="c")

@@ -324,7 +324,7 @@ def test_css_bridging_file_when_one_side_is_already_archived(
     server = FileServer(www)
     env = stack_env(
         tmp_path, pg_url, redis_url, s3_endpoint, bucket,
-        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS="127.0.0.1",
+        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS=server.allowed,
         RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SETTLE_SECONDS="3",
         RECPIPE_VIDEO_FORMATS="m4a",
     )  # fmt: skip

@@ -96,7 +96,7 @@ def test_worker_pool_metrics_are_served_on_the_metrics_port(
     assert sample(text, "recpipe_queue_wait_seconds_count", **settle) >= 1
     assert sample(text, "recpipe_notification_attempts_total", outcome="delivered") == 1
 
-    webhook = requests.get(f"{stack.url}/metrics", timeout=10).text
+    webhook = requests.get(f"{stack.internal_url}/metrics", timeout=10).text
     accepted = {"provider": "gme", "outcome": "accepted"}
     assert sample(webhook, "recpipe_callbacks_total", **accepted) == 1
     assert sample(webhook, "recpipe_recordings", state="archived") == 1
@@ -112,6 +112,6 @@ def test_webhook_metrics_add_up_every_server_process(stack: Stack):
         assert stack.post_gme(body, sig) == 200
     accepted = {"provider": "gme", "outcome": "accepted"}
     for _ in range(8):
-        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+        text = requests.get(f"{stack.internal_url}/metrics", timeout=10).text
         assert sample(text, "recpipe_callbacks_total", **accepted) == posts
         assert sample(text, "recpipe_recordings", state="collecting") == 1

@@ -21,7 +21,7 @@ from sqlalchemy.event import listen, remove
 from foundation import logs
 from foundation import metrics as shared
 from foundation.config import Settings
-from recpipe.webapp import create_app
+from recpipe.webapp import create_app, create_internal_app
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import LocalStore
@@ -90,7 +90,8 @@ def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
     as unauthorized, and the new recording shows in recpipe_recordings{state=collecting}."""
     settings, ledger = env
     client = create_app(settings, ledger=ledger).test_client()
-    before = client.get("/metrics").get_data(as_text=True)
+    internal = create_internal_app(settings, ledger=ledger).test_client()
+    before = internal.get("/metrics").get_data(as_text=True)
     assert sample(before, "recpipe_recordings", state="collecting") == 0
     assert sample(before, "recpipe_ledger_up") == 1
 
@@ -101,7 +102,7 @@ def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
     refused = client.post("/callbacks/gme", data=body, headers={**headers, "Signature": "AAAA"})
     assert refused.status_code == 401
 
-    after = client.get("/metrics").get_data(as_text=True)
+    after = internal.get("/metrics").get_data(as_text=True)
     for outcome in ("accepted", "unauthorized"):
         labels = {"provider": "gme", "outcome": outcome}
         assert sample(after, "recpipe_callbacks_total", **labels) == (
@@ -120,7 +121,7 @@ def test_metrics_still_answer_when_the_ledger_is_down(tmp_path: Path):
             "RECPIPE_DATABASE_URL": f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none",
         }
     )
-    app = create_app(settings)
+    app = create_internal_app(settings)
     response = app.test_client().get("/metrics")
     app.extensions["recpipe"]["ledger"].dispose()
     assert response.status_code == 200
@@ -262,7 +263,7 @@ def readyz(tmp_path: Path, database_url: str, broker_url: str):
             "RECPIPE_BROKER_URL": broker_url,
         }
     )
-    app = create_app(settings)
+    app = create_internal_app(settings)
     try:
         return app.test_client().get("/readyz")
     finally:

@@ -58,7 +58,7 @@ def stored(stack: Stack) -> int:
 
 
 def metrics(stack: Stack) -> str:
-    return requests.get(f"{stack.url}/metrics", timeout=10).text
+    return requests.get(f"{stack.internal_url}/metrics", timeout=10).text
 
 
 @pytest.fixture(params=["embedded", "postgresql+redis"])
@@ -173,7 +173,7 @@ def test_callbacks_are_answered_and_stored_while_slow_connections_are_held(stack
     print(f"\n{len(latencies)} callbacks under attack: p50 {statistics.median(latencies):.3f} s, "
           f"p99 {p99:.3f} s, max {max(latencies):.3f} s")  # fmt: skip
     assert p99 < 2.0, latencies
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
+    assert requests.get(f"{stack.internal_url}/readyz", timeout=10).status_code == 200
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -237,6 +237,46 @@ def test_hostile_heads_are_refused_and_nothing_is_stored(
     answer = raw(refusing.port, request_bytes)
     assert status_of(answer) == status, (case, answer[:200])
     assert stored(refusing) == 0
+    assert requests.get(f"{refusing.url}/healthz", timeout=10).status_code == 200
+
+
+SMUGGLED_SCRAPE = b"0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: CHUNKED\r\n",
+        b"Transfer-Encoding:\tchunked\r\n",
+        b"Transfer-Encoding:\r\n chunked\r\n",
+    ],
+    ids=["plain", "upper-case", "tab-padded", "obs-folded"],
+)
+def test_content_length_beside_transfer_encoding_gets_one_400_and_the_connection_ends(
+    refusing: Stack, framing: bytes
+):
+    """A body of `0\\r\\n\\r\\nGET /metrics ...` under both lengths: one answer, 400,
+    then the server closes; nothing is stored and the hidden request is never answered."""
+    data = (
+        b"POST /callbacks/gme HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n" % len(SMUGGLED_SCRAPE)
+        + framing
+        + b"\r\n"
+        + SMUGGLED_SCRAPE
+    )
+    answer = raw(refusing.port, data)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert status_of(answer) == 400
+    assert b"connection: close" in answer.lower()
+    assert stored(refusing) == 0
+
+
+def test_the_public_port_serves_callbacks_and_healthz_only(refusing: Stack):
+    """/readyz and /metrics are 404 on the public port and answered on the internal one."""
+    for path in ("/readyz", "/metrics"):
+        assert requests.get(f"{refusing.url}{path}", timeout=10).status_code == 404, path
+        assert requests.get(f"{refusing.internal_url}{path}", timeout=10).status_code == 200
     assert requests.get(f"{refusing.url}/healthz", timeout=10).status_code == 200
 
 

@@ -55,3 +55,26 @@ def test_time_and_loudness_settings_default_to_the_contract():
     assert str(s.gme_time_zone) == "UTC+08:00"
     off = Settings.from_env({"RECPIPE_LOUDNESS_LUFS": "off", "RECPIPE_GME_GAPS": "join"})
     assert off.loudness_lufs is None and off.gme_gaps == "join"
+
+
+def test_the_internal_listener_is_on_loopback_by_default():
+    """/readyz and /metrics are never on a public address unless asked for."""
+    assert Settings.from_env({}).internal_listen == ("127.0.0.1", 9108)
+
+
+@pytest.mark.parametrize(
+    ("value", "listen"),
+    [
+        ("0.0.0.0:9200", ("0.0.0.0", 9200)),  # noqa: S104 - parsed, not bound
+        ("[::1]:9108", ("::1", 9108)),
+        ("off", None),
+    ],
+)
+def test_the_internal_listener_is_read_as_host_and_port(value, listen):
+    assert Settings.from_env({"RECPIPE_INTERNAL_LISTEN": value}).internal_listen == listen
+
+
+@pytest.mark.parametrize("value", ["9108", "127.0.0.1", "127.0.0.1:0", "host:99999", ":9108"])
+def test_a_bad_internal_listener_names_the_variable(value):
+    with pytest.raises(ConfigError, match="RECPIPE_INTERNAL_LISTEN"):
+        Settings.from_env({"RECPIPE_INTERNAL_LISTEN": value})

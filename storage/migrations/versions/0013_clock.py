@@ -6,7 +6,7 @@ initial schema made; no settle task is timed by the webhook any more, so there i
 pending task's wake to record.
 
 Revision ID: 0013_clock
-Revises: 0012_wake
+Revises: 0016_retention
 Create Date: 2026-12-07 04:00:00.000000
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 
 
 revision = '0013_clock'
-down_revision = '0012_wake'
+down_revision = '0016_retention'
 branch_labels = None
 depends_on = None
 
