@@ -145,8 +145,9 @@ def configure(
     json: bool | None = None,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
-) -> None:
-    """Every line to `stream` (stderr) as JSON, or as readable lines on a terminal.
+) -> bool:
+    """Every line to `stream` (stderr) as JSON, or as readable lines on a terminal; True
+    when JSON.
 
     recpipe's own lines are rendered by structlog and written straight to the handler: on
     the webhook's hot path, a stdlib LogRecord, its caller lookup and the formatter cost
@@ -194,3 +195,4 @@ def configure(
     _OUTPUT.handler = handler
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu", "amqp", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return as_json

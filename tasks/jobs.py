@@ -19,12 +19,11 @@ from celery.signals import worker_process_init
 from foundation import queues
 from foundation.queues import MEDIA
 from storage.domain import NotificationState, RunHolder, RunState, RunView, retention
-from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
 from storage.ledger import LedgerUnavailableError, utcnow
 from tasks import context, expiry, metrics, processing, reprocessing, retrying, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
-from tasks.rooms import settle as rooms
+from tasks.rooms.members import member_finished
 from tasks.services import Services, bind_recording
 
 log = structlog.get_logger("recpipe.tasks")
@@ -55,29 +54,26 @@ def start_chain(run_id: str) -> None:
     context.ledger().mark_run_dispatched(run_id, utcnow())
 
 
-@app.task(name="recpipe.settle", acks_late=True, ignore_result=True)
+@app.task(name=sweeping.SETTLE_TASK, acks_late=True, ignore_result=True)
 def settle(recording_id: str) -> str:
+    """One look at a recording, handed out by beat's clock when its settle time came (or
+    by an operator): finalize it and start its chain, fail it, or write when it is due
+    again. It never schedules another look itself."""
     outcome = settling.settle(services(), recording_id)
     if outcome.action == "finalize" and outcome.run_id:
         start_chain(outcome.run_id)
     elif outcome.action == "fail" and outcome.run_id:
         notify_run.delay(outcome.run_id)
-    elif outcome.action == "wait" and outcome.recheck_at and outcome.looks_again:
-        # Short waits are scheduled here (recorded as the recording's wake); long ones are
-        # left to the beat sweep.
-        delay = (outcome.recheck_at - utcnow()).total_seconds() + SETTLE_MARGIN_SECONDS
-        settle.apply_async((recording_id,), countdown=max(0.5, delay))
     return outcome.action
 
 
 @app.task(name="recpipe.stop_gme_task", acks_late=True, ignore_result=True)
 def stop_gme_task(task_id: str) -> list[str]:
     """An operator stops a GME task (`recpipe stop`, the console's
-    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are settled now and
-    finalized as soon as every started segment is uploaded, without the quiet window."""
+    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are due now (beat's
+    clock looks within a second) and finalized as soon as every started segment is
+    uploaded, without the quiet window."""
     stopped = context.ledger().stop_gme_task(str(task_id), now=utcnow())
-    for recording_id in stopped:
-        settle.delay(recording_id)
     log.info("gme_task.stopped", task_id=str(task_id), recordings=stopped)
     return stopped
 
@@ -169,11 +165,8 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
     created = outbox.enqueue(svc.ledger, run, svc.settings.notify_urls, utcnow())
     for notification_id in created:
         deliver_notification.delay(notification_id)
-    # A user's recording that ended may complete (or change) its room.
-    if room_id := rooms.member_finished(svc, run):
-        settle.apply_async(
-            (room_id,), countdown=svc.settings.settle_seconds + SETTLE_MARGIN_SECONDS
-        )
+    # A user's recording that ended may complete (or change) its room: its settle time moves.
+    member_finished(svc, run)
     return len(created)
 
 
@@ -252,14 +245,12 @@ def _bind_notification(body: str, notification_id: int, run_id: str) -> None:
 def sweep() -> dict[str, int]:
     report = sweeping.sweep(
         services(),
-        settle_later=lambda rid: settle.delay(rid),
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
         media_queue_idle=lambda: queues.known_depths(services().settings, [MEDIA])[MEDIA] == 0,
     )
     counts = {
-        "settled": len(report.settled),
         "redispatched_runs": len(report.redispatched_runs),
         "failed_runs": len(report.failed_runs),
         "redelivered": len(report.redelivered),

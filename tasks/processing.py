@@ -22,7 +22,6 @@ from storage.objectstore import StoreUnavailableError
 from tasks import metrics, retrying
 from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
-from tasks.gme.settle import missing_seq_nos
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import Finishing, finish_track
 from tasks.media.ffmpeg import output_name
@@ -31,6 +30,7 @@ from tasks.media.tools import MediaError
 from tasks.retrying import describe_fault
 from tasks.rooms.mix import MIX_SAMPLE_RATE, fetch_tracks, mix_graph
 from tasks.services import Services, bind_recording
+from tasks.settling.gme import missing_seq_nos
 
 log = structlog.get_logger("recpipe.tasks")
 

@@ -38,7 +38,7 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
         log.warning(
             "css.broad_allowed_hosts", problem=line, accepted_by="RECPIPE_CSS_ALLOW_BROAD_HOSTS"
         )
-    intake = Intake(settings, ledger, dispatcher)
+    intake = Intake(settings, ledger)
 
     app = _flask_app("recpipe", settings, ledger, dispatcher)
 

@@ -12,15 +12,6 @@ class IntakeResult:
     callback_id: int
     recording_id: str
     duplicate: bool
-    # When a settle task handed out now should look; None: hand out none. One is handed
-    # out when this callback began a collecting period (a new recording, or one reopened
-    # after its archive), or made the recording due before its pending settle task looks.
-    # Other events only move the settle time, which the pending task follows when it looks.
-    settle_wake_at: datetime | None = None
-
-    @property
-    def dispatches_settle(self) -> bool:
-        return self.settle_wake_at is not None
 
 
 @dataclass(frozen=True)

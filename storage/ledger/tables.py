@@ -52,14 +52,13 @@ class Recording(Base):
     error: Mapped[str | None] = mapped_column(Text)
     current_run_id: Mapped[str | None] = mapped_column(String(36))
     stopped_at: Mapped[datetime | None]
-    # When the earliest pending settle task of the recording looks (None: none recorded).
-    settle_wake_at: Mapped[datetime | None]
     # When it became a tombstone (state expired or forgotten), and when its archived
     # objects were all deleted (None while that is still to do: a pass resumes it).
     tombstoned_at: Mapped[datetime | None]
     media_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
+        # Beat's clock: the collecting recordings whose settle time has come.
         Index("ix_recordings_state_due", "state", "settle_due_at"),
         Index("ix_recordings_room", "biz_id", "room_id", "task_id"),
     )

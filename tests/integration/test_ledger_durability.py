@@ -91,7 +91,6 @@ def test_sweep_sends_the_notify_task_of_a_finished_run_whose_task_was_lost(
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid: None,
             notify=notified.append,
             redeliver=lambda nid: None,
@@ -147,7 +146,6 @@ def test_run_lost_between_claim_and_dispatch_is_redispatched_then_failed_with_a_
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=dispatched.append,
             notify=notified.append,
             redeliver=lambda nid: None,

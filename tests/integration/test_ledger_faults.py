@@ -91,7 +91,6 @@ def test_a_run_retried_twice_that_then_lost_its_worker_is_taken_over_not_failed(
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=dispatched.append,
             notify=lambda rid: None,
             redeliver=lambda nid: None,
@@ -148,7 +147,6 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     def sweep():
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=send,
             notify=notified.append,
             redeliver=lambda nid: None,
@@ -185,7 +183,7 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     now += later
     # Nothing is sent to the queue any more; the notify above (a list here) made no
     # notifications, so the sweep notifies again, as it does when a notify task was lost.
-    assert sweep() == sweeping.SweepReport([], [], [], [], [run_id])
+    assert sweep() == sweeping.SweepReport([], [], [], [run_id])
 
 
 def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_failed(
@@ -203,7 +201,6 @@ def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_
         now += timedelta(seconds=settings.stuck_after_seconds + 1)
         report = sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid, at=now: ledger.mark_run_dispatched(rid, at),
             notify=lambda rid: None,
             redeliver=lambda nid: None,
@@ -275,7 +272,6 @@ def test_the_sweep_hands_out_again_in_seconds_an_outcome_or_a_delivery_whose_tas
     def sweep(seconds: float) -> None:
         sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid: None,
             notify=notified.append,
             redeliver=redelivered.append,

@@ -109,7 +109,7 @@ def history(ledger: Ledger) -> dict[str, str]:
             text("SELECT min(id) FROM callbacks WHERE recording_id = :r"),
             {"r": ids["undispatched"]},
         ).scalar()
-    ledger.mark_callbacks_undispatched([first])
+        conn.execute(text("UPDATE callbacks SET dispatched_at = NULL WHERE id = :i"), {"i": first})
     notification(ledger, ids["archived_old"], "https://a.example/d", "delivered", OLD)
     notification(ledger, ids["archived_old"], "https://a.example/p", "pending", OLD)
     notification(ledger, ids["archived_old"], "https://a.example/f", "failed", OLD)

@@ -70,7 +70,8 @@ def test_a_file_is_stored_once_however_often_the_vendor_retries(app_env):
     with ledger.session() as s:
         assert s.scalar(select(Callback.duplicates)) == 2
         assert s.scalar(select(Callback.dispatched_at)) is not None
-    assert len(list((settings.broker_dir / "queue").iterdir())) == 1, "one settle task"
+    queue = settings.broker_dir / "queue"
+    assert not queue.exists() or not any(queue.iterdir()), "nothing sent: the clock settles"
     [rid] = ledger.find_recordings("f1")
     recording = ledger.recording(rid)
     assert rid.startswith("css-room_42-1700000000-")

@@ -8,10 +8,9 @@ one-statement PostgreSQL path and the step-by-step one on SQLite and PostgreSQL
 Step number `i` happens `i` seconds after `T0` (or at `times[i]`); `due` is the expected
 settle time in seconds after `T0` (None: no settle time): `SETTLE_SECONDS` after the last
 event, or `COMPLETE_SECONDS` once every segment has its three events and no SeqNo is
-missing, or at once when stopped. A GME step repeated exactly is a vendor retry.
-`dispatches` are the steps that hand out a settle task (a collecting period begins, or the
-recording becomes due before the pending task's recorded wake); `wake`, when given, is the
-recorded wake at the end (None: none).
+missing, or at once when stopped, or what a settle look that waits wrote. A GME step
+repeated exactly is a vendor retry. Beat's clock hands a recording to a settle look once
+its settle time has come; nothing else decides when it is looked at.
 """
 
 from __future__ import annotations
@@ -58,15 +57,16 @@ class Stop:
 
 @dataclass(frozen=True)
 class Look:
-    """The pending settle task looks and waits: it sleeps until `until` (seconds after
-    `T0`), the recording's settle time or the end of its wait for missing segments."""
+    """A settle look waits: it writes `until` (seconds after `T0`, the recording's settle
+    time or the end of its wait for missing segments) as the settle time. `stale`: it
+    read the recording before the step just before it (an event that moved the settle
+    time meanwhile), so it writes nothing."""
 
     until: float
+    stale: bool = False
 
 
 Step = Gme | Claim | RunEnds | Stop | Look
-
-UNCHECKED = -1.0
 
 
 def whole(seq_no: int, name: str = "a") -> tuple[Gme, Gme, Gme]:
@@ -81,11 +81,9 @@ class Case:
     state: str
     due: int | None
     segments: dict[int, tuple[str, str]]  # seq_no: (state, name)
-    dispatches: tuple[int, ...] = (0,)  # the steps that hand out a settle task
     pending: bool = False
     error: str | None = None
     times: tuple[float, ...] = ()  # when each step happens (default: step i at i)
-    wake: float | None = UNCHECKED  # the recorded wake at the end, seconds after T0
 
     def when(self, number: int) -> datetime:
         return at(self.times[number] if self.times else number)
@@ -93,10 +91,6 @@ class Case:
 
 def at(step: float) -> datetime:
     return T0 + timedelta(seconds=step)
-
-
-def wake_at(case: Case) -> datetime | None:
-    return None if case.wake is None else at(case.wake)
 
 
 def due_at(case: Case) -> datetime | None:
@@ -110,7 +104,6 @@ CASES = (
         COLLECTING,
         due=0 + SETTLE_SECONDS,
         segments={0: ("started", "a")},
-        wake=COMPLETE_SECONDS,  # its settle task first looks after the short window
     ),
     Case(
         "every event moves the settle time while collecting",
@@ -146,7 +139,6 @@ CASES = (
         COLLECTING,
         due=5 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        wake=COMPLETE_SECONDS,  # the events come before the first look: no other task
     ),
     Case(
         "in any order",
@@ -210,39 +202,30 @@ CASES = (
         COLLECTING,
         due=3,
         segments={0: ("uploaded", "a")},
-        dispatches=(0, 2, 3),  # each is due at once, after the stop's task looked
-        wake=3,
     ),
     Case(
-        "an incomplete recording's settle task sleeps until its settle time; events due "
-        "later hand out nothing",
+        "a look that waits writes the settle time; the next event's replaces it",
         (Gme(1, 0), Look(until=0 + SETTLE_SECONDS), Gme(2, 0), Gme(1, 1)),
         COLLECTING,
         due=20 + SETTLE_SECONDS,
         segments={0: ("completed", "a"), 1: ("started", "a")},
         times=(0, COMPLETE_SECONDS + 0.2, 15, 20),
-        wake=0 + SETTLE_SECONDS,
     ),
     Case(
-        "the completing upload hands out a settle task for the short window",
+        "the completing upload makes it due after the short window, whatever looks wrote",
         (Gme(1, 0), Gme(2, 0), Look(until=31), Look(until=301), Gme(3, 0)),
         COLLECTING,
         due=60 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "a")},
         times=(0, 1, COMPLETE_SECONDS + 0.2, 31.2, 60),
-        dispatches=(0, 4),
-        wake=60 + COMPLETE_SECONDS,
     ),
     Case(
-        "a task that would look later than another's recorded wake ends and keeps it",
-        (Gme(1, 0), Look(until=300), Gme(3, 0), Look(until=20 + SETTLE_SECONDS)),
+        "a look that read the recording before an event leaves that event's settle time",
+        (Gme(1, 0), Look(until=300), Gme(2, 0), Look(until=600, stale=True)),
         COLLECTING,
         due=20 + SETTLE_SECONDS,
-        segments={0: ("uploaded", "a")},
-        # The upload's task looks at 30: the one that would look at 50 ends.
-        times=(0, COMPLETE_SECONDS + 0.2, 20, 21),
-        dispatches=(0, 2),
-        wake=20 + COMPLETE_SECONDS,
+        segments={0: ("completed", "a")},
+        times=(0, SETTLE_SECONDS, 20, 21),
     ),
     Case(
         "a stop leaves a processing recording alone",
@@ -257,7 +240,6 @@ CASES = (
         COLLECTING,
         due=6 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("started", "a")},
-        dispatches=(0, 6),
     ),
     Case(
         "a claim stops the settle time",
@@ -326,7 +308,6 @@ CASES = (
         COLLECTING,
         due=4 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a"), 2: ("started", "a")},
-        dispatches=(0, 3),
     ),
     Case(
         "a late upload reopens a failed recording and clears its error",
@@ -334,7 +315,6 @@ CASES = (
         COLLECTING,
         due=3 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        dispatches=(0, 3),
     ),
     Case(
         "a late completion, restart or re-upload of a known segment does not reopen",
@@ -357,7 +337,6 @@ CASES = (
         COLLECTING,
         due=5 + SETTLE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("started", "a")},
-        dispatches=(0, 5),
     ),
     Case(
         "and, its segment whole, settles in the short window again",
@@ -365,8 +344,6 @@ CASES = (
         COLLECTING,
         due=7 + COMPLETE_SECONDS,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        dispatches=(0, 5),
-        wake=5 + COMPLETE_SECONDS,
     ),
     Case(
         "a second revision: claim, archive, reopen, claim, archive",
@@ -381,6 +358,5 @@ CASES = (
         ARCHIVED,
         due=None,
         segments={0: ("uploaded", "a"), 1: ("uploaded", "a")},
-        dispatches=(0, 3),
     ),
 )

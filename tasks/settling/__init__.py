@@ -1,42 +1,36 @@
-"""Settling: finalize a recording once it has been quiet long enough and is complete (or
-waited out), after looking in the source for segments whose upload callback was lost."""
+"""Settling: a collecting recording that beat's clock found due is looked at, and
+finalized (claimed for a run) once its rule says so, failed, or left to wait.
+
+One rule per source, each a pure function answering with one `Decision`:
+`tasks.settling.gme.decide_gme`, `tasks.settling.css.decide_css` and
+`tasks.settling.rooms.decide_room`. A GME recording missing segments is first looked up in
+the source for those whose upload callback was lost."""
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
-from foundation.config import Settings
 from storage.domain import RecordingState
+from storage.domain.lifecycle import Decision
 from storage.domain.rooms import ROOM_SOURCE
 from storage.ledger import RecordingView, utcnow
-from tasks.css.settle import decide_css
-from tasks.gme.settle import Decision, decide, recovered_segments
-from tasks.rooms.settle import settle_room
 from tasks.services import Services, bind_recording
+from tasks.settling.css import decide_css
+from tasks.settling.gme import decide_gme, recovered_segments
+from tasks.settling.rooms import decide_room
 
 log = structlog.get_logger("recpipe.tasks")
-
-# A waiting settle task schedules its next look itself when that is at most this far off;
-# a longer wait is left to beat's sweep (it settles from the settle time in the ledger).
-LONGEST_COUNTDOWN = timedelta(hours=6)
-
-
-def _schedules_itself(recheck_at: datetime, now: datetime) -> bool:
-    return recheck_at - now <= LONGEST_COUNTDOWN
 
 
 @dataclass(frozen=True)
 class SettleOutcome:
     action: str  # "skip", "wait", "finalize" or "fail"
     run_id: str | None = None
-    recheck_at: datetime | None = None
-    # A waiting task looks again at `recheck_at` (else another pending settle task looks no
-    # later, or beat's sweep will).
-    looks_again: bool = False
+    recheck_at: datetime | None = None  # wait: the settle time written
 
 
 def reconcile(services: Services, recording: RecordingView, now: datetime) -> int:
@@ -61,53 +55,61 @@ def reconcile(services: Services, recording: RecordingView, now: datetime) -> in
 
 
 def settle(services: Services, recording_id: str, now: datetime | None = None) -> SettleOutcome:
-    """Finalize a recording if it has been quiet long enough and is complete (or waited out)."""
+    """Look at a recording once: finalize it if its rule says it is complete (or waited
+    out), fail it, or write when it is due again (unless an event moved that meanwhile)."""
     now = now or utcnow()
-    cfg = services.settings
-    recording = services.ledger.recording(recording_id)
+    ledger = services.ledger
+    recording = ledger.recording(recording_id)
     if recording is None or recording.state != RecordingState.COLLECTING:
         return SettleOutcome("skip")
-    if recording.source == ROOM_SOURCE:
-        action, run_id, recheck_at = settle_room(services, recording_id, now)
-        soon = recheck_at is not None and _schedules_itself(recheck_at, now)
-        return SettleOutcome(action, run_id, recheck_at, looks_again=soon)
     bind_recording(recording)
-    decision = _decide(recording, now, cfg)
+    decision = decide(services, recording, now)
     quiet = decision.action != "wait" or decision.look_in_source
     if quiet and reconcile(services, recording, now):
-        recording = services.ledger.recording(recording_id) or recording
-        decision = _decide(recording, now, cfg)
+        recording = ledger.recording(recording_id) or recording
+        decision = decide(services, recording, now)
     if decision.action == "wait":
         recheck_at = decision.recheck_at or now
-        # The look is recorded as the recording's wake: an event that makes it due sooner
-        # hands out a settle task of its own. When another pending task is recorded to look
-        # no later, this one ends (a task per event would otherwise go on waking).
-        wake_at = recheck_at if _schedules_itself(recheck_at, now) else None
-        again = services.ledger.postpone(recording_id, recheck_at, wake_at=wake_at, now=now)
-        return SettleOutcome("wait", recheck_at=recheck_at, looks_again=again)
-    run_id = services.ledger.claim(
-        recording_id, now=now, expected_last_event_at=recording.last_event_at
-    )
+        ledger.postpone(recording_id, recheck_at, seen_due=recording.settle_due_at)
+        return SettleOutcome("wait", recheck_at=recheck_at)
+    if decision.action == "unchanged":
+        ledger.settle_unchanged(recording_id, now)
+        log.info("room.unchanged", room_id=recording_id, revision=recording.revision)
+        return SettleOutcome("skip")
+    run_id = ledger.claim(recording_id, now=now, expected_last_event_at=recording.last_event_at)
     if run_id is None:
         return SettleOutcome("skip")
     if decision.action == "fail":
-        services.ledger.fail_run(run_id, now=now, error=decision.reason)
+        ledger.fail_run(run_id, now=now, error=decision.reason)
         log.warning("recording.failed", recording_id=recording_id, error=decision.reason)
         return SettleOutcome("fail", run_id)
-    log.info(
-        "recording.finalizing",
-        recording_id=recording_id,
-        run_id=run_id,
-        segments=len(decision.included),
-        missing=list(decision.missing),
-    )
+    if recording.source == ROOM_SOURCE:
+        log.info("room.mixing", room_id=recording_id, run_id=run_id, users=len(decision.members))
+    else:
+        log.info(
+            "recording.settled",
+            recording_id=recording_id,
+            run_id=run_id,
+            segments=len(decision.included),
+            missing=list(decision.missing),
+        )
     return SettleOutcome("finalize", run_id)
 
 
-def _decide(recording: RecordingView, now: datetime, cfg: Settings) -> Decision:
+def decide(services: Services, recording: RecordingView, now: datetime) -> Decision:
+    """The recording's rule, by its source."""
+    cfg = services.settings
+    if recording.source == ROOM_SOURCE:
+        return decide_room(
+            services.ledger.room_members(recording.id),
+            last_change_at=recording.last_event_at,
+            now=now,
+            settle_seconds=cfg.settle_seconds,
+            last_mixed=services.ledger.last_mixed(recording.id),
+        )
     if recording.source == "css":
         return decide_css(recording, now, settle_seconds=cfg.settle_seconds)
-    return decide(
+    return decide_gme(
         recording,
         now,
         settle_seconds=cfg.settle_seconds,

@@ -1,7 +1,8 @@
-"""Is a GME recording complete? GME never says so: decide from quiet time and segment
-bookkeeping.
+"""The GME settle rule: is the recording complete? GME never says so: decide from quiet
+time and segment bookkeeping, and find in the source the segments whose upload callback
+was lost.
 
-Pure: a snapshot of the recording and the clock in, a decision out.
+Pure: a snapshot of the recording and the clock in, a `Decision` out.
 """
 
 from __future__ import annotations
@@ -9,22 +10,10 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from storage.domain import RecordingView, SegmentState, SegmentView, lifecycle
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # "wait", "finalize" or "fail"
-    recheck_at: datetime | None = None
-    included: tuple[int, ...] = ()
-    missing: tuple[int, ...] = ()
-    reason: str = ""
-    # Waiting for missing segments: look in the source for them on the first look after
-    # the quiet time (and again when the wait is over), not on every look.
-    look_in_source: bool = False
+from storage.domain.lifecycle import Decision
 
 
 def missing_seq_nos(segments: Sequence[SegmentView]) -> tuple[int, ...]:
@@ -41,7 +30,7 @@ def is_complete(recording: RecordingView) -> bool:
     return lifecycle.is_complete((s.seq_no, s.events) for s in recording.segments)
 
 
-def decide(
+def decide_gme(
     recording: RecordingView,
     now: datetime,
     *,
@@ -53,11 +42,10 @@ def decide(
     otherwise, not at all once stopped; then finalize when nothing is missing, or once
     `max_wait_seconds` have passed.
 
-    A waiting settle task sleeps until `recheck_at`, complete or not: an event that makes
-    the recording due sooner (its last upload: the short window; any event once stopped:
-    at once) hands out a settle task of its own (`lifecycle.wakes_too_late`), so a
-    recording is finalized on time whenever its last event comes, without looking again
-    in between.
+    A wait is until `recheck_at`, complete or not: an event that makes the recording due
+    sooner (its last upload: the short window; any event once stopped: at once) writes
+    its own settle time, which beat's clock reads, so a recording is finalized on time
+    whenever its last event comes, without looking again in between.
     """
     complete = is_complete(recording)
     stopped = recording.stopped_at is not None

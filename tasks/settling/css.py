@@ -1,12 +1,11 @@
-"""Is a CSS recording complete? Pure, like the GME rules (`tasks.gme.settle`), whose
-`Decision` it answers with."""
+"""The CSS settle rule. Pure, like the GME one (`tasks.settling.gme`)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from storage.domain import RecordingView
-from tasks.gme.settle import Decision
+from storage.domain.lifecycle import Decision
 
 
 def decide_css(recording: RecordingView, now: datetime, *, settle_seconds: float) -> Decision:
