@@ -4,7 +4,6 @@ step timed in the ledger and in metrics."""
 from __future__ import annotations
 
 import errno
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from foundation import jsonsafe
 from storage.domain import RecordingState, SegmentState
 from storage.domain.rooms import ROOM_SOURCE, sources_key
 from storage.ledger import Ledger, LedgerUnavailableError, RunView, utcnow
@@ -227,7 +227,7 @@ def _gme_media(
 
 
 def json_bytes(value: object) -> bytes:
-    return json.dumps(value, indent=2, ensure_ascii=False).encode()
+    return jsonsafe.dumps(value, indent=2, ensure_ascii=False).encode()
 
 
 def _room_media(

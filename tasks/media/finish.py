@@ -40,16 +40,25 @@ class Loudness:
     range_lu: float
     threshold_lufs: float
 
-    def as_json(self) -> dict[str, float]:
-        return {
-            "integrated_lufs": round(self.integrated_lufs, 2),
-            "true_peak_dbtp": round(self.true_peak_dbtp, 2),
-            "range_lu": round(self.range_lu, 2),
+    def as_json(self) -> dict[str, object]:
+        """A level that does not exist (the loudness of silence, the peak of digital
+        silence) is null, and `silent` says why."""
+        levels: dict[str, object] = {
+            "integrated_lufs": _level(self.integrated_lufs) if self.audible else None,
+            "true_peak_dbtp": _level(self.true_peak_dbtp),
+            "range_lu": _level(self.range_lu) if self.audible else None,
         }
+        if not self.audible:
+            levels["silent"] = True
+        return levels
 
     @property
     def audible(self) -> bool:
         return math.isfinite(self.integrated_lufs) and self.integrated_lufs > QUIETEST_LUFS
+
+
+def _level(value: float) -> float | None:
+    return round(value, 2) if math.isfinite(value) else None
 
 
 class FinishError(Exception):

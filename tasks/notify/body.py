@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+from foundation import jsonsafe
 from storage.domain import RunState, RunView
 from storage.domain.rooms import ROOM_SOURCE
 
@@ -84,4 +84,4 @@ def notification_body(run: RunView) -> dict[str, Any]:
 
 
 def encode(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return jsonsafe.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
