@@ -1,4 +1,4 @@
-# The README's commands. `make help` lists them.
+# The commands of README.md and docs/. `make help` lists them.
 VENV ?= .venv
 BIN := $(VENV)/bin
 # `make run` and `make simulate` share a local demo key unless RECPIPE_GME_SECRET_KEYS is
@@ -9,7 +9,7 @@ DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpip
 	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
 	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
 
-.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak
+.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ lint: setup ## ruff, mypy and the import contracts (lint-imports: which room may
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+docs: setup ## regenerate docs/configuration.md from the settings' definitions (foundation/config.py)
+	$(BIN)/recpipe config --markdown > docs/configuration.md
+
 console: setup ## the operator console and HTTP API on 127.0.0.1:8081 (first: recpipe users add)
 	$(BIN)/recpipe console
 
@@ -49,12 +52,12 @@ integration: setup services ## only the integration tests
 
 # `make bench BENCH_ARGS=--quick` for a short run; figures and profiles go to bench/out.
 BENCH_ARGS ?=
-bench: setup services ## all benchmarks with their baselines (README "Benchmarks"); BENCH_ARGS=--quick
+bench: setup services ## gme_chain, webhook_load, burst and room_mix against their baselines (docs/testing.md); BENCH_ARGS=--quick
 	$(BIN)/python bench/gme_chain.py $(BENCH_ARGS)
 	$(BIN)/python bench/webhook_load.py $(BENCH_ARGS)
 	$(BIN)/python bench/burst.py $(BENCH_ARGS)
 	$(BIN)/python bench/room_mix.py $(BENCH_ARGS)
 
 SOAK_ARGS ?=
-soak: setup services ## 20 minutes of steady load: memory, fds, ledger and queues (README "Benchmarks"); SOAK_ARGS=--quick
+soak: setup services ## 20 minutes of steady load: memory, fds, ledger and queues (docs/testing.md); SOAK_ARGS=--quick
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)

@@ -1,4 +1,10 @@
-"""One typed settings object, read from the environment once and passed down."""
+"""One typed settings object, read from the environment once and passed down.
+
+Each setting is written once, as a field of `Settings`: its variable, the kind of value it
+takes (type and bounds), its default as it would be written in the environment, and one
+line of doc. `Settings.from_env` reads them, `recpipe config` prints the ones in effect,
+and docs/configuration.md is generated from them (`make docs`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,16 @@ import base64
 import os
 import re
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 AUDIO_FORMATS = ("m4a", "mp3", "opus", "wav", "flac")
 VIDEO_FORMATS = ("mp4", "m4a")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(Exception):
@@ -21,59 +29,415 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Kind:
+    """How a setting's text becomes its value, and what the reference says it takes.
+
+    An empty value means the default, except for a list (`blank_is_value`), where it is
+    the empty list."""
+
+    parse: Callable[[str, str], Any]  # (text, variable) -> value, or ConfigError
+    takes: str
+    blank_is_value: bool = False
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    kind: Kind
+    default: str  # as written in the environment; {data_dir} is RECPIPE_DATA_DIR's value
+    doc: str
+    secret: bool = False
+    attr: str = ""
+
+    def default_text(self, data_dir: Path | None) -> str:
+        if data_dir is None:
+            return self.default.replace("{data_dir_uri}", "file://{data_dir}")
+        return self.default.format(data_dir=data_dir, data_dir_uri=data_dir.as_uri())
+
+
+def setting(env: str, kind: Kind, default: str, doc: str, *, secret: bool = False) -> Any:
+    """A field of `Settings`, defined by its variable, kind, default and doc line."""
+    return field(metadata={"setting": Setting(env, kind, default, doc, secret)})
+
+
+# --- The kinds of value ------------------------------------------------------------------
+
+
+def number(minimum: float = 0.0) -> Kind:
+    def parse(text: str, name: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {text!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: must be at least {minimum:g}")
+        return value
+
+    return Kind(parse, f"number ≥ {minimum:g}")
+
+
+def whole(minimum: int = 0) -> Kind:
+    def parse(text: str, name: str) -> int:
+        value = number(minimum).parse(text, name)
+        if value != int(value):
+            raise ConfigError(f"{name}: expected a whole number, got {text!r}")
+        return int(value)
+
+    return Kind(parse, f"whole number ≥ {minimum}")
+
+
+def _port(text: str, name: str) -> int:
+    value = number().parse(text, name)
+    if value != int(value) or value > 65535:
+        raise ConfigError(f"{name}: expected a TCP port (0 turns it off)")
+    return int(value)
+
+
+def choice(*choices: str) -> Kind:
+    def parse(text: str, name: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name}: choose from {', '.join(choices)}")
+        return value
+
+    return Kind(parse, "one of " + ", ".join(f"`{c}`" for c in choices))
+
+
+def flag(on: str, off: str) -> Kind:
+    """A choice of two words read as a boolean: `on` is True."""
+    pick = choice(on, off)
+    return Kind(lambda text, name: pick.parse(text, name) == on, pick.takes)
+
+
+def formats(known: tuple[str, ...]) -> Kind:
+    def parse(text: str, name: str) -> tuple[str, ...]:
+        chosen = tuple(dict.fromkeys(f.lower() for f in _csv(text)))
+        unknown = [f for f in chosen if f not in known]
+        if not chosen or unknown:
+            raise ConfigError(
+                f"{name}: choose from {', '.join(known)}"
+                + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            )
+        return chosen
+
+    return Kind(parse, "comma-separated, any of " + ", ".join(f"`{f}`" for f in known), True)
+
+
+def url(*schemes: str, store: bool = False) -> Kind:
+    def parse(text: str, name: str) -> str:
+        (_check_store_url if store else _check_url)(name, text, schemes)
+        return text
+
+    return Kind(parse, "URL: " + ", ".join(f"`{s}://`" for s in schemes))
+
+
+def _path(text: str, name: str) -> Path:
+    return Path(text.strip()).resolve()
+
+
+def _optional_path(text: str, name: str) -> Path | None:
+    return Path(text.strip()).resolve() if text.strip() else None
+
+
+def _optional_text(text: str, name: str) -> str | None:
+    return text or None
+
+
+def _plain_text(text: str, name: str) -> str:
+    return text.strip()
+
+
+def _hosts(text: str, name: str) -> tuple[str, ...]:
+    return _csv(text)
+
+
+def _log_level(text: str, name: str) -> str:
+    value = text.strip().upper()
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"{name}: choose from {', '.join(LOG_LEVELS)}")
+    return value
+
+
+def _gme_keys(text: str, name: str) -> dict[int, bytes]:
+    return parse_gme_keys(text)
+
+
+def _zone(text: str, name: str) -> timezone:
+    return parse_zone(text, name)
+
+
+def _notify_urls(text: str, name: str) -> tuple[str, ...]:
+    urls = _csv(text)
+    for item in urls:
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{name}: {item!r} is not an http(s) URL")
+    return urls
+
+
+def _whsec(text: str, name: str) -> str | None:
+    if not text:
+        return None
+    try:
+        decoded = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+    except ValueError:
+        decoded = b""
+    if not decoded:
+        raise ConfigError(f"{name}: expected whsec_ followed by base64")
+    return text
+
+
+def _console_secret(text: str, name: str) -> str | None:
+    if text and len(text) < 32:
+        raise ConfigError(f"{name}: use at least 32 random characters")
+    return text or None
+
+
+def _loudness(text: str, name: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected LUFS such as -16 or off, got {text!r}") from None
+    if not -70.0 <= value <= -5.0:
+        raise ConfigError(f"{name}: must be between -70 and -5 (or off)")
+    return value
+
+
+def _days_or_off(text: str, name: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of days or off, got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: must be more than 0 days (or off)")
+    return value
+
+
+def _decibels(text: str, name: str) -> float:
+    try:
+        value = float(text.strip().lower().removesuffix("db"))
+    except ValueError:
+        raise ConfigError(f"{name}: expected a level in dB such as -40, got {text!r}") from None
+    if not -120.0 < value < 0.0:
+        raise ConfigError(f"{name}: must be below 0 dB and above -120 dB")
+    return value
+
+
+SECONDS = number()
+PATH = Kind(_path, "directory")
+TEXT = Kind(_optional_text, "text")
+DATABASE_URL = url("sqlite", "postgresql", "postgres")
+BROKER_URL = url("filesystem", "redis", "rediss", "amqp", "pyamqp")
+
+
+# --- The settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    database_url: str
-    broker_url: str
-    archive_url: str
-    gme_source_url: str
-    gme_secret_keys: Mapping[int, bytes] = field(default_factory=dict)
-    css_callback_key: str | None = None
-    css_allowed_hosts: tuple[str, ...] = ("*.myqcloud.com",)
-    notify_urls: tuple[str, ...] = ()
-    notify_secret: str | None = None
-    settle_seconds: float = 120.0
-    settle_complete_seconds: float = 20.0
-    max_wait_seconds: float = 3600.0
-    audio_formats: tuple[str, ...] = ("m4a",)
-    # Time, rooms and what comes with the audio (GME): CONTRACT.md.
-    gme_gaps: str = "pad"
-    gap_seconds: float = 2.0
-    gme_time_zone: timezone = timezone(timedelta(hours=8))
-    loudness_lufs: float | None = -16.0
-    silence_db: float = -40.0
-    max_body_bytes: int = 64 * 1024
-    gme_replay_window_seconds: float = 0.0
-    gme_key_scope: bool = True
-    sweep_seconds: float = 10.0
-    stuck_after_seconds: float = 900.0
-    task_time_limit_seconds: int = 4 * 3600
-    notify_max_attempts: int = 12
-    notify_timeout_seconds: float = 10.0
-    fetch_concurrency: int = 4
-    log_level: str = "INFO"
-    video_formats: tuple[str, ...] = ("mp4", "m4a")
-    css_join_gap_seconds: float = 5.0
-    css_max_file_bytes: int = 16 * 1024**3
-    css_max_hls_segments: int = 20000
-    css_fetch_timeout_seconds: float = 60.0
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9808
-    # The console (`recpipe console`): what signs its sessions; None = one kept in the data
-    # directory, which only the embedded default (SQLite ledger) may use.
-    console_secret: str | None = None
-    # Faults (issue 16): how long a run rides out an unavailable object store or ledger,
-    # how soon a queued run whose task is gone is handed out again, where scratch lives, how
-    # long one CSS file may take to download, which CAs an on-premises CSS source is checked
-    # against.
-    store_retry_seconds: float = 600.0
-    requeue_after_seconds: float = 60.0
-    scratch_root: Path | None = None
-    css_fetch_max_seconds: float = 3600.0
-    css_ca_bundle: Path | None = None
-    # Soak (issue 16): stored callbacks and delivery attempts of finished work older than
-    # this many days are deleted by beat's hourly `recpipe.prune`; 0 keeps them forever.
-    retention_days: float = 30.0
+    # fmt: off
+    # Where state lives
+    data_dir: Path = setting(
+        "RECPIPE_DATA_DIR", PATH, "./var",
+        "where embedded state lives: the SQLite ledger, the broker's files, archive, scratch",
+    )
+    database_url: str = setting(
+        "RECPIPE_DATABASE_URL", DATABASE_URL, "sqlite:///{data_dir}/ledger.sqlite3",
+        "the ledger, an SQLAlchemy URL (`postgresql+psycopg://...`, `sqlite:///...`)",
+        secret=True,
+    )
+    broker_url: str = setting(
+        "RECPIPE_BROKER_URL", BROKER_URL, "filesystem://",
+        "Celery broker (`redis://...`, `amqp://...`); `filesystem://`: files in the data dir",
+        secret=True,
+    )
+    archive_url: str = setting(
+        "RECPIPE_ARCHIVE_URL", url("s3", "file", store=True), "{data_dir_uri}/archive",
+        "where archives are written: `s3://bucket/prefix` or `file:///dir`",
+    )
+    scratch_dir: Path = setting(
+        "RECPIPE_SCRATCH_DIR", PATH, "{data_dir}/scratch",
+        "where runs keep their working files (one directory per run, removed when it ends)",
+    )
+    # GME
+    gme_source_url: str = setting(
+        "RECPIPE_GME_SOURCE_URL", url("s3", "file", "https", "http", store=True),
+        "{data_dir_uri}/source",
+        "where GME `FileName` keys are read: `s3://`, `https://` or `file://`",
+    )
+    gme_secret_keys: Mapping[int, bytes] = setting(
+        "RECPIPE_GME_SECRET_KEYS", Kind(_gme_keys, "`BizID=key` pairs, comma separated", True),
+        "", "the GME applications' secret keys; empty: every GME callback is 401",
+        secret=True,
+    )
+    gme_key_scope: bool = setting(
+        "RECPIPE_GME_KEY_SCOPE", flag("bizid", "off"), "bizid",
+        "`bizid`: a segment's `FileName` must lie under its application's folder"
+        " (`<BizID>_...`), else 400; `off`: any safe relative key",
+    )
+    gme_replay_window_seconds: float = setting(
+        "RECPIPE_GME_REPLAY_WINDOW_SECONDS", SECONDS, "0",
+        "refuse GME callbacks whose `Timestamp` is further off than this; 0: off"
+        " (the vendor retries late)",
+    )
+    audio_formats: tuple[str, ...] = setting(
+        "RECPIPE_AUDIO_FORMATS", formats(AUDIO_FORMATS), "m4a", "GME outputs"
+    )
+    gme_gaps: str = setting(
+        "RECPIPE_GME_GAPS", choice("pad", "join"), "pad",
+        "`pad`: a pause between segments longer than RECPIPE_GAP_SECONDS becomes silence"
+        " of its length (a track keeps the room's clock); `join`: segments end to end",
+    )
+    gap_seconds: float = setting(
+        "RECPIPE_GAP_SECONDS", SECONDS, "2",
+        "shortest pause between segments that counts as one (FileName times have 1 s resolution)",
+    )
+    gme_time_zone: timezone = setting(
+        "RECPIPE_GME_TIME_ZONE", Kind(_zone, "fixed offset: `+08:00`, `-05`, `UTC`"), "+08:00",
+        "zone of the times in GME FileNames",
+    )
+    loudness_lufs: float | None = setting(
+        "RECPIPE_LOUDNESS_LUFS", Kind(_loudness, "LUFS, -70 to -5, or `off`"), "-16",
+        "integrated loudness (EBU R128) of GME recordings and rooms; `off` keeps levels",
+    )
+    silence_db: float = setting(
+        "RECPIPE_SILENCE_DB", Kind(_decibels, "dB, above -120 and below 0"), "-40",
+        "level under which a track counts as silent, for the speech spans",
+    )
+    fetch_concurrency: int = setting(
+        "RECPIPE_FETCH_CONCURRENCY", whole(1), "4", "GME segments downloaded at once"
+    )
+    # CSS
+    css_callback_key: str | None = setting(
+        "RECPIPE_CSS_CALLBACK_KEY", TEXT, "",
+        "the CSS recording template's callback key; empty: every CSS callback is 401",
+        secret=True,
+    )
+    css_allowed_hosts: tuple[str, ...] = setting(
+        "RECPIPE_CSS_ALLOWED_HOSTS", Kind(_hosts, "host patterns, comma separated", True),
+        "*.myqcloud.com",
+        "hosts a CSS `video_url` may point at; a literal IP or `localhost` allows exactly"
+        " that address",
+    )
+    video_formats: tuple[str, ...] = setting(
+        "RECPIPE_VIDEO_FORMATS", formats(VIDEO_FORMATS), "mp4,m4a", "CSS outputs"
+    )
+    css_join_gap_seconds: float = setting(
+        "RECPIPE_CSS_JOIN_GAP_SECONDS", SECONDS, "5",
+        "largest gap between the time ranges of two files of one stream that are joined",
+    )
+    css_max_file_bytes: int = setting(
+        "RECPIPE_CSS_MAX_FILE_BYTES", whole(1), str(16 * 1024**3),
+        "size cap of one fetched CSS file (an HLS recording counts as one); 16 GiB",
+    )
+    css_max_hls_segments: int = setting(
+        "RECPIPE_CSS_MAX_HLS_SEGMENTS", whole(1), "20000",
+        "most segments an HLS playlist may list",
+    )
+    css_fetch_timeout_seconds: float = setting(
+        "RECPIPE_CSS_FETCH_TIMEOUT_SECONDS", number(1), "60",
+        "read timeout of a CSS fetch (connect: 10 s)",
+    )
+    css_fetch_max_seconds: float = setting(
+        "RECPIPE_CSS_FETCH_MAX_SECONDS", number(1), "3600",
+        "longest download of one CSS file (every part of an HLS recording);"
+        " a source that trickles or never ends fails the recording",
+    )
+    css_ca_bundle: Path | None = setting(
+        "RECPIPE_CSS_CA_BUNDLE", Kind(_optional_path, "PEM file"), "",
+        "CAs an https `video_url` is checked against instead of the public ones"
+        " (an on-premises source); empty: the public CAs",
+    )
+    # Settling
+    settle_seconds: float = setting(
+        "RECPIPE_SETTLE_SECONDS", SECONDS, "120",
+        "the long window: quiet time before a recording is finalized while a GME segment is"
+        " open or a SeqNo missing, and for CSS recordings",
+    )
+    settle_complete_seconds: float = setting(
+        "RECPIPE_SETTLE_COMPLETE_SECONDS", SECONDS, "20",
+        "the short window: quiet time before a GME recording whose every segment is"
+        " uploaded is finalized",
+    )
+    max_wait_seconds: float = setting(
+        "RECPIPE_MAX_WAIT_SECONDS", SECONDS, "3600",
+        "how long after the last event to wait for missing segments",
+    )
+    sweep_seconds: float = setting(
+        "RECPIPE_SWEEP_SECONDS", number(0.5), "10", "how often beat's sweep runs"
+    )
+    # Runs
+    max_body_bytes: int = setting(
+        "RECPIPE_MAX_BODY_BYTES", whole(0), str(64 * 1024), "callback body limit (413 above it)"
+    )
+    stuck_after_seconds: float = setting(
+        "RECPIPE_STUCK_AFTER_SECONDS", number(10), "900",
+        "a run without a heartbeat this long is taken over",
+    )
+    task_time_limit_seconds: int = setting(
+        "RECPIPE_TASK_TIME_LIMIT", whole(60), str(4 * 3600), "hard limit of one task, seconds"
+    )
+    store_retry_seconds: float = setting(
+        "RECPIPE_STORE_RETRY_SECONDS", SECONDS, "600",
+        "how long a run retries while the object store, the network or the ledger fails;"
+        " then the recording fails with the reason",
+    )
+    requeue_after_seconds: float = setting(
+        "RECPIPE_REQUEUE_AFTER_SECONDS", number(5), "60",
+        "a queued run whose message is gone (the media queue is empty) is handed out again"
+        " this long after it was dispatched, at most three times",
+    )
+    retention_days: float = setting(
+        "RECPIPE_RETENTION_DAYS", number(), "30",
+        "stored callbacks and delivery attempts of finished work older than this are"
+        " deleted hourly; 0 keeps everything",
+    )
+    media_retention_days: float | None = setting(
+        "RECPIPE_MEDIA_RETENTION_DAYS", Kind(_days_or_off, "number of days > 0, or `off`"), "off",
+        "archived media of recordings and rooms finished longer ago than this is deleted"
+        " hourly (held ones never), each kept as a tombstone; `off` keeps all media",
+    )
+    # Notifications
+    notify_urls: tuple[str, ...] = setting(
+        "RECPIPE_NOTIFY_URLS", Kind(_notify_urls, "http(s) URLs, comma separated", True), "",
+        "endpoints that get a POST per archived or failed recording",
+    )
+    notify_secret: str | None = setting(
+        "RECPIPE_NOTIFY_SECRET", Kind(_whsec, "`whsec_` + base64"), "",
+        "Standard Webhooks secret that signs the notifications; empty: unsigned",
+        secret=True,
+    )
+    notify_max_attempts: int = setting(
+        "RECPIPE_NOTIFY_MAX_ATTEMPTS", whole(1), "12", "delivery attempts per notification and URL"
+    )
+    notify_timeout_seconds: float = setting(
+        "RECPIPE_NOTIFY_TIMEOUT_SECONDS", number(0.1), "10",
+        "how long one delivery attempt waits for the receiver's answer",
+    )
+    # Operations
+    log_level: str = setting(
+        "RECPIPE_LOG_LEVEL", Kind(_log_level, ", ".join(f"`{x}`" for x in LOG_LEVELS)), "INFO",
+        "the lowest level logged",
+    )
+    metrics_host: str = setting(
+        "RECPIPE_METRICS_HOST", Kind(_plain_text, "address"), "127.0.0.1",
+        "address a worker's Prometheus endpoint listens on",
+    )
+    metrics_port: int = setting(
+        "RECPIPE_METRICS_PORT", Kind(_port, "TCP port, 0 to 65535"), "9808",
+        "port of a worker's Prometheus endpoint; 0: none",
+    )
+    console_secret: str | None = setting(
+        "RECPIPE_CONSOLE_SECRET", Kind(_console_secret, "text, at least 32 characters"), "",
+        "signs console sessions; empty: one kept in the data dir, which only the embedded"
+        " default (an SQLite ledger) may use",
+        secret=True,
+    )
+    # fmt: on
 
     @property
     def embedded_broker(self) -> bool:
@@ -83,87 +447,86 @@ class Settings:
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
-    @property
-    def scratch_dir(self) -> Path:
-        return self.scratch_root or self.data_dir / "scratch"
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        data_dir = Path(env.get("RECPIPE_DATA_DIR", "./var")).resolve()
-        database_url = env.get("RECPIPE_DATABASE_URL") or f"sqlite:///{data_dir / 'ledger.sqlite3'}"
-        broker_url = env.get("RECPIPE_BROKER_URL") or "filesystem://"
-        archive_url = env.get("RECPIPE_ARCHIVE_URL") or (data_dir / "archive").as_uri()
-        source_url = env.get("RECPIPE_GME_SOURCE_URL") or (data_dir / "source").as_uri()
+        return cls(**{item.setting.attr: item.value for item in read(environ)})
 
-        _check_url("RECPIPE_DATABASE_URL", database_url, ("sqlite", "postgresql", "postgres"))
-        _check_url(
-            "RECPIPE_BROKER_URL", broker_url, ("filesystem", "redis", "rediss", "amqp", "pyamqp")
-        )
-        _check_store_url("RECPIPE_ARCHIVE_URL", archive_url, ("s3", "file"))
-        _check_store_url("RECPIPE_GME_SOURCE_URL", source_url, ("s3", "file", "https", "http"))
 
-        notify_secret = env.get("RECPIPE_NOTIFY_SECRET") or None
-        if notify_secret is not None:
-            _check_whsec(notify_secret)
+@dataclass(frozen=True)
+class Effective:
+    """One setting as a process sees it: its text, its value, and whether it was set."""
 
-        return cls(
-            data_dir=data_dir,
-            database_url=database_url,
-            broker_url=broker_url,
-            archive_url=archive_url,
-            gme_source_url=source_url,
-            gme_secret_keys=parse_gme_keys(env.get("RECPIPE_GME_SECRET_KEYS", "")),
-            css_callback_key=env.get("RECPIPE_CSS_CALLBACK_KEY") or None,
-            css_allowed_hosts=_csv(env.get("RECPIPE_CSS_ALLOWED_HOSTS", "*.myqcloud.com")),
-            notify_urls=_notify_urls(env.get("RECPIPE_NOTIFY_URLS", "")),
-            notify_secret=notify_secret,
-            settle_seconds=_number(env, "RECPIPE_SETTLE_SECONDS", 120.0),
-            settle_complete_seconds=_number(env, "RECPIPE_SETTLE_COMPLETE_SECONDS", 20.0),
-            max_wait_seconds=_number(env, "RECPIPE_MAX_WAIT_SECONDS", 3600.0),
-            audio_formats=_formats(env.get("RECPIPE_AUDIO_FORMATS", "m4a")),
-            gme_gaps=_choice(env, "RECPIPE_GME_GAPS", ("pad", "join")),
-            gap_seconds=_number(env, "RECPIPE_GAP_SECONDS", 2.0),
-            gme_time_zone=parse_zone(env.get("RECPIPE_GME_TIME_ZONE") or "+08:00"),
-            loudness_lufs=_loudness(env.get("RECPIPE_LOUDNESS_LUFS") or "-16"),
-            silence_db=_decibels(env, "RECPIPE_SILENCE_DB", -40.0),
-            max_body_bytes=int(_number(env, "RECPIPE_MAX_BODY_BYTES", 64 * 1024)),
-            gme_replay_window_seconds=_number(env, "RECPIPE_GME_REPLAY_WINDOW_SECONDS", 0.0),
-            gme_key_scope=_choice(env, "RECPIPE_GME_KEY_SCOPE", ("bizid", "off")) == "bizid",
-            sweep_seconds=_number(env, "RECPIPE_SWEEP_SECONDS", 10.0, minimum=0.5),
-            stuck_after_seconds=_number(env, "RECPIPE_STUCK_AFTER_SECONDS", 900.0, minimum=10),
-            task_time_limit_seconds=int(
-                _number(env, "RECPIPE_TASK_TIME_LIMIT", 4 * 3600, minimum=60)
-            ),
-            notify_max_attempts=int(_number(env, "RECPIPE_NOTIFY_MAX_ATTEMPTS", 12, minimum=1)),
-            notify_timeout_seconds=_number(
-                env, "RECPIPE_NOTIFY_TIMEOUT_SECONDS", 10.0, minimum=0.1
-            ),
-            fetch_concurrency=int(_number(env, "RECPIPE_FETCH_CONCURRENCY", 4, minimum=1)),
-            log_level=env.get("RECPIPE_LOG_LEVEL", "INFO").upper(),
-            video_formats=_formats(
-                env.get("RECPIPE_VIDEO_FORMATS", "mp4,m4a"), "RECPIPE_VIDEO_FORMATS", VIDEO_FORMATS
-            ),
-            css_join_gap_seconds=_number(env, "RECPIPE_CSS_JOIN_GAP_SECONDS", 5.0),
-            css_max_file_bytes=int(
-                _number(env, "RECPIPE_CSS_MAX_FILE_BYTES", 16 * 1024**3, minimum=1)
-            ),
-            css_max_hls_segments=int(
-                _number(env, "RECPIPE_CSS_MAX_HLS_SEGMENTS", 20000, minimum=1)
-            ),
-            css_fetch_timeout_seconds=_number(
-                env, "RECPIPE_CSS_FETCH_TIMEOUT_SECONDS", 60.0, minimum=1
-            ),
-            metrics_host=env.get("RECPIPE_METRICS_HOST") or "127.0.0.1",
-            metrics_port=_port(env, "RECPIPE_METRICS_PORT", 9808),
-            console_secret=_console_secret(env.get("RECPIPE_CONSOLE_SECRET") or None),
-            store_retry_seconds=_number(env, "RECPIPE_STORE_RETRY_SECONDS", 600.0),
-            requeue_after_seconds=_number(env, "RECPIPE_REQUEUE_AFTER_SECONDS", 60.0, minimum=5),
-            scratch_root=_path(env, "RECPIPE_SCRATCH_DIR"),
-            css_fetch_max_seconds=_number(env, "RECPIPE_CSS_FETCH_MAX_SECONDS", 3600.0, minimum=1),
-            css_ca_bundle=_path(env, "RECPIPE_CSS_CA_BUNDLE"),
-            retention_days=_number(env, "RECPIPE_RETENTION_DAYS", 30.0),
-        )
+    setting: Setting
+    text: str
+    value: Any
+    given: bool
+
+    def shown(self) -> str:
+        """The text, with a secret masked (a URL keeps all but its password) and a
+        directory resolved."""
+        if isinstance(self.value, Path):
+            return str(self.value)
+        if not self.setting.secret or not self.text:
+            return self.text
+        if "://" in self.text:
+            parts = urlsplit(self.text)
+            if not parts.password:
+                return self.text
+            netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+        if self.setting.attr == "gme_secret_keys":
+            return ",".join(f"{biz}=****" for biz in self.value)
+        return "****"
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], attr=f.name) for f in fields(Settings)
+)
+
+
+def read(environ: Mapping[str, str] | None = None) -> Iterator[Effective]:
+    """Every setting in definition order, read from `environ` (the process's by default)."""
+    env = os.environ if environ is None else environ
+    data_dir: Path | None = None
+    for item in SETTINGS:
+        raw = env.get(item.env)
+        given = raw is not None and (raw.strip() != "" or item.kind.blank_is_value)
+        text = raw if given and raw is not None else item.default_text(data_dir)
+        value = item.kind.parse(text, item.env)
+        if item.attr == "data_dir":
+            data_dir = value
+        yield Effective(item, text, value, given)
+
+
+def markdown() -> str:
+    """docs/configuration.md: the reference of every setting, generated from `SETTINGS`."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from foundation/config.py by `make docs`"
+        " (`recpipe config --markdown`); edit the definitions there, not this file. -->",
+        "",
+        "Every setting is read from the environment when a process starts; a bad value stops",
+        "it with one line naming the variable. An empty value means the default, except for a",
+        "list, where it is the empty list. `recpipe config` prints the settings in effect, with",
+        "secrets masked.",
+        "",
+        "| variable | meaning | takes | default |",
+        "|---|---|---|---|",
+    ]
+    for item in SETTINGS:
+        default = item.default_text(None).replace("{data_dir}", "$RECPIPE_DATA_DIR")
+        shown = f"`{default}`" if default else "empty"
+        lines.append(f"| `{item.env}` | {item.doc} | {item.kind.takes} | {shown} |")
+    lines += [
+        "",
+        "`s3://` URLs take optional `endpoint_url`, `region` and `profile` query parameters, so",
+        "the source (e.g. Tencent COS) and the archive can be different services with",
+        "different credentials; without them boto3's standard chain applies",
+        "(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL_S3`, ...).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def parse_gme_keys(text: str) -> dict[int, bytes]:
@@ -195,34 +558,6 @@ def parse_zone(text: str, name: str = "RECPIPE_GME_TIME_ZONE") -> timezone:
     return timezone(-delta if match.group(1) == "-" else delta)
 
 
-def _loudness(text: str) -> float | None:
-    """RECPIPE_LOUDNESS_LUFS: an integrated loudness target (-70..-5 LUFS) or `off`."""
-    if text.strip().lower() == "off":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"RECPIPE_LOUDNESS_LUFS: expected LUFS such as -16 or off, got {text!r}"
-        ) from None
-    if not -70.0 <= value <= -5.0:
-        raise ConfigError("RECPIPE_LOUDNESS_LUFS: must be between -70 and -5 (or off)")
-    return value
-
-
-def _decibels(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip().lower().removesuffix("db"))
-    except ValueError:
-        raise ConfigError(f"{name}: expected a level in dB such as -40, got {raw!r}") from None
-    if not -120.0 < value < 0.0:
-        raise ConfigError(f"{name}: must be below 0 dB and above -120 dB")
-    return value
-
-
 def require_ffmpeg() -> tuple[str, str]:
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if not ffmpeg or not ffprobe:
@@ -234,69 +569,15 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: must be at least {minimum:g}")
-    return value
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    raw = (env.get(name) or "").strip()
-    return Path(raw).resolve() if raw else None
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or choices[0]).strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name}: choose from {', '.join(choices)}")
-    return value
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _number(env, name, default)
-    if value != int(value) or value > 65535:
-        raise ConfigError(f"{name}: expected a TCP port (0 turns it off)")
-    return int(value)
-
-
-def _formats(
-    text: str, name: str = "RECPIPE_AUDIO_FORMATS", known: tuple[str, ...] = AUDIO_FORMATS
-) -> tuple[str, ...]:
-    formats = tuple(dict.fromkeys(f.lower() for f in _csv(text)))
-    unknown = [f for f in formats if f not in known]
-    if not formats or unknown:
-        raise ConfigError(
-            f"{name}: choose from {', '.join(known)}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
-    return formats
-
-
-def _notify_urls(text: str) -> tuple[str, ...]:
-    urls = _csv(text)
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"RECPIPE_NOTIFY_URLS: {url!r} is not an http(s) URL")
-    return urls
-
-
-def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
-    scheme = urlsplit(url).scheme.split("+", 1)[0]
+def _check_url(name: str, text: str, schemes: tuple[str, ...]) -> None:
+    scheme = urlsplit(text).scheme.split("+", 1)[0]
     if scheme not in schemes:
-        raise ConfigError(f"{name}: scheme must be one of {', '.join(schemes)}, got {url!r}")
+        raise ConfigError(f"{name}: scheme must be one of {', '.join(schemes)}, got {text!r}")
 
 
-def _check_store_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
-    _check_url(name, url, schemes)
-    parts = urlsplit(url)
+def _check_store_url(name: str, text: str, schemes: tuple[str, ...]) -> None:
+    _check_url(name, text, schemes)
+    parts = urlsplit(text)
     if parts.scheme == "s3" and not parts.netloc:
         raise ConfigError(f"{name}: s3:// URLs need a bucket (s3://bucket/prefix)")
     if parts.scheme == "s3":
@@ -304,22 +585,6 @@ def _check_store_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         if unknown:
             raise ConfigError(f"{name}: unknown s3 parameter(s) {', '.join(sorted(unknown))}")
     if parts.scheme in ("http", "https") and not parts.hostname:
-        raise ConfigError(f"{name}: {url!r} has no host")
+        raise ConfigError(f"{name}: {text!r} has no host")
     if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{name}: file:// URLs must be local paths (file:///dir)")
-
-
-def _console_secret(secret: str | None) -> str | None:
-    if secret is not None and len(secret) < 32:
-        raise ConfigError("RECPIPE_CONSOLE_SECRET: use at least 32 random characters")
-    return secret
-
-
-def _check_whsec(secret: str) -> None:
-    raw = secret.removeprefix("whsec_")
-    try:
-        decoded = base64.b64decode(raw + "==", validate=False)
-    except ValueError:
-        decoded = b""
-    if not decoded:
-        raise ConfigError("RECPIPE_NOTIFY_SECRET: expected whsec_ followed by base64")

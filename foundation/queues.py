@@ -21,8 +21,12 @@ from foundation.config import Settings
 
 log = structlog.get_logger("recpipe.metrics")
 
-# The queues tasks/celeryconfig.py declares (a unit test keeps the two in step).
-QUEUES = ("light", "media")
+# recpipe's queues, declared by tasks/celeryconfig.py from these names: media work
+# (fetch, mix, transcode, archive) on one, everything light (settling, notifications,
+# sweeps) on the other, so a long transcode never delays a sweep or a notification.
+LIGHT = "light"
+MEDIA = "media"
+QUEUES = (LIGHT, MEDIA)
 TIMEOUT_SECONDS = 2.0
 # kombu's Redis transport: the list of priority p > 0 is named queue + SEP + p.
 _REDIS_PRIORITY_SEP = "\x06\x16"

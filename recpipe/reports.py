@@ -30,7 +30,14 @@ def recording_detail(ledger: Any, recording_id: str) -> dict[str, Any]:
     recording = ledger.recording(recording_id)
     detail = recording_summary(recording)
     detail["current_run_id"] = recording.current_run_id
+    detail["tombstoned_at"] = _iso(recording.tombstoned_at)
     detail["notification"] = ledger.notification_summary([recording_id]).get(recording_id)
+    held = ledger.hold_on(recording_id)
+    detail["hold"] = (
+        None
+        if held is None
+        else {"reason": held.reason, "held_by": held.held_by, "held_at": _iso(held.held_at)}
+    )
     if recording.source == "room":
         detail["members"] = [
             {"UserID": m.user_id, "recording_id": m.recording_id, "state": m.state,

@@ -67,6 +67,7 @@ class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
     def delete(self, key: str) -> None: ...
+    def purge(self, prefix: str) -> int: ...
     def url(self, key: str) -> str: ...
     def fetch(self, key: str, dest: Path) -> Fetched: ...
     def check_writable(self) -> None: ...
@@ -145,6 +146,22 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def purge(self, prefix: str) -> int:
+        """Delete every object under `prefix` (a folder's key, ending in `/`), half-written
+        ones too, and the folder; the number of objects deleted."""
+        if not prefix.endswith("/"):
+            raise ValueError(f"purge takes a folder's prefix, not {prefix!r}")
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return 0
+        removed = 0
+        for dirpath, _dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                (Path(dirpath) / name).unlink(missing_ok=True)
+                removed += 0 if name.startswith(".tmp-") else 1
+            Path(dirpath).rmdir()
+        return removed
 
     def url(self, key: str) -> str:
         return (self.root / key).as_uri()
@@ -228,6 +245,36 @@ class S3Store:
     def delete(self, key: str) -> None:
         with _vendor_errors(self.url(key)):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def purge(self, prefix: str) -> int:
+        """Delete every object under `prefix` for good: on a versioned bucket every version
+        and every delete marker (a delete marker alone hides an object, it does not delete
+        it). The number of objects (keys) that had a version."""
+        if not prefix.endswith("/"):
+            raise ValueError(f"purge takes a folder's prefix, not {prefix!r}")
+        full = join_key(self.prefix, prefix)
+        keys: set[str] = set()
+        paginator = self.client.get_paginator("list_object_versions")
+        with _vendor_errors(f"purging {self.url(prefix)}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                batch = []
+                for item in page.get("Versions", []):
+                    keys.add(item["Key"])
+                    batch.append({"Key": item["Key"], "VersionId": item["VersionId"]})
+                for item in page.get("DeleteMarkers", []):
+                    batch.append({"Key": item["Key"], "VersionId": item["VersionId"]})
+                for start in range(0, len(batch), 1000):  # S3's most per request
+                    done = self.client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": batch[start : start + 1000], "Quiet": True},
+                    )
+                    if done.get("Errors"):
+                        first = done["Errors"][0]
+                        raise StoreUnavailableError(
+                            f"purging {self.url(prefix)}: {first.get('Key')}: "
+                            f"{first.get('Code')} {first.get('Message')}"
+                        )
+        return len(keys)
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
@@ -314,6 +361,9 @@ class HTTPStore:
         raise PermissionError("an https:// source is read-only")
 
     def delete(self, key: str) -> None:
+        raise PermissionError("an https:// source is read-only")
+
+    def purge(self, prefix: str) -> int:
         raise PermissionError("an https:// source is read-only")
 
     def check_writable(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from foundation.config import Settings
+from foundation.queues import LIGHT, MEDIA, QUEUES
 from tasks.context import settings
 
 
@@ -58,14 +59,10 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         # Media work and light work (settling, notifications, sweeps) on separate queues,
         # so a long transcode never delays a sweep or a notification. A plain
         # `celery -A tasks worker` consumes both; production runs one pool per queue.
-        "task_default_queue": "light",
-        "task_queues": (
-            Queue("light", Exchange("light"), routing_key="light"),
-            Queue("media", Exchange("media"), routing_key="media"),
-        ),
-        "task_routes": {"recpipe.process_recording": {"queue": "media"}},
+        "task_default_queue": LIGHT,
+        "task_queues": tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES),
+        "task_routes": {"recpipe.process_recording": {"queue": MEDIA}},
         "beat_schedule": periodic_jobs(s),
-        "beat_schedule_filename": str(s.data_dir / "celerybeat-schedule"),
         # The schedule is two intervals, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.
         # Only the beat holding the ledger's lease sends (a second one stays idle); the
@@ -77,12 +74,18 @@ def celery_settings(s: Settings) -> dict[str, Any]:
 
 def periodic_jobs(s: Settings) -> dict[str, dict[str, Any]]:
     """The sweep, every RECPIPE_SWEEP_SECONDS; the retention job, hourly, unless
-    RECPIPE_RETENTION_DAYS is 0."""
+    RECPIPE_RETENTION_DAYS is 0; media retention, hourly, when RECPIPE_MEDIA_RETENTION_DAYS
+    is set."""
     schedule: dict[str, dict[str, Any]] = {
         "sweep": {"task": "recpipe.sweep", "schedule": timedelta(seconds=s.sweep_seconds)},
     }
     if s.retention_days > 0:
         schedule["prune"] = {"task": "recpipe.prune", "schedule": timedelta(hours=1)}
+    if s.media_retention_days is not None:
+        schedule["expire_media"] = {
+            "task": "recpipe.expire_media",
+            "schedule": timedelta(hours=1),
+        }
     return schedule
 
 

@@ -19,10 +19,11 @@ from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
+from foundation.queues import MEDIA
 from storage.domain import NotificationState, RunState, RunView, retention
 from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
 from storage.ledger import LedgerUnavailableError, utcnow
-from tasks import context, metrics, processing, reprocessing, settling, sweeping
+from tasks import context, expiry, metrics, processing, reprocessing, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
 from tasks.rooms import settle as rooms
@@ -226,7 +227,7 @@ def sweep() -> dict[str, int]:
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
-        media_queue_idle=lambda: queues.known_depths(services().settings, ["media"])["media"] == 0,
+        media_queue_idle=lambda: queues.known_depths(services().settings, [MEDIA])[MEDIA] == 0,
     )
     counts = {
         "settled": len(report.settled),
@@ -260,6 +261,25 @@ def prune() -> dict[str, int]:
     if counts.total:
         log.info("prune", before=before.isoformat(), days=days, **removed)
     return removed
+
+
+@app.task(name="recpipe.expire_media", ignore_result=True)
+def expire_media() -> dict[str, int]:
+    """Beat's hourly media retention: the archived media of recordings and rooms whose
+    newest run ended more than RECPIPE_MEDIA_RETENTION_DAYS ago goes, held ones never, a
+    bounded batch a pass (`tasks.expiry`); `recpipe prune --media` does the same by hand."""
+    days = context.settings().media_retention_days
+    if days is None:
+        return {}
+    now = utcnow()
+    report = expiry.expire_media(
+        services(),
+        before=retention.cutoff(now, days) or now,
+        now=now,
+        limit=retention.MEDIA_BATCH,
+        deliver=lambda nid: deliver_notification.delay(nid),
+    )
+    return {"expired": len(report.expired), "purged": len(report.purged), "objects": report.objects}
 
 
 @app.task(name="recpipe.reprocess", acks_late=True, ignore_result=True)

@@ -20,7 +20,8 @@ from webhook.verify import InvalidSignatureError
 
 log = structlog.get_logger("recpipe.webhook")
 
-# The answer to every stored callback (CONTRACT.md), the same bytes as `jsonify(code=0)`.
+# The answer to every stored callback (docs/reference.md, "Callbacks"), the same bytes as
+# `jsonify(code=0)`.
 ACCEPTED = b'{"code":0}\n'
 
 

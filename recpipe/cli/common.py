@@ -12,8 +12,9 @@ from typing import Any, NoReturn
 import click
 
 from foundation.config import ConfigError, Settings
+from storage.domain.states import RecordingState
 
-RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+RECORDING_STATES = RecordingState.ALL
 SOURCES = ("gme", "css", "room")
 TIME_HELP = "ISO date/time (UTC unless it says) or an age: 30m, 2h, 3d"
 

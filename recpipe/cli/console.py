@@ -11,6 +11,7 @@ import click
 
 from foundation.config import ConfigError
 from recpipe.cli.common import fail, load_settings, operator_errors
+from storage.domain.console import ROLES, SCOPES
 
 
 @click.command()
@@ -86,7 +87,7 @@ def _ledger() -> Any:
     return ledger
 
 
-def _cli_actor() -> str:
+def cli_actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -104,12 +105,13 @@ def _name(name: str) -> str:
 
 @click.group()
 def users() -> None:
-    """People who sign in to the console: viewers read, operators also act."""
+    """People who sign in to the console: viewers read, operators also act, admins also
+    hold and release recordings."""
 
 
 @users.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Add a user (the password is asked for, or read from standard input)."""
@@ -124,7 +126,7 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
             ledger.add_user(name, role, hash_password(password))
         except DuplicateNameError as exc:
             fail(str(exc))
-        ledger.record_action(_cli_actor(), "user.add", target=name, detail={"role": role})
+        ledger.record_action(cli_actor(), "user.add", target=name, detail={"role": role})
     click.echo(f"added {role} {name}")
 
 
@@ -140,7 +142,7 @@ def users_password(name: str, password_stdin: bool) -> None:
     with operator_errors():
         if not ledger.set_password_hash(_name(name), hash_password(password)):
             fail(f"no user named {name!r}")
-        ledger.record_action(_cli_actor(), "user.password", target=name)
+        ledger.record_action(cli_actor(), "user.password", target=name)
     click.echo(f"password of {name} set")
 
 
@@ -173,18 +175,18 @@ def users_remove(name: str) -> None:
     with operator_errors():
         if not ledger.remove_user(name):
             fail(f"no user named {name!r}")
-        ledger.record_action(_cli_actor(), "user.remove", target=name)
+        ledger.record_action(cli_actor(), "user.remove", target=name)
     click.echo(f"removed {name}")
 
 
 @click.group()
 def tokens() -> None:
-    """API tokens for programs: `read` reads, `operate` also acts."""
+    """API tokens for programs: `read` reads, `operate` also acts, `admin` also holds."""
 
 
 @tokens.command("create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(["read", "operate"]), required=True)
+@click.option("--scope", type=click.Choice(SCOPES), required=True)
 def tokens_create(name: str, scope: str) -> None:
     """Make a token; it is printed once, as the last line, and kept only as a hash."""
     from recpipe.console.auth import hash_token, new_token
@@ -198,7 +200,7 @@ def tokens_create(name: str, scope: str) -> None:
             ledger.add_token(name, scope, hash_token(token))
         except DuplicateNameError as exc:
             fail(str(exc))
-        ledger.record_action(_cli_actor(), "token.create", target=name, detail={"scope": scope})
+        ledger.record_action(cli_actor(), "token.create", target=name, detail={"scope": scope})
     click.echo(f"token {name} ({scope}); shown once, keep it secret:")
     click.echo(token)
 
@@ -221,5 +223,5 @@ def tokens_revoke(name: str) -> None:
     with operator_errors():
         if not ledger.revoke_token(name):
             fail(f"no token named {name!r}")
-        ledger.record_action(_cli_actor(), "token.revoke", target=name)
+        ledger.record_action(cli_actor(), "token.revoke", target=name)
     click.echo(f"revoked {name}")

@@ -1,6 +1,7 @@
 """What an operator can do from the console or the API, each recorded in the audit trail:
 reprocess (as `recpipe reprocess`), redeliver (as `recpipe redeliver`), settle now, and
-stop a GME task (the `recpipe.stop_gme_task` task, sent by name)."""
+stop a GME task (the `recpipe.stop_gme_task` task, sent by name); and what an admin can
+do: hold and release (as `recpipe hold` and `recpipe release`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ class BrokerUnavailableError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    """`accepted` (202), or refused with the reason (`conflict`: 409, `missing`: 404)."""
+    """`accepted` (202: sent to the workers), `done` (200: done already), or refused with
+    the reason (`conflict`: 409, `missing`: 404)."""
 
-    status: str  # "accepted", "conflict", "missing"
+    status: str  # "accepted", "done", "conflict", "missing"
     detail: str
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +105,22 @@ class Actions:
                 actor, "stop_gme_task", recording_id=rid, target=task_id, now=now
             )
         return Outcome("accepted", "stop sent", {"TaskID": task_id, "recordings": recordings})
+
+    def hold(self, actor: str, recording_id: str, reason: str) -> Outcome:
+        """Keep the recording or room: retention and erasure leave it alone until released
+        (audited by the ledger in the same transaction)."""
+        held = self.ledger.hold(recording_id, reason, actor)
+        if held is None:
+            return Outcome("missing", "no such recording or room")
+        facts = {"reason": held.reason, "held_by": held.held_by}
+        return Outcome("done", "on hold: nothing of it is deleted until it is released", facts)
+
+    def release(self, actor: str, recording_id: str) -> Outcome:
+        if self.ledger.recording(recording_id) is None:
+            return Outcome("missing", "no such recording or room")
+        if not self.ledger.release(recording_id, actor):
+            return Outcome("conflict", "it is not on hold")
+        return Outcome("done", "released: retention and erasure apply to it again")
 
     def queue_depths(self) -> dict[str, int | None]:
         """Messages waiting in each of Celery's queues; None where the broker did not say

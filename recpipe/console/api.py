@@ -12,9 +12,11 @@ from recpipe.console.actions import TASK_ID, BrokerUnavailableError, Outcome
 from recpipe.console.auth import needs
 from recpipe.console.media import download_name
 from recpipe.reports import recording_detail, recording_summary
+from storage.domain.console import MAX_HOLD_REASON
+from storage.domain.states import RecordingState
 from storage.ledger.console import BadCursorError
 
-RECORDING_STATES = ("collecting", "processing", "archived", "failed")
+RECORDING_STATES = RecordingState.ALL
 SOURCES = ("gme", "css", "room")
 MAX_Q = 256
 
@@ -85,6 +87,8 @@ def answer(outcome: Outcome) -> tuple[Response, int]:
         return jsonify(error=outcome.detail), 404
     if outcome.status == "conflict":
         return jsonify(error=outcome.detail, **outcome.facts), 409
+    if outcome.status == "done":
+        return jsonify(status="done", detail=outcome.detail, **outcome.facts), 200
     return jsonify(status="accepted", detail=outcome.detail, **outcome.facts), 202
 
 
@@ -162,6 +166,43 @@ def blueprint() -> Blueprint:
             return bad_request("TaskID: digits only (at most 32)", field="TaskID")
         return _act(lambda a: a.stop_gme_task(g.principal.actor, task_id))
 
+    @bp.post("/recordings/<recording_id>/hold")
+    @needs("admin", api=True)
+    def hold(recording_id: str) -> Any:
+        return _hold(recording_id)
+
+    @bp.post("/rooms/<room_id>/hold")
+    @needs("admin", api=True)
+    def hold_room(room_id: str) -> Any:
+        return _hold(room_id)
+
+    @bp.delete("/recordings/<recording_id>/hold")
+    @needs("admin", api=True)
+    def release(recording_id: str) -> Any:
+        return _act(lambda a: a.release(g.principal.actor, recording_id))
+
+    @bp.delete("/rooms/<room_id>/hold")
+    @needs("admin", api=True)
+    def release_room(room_id: str) -> Any:
+        return _act(lambda a: a.release(g.principal.actor, room_id))
+
+    @bp.get("/holds")
+    @needs("read", api=True)
+    def holds() -> Any:
+        return jsonify(
+            holds=[
+                {
+                    "id": h.recording_id,
+                    "source": h.source,
+                    "state": h.state,
+                    "reason": h.reason,
+                    "held_by": h.held_by,
+                    "held_at": h.held_at.isoformat(),
+                }
+                for h in console()["ledger"].holds()
+            ]
+        )
+
     @bp.get("/recordings/<recording_id>/artifacts/<fmt>")
     @needs("read", api=True)
     def artifact(recording_id: str, fmt: str) -> Any:
@@ -176,9 +217,11 @@ def blueprint() -> Blueprint:
 
 
 def current_artifacts(recording_id: str) -> dict[str, Any]:
-    """The artifacts of the recording's newest archived run, by format ({} if none)."""
+    """The artifacts of the recording's newest archived run, by format ({} if none, or if
+    it is a tombstone: its media was deleted)."""
     ledger, archive = console()["ledger"], console()["archive"]
-    if ledger.recording(recording_id) is None:
+    recording = ledger.recording(recording_id)
+    if recording is None or recording.state in RecordingState.TOMBSTONES:
         return {}
     for run in sorted(ledger.runs_for(recording_id), key=lambda r: r.revision, reverse=True):
         if run.state == "archived":
@@ -188,6 +231,18 @@ def current_artifacts(recording_id: str) -> dict[str, Any]:
 
 def current_artifact(recording_id: str, fmt: str) -> Any:
     return current_artifacts(recording_id).get(fmt)
+
+
+def _hold(recording_id: str) -> Any:
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        return bad_request("the body must be a JSON object")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_HOLD_REASON:
+        return bad_request(
+            f"reason: why it is kept, 1-{MAX_HOLD_REASON} characters", field="reason"
+        )
+    return _act(lambda a: a.hold(g.principal.actor, recording_id, reason.strip()))
 
 
 def _act(call: Any) -> Any:

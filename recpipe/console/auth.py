@@ -118,10 +118,18 @@ class Principal:
     name: str
     kind: str  # "user" or "token"
     can_operate: bool
+    can_admin: bool = False
 
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    @property
+    def role(self) -> str:
+        """What the console calls what this principal may do."""
+        if self.can_admin:
+            return "admin"
+        return "operator" if self.can_operate else "viewer"
 
 
 def setup_login(app: Any, ledger: Any) -> LoginManager:
@@ -153,10 +161,12 @@ def identify(ledger: Any) -> Principal | None:
         if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return BAD_CREDENTIAL
         found = ledger.token_by_hash(hash_token(token))
-        return Principal(found.name, "token", found.can_operate) if found else BAD_CREDENTIAL
+        if found is None:
+            return BAD_CREDENTIAL
+        return Principal(found.name, "token", found.can_operate, found.can_admin)
     if current_user.is_authenticated:
         view = current_user.view
-        return Principal(view.name, "user", view.can_operate)
+        return Principal(view.name, "user", view.can_operate, view.can_admin)
     return None
 
 
@@ -164,8 +174,8 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 
 def needs(permission: str, *, api: bool) -> Callable[[View], View]:
-    """Read (`read`) or act (`operate`): 401 without a valid credential (a page redirects
-    to /login), 403 when the role or scope does not allow it."""
+    """Read (`read`), act (`operate`) or hold (`admin`): 401 without a valid credential (a
+    page redirects to /login), 403 when the role or scope does not allow it."""
 
     def decorate(view: View) -> View:
         @wraps(view)
@@ -180,7 +190,11 @@ def needs(permission: str, *, api: bool) -> Callable[[View], View]:
             if permission == "operate" and not who.can_operate:
                 if api:
                     return jsonify(error="this needs an operator or an operate token"), 403
-                return render_template("refused.html", who=who), 403
+                return render_template("refused.html", who=who, needed="an operator"), 403
+            if permission == "admin" and not who.can_admin:
+                if api:
+                    return jsonify(error="this needs an admin or an admin token"), 403
+                return render_template("refused.html", who=who, needed="an admin"), 403
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.domain.states import RecordingState
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -20,7 +22,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "a parameter or the body is not valid",
         401: "no valid credential (a bearer token, or a signed-in session)",
-        403: "the credential may read but not act (viewer, read token)",
+        403: "the credential may read but not do this (a viewer or read token acts on "
+        "nothing; holds need an admin or an admin token)",
         404: "no such recording, room or artifact",
         409: "refused in the recording's present state",
         503: "the broker did not take the task",
@@ -33,6 +36,13 @@ _ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": 80},
+}
+
+_ROOM_ID = {
+    "name": "room_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 120},
 }
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
@@ -60,6 +70,11 @@ _DETAIL = {
             "required": ["segments", "runs"],
             "properties": {
                 "current_run_id": _NULLABLE_STRING,
+                "hold": {
+                    "description": "the legal hold on it (null when none): nothing of it is "
+                    "deleted while it stands",
+                    "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Hold"}],
+                },
                 "room": {
                     "description": "a GME user's recording: the room it is a member of",
                     **_NULLABLE_STRING,
@@ -172,6 +187,81 @@ _ROOM = {
         },
     ]
 }
+_HOLD = {
+    "type": "object",
+    "required": ["reason", "held_by", "held_at"],
+    "properties": {
+        "reason": {"type": "string"},
+        "held_by": {"type": "string", "description": "who held it (user:NAME, token:NAME, cli)"},
+        "held_at": {"type": "string"},
+    },
+}
+_DONE = {
+    "type": "object",
+    "required": ["status", "detail"],
+    "properties": {
+        "status": {"type": "string", "enum": ["done"]},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def _hold_paths(kind: str, parameter: dict[str, Any]) -> dict[str, Any]:
+    """POST (hold) and DELETE (release) on a recording's or a room's hold."""
+    admin: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "post": {
+            "operationId": f"hold{kind}",
+            "summary": f"Put the {kind.lower()} on legal hold: neither media retention nor "
+            "a player's erasure deletes anything of it until it is released (admin)",
+            "security": admin,
+            "parameters": [parameter],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["reason"],
+                            "properties": {
+                                "reason": {"type": "string", "minLength": 1, "maxLength": 2000}
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "allOf": [
+                            _DONE,
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "reason": {"type": "string"},
+                                    "held_by": {"type": "string"},
+                                },
+                            },
+                        ]
+                    },
+                    "on hold (a second hold replaces the reason)",
+                ),
+                **_errors(400, 401, 403, 404),
+            },
+        },
+        "delete": {
+            "operationId": f"release{kind}",
+            "summary": f"Lift the {kind.lower()}'s hold (admin)",
+            "security": admin,
+            "parameters": [parameter],
+            "responses": {
+                "200": _json(_DONE, "released"),
+                **_errors(401, 403, 404, 409),
+            },
+        },
+    }
+
+
 _ACCEPTED = {
     "type": "object",
     "required": ["status", "detail"],
@@ -191,7 +281,8 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "Recordings, rooms and the operator's actions. Reading needs a "
             "`read` token (or a signed-in viewer); acting needs an `operate` token (or an "
-            "operator). Tokens are made with `recpipe tokens create NAME --scope read|operate`.",
+            "operator); holding and releasing needs an `admin` token (or an admin). Tokens are "
+            "made with `recpipe tokens create NAME --scope read|operate|admin`.",
         },
         "servers": [{"url": "/"}],
         "security": read,
@@ -206,7 +297,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["collecting", "processing", "archived", "failed"],
+                                "enum": list(RecordingState.ALL),
                             },
                         },
                         {
@@ -283,14 +374,7 @@ def document() -> dict[str, Any]:
                     "operationId": "getRoom",
                     "summary": "A room with its participants, revision and artifacts (what "
                     "`recpipe status ROOM_ID --json` prints)",
-                    "parameters": [
-                        {
-                            "name": "room_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 120},
-                        }
-                    ],
+                    "parameters": [_ROOM_ID],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/RoomDetail"}, "found"),
                         **_errors(401, 404),
@@ -426,6 +510,43 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/recordings/{recording_id}/hold": _hold_paths("Recording", _ID),
+            "/api/v1/rooms/{room_id}/hold": _hold_paths("Room", _ROOM_ID),
+            "/api/v1/holds": {
+                "get": {
+                    "operationId": "listHolds",
+                    "summary": "Every standing legal hold, newest first",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["holds"],
+                                "properties": {
+                                    "holds": {
+                                        "type": "array",
+                                        "items": {
+                                            "allOf": [
+                                                {"$ref": "#/components/schemas/Hold"},
+                                                {
+                                                    "type": "object",
+                                                    "required": ["id", "source", "state"],
+                                                    "properties": {
+                                                        "id": {"type": "string"},
+                                                        "source": {"type": "string"},
+                                                        "state": {"type": "string"},
+                                                    },
+                                                },
+                                            ]
+                                        },
+                                    }
+                                },
+                            },
+                            "the holds",
+                        ),
+                        **_errors(401),
+                    },
+                }
+            },
             "/api/v1/recordings/{recording_id}/artifacts/{format}": {
                 "get": {
                     "operationId": "getArtifact",
@@ -488,6 +609,7 @@ def document() -> dict[str, Any]:
                 "RecordingSummary": _SUMMARY,
                 "RecordingDetail": _DETAIL,
                 "RoomDetail": _ROOM,
+                "Hold": _HOLD,
             },
         },
     }

@@ -36,6 +36,7 @@ from recpipe.console.api import (
 )
 from recpipe.console.auth import needs
 from recpipe.reports import recording_detail
+from storage.domain.console import MAX_HOLD_REASON
 from storage.ledger.console import BadCursorError
 
 PLAYABLE = ("m4a", "mp3", "opus", "wav", "flac", "mp4")
@@ -258,6 +259,25 @@ def blueprint(limiter: Limiter) -> Blueprint:
             flash(f"The broker did not answer: {exc}", "error")
         return redirect(url_for("pages.attention"), 303)
 
+    @bp.post("/recordings/<recording_id>/hold")
+    @needs("admin", api=False)
+    def hold(recording_id: str) -> Any:
+        reason = request.form.get("reason", "").strip()
+        if not reason or len(reason) > MAX_HOLD_REASON:
+            flash(f"Say why it is kept, in at most {MAX_HOLD_REASON} characters.", "error")
+            return redirect(url_for("pages.recording", recording_id=recording_id), 303)
+        return _act(recording_id, lambda a: a.hold(g.principal.actor, recording_id, reason))
+
+    @bp.post("/recordings/<recording_id>/release")
+    @needs("admin", api=False)
+    def release(recording_id: str) -> Any:
+        return _act(recording_id, lambda a: a.release(g.principal.actor, recording_id))
+
+    @bp.get("/holds")
+    @needs("read", api=False)
+    def holds() -> Any:
+        return render_template("holds.html", holds=console()["ledger"].holds())
+
     @bp.get("/attention")
     @needs("read", api=False)
     def attention() -> Any:
@@ -386,5 +406,5 @@ def _act(recording_id: str, call: Any) -> Any:
         return redirect(url_for("pages.recording", recording_id=recording_id)), 303
     if outcome.status == "missing":
         return render_template("error.html", code=404, message="No such recording."), 404
-    flash(outcome.detail, "ok" if outcome.status == "accepted" else "error")
+    flash(outcome.detail, "ok" if outcome.status in ("accepted", "done") else "error")
     return redirect(url_for("pages.recording", recording_id=recording_id), 303)

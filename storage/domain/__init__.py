@@ -4,7 +4,7 @@ Nothing here talks to a database, a bucket or the network (no SQLAlchemy, boto3 
 requests), so everything here is tested without a server.
 """
 
-from storage.domain.console import ApiTokenView, AuditEntryView, ConsoleUserView
+from storage.domain.console import ApiTokenView, AuditEntryView, ConsoleUserView, HoldView
 from storage.domain.events import (
     CSS_EVENT_RECORDING_FILE,
     CSS_FILE_FORMATS,
@@ -50,6 +50,7 @@ __all__ = [
     "DeliveryAttemptView",
     "GmeEvent",
     "GmeRecordingKey",
+    "HoldView",
     "IntakeResult",
     "NotificationState",
     "NotificationView",

@@ -6,10 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-VIEWER, OPERATOR = "viewer", "operator"
-ROLES = (VIEWER, OPERATOR)
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ROLES = (VIEWER, OPERATOR, ADMIN)
 READ, OPERATE = "read", "operate"
-SCOPES = (READ, OPERATE)
+# The `admin` scope and role also hold and release recordings: what decides whether
+# evidence may be deleted is not an operator's everyday action.
+SCOPES = (READ, OPERATE, ADMIN)
+# The longest reason a hold may carry.
+MAX_HOLD_REASON = 2000
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,11 @@ class ConsoleUserView:
 
     @property
     def can_operate(self) -> bool:
-        return self.role == OPERATOR
+        return self.role in (OPERATOR, ADMIN)
+
+    @property
+    def can_admin(self) -> bool:
+        return self.role == ADMIN
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,11 @@ class ApiTokenView:
 
     @property
     def can_operate(self) -> bool:
-        return self.scope == OPERATE
+        return self.scope in (OPERATE, ADMIN)
+
+    @property
+    def can_admin(self) -> bool:
+        return self.scope == ADMIN
 
 
 @dataclass(frozen=True)
@@ -47,3 +59,15 @@ class AuditEntryView:
     recording_id: str | None
     target: str | None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HoldView:
+    """A legal hold: nothing of the recording (or room) is deleted while it stands."""
+
+    recording_id: str
+    reason: str
+    held_by: str
+    held_at: datetime
+    source: str = ""
+    state: str = ""

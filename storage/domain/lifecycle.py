@@ -202,7 +202,8 @@ def event_arrives(
                 replace(recording, settle_due_at=due, settle_wake_at=look), dispatches_settle=True
             )
         return Change(replace(recording, settle_due_at=due), dispatches_settle=False)
-    if not new_content:
+    if not new_content or recording.state in RecordingState.TOMBSTONES:
+        # A tombstone's media is gone for good: nothing that arrives later reopens it.
         return Change(recording, dispatches_settle=False)
     if recording.state == RecordingState.PROCESSING:
         return Change(replace(recording, pending_changes=True), dispatches_settle=False)
@@ -291,8 +292,9 @@ def stop(recording: RecordingStatus, now: datetime) -> RecordingStatus:
 
 def may_claim(state: str, *, force: bool = False) -> bool:
     """A collecting recording may start a run; `force` (reprocess) takes a finished one too,
-    but never one whose run is under way."""
-    if state == RecordingState.PROCESSING:
+    but never one whose run is under way, nor a tombstone (its media was deleted on
+    purpose: a reprocess must not bring it back)."""
+    if state == RecordingState.PROCESSING or state in RecordingState.TOMBSTONES:
         return False
     return force or state == RecordingState.COLLECTING
 

@@ -90,3 +90,22 @@ def attempt_prunable(*, at: datetime, notification_state: str, before: datetime)
     """A delivery attempt may go: old, and its notification no longer pending (a pending
     one is still being delivered; its attempts decide its backoff and are shown)."""
     return at < before and notification_state != NotificationState.PENDING
+
+
+# Media retention (RECPIPE_MEDIA_RETENTION_DAYS): recordings expired per pass of beat's
+# hourly job, so a first pass over a long backlog is bounded and the next ones continue.
+MEDIA_BATCH = 100
+
+
+def media_expirable(
+    *, state: str, pending_changes: bool, finished_at: datetime | None, held: bool, before: datetime
+) -> bool:
+    """A recording's (or room's) media may be deleted by age: it is finished, its newest
+    run ended before the cutoff, and it is not on hold. What is collecting or processing
+    is never expired: its newest revision is still to come."""
+    return (
+        recording_finished(state, pending_changes)
+        and finished_at is not None
+        and finished_at < before
+        and not held
+    )

@@ -9,6 +9,12 @@ class RecordingState:
     ARCHIVED = "archived"
     FAILED = "failed"
     TERMINAL = (ARCHIVED, FAILED)
+    # Tombstones: the media is gone (by age, or the player asked to be forgotten); the row
+    # stays so a vendor's retry of an old callback finds it and changes nothing.
+    EXPIRED = "expired"
+    FORGOTTEN = "forgotten"
+    TOMBSTONES = (EXPIRED, FORGOTTEN)
+    ALL = (COLLECTING, PROCESSING, ARCHIVED, FAILED, EXPIRED, FORGOTTEN)
 
 
 class SegmentState:

@@ -64,6 +64,7 @@ class RecordingView:
     created_at: datetime | None = None
     files: tuple[CssFileView, ...] = ()
     stopped_at: datetime | None = None  # an operator stopped its GME task
+    tombstoned_at: datetime | None = None  # it became expired or forgotten
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ One module per aggregate, each adding its methods to the one `Ledger` front that
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
 `notifications`, `callbacks`, `leases` (one beat at a time), `retention` (what old rows
-may go), `queries` (what operators read), `gauges` (what a metrics scrape reads) and
-`console` (the console's users, tokens, audit trail and pages). `engine` makes the
+may go), `holds` (legal holds), `queries` (what operators read), `gauges` (what a metrics
+scrape reads) and `console` (the console's users, tokens, audit trail and pages). `engine` makes the
 database connection and its sessions; `tables` are the ORM tables that the migrations
 follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
 hands out are its frozen views, never live rows.
@@ -27,6 +27,7 @@ from storage.ledger.css_intake import CssIntake
 from storage.ledger.engine import LedgerUnavailableError, aware, make_engine, utcnow
 from storage.ledger.gauges import Gauges, LedgerGauges
 from storage.ledger.gme_intake import GmeIntake
+from storage.ledger.holds import Holds
 from storage.ledger.leases import Leases
 from storage.ledger.notifications import Notifications
 from storage.ledger.queries import OperatorQueries
@@ -49,6 +50,7 @@ class Ledger(
     Console,
     Leases,
     Retention,
+    Holds,
 ):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 

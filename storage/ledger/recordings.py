@@ -299,4 +299,5 @@ def recording_view(s: Session, recording: Recording, *, with_parts: bool = True)
         created_at=aware(recording.created_at),
         files=files,
         stopped_at=aware(recording.stopped_at),
+        tombstoned_at=aware(recording.tombstoned_at),
     )

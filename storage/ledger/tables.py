@@ -54,6 +54,10 @@ class Recording(Base):
     stopped_at: Mapped[datetime | None]
     # When the earliest pending settle task of the recording looks (None: none recorded).
     settle_wake_at: Mapped[datetime | None]
+    # When it became a tombstone (state expired or forgotten), and when its archived
+    # objects were all deleted (None while that is still to do: a pass resumes it).
+    tombstoned_at: Mapped[datetime | None]
+    media_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_recordings_state_due", "state", "settle_due_at"),
@@ -268,3 +272,18 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime]
+
+
+class Hold(Base):
+    """A legal hold on a recording or a room (a room is a recording of source `room`):
+    while it stands, neither media retention nor a player's erasure deletes anything of
+    it. Releasing deletes the row; the audit trail keeps who held and released it."""
+
+    __tablename__ = "holds"
+
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime]

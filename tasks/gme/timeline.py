@@ -2,7 +2,7 @@
 
 GME cuts a single-stream user's recording into a new segment at every mute/unmute and
 reconnect, and the start of each segment is written into its FileName, to the second
-(PROTOCOLS.md §1). Placing every segment by that time, and filling the pauses with
+(docs/reference.md, "Callbacks"). Placing every segment by that time, and filling the pauses with
 silence, keeps the track on the room's clock.
 
 Pure: SeqNos, FileNames and measured durations in, a `Timeline` out.

@@ -26,16 +26,17 @@ from pathlib import Path
 from tasks.media.ffmpeg import AUDIO_ENCODINGS
 
 TRUE_PEAK_DBTP = -1.0
-# What a lossy encoder may add to the true peak of what it is given (AAC's overshoot on
-# a click is about 0.5 dB at 128 kbit/s): the gain aims the true peak this far under the
-# limit, so the limit holds measured on the output.
+# A lossy encoder may raise the true peak of what it is given (ringing around a click,
+# for one): the gain aims the true peak this far under the limit, so that the limit
+# holds measured on the output.
 ENCODER_HEADROOM_DB = 1.0
 # How far a true peak may lie above the sample peak for audio without strong content near
 # the Nyquist frequency (speech, music): 4x oversampling finds at most ~3 dB more (a tone
 # at a quarter of the rate, sampled at 45 degrees). Blocks whose sample peak after the
 # gain stays this far under the aim cannot reach it; the others are measured.
 TRUE_PEAK_MARGIN_DB = 3.0
-# Speech is at least this long; shorter pauses inside it are bridged (CONTRACT.md).
+# Speech is at least this long; shorter pauses inside it are bridged
+# (docs/reference.md, "Archive layout").
 SHORTEST_SPEECH_S = 0.3
 LONGEST_BRIDGED_PAUSE_S = 0.5
 # The peaks are taken from a 16 kHz mono copy, 50 pixels a second.

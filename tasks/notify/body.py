@@ -13,6 +13,8 @@ ARCHIVED = "recording.archived"
 FAILED = "recording.failed"
 ROOM_ARCHIVED = "room.archived"
 ROOM_FAILED = "room.failed"
+EXPIRED = "recording.expired"
+ROOM_EXPIRED = "room.expired"
 
 
 def event_type(run: RunView) -> str:
@@ -77,10 +79,36 @@ def notification_body(run: RunView) -> dict[str, Any]:
         "timestamp": (run.finished_at or datetime.now(UTC)).isoformat(),
     }
     if run.recording.source == "gme":
-        # Where each segment sits on the room's clock (CONTRACT.md: time, rooms).
+        # Where each segment sits on the room's clock (docs/reference.md, "Notifications").
         for key in ("timeline", "gaps", "speech"):
             body[key] = list(result.get(key) or [])
     return body
+
+
+def expired_type(run: RunView) -> str:
+    return ROOM_EXPIRED if run.recording.source == ROOM_SOURCE else EXPIRED
+
+
+def expired_webhook_id(run: RunView) -> str:
+    """One per recording: a tombstone is made once."""
+    return f"msg_{run.recording_id}_expired"
+
+
+def expired_body(run: RunView, expired_at: datetime, deleted_objects: int) -> dict[str, Any]:
+    """The recording (or room) whose archived media media retention deleted: who it was,
+    its last revision, when, and how many objects went. Its ledger row stays, as a
+    tombstone (`state` expired)."""
+    room = run.recording.source == ROOM_SOURCE
+    return {
+        "type": expired_type(run),
+        ("room" if room else "recording"): room_object(run) if room else recording_object(run),
+        "expired_at": expired_at.isoformat(),
+        "deleted_objects": deleted_objects,
+        "artifacts": [],
+        "manifest": None,
+        "error": None,
+        "timestamp": expired_at.isoformat(),
+    }
 
 
 def encode(body: dict[str, Any]) -> str:

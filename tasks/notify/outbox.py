@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from storage.ledger import Ledger, RunView
-from tasks.notify.body import encode, event_type, notification_body, webhook_id
+from tasks.notify.body import (
+    encode,
+    event_type,
+    expired_body,
+    expired_type,
+    expired_webhook_id,
+    notification_body,
+    webhook_id,
+)
 
 
 def enqueue(
@@ -26,6 +34,17 @@ def enqueue(
     if resend:
         ids += ledger.rearm_notifications(run.id, urls, now)
     return ids
+
+
+def enqueue_expired(
+    ledger: Ledger, run: RunView, urls: Sequence[str], now: datetime, deleted_objects: int
+) -> list[int]:
+    """`recording.expired` (or `room.expired`) for the recording of `run`, its newest run,
+    whose media retention deleted; made once per URL."""
+    body = encode(expired_body(run, now, deleted_objects))
+    return ledger.create_notifications(
+        run.id, expired_type(run), expired_webhook_id(run), body, urls, now
+    )
 
 
 def reopen_failed(

@@ -211,7 +211,7 @@ def _celery_argv_is_valid(args: list[str]) -> tuple[str, set[str]]:
     the queues a worker consumes."""
     from celery.bin.celery import celery
 
-    assert args[:2] == ["-A", "tasks"], "the Celery app is `tasks` (CONTRACT.md)"
+    assert args[:2] == ["-A", "tasks"], "the Celery app is `tasks` (docs/operations.md)"
     subcommand, options = args[2], args[3:]
     assert subcommand in ("worker", "beat")
     known = {o for p in celery.commands[subcommand].params for o in p.opts + p.secondary_opts}

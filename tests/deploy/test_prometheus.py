@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
-RUNBOOKS = PROMETHEUS / "README.md"
+RUNBOOKS = ROOT / "docs" / "runbook.md"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 # Series Prometheus makes itself.
 BUILTIN = {"up", "ALERTS", "ALERTS_FOR_STATE"}
@@ -100,7 +100,7 @@ def test_every_alert_has_a_summary_a_first_step_and_a_runbook_section():
         notes = rule["annotations"]
         assert notes["summary"].strip(), name
         assert "First" in notes["description"] or "first" in notes["description"], name
-        assert notes["runbook"] == f"deploy/prometheus/README.md#{name.lower()}", name
+        assert notes["runbook"] == f"docs/runbook.md#{name.lower()}", name
         assert name in headings, f"{name} has no runbook section in {RUNBOOKS.name}"
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
     assert set(headings) == set(alerts()), "runbooks of alerts that do not exist"

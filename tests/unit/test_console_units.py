@@ -33,8 +33,13 @@ def test_the_openapi_document_lists_every_route_of_the_contract():
         "/api/v1/recordings/{recording_id}/redeliver",
         "/api/v1/gme/tasks/{TaskID}/stop",
         "/api/v1/recordings/{recording_id}/artifacts/{format}",
+        "/api/v1/recordings/{recording_id}/hold",
+        "/api/v1/rooms/{room_id}/hold",
+        "/api/v1/holds",
         "/api/v1/openapi.json",
     }
+    assert set(paths["/api/v1/recordings/{recording_id}/hold"]) == {"post", "delete"}
+    assert set(paths["/api/v1/rooms/{room_id}/hold"]) == {"post", "delete"}
 
 
 @pytest.mark.parametrize(
