@@ -53,6 +53,7 @@ def main() -> None:
         norm = "loudnorm=I=-16:TP=-1:LRA=11"
         measured = (
             f"{norm}:measured_I=-30:measured_TP=-12:measured_LRA=3:measured_thresh=-40:linear=true"
+            ",aresample=48000,aformat=channel_layouts=mono"
         )
         rows = [
             ("decode only", [*BASE, *src, "-f", "null", "-"]),
@@ -68,7 +69,7 @@ def main() -> None:
             ("decode + volume + AAC 128k",
              [*BASE, *src, "-af", "volume=6dB:precision=float", *AAC, str(out)]),
             ("decode + loudnorm linear (192 kHz) + AAC 128k",
-             [*BASE, *src, "-af", f"{measured},aresample=48000,aformat=channel_layouts=mono", *AAC, str(out)]),
+             [*BASE, *src, "-af", measured, *AAC, str(out)]),
             ("PCM copy + volume + AAC 128k",
              [*BASE, *raw, "-af", "volume=6dB:precision=float", *AAC, str(out)]),
             ("PCM copy + ebur128=peak=true",
