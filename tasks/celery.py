@@ -14,6 +14,7 @@ from celery.signals import before_task_publish, celeryd_init, setup_logging, tas
 from kombu import pools
 
 from foundation.config import Settings
+from foundation.private import private_process
 from tasks.liveness import WorkerHeartbeat
 
 app = Celery("recpipe", include=["tasks.jobs"])
@@ -59,6 +60,13 @@ def _task_log_context(task_id: str | None = None, task: Any = None, **_: Any) ->
     """Each task's log lines carry its own context only: a pool process runs many tasks."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task=getattr(task, "name", None), task_id=task_id)
+
+
+@celeryd_init.connect
+def _private_files(**_: Any) -> None:
+    """A worker started as `celery -A tasks worker` (not by `recpipe run`) writes the
+    embedded broker's message files for its user alone, too."""
+    private_process()
 
 
 @celeryd_init.connect

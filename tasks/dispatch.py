@@ -19,6 +19,7 @@ import structlog
 from kombu.pools import ProducerPool
 
 from foundation.config import Settings
+from foundation.queues import BrokerUnavailableError
 from tasks.celery import configure
 
 log = structlog.get_logger("recpipe.webhook")  # it runs in the webhook's processes
@@ -73,7 +74,10 @@ class CeleryDispatcher:
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout,
         }
-        with self.app.connection_for_write(
-            connect_timeout=timeout, transport_options=options
-        ) as conn:
-            conn.ensure_connection(max_retries=0)
+        try:
+            with self.app.connection_for_write(
+                connect_timeout=timeout, transport_options=options
+            ) as conn:
+                conn.ensure_connection(max_retries=0)
+        except Exception as exc:  # whatever the transport raises: the broker is not there
+            raise BrokerUnavailableError(str(exc) or type(exc).__name__) from exc

@@ -11,6 +11,7 @@ import structlog
 
 from storage.domain import RunState, lifecycle
 from storage.ledger import utcnow
+from tasks.notify import outbox
 from tasks.services import Services
 
 log = structlog.get_logger("recpipe.tasks")
@@ -88,14 +89,11 @@ def sweep(
         redispatch_run(stale.id)
         redispatched.append(stale.id)
 
-    # A run that finished (or was failed above) but whose notify task was lost.
-    renotified = ledger.lease_unnotified_runs(now, now - timedelta(seconds=cfg.stuck_after_seconds))
+    # Outcomes whose notify or delivery task was lost (tasks.notify.outbox).
+    renotified = outbox.lost_outcomes(ledger, now)
     for run_id in renotified:
         notify(run_id)
-
-    stale_after = timedelta(seconds=max(cfg.stuck_after_seconds, 1200))
-    redelivered = ledger.stale_notifications(now - stale_after)
+    redelivered = outbox.lost_deliveries(ledger, now)
     for notification_id in redelivered:
-        ledger.touch_notification(notification_id, now)
         redeliver(notification_id)
     return SweepReport(settled, redispatched, failed, redelivered, renotified)

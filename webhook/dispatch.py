@@ -14,5 +14,6 @@ class Dispatcher(Protocol):
         ...
 
     def ping(self, timeout: float = 3.0) -> None:
-        """Raise when the broker does not answer within `timeout` seconds."""
+        """Raise `foundation.queues.BrokerUnavailableError` when the broker does not
+        answer within `timeout` seconds."""
         ...

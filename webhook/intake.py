@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import structlog
 from flask import Request
 
+from foundation import css_hosts
 from foundation.config import Settings
 from storage.domain import GME_EVENT_UPLOADED
 from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS, Windows
@@ -183,10 +184,19 @@ class Intake:
         # looked at before they check out.
         obj = parse_json_object(body)
         verify_css(obj.get("sign"), obj.get("t"), self.settings.css_callback_key)
+        # The sign covers nothing but `t`: the appid and the URL are checked on their own.
+        app_ids, appid = self.settings.css_app_ids, obj.get("appid")
+        if app_ids and (isinstance(appid, bool) or appid not in app_ids):
+            raise InvalidSignatureError("appid is not one of RECPIPE_CSS_APP_IDS")
         event_type = obj.get("event_type")
         if event_type != CSS_RECORDING_FILE:
             return "ignored"
         event = parse_css(obj)
+        hosts = css_hosts.expand(self.settings.css_allowed_hosts, event.stream.appid, app_ids)
+        try:
+            css_hosts.check(event.video_url, hosts)
+        except css_hosts.HostNotAllowedError as exc:
+            raise InvalidCallbackError("video_url", str(exc)) from None
         now = utcnow()
         result = self.ledger.record_css_file(
             event,

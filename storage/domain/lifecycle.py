@@ -17,7 +17,7 @@ recording is looked at when it may be due, not polled.
 
 The ledger's step-by-step paths (storage/ledger) read the rows, call these functions and
 write back what they return. The webhook's one-statement GME intake on PostgreSQL
-(storage/ledger/gme_statement.py) says the same in SQL; tests/lifecycle_cases.py holds the
+(storage/ledger/gme_statement.py) says the same in SQL; tests/support/lifecycle.py holds the
 event sequences and expected states that both are checked against.
 """
 

@@ -88,6 +88,37 @@ class RunView:
 
 
 @dataclass(frozen=True)
+class RunHolder:
+    """Who holds a running run: a worker, and which attempt of which task runs there
+    (the task's id, its retry count). Stored as the run's `worker`, so that a task's retry
+    tells its own earlier attempt (the same task, fewer retries: over, whatever its
+    heartbeat says) from a live worker (another task, or another delivery of this same
+    attempt)."""
+
+    worker: str
+    task_id: str
+    retries: int
+
+    def __str__(self) -> str:
+        return f"{self.worker} task {self.task_id}#{self.retries}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> RunHolder | None:
+        worker, task, attempt = (text or "").rpartition(" task ")
+        task_id, _, retries = attempt.rpartition("#")
+        if not (task and task_id and retries.isdigit()):
+            return None
+        return cls(worker, task_id, int(retries))
+
+    def follows(self, held_by: str | None) -> bool:
+        """The run is held by an earlier attempt of this same task: take it back."""
+        earlier = RunHolder.parse(held_by)
+        if earlier is None:
+            return False
+        return earlier.task_id == self.task_id and earlier.retries < self.retries
+
+
+@dataclass(frozen=True)
 class StaleRun:
     """A run the sweep must look at: queued but not (or long ago) dispatched, or running
     with no heartbeat for the stuck time (`worker_lost`)."""

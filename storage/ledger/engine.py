@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from foundation import jsonsafe
+from foundation.private import private_file
 
 
 def utcnow() -> datetime:
@@ -197,8 +198,9 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     if url.drivername == "postgresql" or url.drivername == "postgres":
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        database = url.database if url.database and url.database != ":memory:" else None
+        if database:
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
             url,
             echo=echo,
@@ -214,6 +216,9 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            if database:  # the ledger holds argon2 hashes and raw callbacks
+                for suffix in ("", "-wal", "-shm"):
+                    private_file(Path(database + suffix))
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:

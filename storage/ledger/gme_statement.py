@@ -37,7 +37,7 @@ that is never handed out (or whose message is lost) delays nothing by more than 
 `tests/integration/test_ledger_pg_intake.py` replays random event sequences through this
 statement and through the step-by-step path and compares the resulting rows;
 `tests/integration/test_ledger_lifecycle.py` checks both against the event sequences and
-expected states of `tests/lifecycle_cases.py`.
+expected states of `tests/support/lifecycle.py`.
 """
 
 from __future__ import annotations

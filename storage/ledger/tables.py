@@ -236,6 +236,24 @@ class ConsoleUser(Base):
     created_at: Mapped[datetime]
 
 
+class ConsoleSession(Base):
+    """A signed-in browser: its cookie names the session by a random key, of which only the
+    SHA-256 is kept. Signing out deletes the row, and the cookie then names nothing."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    address: Mapped[str | None] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(200))
+
+
 class ApiToken(Base):
     """A program's credential for the HTTP API; only the token's SHA-256 is kept."""
 

@@ -1,4 +1,4 @@
-"""The ledger's GME intake against the lifecycle table (tests/lifecycle_cases.py): the
+"""The ledger's GME intake against the lifecycle table (tests/support/lifecycle.py): the
 one-statement path on PostgreSQL and the step-by-step path on PostgreSQL and SQLite leave
 the states the table expects, with the ledger's own claim and run end in between."""
 
@@ -15,7 +15,7 @@ from storage.domain import GmeEvent, GmeRecordingKey, IntakeResult, RunState
 from storage.ledger import Ledger
 from storage.ledger.engine import aware
 from storage.ledger.tables import Recording
-from tests.lifecycle_cases import (
+from tests.support.lifecycle import (
     CASES,
     COMPLETE_SECONDS,
     ERROR,
@@ -30,8 +30,6 @@ from tests.lifecycle_cases import (
     due_at,
     wake_at,
 )
-
-pytestmark = pytest.mark.integration
 
 Record = Callable[[GmeEvent, str, dict[str, str], datetime, float, float], IntakeResult]
 PATHS = [

@@ -5,13 +5,9 @@ re-arming finished notifications."""
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
-
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from webhook.callbacks import parse_css
-
-pytestmark = pytest.mark.integration
 
 KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000001", 1)
 OTHER = GmeRecordingKey(1400000000, "100", "1000", "446946705284000001", 1)

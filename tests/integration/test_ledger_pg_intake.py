@@ -22,8 +22,6 @@ from storage.domain import GmeEvent, GmeRecordingKey, RecordingState
 from storage.ledger import IntakeResult, Ledger
 from storage.ledger.tables import Callback, Recording, Segment
 
-pytestmark = pytest.mark.integration
-
 HEADERS = {"Content-Type": "application/json"}
 SETTLE_SECONDS = 30
 COMPLETE_SECONDS = 10

@@ -14,8 +14,6 @@ from storage.domain import GmeEvent, GmeRecordingKey, NotificationState, retenti
 from storage.ledger import Ledger, aware, utcnow
 from storage.ledger.tables import Callback, DeliveryAttempt, Notification, Recording
 
-pytestmark = pytest.mark.integration
-
 NOW = utcnow()
 OLD = NOW - timedelta(days=40)
 BEFORE = NOW - timedelta(days=30)

@@ -3,14 +3,11 @@ builds is what the code reads and writes, on PostgreSQL and on SQLite."""
 
 from __future__ import annotations
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from storage.ledger import Ledger
 from storage.ledger.tables import Base
-
-pytestmark = pytest.mark.integration
 
 
 def test_the_migrated_schema_is_the_tables_of_the_code(ledger: Ledger):

@@ -18,9 +18,7 @@ from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import Finished, Finishing
 from tasks.media.tools import Tools
-from tests.media import decode
-
-pytestmark = pytest.mark.integration
+from tests.support.media import decode
 
 BEIJING = timezone(timedelta(hours=8))
 TASK = "446946705284000432"

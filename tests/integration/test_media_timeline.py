@@ -14,9 +14,7 @@ from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import KEEP_LEVELS, Finishing
 from tasks.media.tools import Tools
-from tests.media import ANALYSIS_RATE, decode, dominant_frequency, duration
-
-pytestmark = pytest.mark.integration
+from tests.support.media import ANALYSIS_RATE, decode, dominant_frequency, duration
 
 BEIJING = timezone(timedelta(hours=8))
 TASK = "446946705284000321"

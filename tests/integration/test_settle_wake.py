@@ -5,8 +5,6 @@ still settles a recording whose settle task was lost (PostgreSQL and SQLite)."""
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from foundation.config import Settings
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger
@@ -15,8 +13,6 @@ from storage.ledger.tables import Recording
 from storage.objectstore import store_from_url
 from tasks import settling, sweeping
 from tasks.services import Services
-
-pytestmark = pytest.mark.integration
 
 KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000777", 1)
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -18,9 +18,7 @@ from storage.objectstore import LocalStore
 from tasks import processing
 from tasks.notify.body import encode, notification_body
 from tasks.services import Services
-from tests.media import decode, duration
-
-pytestmark = pytest.mark.integration
+from tests.support.media import decode, duration
 
 BIZ, TASK = 1400000000, "446946705284000777"
 

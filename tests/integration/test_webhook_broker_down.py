@@ -1,9 +1,6 @@
 """The broker is down when callbacks arrive: they are stored and answered 200 all the same,
 and beat's sweep hands their recordings out afterwards."""
 
-import base64
-import hashlib
-import hmac
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +16,8 @@ from storage.ledger.tables import Callback
 from storage.objectstore import store_from_url
 from tasks import sweeping
 from tasks.services import Services
-from tests.conftest import free_port
-
-pytestmark = pytest.mark.integration
+from tests.support.services import free_port
+from tests.support.signing import sign_gme
 
 BIZ, SECRET, TASK = 1400000000, b"test-key", 446946705284000003
 RID = GmeRecordingKey(BIZ, "100", "999", str(TASK), 1).recording_id
@@ -35,7 +31,7 @@ def callback(event_type: int, seq: int) -> tuple[bytes, str]:
             "Detail": {"SeqNo": seq, "FileName": f"{BIZ}_100/{seq}_{TASK}_audio.mp3"},
         }
     ).encode()  # fmt: skip
-    return body, base64.b64encode(hmac.new(SECRET, body, hashlib.sha1).digest()).decode()
+    return body, sign_gme(SECRET, body)
 
 
 @pytest.mark.parametrize("scheme", ["redis://127.0.0.1:{port}/0", "amqp://127.0.0.1:{port}//"])

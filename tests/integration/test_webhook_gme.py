@@ -1,8 +1,5 @@
 """POST /callbacks/gme through the Flask app, with a real ledger and the embedded broker."""
 
-import base64
-import hashlib
-import hmac
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from foundation.config import Settings
-from recpipe.webapp import create_app
+from recpipe.webapp import create_app, create_apps, create_internal_app
 from storage.ledger import Ledger
 from storage.ledger.tables import Callback
-
-pytestmark = pytest.mark.integration
+from tests.support.signing import gme_signature, sign_gme
 
 BIZ, SECRET = 1400000000, b"test-key"
 SAMPLE = {
@@ -31,7 +27,7 @@ SAMPLE = {
 
 
 def sign(body: bytes, key: bytes = SECRET) -> str:
-    return base64.b64encode(hmac.new(key, body, hashlib.sha1).digest()).decode()
+    return sign_gme(key, body)
 
 
 @pytest.fixture
@@ -159,7 +155,7 @@ def test_the_completing_upload_hands_out_a_settle_task_for_the_short_window(app_
 def test_hex_signature_is_accepted(app_env):
     client, _, _ = app_env
     body = json.dumps(SAMPLE).encode()
-    digest = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
+    digest = gme_signature(SECRET, body).hex()
     assert post(client, body, digest).status_code == 200
 
 
@@ -214,22 +210,32 @@ def test_ledger_down_is_503_so_the_vendor_retries(tmp_path: Path):
             "RECPIPE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
         }
     )
-    client = create_app(settings).test_client()
+    public, internal = create_apps(settings)
     body = json.dumps(SAMPLE).encode()
-    response = post(client, body, sign(body))
+    response = post(public.test_client(), body, sign(body))
     assert response.status_code == 503
-    ready = client.get("/readyz")
+    ready = internal.test_client().get("/readyz")
     assert ready.status_code == 503 and "ledger" in ready.get_json()["reasons"]
 
 
 def test_health_ready_and_metrics(app_env):
-    client, _, _ = app_env
+    """/healthz on the public app; /readyz and /metrics on the internal one only."""
+    client, ledger, settings = app_env
+    internal = create_internal_app(settings, ledger=ledger).test_client()
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    assert internal.get("/readyz").status_code == 200
     body = json.dumps(SAMPLE).encode()
     post(client, body, sign(body))
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = internal.get("/metrics").get_data(as_text=True)
     assert 'recpipe_callbacks_total{outcome="accepted",provider="gme"}' in metrics
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/metrics"])
+def test_the_public_app_does_not_serve_readiness_or_metrics(app_env, path: str):
+    """Queue depths, recording counts and the first line of a ledger or broker error are
+    not for the internet: 404 on the public app."""
+    client, _, _ = app_env
+    assert client.get(path).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from storage.domain.lifecycle import (
     SegmentStatus,
     TouchedRecording,
 )
-from tests.lifecycle_cases import (
+from tests.support.lifecycle import (
     CASES,
     COMPLETE_SECONDS,
     ERROR,

@@ -3,9 +3,7 @@ an S3 server over HTTP, real ffmpeg): staggered joins, one user's pause, shuffle
 duplicated callbacks, one lost upload found in the source listing; then a late user
 makes the room's revision 2."""
 
-import base64
 import hashlib
-import hmac
 import json
 import random
 import re
@@ -19,11 +17,10 @@ from standardwebhooks.webhooks import Webhook
 
 from storage.domain import GmeRecordingKey
 from storage.domain.rooms import room_id
-from tests.conftest import wait_for
-from tests.media import ANALYSIS_RATE, decode, duration
-from tests.stack import Stack, parse_body
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.media import ANALYSIS_RATE, decode, duration
+from tests.support.signing import sign_gme
+from tests.support.stack import Stack, parse_body
+from tests.support.waits import wait_for
 
 BIZ, SECRET, ROOM = 1400000000, "room-test-key", "300"
 TASK = 446946705284000777  # > 2**53
@@ -42,6 +39,14 @@ WINDOWS = [
     (7.0, {"carol"}),
     (8.6, {"bob", "carol"}),
     (10.0, {"bob"}),
+]
+# The same for revision 2 of a room of alice and carol, whom dave joins at 12 s.
+WINDOWS_2 = [
+    (1.0, {"alice"}),
+    (5.0, {"alice", "carol"}),
+    (7.0, {"carol"}),
+    (10.5, set()),
+    (12.7, {"dave"}),
 ]
 
 
@@ -86,7 +91,7 @@ def callback(user: str, event_type: int, seq: int, file_name: str) -> bytes:
 
 
 def sign(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    return sign_gme(SECRET, body)
 
 
 def speak(tmp_path: Path, s3_client, bucket, users: dict, lost=None) -> list[bytes]:
@@ -269,7 +274,18 @@ def test_a_late_user_makes_revision_2_of_the_room(
     mix = tmp_path / "room2.m4a"
     s3_client.download_file(bucket, f"{prefix}{rid}.m4a", str(mix))
     assert abs(duration(mix) - 13.5) < 0.25
-    assert level_at(decode(mix), 12.7, 1320.0) > 0.01
+    # Everyone is still heard where they spoke, and only there, at the same loudness.
+    users = {**first, **late}
+    samples = decode(mix)
+    for at, heard in WINDOWS_2:
+        for user, (hz, _segments) in users.items():
+            level = level_at(samples, at, hz)
+            if user in heard:
+                assert level > 0.01, f"{user} not heard at {at}s ({level:.4f})"
+            else:
+                assert level < 0.001, f"{user} heard at {at}s ({level:.4f})"
+    assert abs(integrated_loudness(mix) - (-16.0)) <= 1.5
+    assert manifest["loudness"]["target_lufs"] == -16.0
     wait_for(lambda: len(room_notes(receiver)) >= 2, timeout=30, what="both room notifications")
     time.sleep(2)
     ids = sorted(n.headers["webhook-id"] for n in room_notes(receiver))

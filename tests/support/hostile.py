@@ -1,6 +1,6 @@
 """Hostile HTTP clients for tests, on 127.0.0.1 only and bounded in time and count.
 
-`python -m tests.hostile_clients PORT COUNT SECONDS` holds COUNT slowloris connections to
+`python -m tests.support.hostile PORT COUNT SECONDS` holds COUNT slowloris connections to
 127.0.0.1:PORT for SECONDS: a third trickle the request line, a third the headers, a third
 the body, one byte a second each; a connection the server closes is opened again. It prints
 one JSON line once every connection is open, then one with what it saw:
@@ -21,7 +21,9 @@ import socket
 import struct
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOST = "127.0.0.1"
 
@@ -167,3 +169,91 @@ async def _main(port: int, count: int, seconds: float) -> None:
 if __name__ == "__main__":
     raise_open_files_limit()
     asyncio.run(_main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+
+
+class Hostile:
+    """A server whose paths misbehave: /trickle sends a byte every 0.1 s of a body it says
+    is 1 MB long, /endless.m3u8 writes playlist lines for ever, /silent sends headers and
+    then nothing until the server is closed, /loop redirects to itself, /private redirects
+    to a name the resolver maps to a private address; /variants/... is a master playlist
+    with two variants."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        paths = self.paths
+        self.stop = threading.Event()
+        stop = self.stop
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                paths.append(self.path)
+                port = self.server.server_address[1]
+                if self.path == "/trickle":
+                    self._head(200, {"Content-Length": str(1024 * 1024)})
+                    while not stop.is_set():
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                elif self.path == "/endless.m3u8":
+                    self._head(200, {"Content-Type": "application/vnd.apple.mpegurl"})
+                    self.wfile.write(b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n")
+                    n = 0
+                    while not stop.is_set():
+                        lines = "".join(f"#EXTINF:1.0,\nseg{n + i}.ts\n" for i in range(50))
+                        self.wfile.write(lines.encode())
+                        self.wfile.flush()
+                        n += 50
+                        time.sleep(0.01)
+                elif self.path == "/silent":
+                    self._head(200, {"Content-Length": "1000"})
+                    stop.wait()  # until the server is closed
+                elif self.path == "/loop":
+                    self._head(302, {"Location": "/loop", "Content-Length": "0"})
+                elif self.path == "/private":
+                    location = f"http://internal.example.com:{port}/x"
+                    self._head(302, {"Location": location, "Content-Length": "0"})
+                elif self.path == "/variants/master.m3u8":
+                    self._body(
+                        b"#EXTM3U\n"
+                        b"#EXT-X-STREAM-INF:BANDWIDTH=200000\nlow.m3u8\n"
+                        b"#EXT-X-STREAM-INF:BANDWIDTH=900000\nhigh.m3u8\n"
+                        b"#EXT-X-STREAM-INF:BANDWIDTH=500000\nmid.m3u8\n"
+                    )
+                elif self.path.startswith("/variants/") and self.path.endswith(".m3u8"):
+                    name = self.path.rsplit("/", 1)[1].removesuffix(".m3u8")
+                    self._body(
+                        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{name}-0.ts\n"
+                        f"#EXTINF:1.0,\n{name}-1.ts\n#EXT-X-ENDLIST\n".encode()
+                    )
+                elif self.path.startswith("/variants/"):
+                    self._body(self.path.encode() * 10)
+                else:
+                    self._head(404, {"Content-Length": "0"})
+
+            def _head(self, status: int, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def _body(self, data: bytes) -> None:
+                self._head(200, {"Content-Length": str(len(data))})
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()

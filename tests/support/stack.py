@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 
 from storage.ledger import Ledger
-from tests.conftest import free_port, wait_for
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
 
 @dataclass
@@ -83,7 +84,8 @@ def stack_env(
 
 class Stack:
     """recpipe's processes with one environment. `address` is where the webhook listens and
-    `wrap` turns a command into the one that runs it there (another host: tests/hosts.py)."""
+    `wrap` turns a command into the one that runs it there (another host:
+    tests/support/hosts.py)."""
 
     def __init__(
         self,
@@ -95,12 +97,20 @@ class Stack:
     ):
         # Worker metrics ports are off unless a test asks for one: concurrent stacks on one
         # machine would otherwise contend for the default port.
-        self.env = {**os.environ, "RECPIPE_METRICS_PORT": "0", **env}
+        # The webhook's internal listener (/readyz, /metrics) on a port of its own too.
+        self.internal_port = free_port()
+        self.env = {
+            **os.environ,
+            "RECPIPE_METRICS_PORT": "0",
+            "RECPIPE_INTERNAL_LISTEN": f"{address}:{self.internal_port}",
+            **env,
+        }
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
         self.address, self.wrap = address, wrap
         self.port = free_port()
         self.url = f"http://{address}:{self.port}"
+        self.internal_url = f"http://{address}:{self.internal_port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ledger = Ledger(env["RECPIPE_DATABASE_URL"])
 
@@ -234,6 +244,11 @@ class FileServer:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
+
+    @property
+    def allowed(self) -> str:
+        """The RECPIPE_CSS_ALLOWED_HOSTS entry for this server: its address and port."""
+        return f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.server.shutdown()

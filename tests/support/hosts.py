@@ -4,7 +4,8 @@ Each host is a network namespace (`ip netns`) joined to a bridge in the root nam
 veth pair, and its processes run in a mount namespace of their own in which the hosts'
 root directory shows only that host's directory: no host can read another's disk. The
 test's servers (broker, ledger, S3) listen on the bridge's address, the only way to reach
-them from a host. Needs root (CI runs the tests as root); `Network` skips without it.
+them from a host. Needs root (CI runs the tests as root) and iproute2 (`make services` installs it):
+`Network` skips without them, and fails under CI.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.support.required import missing
 
 # Runs inside a host's fresh mount namespace: keep the host's own directory ($1) aside at
 # $2, cover the hosts' root ($3) with an empty tmpfs, put the host's directory back, run.
@@ -64,7 +65,7 @@ class Network:
 
     def __init__(self, root: Path):
         if os.geteuid() != 0:
-            pytest.skip("separate hosts need network namespaces, which need root")
+            missing("root, for network namespaces (separate hosts)")
         _remove_leftovers()
         self.tag = secrets.token_hex(3)
         self.root = root / "hosts"
@@ -81,9 +82,9 @@ class Network:
         try:
             made = _ip("netns", "add", probe, check=False)
         except FileNotFoundError:
-            pytest.skip("separate hosts need `ip` (iproute2)")
+            missing("`ip` (iproute2), for separate hosts")
         if made.returncode != 0:
-            pytest.skip(f"`ip netns add` is not permitted here: {made.stderr.strip()}")
+            missing(f"`ip netns add` permission ({made.stderr.strip()})")
         _ip("netns", "del", probe, check=False)
         self._links.append(self.bridge)
         try:

@@ -22,22 +22,25 @@ from sqlalchemy import update
 from storage.domain import NotificationState
 from storage.ledger import utcnow
 from storage.ledger.tables import Notification
-from tests.conftest import free_port, wait_for
-from tests.integration.test_durability import (
+from tests.support.media import decode, dominant_frequency, make_tone
+from tests.support.recordings import (
     BIZ,
     SECRET,
     TONES,
     archive_keys,
+    callbacks_of,
+    check_sound,
+    make_env,
     manifest,
+    migrate,
     recording,
     sign,
     upload,
 )
-from tests.integration.test_faults import callbacks_of, check_sound, make_env, migrate
-from tests.media import decode, dominant_frequency, make_tone
-from tests.stack import Receiver, Stack, parse_body, stack_env
+from tests.support.services import free_port
+from tests.support.stack import Receiver, Stack, parse_body, stack_env
+from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 CLI = [sys.executable, "-m", "recpipe"]
 
 
@@ -312,9 +315,9 @@ def test_css_bridging_file_when_one_side_is_already_archived(
     a second one never processed is folded into the first (revision 2 holds all three
     files, their tones in order); a second one already archived keeps its own identity and
     archive, and only the first gets a revision 2 with the bridging file."""
-    from tests.integration.test_css_end_to_end import KEY, T0, archived_file, callback
-    from tests.media import make_video
-    from tests.stack import FileServer
+    from tests.support.css import KEY, T0, archived_file, callback
+    from tests.support.media import make_video
+    from tests.support.stack import FileServer
 
     www = tmp_path / "www"
     www.mkdir()
@@ -324,7 +327,7 @@ def test_css_bridging_file_when_one_side_is_already_archived(
     server = FileServer(www)
     env = stack_env(
         tmp_path, pg_url, redis_url, s3_endpoint, bucket,
-        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS="127.0.0.1",
+        RECPIPE_CSS_CALLBACK_KEY=KEY, RECPIPE_CSS_ALLOWED_HOSTS=server.allowed,
         RECPIPE_NOTIFY_URLS=receiver.url, RECPIPE_SETTLE_SECONDS="3",
         RECPIPE_VIDEO_FORMATS="m4a",
     )  # fmt: skip

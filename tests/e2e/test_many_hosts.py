@@ -26,24 +26,24 @@ import requests
 from sqlalchemy import select
 
 from storage.ledger.tables import Run
-from tests.conftest import S3_TEST_ENV, free_port, wait_for
-from tests.faults import PostgresServer
-from tests.hosts import Host, Network
-from tests.integration.test_durability import (
+from tests.support.faults import PostgresServer, RedisServer
+from tests.support.hosts import Host, Network
+from tests.support.media import ANALYSIS_RATE, decode, dominant_frequency, duration, make_tone
+from tests.support.recordings import (
     BIZ,
     SECRET,
     TONES,
     Recording,
-    RedisServer,
+    callbacks_of,
+    check_archive,
+    migrate,
     recording,
     sign,
     wait_all,
 )
-from tests.integration.test_faults import callbacks_of, check_archive, migrate
-from tests.media import ANALYSIS_RATE, decode, dominant_frequency, duration, make_tone
-from tests.stack import Receiver, Stack, parse_body
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.services import S3_TEST_ENV, free_port
+from tests.support.stack import Receiver, Stack, parse_body
+from tests.support.waits import wait_for
 
 HOSTS = ("web", "light", "media1", "media2", "beat", "cos")
 SEGMENT_SECONDS = 4.0

@@ -9,9 +9,6 @@ it), so they never vanish from a run."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import random
 import shutil
@@ -19,90 +16,27 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from storage.domain import GmeRecordingKey, NotificationState
-from tests.conftest import free_port, wait_for
-from tests.media import decode, dominant_frequency, duration, make_tone
-from tests.stack import Receiver, Stack, parse_body
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-BIZ, SECRET = 1400000000, "durability-test-key"
-TASK_BASE = 446946705284100000  # > 2**53
-TONES = (440.0, 880.0, 1320.0)  # the tone of SeqNo 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Recording:
-    task_id: int
-    room: str
-    keys: tuple[str, ...]  # by SeqNo, relative to the source prefix
-
-    @property
-    def id(self) -> str:
-        return GmeRecordingKey(BIZ, self.room, "999", str(self.task_id), 1).recording_id
-
-    def callback(self, event_type: int, seq: int) -> bytes:
-        return json.dumps(
-            {
-                "BizID": BIZ, "RoomID": self.room, "UserID": "999", "TaskID": self.task_id,
-                "RecordMode": 1, "Timestamp": int(time.time()), "EventType": event_type,
-                "Detail": {"SeqNo": seq, "FileName": self.keys[seq]},
-            }
-        ).encode()  # fmt: skip
-
-
-def sign(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
-
-
-def recording(task_offset: int, segments: int, room: str = "100") -> Recording:
-    task = TASK_BASE + task_offset
-    keys = tuple(
-        f"{BIZ}_{room}/2026-11-21-10-00-{seq:02d}_{task}_audio.mp3" for seq in range(segments)
-    )
-    return Recording(task, room, keys)
-
-
-def upload(s3_client, bucket: str, rec: Recording, files: list[Path]) -> None:
-    for key, path in zip(rec.keys, files, strict=False):
-        s3_client.put_object(Bucket=bucket, Key=f"cos/{key}", Body=path.read_bytes())
-
-
-def post_all(stack: Stack, bodies: list[bytes], threads: int = 8) -> list[int]:
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda body: stack.post_gme(body, sign(body)), bodies))
-
-
-def archive_keys(s3_client, bucket: str) -> list[str]:
-    keys: list[str] = []
-    for page in s3_client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix="archive/"
-    ):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
-    return sorted(keys)
-
-
-def manifest(s3_client, bucket: str, rec: Recording) -> dict:
-    key = f"archive/gme/{BIZ}/{rec.id}/manifest.json"
-    return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, str]:
-    def settled():
-        states = {rid: getattr(stack.ledger.recording(rid), "state", None) for rid in ids}
-        return states if all(s in ("archived", "failed") for s in states.values()) else None
-
-    try:
-        return wait_for(settled, timeout=timeout, interval=1, what=f"{len(ids)} recordings")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{stack.log_text()}") from None
+from storage.domain import NotificationState
+from tests.support.faults import RedisServer
+from tests.support.media import decode, dominant_frequency, duration, make_tone
+from tests.support.recordings import (
+    BIZ,
+    SECRET,
+    TONES,
+    archive_keys,
+    manifest,
+    post_all,
+    recording,
+    upload,
+    wait_all,
+)  # fmt: skip
+from tests.support.stack import Receiver, Stack, parse_body
+from tests.support.waits import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -278,38 +212,6 @@ def test_worker_killed_mid_chain_is_taken_over_and_the_recording_completes_once(
     assert note.state == NotificationState.DELIVERED
 
 
-class RedisServer:
-    """A throwaway redis-server of the test's own, that the test stops and starts."""
-
-    def __init__(self, workdir: Path, host: str = "127.0.0.1"):
-        self.host, self.port = host, free_port()
-        self.workdir = workdir
-        self.url = f"redis://{host}:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.process = subprocess.Popen(
-            [
-                "redis-server", "--port", str(self.port), "--bind", self.host,
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--protected-mode", "no" if self.host != "127.0.0.1" else "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        wait_for(client.ping, timeout=20, what="redis-server")
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path):
     if shutil.which("redis-server") is None:  # `make services` installs it
@@ -340,7 +242,7 @@ def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
     bodies = [rec.callback(ev, seq) for rec in during for seq in range(2) for ev in (1, 2, 3)]
     random.Random(9).shuffle(bodies)
     assert post_all(stack, bodies + bodies[:5], threads=4) == [200] * (len(bodies) + 5)
-    ready = requests.get(f"{stack.url}/readyz", timeout=10)
+    ready = requests.get(f"{stack.internal_url}/readyz", timeout=10)
     assert ready.status_code == 503 and "broker" in ready.json()["reasons"]
     for rec in during:  # stored, though nothing could be handed to the broker
         assert stack.ledger.recording(rec.id).state == "collecting"
@@ -357,7 +259,7 @@ def test_broker_outage_loses_nothing_and_callbacks_are_answered_throughout(
         assert [r.revision for r in stack.ledger.runs_for(rec.id)] == [1]
     wait_for(lambda: len(receiver.requests) >= len(ids), timeout=60, what="notifications")
     assert sorted(parse_body(r)["recording"]["id"] for r in receiver.requests) == sorted(ids)
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
+    assert requests.get(f"{stack.internal_url}/readyz", timeout=10).status_code == 200
 
 
 def test_failing_endpoint_is_retried_until_it_recovers_410_stops_and_failed_can_be_redelivered(

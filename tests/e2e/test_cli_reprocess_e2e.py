@@ -15,11 +15,9 @@ import pytest
 
 from storage.domain import GmeRecordingKey
 from storage.ledger import utcnow
-from tests.conftest import wait_for
-from tests.stack import Stack, parse_body
+from tests.support.stack import Stack, parse_body
+from tests.support.waits import wait_for
 from webhook.callbacks import parse_gme
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 BIZ, TASK = 1400000000, "446946705284000555"
 KEY = GmeRecordingKey(BIZ, "100", "999", TASK, 1)

@@ -19,12 +19,10 @@ import yaml
 
 from storage.domain import GmeRecordingKey
 from storage.objectstore import LocalStore
-from tests.conftest import free_port, wait_for
-from tests.integration.test_metrics_processes import callback
-from tests.integration.test_observe import closed_port
-from tests.stack import Stack
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.services import closed_port, free_port
+from tests.support.signing import signed_gme_callback
+from tests.support.stack import Stack
+from tests.support.waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
@@ -131,7 +129,7 @@ def test_a_failed_recording_and_a_receiver_that_stays_down_raise_their_alerts(
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"not audio at all\n" * 50)
     LocalStore(tmp_path / "source").put(key, bad)
-    assert stack.post_gme(*callback(0, key, TASK_ID)) == 200
+    assert stack.post_gme(*signed_gme_callback(BIZ, SECRET, TASK_ID, 0, key)) == 200
     recording_id = GmeRecordingKey(BIZ, "100", "999", TASK_ID, 1).recording_id
     recording = stack.wait_for_state(recording_id, ("archived", "failed"), timeout=40)
     assert recording.state == "failed", stack.log_text()

@@ -4,10 +4,6 @@ processes adds all of them up on /metrics."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 from pathlib import Path
 
@@ -15,11 +11,11 @@ import pytest
 import requests
 
 from storage.domain import GmeRecordingKey
-from tests.conftest import free_port, wait_for
-from tests.integration.test_observe import sample
-from tests.stack import Stack
-
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+from tests.support.metrics import sample
+from tests.support.services import free_port
+from tests.support.signing import signed_gme_callback
+from tests.support.stack import Stack
+from tests.support.waits import wait_for
 
 BIZ, SECRET = 1400000000, "metrics-e2e-key"
 TASK_ID = "446946705284000911"
@@ -49,15 +45,7 @@ def stack(env, tmp_path: Path):
 
 
 def callback(seq: int, file_name: str, task_id: str = TASK_ID) -> tuple[bytes, str]:
-    body = json.dumps(
-        {
-            "BizID": BIZ, "RoomID": "100", "UserID": "999", "TaskID": int(task_id),
-            "RecordMode": 1, "Timestamp": 1675930605, "EventType": 3,
-            "Detail": {"SeqNo": seq, "FileName": file_name},
-        }
-    ).encode()  # fmt: skip
-    digest = hmac.new(SECRET.encode(), body, hashlib.sha1).digest()
-    return body, base64.b64encode(digest).decode()
+    return signed_gme_callback(BIZ, SECRET, task_id, seq, file_name)
 
 
 def test_worker_pool_metrics_are_served_on_the_metrics_port(
@@ -96,7 +84,7 @@ def test_worker_pool_metrics_are_served_on_the_metrics_port(
     assert sample(text, "recpipe_queue_wait_seconds_count", **settle) >= 1
     assert sample(text, "recpipe_notification_attempts_total", outcome="delivered") == 1
 
-    webhook = requests.get(f"{stack.url}/metrics", timeout=10).text
+    webhook = requests.get(f"{stack.internal_url}/metrics", timeout=10).text
     accepted = {"provider": "gme", "outcome": "accepted"}
     assert sample(webhook, "recpipe_callbacks_total", **accepted) == 1
     assert sample(webhook, "recpipe_recordings", state="archived") == 1
@@ -112,6 +100,6 @@ def test_webhook_metrics_add_up_every_server_process(stack: Stack):
         assert stack.post_gme(body, sig) == 200
     accepted = {"provider": "gme", "outcome": "accepted"}
     for _ in range(8):
-        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+        text = requests.get(f"{stack.internal_url}/metrics", timeout=10).text
         assert sample(text, "recpipe_callbacks_total", **accepted) == posts
         assert sample(text, "recpipe_recordings", state="collecting") == 1
