@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from foundation import jsonsafe
 from foundation.config import Settings
 
 REDACTED = "[redacted]"
@@ -161,7 +162,9 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(jsonsafe.dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     redactor = Redactor(secrets)
     structlog.configure(

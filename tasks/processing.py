@@ -3,7 +3,6 @@ step timed in the ledger and in metrics."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from foundation import jsonsafe
 from storage.domain import RecordingState, RunHolder, RunState, SegmentState
 from storage.domain.rooms import ROOM_SOURCE, sources_key
 from storage.ledger import Ledger, LedgerUnavailableError, RunView, utcnow
@@ -226,7 +226,7 @@ def _gme_media(
 
 
 def json_bytes(value: object) -> bytes:
-    return json.dumps(value, indent=2, ensure_ascii=False).encode()
+    return jsonsafe.dumps(value, indent=2, ensure_ascii=False).encode()
 
 
 def _room_media(

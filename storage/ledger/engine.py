@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from foundation import jsonsafe
 from foundation.private import private_file
 
 
@@ -201,7 +202,10 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
         if database:
             Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
+            url,
+            echo=echo,
+            json_serializer=jsonsafe.dumps,
+            connect_args={"timeout": 30, "isolation_level": None},
         )
 
         @event.listens_for(engine, "connect")
@@ -229,6 +233,8 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        # Strict JSON in every JSON column (PostgreSQL refuses NaN and Infinity).
+        json_serializer=jsonsafe.dumps,
         # No pre-ping: it costs a round trip per transaction on the webhook's hot path. A
         # connection the server dropped fails its transaction once (a 503 the vendor
         # retries) and SQLAlchemy then discards the whole pool; recycling keeps idle

@@ -47,6 +47,7 @@ def test_the_data_directory_is_0700_and_its_files_0600_after_real_use(tmp_path: 
         "RECPIPE_DATA_DIR": str(data),
         "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
         "RECPIPE_METRICS_PORT": "0",
+        "RECPIPE_INTERNAL_LISTEN": "off",  # tests side by side would share 9108
     }
     for name in ("RECPIPE_DATABASE_URL", "RECPIPE_BROKER_URL", "RECPIPE_ARCHIVE_URL",
                  "RECPIPE_GME_SOURCE_URL", "RECPIPE_CONSOLE_SECRET"):  # fmt: skip
@@ -99,7 +100,12 @@ def test_an_existing_data_directory_made_by_an_earlier_version_is_narrowed(tmp_p
     """A folder and ledger an earlier version left 0755 / 0644 are 0700 / 0600 once recpipe
     starts on them again."""
     data = tmp_path / "var"
-    env = {**os.environ, "RECPIPE_DATA_DIR": str(data), "RECPIPE_METRICS_PORT": "0"}
+    env = {
+        **os.environ,
+        "RECPIPE_DATA_DIR": str(data),
+        "RECPIPE_METRICS_PORT": "0",
+        "RECPIPE_INTERNAL_LISTEN": "off",
+    }
     for name in ("RECPIPE_DATABASE_URL", "RECPIPE_BROKER_URL"):
         env.pop(name, None)
     made = subprocess.run([*CLI, "migrate"], env=env, capture_output=True, timeout=120,

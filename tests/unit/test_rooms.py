@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from storage.domain.lifecycle import Decision
 from storage.domain.rooms import Member, offsets, room_id, sources_key
-from tasks.media.finish import finish_command
+from tasks.media.finish import analysis_command, finish_command
 from tasks.rooms.mix import chosen_output, mix_graph
 from tasks.settling.rooms import decide_room
 
@@ -70,11 +70,19 @@ def test_the_mix_delays_each_user_and_sums_without_changing_levels():
 def test_a_mix_is_finished_from_its_graph_and_never_copied():
     args = finish_command(
         "ffmpeg", ["-i", "a.m4a", "-i", "b.m4a"], [("m4a", "o.m4a")],  # type: ignore[list-item]
-        sample_rate=48000, target_lufs=None, measured=None, silence_db=-40.0,
-        copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
+        silence_db=-40.0, copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
     )  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
-    assert ";[mix]asplit=2[o0][m];" in graph and "copy" not in args
+    assert ";[mix]anull,asplit=2[o0][m];" in graph and "copy" not in args
+
+
+def test_a_mix_is_measured_from_its_graph_in_the_analysis_decode():
+    args = analysis_command(
+        "ffmpeg", ["-i", "a.m4a", "-i", "b.m4a"], "t.pcm",  # type: ignore[arg-type]
+        source_graph=mix_graph([0.0, 1.0]), sample_rate=48000, channels=2,
+    )  # fmt: skip
+    graph = args[args.index("-filter_complex") + 1]
+    assert ";[mix]ebur128=framelog=verbose:peak=sample," in graph
 
 
 def test_the_mix_reads_a_lossless_output_before_a_lossy_one():

@@ -2,7 +2,7 @@
 or revoking ends it at once
 
 Revision ID: 0014_sessions
-Revises: 0016_retention
+Revises: 0013_clock
 Create Date: 2026-12-07 04:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0014_sessions'
-down_revision = '0016_retention'
+down_revision = '0013_clock'
 branch_labels = None
 depends_on = None
 
