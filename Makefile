@@ -3,13 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # `make run` and `make simulate` share a local demo key unless RECPIPE_GME_SECRET_KEYS is
 # set, and a 15 s settle window so the demo is quick. Production sets its own of both.
-# The CSS demo serves its files from 127.0.0.1, so the demo allows exactly that address.
+# The CSS demo serves its files from 127.0.0.1:8089, so the demo allows exactly that address
+# and port.
 DEMO_ENV = RECPIPE_GME_SECRET_KEYS=$${RECPIPE_GME_SECRET_KEYS:-1400000000=recpipe-local-demo} \
 	RECPIPE_SETTLE_SECONDS=$${RECPIPE_SETTLE_SECONDS:-15} \
 	RECPIPE_CSS_CALLBACK_KEY=$${RECPIPE_CSS_CALLBACK_KEY:-recpipe-local-demo-css} \
-	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1}
+	RECPIPE_CSS_ALLOWED_HOSTS=$${RECPIPE_CSS_ALLOWED_HOSTS:-127.0.0.1:8089}
 
-.PHONY: help setup services run simulate simulate-css console test lint unit integration bench soak docs
+.PHONY: help setup services run simulate simulate-css console test check lint unit integration bench soak docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,7 +28,7 @@ simulate: setup ## post a simulated GME recording to `make run` and follow it to
 	$(DEMO_ENV) $(BIN)/recpipe simulate gme --wait
 
 simulate-css: setup ## post simulated CSS recordings (split mp4, HLS) to `make run` and follow them
-	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait
+	$(DEMO_ENV) $(BIN)/recpipe simulate css --wait --port 8089
 
 lint: setup ## ruff, mypy and the import contracts (lint-imports: which room may import which)
 	$(BIN)/ruff check .
@@ -41,14 +42,24 @@ docs: setup ## regenerate docs/configuration.md from the settings' definitions (
 console: setup ## the operator console and HTTP API on 127.0.0.1:8081 (first: recpipe users add)
 	$(BIN)/recpipe console
 
+# The tests run on TEST_WORKERS pytest-xdist processes (TEST_WORKERS=0: one process). Most
+# of their time is spent waiting on recpipe's processes, timers and ffmpeg, not on the CPU,
+# so 4 workers pay on 2 cores. Each test has its own database, Redis database, virtual host
+# and ports; tests/conftest.py puts those that must not overlap in one xdist group.
+TEST_WORKERS ?= 4
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup services lint ## everything: lint, types, unit and integration tests on real services
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
+
+check: lint ## the inner loop, under 2 minutes: lint, types and the unit tests
+	$(BIN)/pytest tests/unit -q -n 2
 
 unit: setup ## only the pure-core unit tests (no services)
 	$(BIN)/pytest tests/unit
 
-integration: setup services ## only the integration tests
-	$(BIN)/pytest -m integration
+integration: setup services ## only the integration tests (tests/integration and tests/e2e)
+	$(BIN)/pytest -m integration $(XDIST)
 
 # `make bench BENCH_ARGS=--quick` for a short run; figures and profiles go to bench/out.
 BENCH_ARGS ?=

@@ -73,7 +73,9 @@ def main() -> None:
     from recpipe import serving
 
     sys.exit(
-        serving.serve(lambda: app, args.host, args.port, workers=args.workers, threads=args.threads)
+        serving.serve(
+            lambda: [app], [(args.host, args.port)], workers=args.workers, threads=args.threads
+        )
     )
 
 

@@ -552,42 +552,68 @@ def open_loop(
 # -- bare ffmpeg: the baselines ---------------------------------------------------------
 
 
+def bare_concat_aac(inputs: list[str], output: Path) -> dict[str, float]:
+    """The physical baseline: one bare ffmpeg that decodes the segments once and encodes
+    AAC at 128 kbit/s once (`ffmpeg -f concat ... -c:a aac -b:a 128k`). Wall and CPU s."""
+    started, cpu_before = time.perf_counter(), cpu_so_far()
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *inputs,
+         "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output)],
+        check=True,
+    )  # fmt: skip
+    return {"wall_s": time.perf_counter() - started, "cpu_s": cpu_so_far() - cpu_before}
+
+
 def bare_finish(
-    inputs: list[str], output: Path, scratch: Path, sample_rate: int = 48000
+    inputs: list[str],
+    output: Path,
+    scratch: Path,
+    sample_rate: int = 48000,
+    channels: int = 1,
+    pre_filter: str = "",
 ) -> dict[str, float]:
-    """What recpipe's transcode does, as a bare script would: loudnorm's measuring pass,
-    then one pass normalizing linearly to -16 LUFS (true peak -1 dBTP), encoding AAC,
-    detecting silence at -40 dB and writing a 16 kHz mono copy whose min/max per 320
-    samples numpy takes (the waveform peaks)."""
+    """What recpipe's transcode does, as a bare script would: one decode measuring the
+    integrated loudness and sample peak (`ebur128`) into a float PCM copy on disk, then one
+    encode from it with a linear `volume` gain to -16 LUFS, AAC, silence detection at
+    -40 dB and a 16 kHz mono copy whose min/max per 320 samples numpy takes (the peaks).
+    `inputs` may carry a filter graph making `[mix]` as `pre_filter` (a room)."""
+    import re
+
     import numpy as np
 
-    norm = "loudnorm=I=-16:TP=-1:LRA=11"
+    layout = "mono" if channels == 1 else "stereo"
+    pcm = scratch / "decoded.f32"
+    start = f"{pre_filter};[mix]" if pre_filter else "[0:a:0]"
     mark = time.perf_counter()
-    measured = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", *inputs,
-         "-af", f"{norm}:print_format=json", "-f", "null", "-"],
+    log = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y", *inputs,
+         "-filter_complex",
+         f"{start}ebur128=framelog=verbose:peak=sample,aresample={sample_rate},"
+         f"aformat=sample_fmts=flt:channel_layouts={layout}[pcm]",
+         "-map", "[pcm]", "-f", "f32le", str(pcm)],
         check=True, capture_output=True, text=True,
     ).stderr  # fmt: skip
-    m = json.loads(measured[measured.rfind("{") : measured.rfind("}") + 1])
+    summary = log[log.rfind("Summary:") :]
+    found = re.search(r"I:\s+(-?[\d.]+) LUFS", summary)
+    integrated = float(found.group(1)) if found else -70.0
+    gain = -16.0 - integrated if integrated > -70.0 else 0.0
     measure_s = time.perf_counter() - mark
     mark = time.perf_counter()
-    linear = (
-        f"{norm}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
-        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:linear=true"
-    )
     raw = scratch / "peaks.s16"
     graph = (
-        f"[0:a:0]{linear},aresample={sample_rate},aformat=channel_layouts=mono,asplit=2[o][m];"
+        f"[0:a:0]volume={gain:.2f}dB:precision=float,asplit=2[o][m];"
         "[m]silencedetect=n=-40dB:d=0.5,aresample=16000,"
         "aformat=sample_fmts=s16:channel_layouts=mono[w]"
     )
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y", *inputs,
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-y",
+         "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", str(pcm),
          "-filter_complex", graph,
          "-map", "[o]", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(output),
          "-map", "[w]", "-f", "s16le", str(raw)],
         check=True, capture_output=True,
     )  # fmt: skip
+    pcm.unlink()
     samples = np.memmap(raw, dtype="<i2", mode="r")
     usable = len(samples) - len(samples) % 320
     pixels = samples[:usable].reshape(-1, 320)
@@ -595,6 +621,45 @@ def bare_finish(
         json.dumps({"data": np.stack([pixels.min(1), pixels.max(1)], 1).ravel().tolist()})
     )
     return {"measure": measure_s, "encode": time.perf_counter() - mark}
+
+
+class Counted:
+    """In a bench's child process: the processes it starts (by program name: ffmpeg
+    passes, ffprobe calls) and the statements it sends to the ledger (round trips), from
+    the moment `start` is called."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, int] = {}
+        self.round_trips = 0
+        self._on = False
+
+    def start(self) -> Counted:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        original = subprocess.Popen.__init__
+        counted = self
+
+        def popen(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+            if counted._on:
+                program = Path(str(args[0] if isinstance(args, list | tuple) else args)).name
+                counted.processes[program] = counted.processes.get(program, 0) + 1
+            original(self, args, *rest, **kwargs)
+
+        subprocess.Popen.__init__ = popen  # type: ignore[method-assign]
+
+        def note(*_args: Any) -> None:
+            if counted._on:
+                counted.round_trips += 1
+
+        event.listen(Engine, "before_cursor_execute", note)
+        self._on = True
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._on = False
+        return {"processes": dict(sorted(self.processes.items())), "ledger_round_trips":
+                self.round_trips}  # fmt: skip
 
 
 # -- profiling --------------------------------------------------------------------------

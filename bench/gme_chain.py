@@ -44,6 +44,8 @@ from typing import Any
 from benchlib import (
     BIZ_ID,
     TASK_ID_BASE,
+    Counted,
+    bare_concat_aac,
     bare_finish,
     clean_env,
     cpu_so_far,
@@ -299,9 +301,11 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
 
     sampler = ChildPeakSampler()
     sampler.start()
+    counted = Counted().start()
     started, cpu_before = time.perf_counter(), cpu_so_far()
     run = process(services, run_id, "bench")
     wall, cpu = time.perf_counter() - started, cpu_so_far() - cpu_before
+    counts = counted.stop()
     memory = memory_report(sampler)
 
     recording = ledger.recording(key.recording_id)
@@ -316,6 +320,8 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
         "ledger_steps_s": {s["step"]: s.get("seconds") for s in (run.steps if run else [])},
         "output_duration_s": artifacts[0]["duration_s"] if artifacts else None,
         "output_bytes": artifacts[0]["bytes"] if artifacts else None,
+        "loudness": run.result.get("loudness") if run else None,
+        **counts,
         **memory,
     }
 
@@ -327,12 +333,6 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="baseline-", dir=spec["scratch"]))
     client = s3_client(stores["endpoint"]) if spec["kind"] == "s3" else None
 
-    sampler = ChildPeakSampler()
-    sampler.start()
-    steps: dict[str, float] = {}
-    started, cpu_before = time.perf_counter(), cpu_so_far()
-
-    mark = time.perf_counter()
     local = []
     for seq_no, key in enumerate(spec["keys"]):
         dest = scratch / f"{seq_no:06d}.mp3"
@@ -341,11 +341,30 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             shutil.copyfile(Path(stores["source"]) / key, dest)
         local.append(dest)
+    list_file = scratch / "list.txt"
+    list_file.write_text("".join(f"file '{p.resolve()}'\n" for p in local))
+    # The physical baseline first, on the local segments: one decode, one AAC encode.
+    concat_aac = bare_concat_aac(
+        ["-f", "concat", "-safe", "0", "-i", str(list_file)], scratch / "bare.m4a"
+    )
+    for path in local:
+        path.unlink()
+
+    sampler = ChildPeakSampler()
+    sampler.start()
+    steps: dict[str, float] = {}
+    started, cpu_before = time.perf_counter(), cpu_so_far()
+
+    mark = time.perf_counter()
+    for seq_no, key in enumerate(spec["keys"]):
+        dest = local[seq_no]
+        if client is not None:
+            client.download_file(stores["source"], key, str(dest))
+        else:
+            shutil.copyfile(Path(stores["source"]) / key, dest)
     steps["fetch"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    list_file = scratch / "list.txt"
-    list_file.write_text("".join(f"file '{p.resolve()}'\n" for p in local))
     output = scratch / "out.m4a"
     finished = bare_finish(
         ["-f", "concat", "-safe", "0", "-i", str(list_file)], output, scratch, SAMPLE_RATE
@@ -371,6 +390,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         "steps_s": {k: round(v, 3) for k, v in steps.items()},
         "output_duration_s": media_duration(output),
         "output_bytes": output.stat().st_size,
+        "concat_aac": {k: round(v, 3) for k, v in concat_aac.items()},
         **memory,
     }
     shutil.rmtree(scratch, ignore_errors=True)
@@ -462,7 +482,19 @@ def bench_length(
     }
     baseline = run_child("baseline", baseline_spec, env, work)
     steps = {k: round(v, 2) for k, v in baseline["steps_s"].items()}
-    print(f"  baseline {baseline['wall_s']:8.2f} s  CPU {baseline['cpu_s']:.1f} s  steps {steps}")
+    bare = baseline["concat_aac"]
+    print(f"  bare concat+AAC {bare['wall_s']:8.2f} s  CPU {bare['cpu_s']:.1f} s")
+    print(f"  bare same work  {baseline['wall_s']:8.2f} s  CPU {baseline['cpu_s']:.1f} s  {steps}")
+    print(
+        f"  recpipe over concat+AAC: wall {recpipe['wall_s'] / bare['wall_s']:.2f}x  "
+        f"CPU {recpipe['cpu_s'] / bare['cpu_s']:.2f}x;  over same work: wall "
+        f"{recpipe['wall_s'] / baseline['wall_s']:.2f}x  CPU "
+        f"{recpipe['cpu_s'] / baseline['cpu_s']:.2f}x"
+    )
+    print(
+        f"  per recording: processes {recpipe['processes']}, "
+        f"ledger round trips {recpipe['ledger_round_trips']}"
+    )
     shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "hours": hours,
@@ -472,6 +504,8 @@ def bench_length(
         "recpipe": recpipe,
         "baseline": baseline,
         "ratio": round(recpipe["wall_s"] / baseline["wall_s"], 2),
+        "wall_over_concat_aac": round(recpipe["wall_s"] / bare["wall_s"], 2),
+        "cpu_over_concat_aac": round(recpipe["cpu_s"] / bare["cpu_s"], 2),
     }
 
 

@@ -41,7 +41,6 @@ def main() -> None:
     from foundation.config import Settings
     from recpipe.webapp import create_app
     from storage.ledger import Ledger, utcnow
-    from tasks.dispatch import CeleryDispatcher
     from webhook.callbacks import parse_gme
     from webhook.verify import safe_headers, verify_gme
 
@@ -65,7 +64,6 @@ def main() -> None:
         logging.getLogger().handlers[0].setStream(open("/dev/null", "w"))  # noqa: SIM115
         ledger = Ledger(db_url)
         ledger.migrate()
-        dispatcher = CeleryDispatcher(settings)
         keys = settings.gme_secret_keys
         print(f"per callback, mean of {args.count} (distinct callbacks, sequential):")
 
@@ -81,11 +79,8 @@ def main() -> None:
             if verify_gme(c.body, c.signature, keys)
         ]
         ids: list[int] = []
-        handed_out: set[str] = set()
-        settles = 0
 
         def record(pair: tuple[Any, str]) -> None:
-            nonlocal settles
             event, body = pair
             result = ledger.record_gme_event(
                 event,
@@ -96,25 +91,12 @@ def main() -> None:
                 complete_seconds=settings.settle_complete_seconds,
             )
             ids.append(result.callback_id)
-            if result.dispatches_settle:
-                settles += 1
-                handed_out.add(result.recording_id)
 
         timed("ledger.record_gme_event (1 statement)", events, record)
-        recordings = len({e.key.recording_id for e, _ in events})
-        print(
-            f"  settle tasks handed out: {settles} for {len(events)} callbacks of "
-            f"{recordings} recordings ({len(handed_out)} of them had one)"
-        )
         timed(
             "ledger.mark_callbacks_dispatched (replay only)",
             ids,
             lambda i: ledger.mark_callbacks_dispatched([i], utcnow()),
-        )
-        timed(
-            "dispatcher.settle_later (send_task to Redis)",
-            [e.key.recording_id for e, _ in events],
-            lambda rid: dispatcher.settle_later(rid, 121),
         )
         timed("ledger.ping (SELECT 1 transaction)", items, lambda _: ledger.ping())
         log = logging.getLogger("recpipe.bench")
@@ -128,7 +110,7 @@ def main() -> None:
         )
         del log
 
-        app = create_app(settings, ledger=ledger, dispatcher=dispatcher)
+        app = create_app(settings, ledger=ledger)
         client = app.test_client()
         timed(
             "whole view via Flask test client (all event types)",

@@ -1,9 +1,13 @@
 """Benchmark a room mix: N users' archived one-hour tracks mixed on one clock by recpipe's
-`tasks.processing.process` (fetch the tracks, amix with adelay, loudnorm's two passes,
-speech spans, peaks, archive), in a fresh process: wall time and peak memory of the
-worker (VmHWM of its own address space) and of its ffmpeg children.
+`tasks.processing.process` (fetch the tracks, amix with adelay, one analysis decode
+measuring the loudness into a PCM copy, one encode with a linear gain, speech spans,
+peaks, archive), in a fresh process: wall time, CPU, peak memory of the worker (VmHWM of
+its own address space) and of its ffmpeg children, the processes it started and its
+ledger round trips. Two baselines on the same tracks, in the same run:
+  - adelay+amix+AAC: one bare ffmpeg that mixes the tracks and encodes AAC 128k;
+  - same work: what recpipe's ffmpeg does too (`benchlib.bare_finish` on the mix).
 
-    python bench/room_mix.py [--users 10] [--minutes 60] [--out DIR]
+    python bench/room_mix.py [--users 10] [--minutes 60] [--out DIR] [--quick]
 
 The users' tracks are made once with ffmpeg (a tone per user over quiet pink noise, AAC
 like recpipe's own outputs, cached under --out) and put into a local-directory archive
@@ -23,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import BIZ_ID, TASK_ID_BASE, clean_env
+from benchlib import BIZ_ID, TASK_ID_BASE, Counted, bare_finish, clean_env, cpu_so_far
 from gme_chain import ChildPeakSampler, memory_report
 
 SCRIPT = Path(__file__)
@@ -95,19 +99,48 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     sampler = ChildPeakSampler()
     sampler.start()
-    started = time.perf_counter()
+    counted = Counted().start()
+    started, cpu_before = time.perf_counter(), cpu_so_far()
     done = process(services, room_run, "bench")
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, cpu_so_far() - cpu_before
+    counts = counted.stop()
     memory = memory_report(sampler)
     artifacts = done.result.get("artifacts", []) if done else []
     return {
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        **counts,
         "run_state": done.state if done else None,
         "error": done.error if done else None,
         "steps_s": {s["step"]: s.get("seconds") for s in (done.steps if done else [])},
         "output_duration_s": artifacts[0]["duration_s"] if artifacts else None,
         "loudness": done.result.get("loudness") if done else None,
         **memory,
+    }
+
+
+def baselines(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """The bare ffmpeg runs on the same tracks and offsets: the mix encoded to AAC, and the
+    same work as recpipe's (`bare_finish` on the mix). Wall and CPU seconds of each."""
+    from tasks.rooms.mix import mix_graph
+
+    paths = [spec["tracks"][n % len(spec["tracks"])] for n in range(spec["users"])]
+    inputs = [arg for path in paths for arg in ("-i", path)]
+    graph = mix_graph([5.0 * n for n in range(spec["users"])])
+    started, cpu_before = time.perf_counter(), cpu_so_far()
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *inputs,
+         "-filter_complex", graph, "-map", "[mix]",
+         "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(scratch / "bare.m4a")],
+        check=True,
+    )  # fmt: skip
+    mix = {"wall_s": time.perf_counter() - started, "cpu_s": cpu_so_far() - cpu_before}
+    started, cpu_before = time.perf_counter(), cpu_so_far()
+    bare_finish(inputs, scratch / "same.m4a", scratch, 48000, 2, pre_filter=graph)
+    same = {"wall_s": time.perf_counter() - started, "cpu_s": cpu_so_far() - cpu_before}
+    return {
+        "mix_aac": {k: round(v, 2) for k, v in mix.items()},
+        "same_work": {k: round(v, 2) for k, v in same.items()},
     }
 
 
@@ -156,10 +189,24 @@ def main() -> None:
             check=True,
         )
         result = json.loads(result_path.read_text())
+        bare = baselines(spec, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"users": args.users, "minutes": args.minutes, **result}
+    result = {"users": args.users, "minutes": args.minutes, **result, "baselines": bare}
     print(json.dumps(result, indent=2))
+    for name, what in (("mix_aac", "adelay+amix+AAC"), ("same_work", "same work")):
+        base = bare[name]
+        print(
+            f"bare {what:<16} wall {base['wall_s']:7.2f} s  CPU {base['cpu_s']:7.2f} s;  "
+            f"recpipe over it: wall {result['wall_s'] / base['wall_s']:.2f}x  "
+            f"CPU {result['cpu_s'] / base['cpu_s']:.2f}x"
+        )
+    ffmpeg_mb = max(result["children_vmhwm_mb"].values(), default=0.0)
+    print(
+        f"recpipe wall {result['wall_s']} s  CPU {result['cpu_s']} s  worker peak "
+        f"{result['self_vmhwm_mb']} MB  ffmpeg peak {ffmpeg_mb} MB  processes "
+        f"{result['processes']}  ledger round trips {result['ledger_round_trips']}"
+    )
     (out / "room_mix.json").write_text(json.dumps(result, indent=2))
 
 

@@ -1,46 +1,65 @@
-"""How many settle messages one GME recording costs, on a simulated clock.
+"""What one GME recording's settling costs, on a simulated clock: broker messages and
+ledger writes.
 
 One recording open `--hours` with `--segments` segments (each segment's completed and
 uploaded events at its end, the next one's start half a second later) goes through the
-real intake (`Ledger.record_gme_event`), the real settle task (`tasks.settling.settle`, as
-`tasks.jobs.settle` schedules it) and beat's sweep every `--sweep` seconds, on a SQLite
-ledger in a temporary directory, with the default windows (120 s, 20 s, 1 h maximum wait).
-Counts the settle messages: handed out by the webhook, by a waiting task rescheduling
-itself, by the sweep. No broker, no worker: the clock jumps from one due message to the
-next.
+real intake (`Ledger.record_gme_event`), beat's real settle clock
+(`tasks.sweeping.settle_due`, every `--clock` seconds) and the real settle look
+(`tasks.settling.settle`, as the `recpipe.settle` task runs it, at once), on a SQLite
+ledger in a temporary directory, with the default windows (120 s, 20 s, 1 h maximum
+wait). No broker, no worker: the clock jumps from one pass to the next.
 
-    python bench/settle_looks.py [--hours 1] [--segments 4] [--sweep 10]
+Counted per recording: the settle messages the clock hands out; the ledger's write
+statements (INSERT, UPDATE, DELETE), split into the intake's own (the callbacks and
+their bookkeeping, the same whatever decides when to look), the clock's lease of this
+recording and the looks'. The clock's reads are shared by every recording: an idle pass
+is one indexed SELECT for all of them, reported per hour, not per recording.
+
+    python bench/settle_looks.py [--hours 1] [--segments 4] [--clock 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import re
 import tempfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--segments", type=int, default=4)
-    parser.add_argument("--sweep", type=float, default=10.0)
+    parser.add_argument("--clock", type=float, default=None, help="default: CLOCK_SECONDS")
     args = parser.parse_args()
+
+    from sqlalchemy import event as sa_event
 
     from foundation.config import Settings
     from storage.domain import GmeEvent, GmeRecordingKey
-    from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
     from storage.ledger import Ledger
     from storage.objectstore import store_from_url
     from tasks import settling
     from tasks.services import Services
+    from tasks.sweeping import CLOCK_SECONDS, settle_due
 
-    margin = timedelta(seconds=SETTLE_MARGIN_SECONDS)
+    tick = timedelta(seconds=args.clock or CLOCK_SECONDS)
+    writes: Counter[str] = Counter()
+    phase = ["intake"]
+    write = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if write.match(statement):
+            writes[phase[0]] += 1
+
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env({"RECPIPE_DATA_DIR": tmp})
         ledger = Ledger(settings.database_url)
         ledger.migrate()
+        sa_event.listen(ledger.engine, "before_cursor_execute", count)
         services = Services(
             settings, ledger, store_from_url(settings.gme_source_url),
             store_from_url(settings.archive_url),
@@ -54,7 +73,7 @@ def main() -> None:
             events += [(end, 2, seq), (end + timedelta(seconds=1), 3, seq)]
             if seq + 1 < args.segments:
                 events.append((end + timedelta(seconds=0.5), 1, seq + 1))
-        # (time, order, kind, payload): events, settle messages and sweeps on one clock.
+        # (time, order, kind, payload): events, settle looks and clock passes on one clock.
         queue: list[tuple[datetime, int, str, object]] = []
         order = 0
 
@@ -65,9 +84,8 @@ def main() -> None:
 
         for at, event_type, seq in events:
             push(at, "event", (event_type, seq))
-        # Beat's sweeps, out of phase with the events (a sweep that runs in the margin between
-        # a settle time and its task's look hands out one more).
-        push(t0 + timedelta(seconds=args.sweep / 2 + 0.123), "sweep")
+        # The clock's passes, out of phase with the events.
+        push(t0 + tick / 2 + timedelta(seconds=0.0123), "clock")
         sent: Counter[str] = Counter()
         done_at, action = None, "never settled"
         while queue and done_at is None:
@@ -75,41 +93,36 @@ def main() -> None:
             if kind == "event":
                 event_type, seq = payload  # type: ignore[misc]
                 gme = GmeEvent(key, event_type, seq, f"p/{seq}_{key.task_id}_audio.mp3", 0)
-                result = ledger.record_gme_event(
+                phase[0] = "intake"
+                ledger.record_gme_event(
                     gme, "{}", {}, now=now, settle_seconds=settings.settle_seconds,
                     complete_seconds=settings.settle_complete_seconds,
                 )  # fmt: skip
-                if getattr(result, "dispatches_settle", getattr(result, "opens_settle", False)):
-                    wake = getattr(result, "settle_wake_at", None)
-                    short = timedelta(seconds=settings.settle_complete_seconds)
-                    push((wake or now + short) + margin, "settle")
-                    sent["webhook"] += 1
-            elif kind == "settle":
+            elif kind == "look":
+                phase[0] = "looks"
                 outcome = settling.settle(services, key.recording_id, now=now)
                 if outcome.action in ("finalize", "fail"):
                     done_at, action = now, outcome.action
-                elif outcome.action == "wait" and outcome.recheck_at and looks_again(outcome):
-                    wake = getattr(outcome, "wake_at", None) or outcome.recheck_at
-                    push(max(wake + margin, now + timedelta(seconds=0.5)), "settle")
-                    sent["rescheduled"] += 1
             else:
-                lease = timedelta(seconds=max(args.sweep * 3, 30))
-                for _ in ledger.lease_due_recordings(now, until=now + lease):
-                    push(now, "settle")
-                    sent["sweep"] += 1
-                push(now + timedelta(seconds=args.sweep), "sweep")
+                phase[0] = "clock lease"
+                sent["clock passes"] += 1
+                for _ in range(settle_due(ledger, lambda rid: None, now=now)):
+                    push(now, "look")
+                    sent["settle messages"] += 1
+                push(now + tick, "clock")
         ledger.dispose()
     last = events[-1][0]
     after = f" {(done_at - last).total_seconds():.1f} s after the last event" if done_at else ""
+    passes = sent.pop("clock passes")
+    span = (done_at or last) - t0
     print(
-        f"{args.hours} h, {args.segments} segments: {sum(sent.values())} settle messages "
-        f"({dict(sent)}); {action}{after}"
+        f"{args.hours} h, {args.segments} segments: {sent['settle messages']} settle messages; "
+        f"ledger writes: {writes['clock lease'] + writes['looks']} for settling "
+        f"(clock lease {writes['clock lease']}, looks {writes['looks']}), "
+        f"{writes['intake']} by the intake; {action}{after}; "
+        f"the clock read the ledger {passes} times in {span.total_seconds() / 3600:.2f} h "
+        f"(for every recording at once)"
     )
-
-
-def looks_again(outcome: object) -> bool:
-    """The task reschedules itself (before settle_wake_at, every waiting task did)."""
-    return bool(getattr(outcome, "looks_again", True))
 
 
 if __name__ == "__main__":

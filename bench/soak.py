@@ -450,7 +450,7 @@ def main() -> None:
                 "RECPIPE_ARCHIVE_URL": f"s3://{ARCHIVE_BUCKET}/recordings?endpoint_url={endpoint}",
                 "RECPIPE_GME_SECRET_KEYS": f"{BIZ_ID}={BENCH_SECRET.decode()}",
                 "RECPIPE_CSS_CALLBACK_KEY": CSS_KEY,
-                "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1",
+                "RECPIPE_CSS_ALLOWED_HOSTS": f"127.0.0.1:{vod.port}",
                 "RECPIPE_NOTIFY_URLS": receiver.url,
                 "RECPIPE_SETTLE_SECONDS": f"{args.settle:g}",
                 "RECPIPE_SETTLE_COMPLETE_SECONDS": f"{args.settle_complete:g}",
@@ -482,9 +482,9 @@ def soak(
     Ledger(db_url).migrate()
     engine = create_engine(db_url, pool_size=1)
     procs = Processes(work, env)
-    port = free_port()
+    port, internal_port = free_port(), free_port()
     roles: dict[str, int] = {}
-    metrics_urls = {"webhook": f"http://127.0.0.1:{port}/metrics"}
+    metrics_urls = {"webhook": f"http://127.0.0.1:{internal_port}/metrics"}
     celery = [sys.executable, "-m", "celery", "-A", "tasks"]
     commands = {
         "worker-light": [*celery, "worker", "-Q", "light", "-c", "2", "-n", "soak-light@%h",
@@ -496,7 +496,11 @@ def soak(
     samples: list[dict[str, Any]] = []
     generator = None
     try:
-        procs.env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics-webhook")}
+        procs.env = {
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics-webhook"),
+            "RECPIPE_INTERNAL_LISTEN": f"127.0.0.1:{internal_port}",
+        }
         roles["webhook"] = procs.spawn(
             "webhook", [sys.executable, "-m", "recpipe", "serve", "--port", str(port)]
         )

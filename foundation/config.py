@@ -52,7 +52,10 @@ class Setting:
     def default_text(self, data_dir: Path | None) -> str:
         if data_dir is None:
             return self.default.replace("{data_dir_uri}", "file://{data_dir}")
-        return self.default.format(data_dir=data_dir, data_dir_uri=data_dir.as_uri())
+        # Not str.format: a default may hold other braces (`{appid}`).
+        return self.default.replace("{data_dir_uri}", data_dir.as_uri()).replace(
+            "{data_dir}", str(data_dir)
+        )
 
 
 def setting(env: str, kind: Kind, default: str, doc: str, *, secret: bool = False) -> Any:
@@ -149,6 +152,24 @@ def _plain_text(text: str, name: str) -> str:
 
 def _hosts(text: str, name: str) -> tuple[str, ...]:
     return _csv(text)
+
+
+def _app_ids(text: str, name: str) -> frozenset[int]:
+    ids = _csv(text)
+    if not all(i.isdigit() for i in ids):
+        raise ConfigError(f"{name}: expected APPIDs (numbers) separated by commas")
+    return frozenset(int(i) for i in ids)
+
+
+def _listen(text: str, name: str) -> tuple[str, int] | None:
+    raw = text.strip()
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{name}: expected host:port such as 127.0.0.1:9108 (or off)")
+    return host, int(port)
 
 
 def _log_level(text: str, name: str) -> str:
@@ -340,9 +361,22 @@ class Settings:
     )
     css_allowed_hosts: tuple[str, ...] = setting(
         "RECPIPE_CSS_ALLOWED_HOSTS", Kind(_hosts, "host patterns, comma separated", True),
-        "*.myqcloud.com",
-        "hosts a CSS `video_url` may point at; a literal IP or `localhost` allows exactly"
-        " that address",
+        "{appid}.vod2.myqcloud.com",
+        "hosts a CSS `video_url` may point at, checked at intake and at every fetch; `{appid}`"
+        " is the callback's own appid (one of RECPIPE_CSS_APP_IDS); a literal IP or"
+        " `localhost` allows exactly that address, on the port it names or else 80 and 443;"
+        " a pattern broader than your own hosts (`*.myqcloud.com`) stops the webhook at start",
+    )
+    css_app_ids: frozenset[int] = setting(
+        "RECPIPE_CSS_APP_IDS", Kind(_app_ids, "APPIDs, comma separated", True), "",
+        "the CSS APPIDs whose callbacks are accepted (others: 401), and what `{appid}` in"
+        " RECPIPE_CSS_ALLOWED_HOSTS stands for; empty: any appid, and `{appid}` is refused",
+    )
+    css_allow_broad_hosts: bool = setting(
+        "RECPIPE_CSS_ALLOW_BROAD_HOSTS", flag("1", "0"), "0",
+        "`1`: start CSS intake with a RECPIPE_CSS_ALLOWED_HOSTS pattern broader than your own"
+        " hosts anyway (a replayed callback could then fetch a stranger's file), warning at"
+        " every start",
     )
     video_formats: tuple[str, ...] = setting(
         "RECPIPE_VIDEO_FORMATS", formats(VIDEO_FORMATS), "mp4,m4a", "CSS outputs"
@@ -452,6 +486,12 @@ class Settings:
         "RECPIPE_METRICS_PORT", Kind(_port, "TCP port, 0 to 65535"), "9808",
         "port of a worker's Prometheus endpoint; 0: none",
     )
+    internal_listen: tuple[str, int] | None = setting(
+        "RECPIPE_INTERNAL_LISTEN", Kind(_listen, "`host:port` (`[v6]:port`), or `off`"),
+        "127.0.0.1:9108",
+        "the webhook's internal listener, which alone serves /readyz and /metrics (the public"
+        " port answers them 404); `off`: none",
+    )
     console_secret: str | None = setting(
         "RECPIPE_CONSOLE_SECRET", Kind(_console_secret, "text, at least 32 characters"), "",
         "signs console sessions; empty: one kept in the data dir, which only the embedded"
@@ -535,12 +575,31 @@ SETTINGS: tuple[Setting, ...] = tuple(
 )
 
 
+# What deploy/recpipe.env.example puts where a secret goes: a process started with one left
+# in would run on a password everyone can read. Besides the secret settings, boto3 reads
+# the store's key from the same environment.
+PLACEHOLDER = "change-me"
+VENDOR_SECRETS = ("AWS_SECRET_ACCESS_KEY",)
+
+
+def _refuse_placeholder(name: str, raw: str | None) -> None:
+    if raw and PLACEHOLDER in raw.lower():
+        raise ConfigError(
+            f"{name}: still holds the example's {PLACEHOLDER!r} placeholder; "
+            "set a secret of your own"
+        )
+
+
 def read(environ: Mapping[str, str] | None = None) -> Iterator[Effective]:
     """Every setting in definition order, read from `environ` (the process's by default)."""
     env = os.environ if environ is None else environ
+    for name in VENDOR_SECRETS:
+        _refuse_placeholder(name, env.get(name))
     data_dir: Path | None = None
     for item in SETTINGS:
         raw = env.get(item.env)
+        if item.secret:
+            _refuse_placeholder(item.env, raw)
         given = raw is not None and (raw.strip() != "" or item.kind.blank_is_value)
         text = raw if given and raw is not None else item.default_text(data_dir)
         value = item.kind.parse(text, item.env)
@@ -560,7 +619,8 @@ def markdown() -> str:
         "Every setting is read from the environment when a process starts; a bad value stops",
         "it with one line naming the variable. An empty value means the default, except for a",
         "list, where it is the empty list. `recpipe config` prints the settings in effect, with",
-        "secrets masked.",
+        "secrets masked. A secret (and boto3's `AWS_SECRET_ACCESS_KEY`) that still holds the",
+        "example's `change-me` placeholder stops the process too, naming the variable.",
         "",
         "| variable | meaning | takes | default |",
         "|---|---|---|---|",

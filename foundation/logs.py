@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from foundation import jsonsafe
 from foundation.config import Settings
 
 REDACTED = "[redacted]"
@@ -145,8 +146,9 @@ def configure(
     json: bool | None = None,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
-) -> None:
-    """Every line to `stream` (stderr) as JSON, or as readable lines on a terminal.
+) -> bool:
+    """Every line to `stream` (stderr) as JSON, or as readable lines on a terminal; True
+    when JSON.
 
     recpipe's own lines are rendered by structlog and written straight to the handler: on
     the webhook's hot path, a stdlib LogRecord, its caller lookup and the formatter cost
@@ -160,7 +162,9 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(jsonsafe.dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     redactor = Redactor(secrets)
     structlog.configure(
@@ -194,3 +198,4 @@ def configure(
     _OUTPUT.handler = handler
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu", "amqp", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return as_json

@@ -36,7 +36,9 @@ _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 class BrokerUnavailableError(Exception):
-    """The broker did not answer within the scrape's bounds."""
+    """The broker does not answer, or did not take a message: the one error for it,
+    whoever met it (a queue-depth scrape, a command, the console). Transient: what needs
+    the broker is tried again (`tasks.retrying`)."""
 
 
 def redis_depths(

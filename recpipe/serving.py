@@ -11,14 +11,22 @@ the configured size) is handed to the WSGI app on a thread pool.
   the next one; either way a late connection is closed;
 - request line and headers over `max_header_bytes`, or more than `max_headers` headers,
   are answered 431; anything h11 cannot parse 400;
+- a request whose length could be read two ways is answered 400 and its connection closed
+  before the app sees it (`framing_problem`): Content-Length beside Transfer-Encoding, a
+  Transfer-Encoding other than the bare word `chunked` (upper case, tab padded, folded),
+  Transfer-Encoding on HTTP/1.0, Content-Length twice or as a list, any folded header
+  line. h11 alone would read some of these as chunked and keep the connection, and a
+  proxy in front that trusted Content-Length would then see another request boundary
+  than this server (request smuggling);
 - a body over `max_body_bytes` is not read: the app sees the declared length (or the first
   `max_body_bytes + 1` bytes) and answers its own 413, and the connection is closed;
 - at most `max_connections` connections per process are open; one more closes the oldest
   connection that is not being answered (a slow one, or an idle keep-alive), which is
   logged and counted in `recpipe_http_connections_closed_total{reason="limit"}`.
 
-`serve` runs `workers` processes that accept on one listening socket, restarts any that
-dies, and stops them on SIGTERM or SIGINT after the requests in hand are answered.
+`serve` runs `workers` processes that accept on the listening sockets (the public one and,
+for the webhook, the internal one of `/readyz` and `/metrics`), restarts any that dies, and
+stops them on SIGTERM or SIGINT after the requests in hand are answered.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from http import HTTPStatus
@@ -59,7 +67,8 @@ CLOSED_CONNECTIONS = Counter(
     ["reason"],
 )
 # Reasons: a request not whole in time, a kept-alive connection idle too long, the
-# connection bound reached, headers too large or too many, a request that does not parse.
+# connection bound reached, headers too large or too many, a request that does not parse
+# or whose length could be read two ways.
 REASONS = ("slow_request", "idle", "limit", "headers_too_large", "malformed")
 
 # Descriptors a worker keeps for itself beyond its connections: ledger and broker
@@ -132,6 +141,43 @@ def _backlog() -> int:
         return 1024
 
 
+# -- framing ----------------------------------------------------------------------------
+
+
+def framing_problem(head: bytes, http_version: bytes) -> str | None:
+    """Why the length of a request with this head could be read two ways, or None.
+
+    `head` is the request line and header lines as received (up to the blank line). h11
+    unfolds folded lines, lower-cases and trims `Transfer-Encoding` and takes a repeated
+    equal Content-Length as one before anyone sees them, so this reads the raw bytes: a
+    proxy in front may not have done the same, and then it and this server would split
+    the stream into different requests."""
+    lines = head.split(b"\n")[1:]
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    for raw in lines:
+        line = raw.removesuffix(b"\r")
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            return "folded header line"
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.append(value)
+    if codings and lengths:
+        return "Content-Length and Transfer-Encoding"
+    if len(lengths) > 1 or any(not v.strip(b" ").isdigit() for v in lengths):
+        return "Content-Length repeated or not a number"
+    if codings and http_version != b"1.1":
+        return "Transfer-Encoding in HTTP/1.0"
+    if len(codings) > 1 or any(v.strip(b" ") != b"chunked" for v in codings):
+        return "Transfer-Encoding other than chunked"
+    return None
+
+
 # -- one connection ---------------------------------------------------------------------
 
 READING, WAITING, ANSWERING, LINGERING, CLOSED = (
@@ -146,6 +192,9 @@ READING, WAITING, ANSWERING, LINGERING, CLOSED = (
 # kernel reset the connection, and the client could lose the answer.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
+# The raw head kept for `framing_problem` may run past `max_header_bytes` by the request
+# line, the separators and the blank line that h11's bound does not count.
+HEAD_SLACK = 8192
 
 
 class HttpConnection(asyncio.Protocol):
@@ -167,6 +216,9 @@ class HttpConnection(asyncio.Protocol):
         self.close_after = False
         self.eof = False
         self.discarded = 0
+        # The raw bytes of the head being read (h11 hands over its headers normalised):
+        # what `framing_problem` checks.
+        self.head = bytearray()
 
     # asyncio calls these
 
@@ -186,6 +238,8 @@ class HttpConnection(asyncio.Protocol):
         if self.state is WAITING:
             self.state = READING
             self._arm(self.limits.request_seconds, "slow_request")
+        if self.request is None:
+            self._keep_head(data)
         self.h11.receive_data(data)
         self._advance()
 
@@ -236,11 +290,28 @@ class HttpConnection(asyncio.Protocol):
             else:  # NEED_DATA, or PAUSED once a request is whole
                 return
 
+    def _keep_head(self, data: bytes) -> None:
+        room = self.limits.max_header_bytes + HEAD_SLACK - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+
     def _begin(self, request: h11.Request) -> None:
         # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
         head = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
         if len(request.headers) > self.limits.max_headers or head > self.limits.max_header_bytes:
             self.refuse(431, "headers_too_large")
+            return
+        raw = bytes(self.head).lstrip(b"\r\n")  # h11 skips blank lines before a request
+        ends = [i for i in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+        end = min(ends, default=-1)
+        if end < 0:  # longer than h11 and the bound above let through: never seen whole
+            self.refuse(431, "headers_too_large")
+            return
+        problem = framing_problem(raw[: end + 1], request.http_version)
+        self.head = bytearray()
+        if problem is not None:
+            log.info("http.ambiguous_framing", peer=self.peer[0], problem=problem)
+            self.refuse(400, "malformed", linger=True)
             return
         self.request, self.body, self.declared = request, bytearray(), None
         for name, value in request.headers:
@@ -299,6 +370,8 @@ class HttpConnection(asyncio.Protocol):
             return
         self.h11.start_next_cycle()
         self.request, self.body, self.declared = None, bytearray(), None
+        self.head = bytearray()
+        self._keep_head(self.h11.trailing_data[0])
         if self.h11.trailing_data[0]:  # pipelined: the next request has begun
             self.state = READING
             self._arm(self.limits.request_seconds, "slow_request")
@@ -308,8 +381,10 @@ class HttpConnection(asyncio.Protocol):
         self.transport.resume_reading()
         self._advance()
 
-    def refuse(self, status: int, reason: str | None) -> None:
-        """Answer `status` with a JSON error and close; nothing reaches the app."""
+    def refuse(self, status: int, reason: str | None, *, linger: bool = False) -> None:
+        """Answer `status` with a JSON error and close; nothing reaches the app. With
+        `linger`, what the client still sends is dropped for a while first, so that the
+        answer is not lost to a reset."""
         if reason:
             CLOSED_CONNECTIONS.labels(reason).inc()
         phrase = HTTPStatus(status).phrase
@@ -319,6 +394,9 @@ class HttpConnection(asyncio.Protocol):
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         self._write(head + body)
+        if linger and not self.eof:
+            self._linger()
+            return
         self.close()
 
     def _write(self, data: bytes) -> None:
@@ -524,30 +602,38 @@ class Front:
 
 
 def serve(
-    make_app: Callable[[], WsgiApp],
-    host: str,
-    port: int,
+    make_apps: Callable[[], Sequence[WsgiApp]],
+    addresses: Sequence[tuple[str, int]],
     *,
     workers: int = 1,
     threads: int = 8,
     limits: Limits | None = None,
     on_worker_exit: Callable[[int], None] = lambda _pid: None,
 ) -> int:
-    """Listen on host:port and run `workers` processes, each making its app with
-    `make_app` after the fork; returns the exit code once stopped."""
+    """Listen on each of `addresses` and run `workers` processes; each makes its apps with
+    `make_apps` after the fork (one per address, in order) and serves every listener.
+    Returns the exit code once stopped."""
     limits = fit_limits(limits or Limits(), raise_open_files_limit())
-    sock = listen(host, port)
-    bound = sock.getsockname()
-    log.info(
-        "http.listening",
-        host=bound[0],
-        port=bound[1],
-        workers=workers,
-        threads=threads,
-        max_connections=limits.max_connections,
-        request_seconds=limits.request_seconds,
-        keepalive_seconds=limits.keepalive_seconds,
-    )
+    socks: list[socket.socket] = []
+    try:
+        for host, port in addresses:
+            socks.append(listen(host, port))
+    except ListenError:
+        for sock in socks:
+            sock.close()
+        raise
+    for sock in socks:
+        bound = sock.getsockname()
+        log.info(
+            "http.listening",
+            host=bound[0],
+            port=bound[1],
+            workers=workers,
+            threads=threads,
+            max_connections=limits.max_connections,
+            request_seconds=limits.request_seconds,
+            keepalive_seconds=limits.keepalive_seconds,
+        )
     children: dict[int, float] = {}
     stopping = False
 
@@ -558,7 +644,7 @@ def serve(
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:
-            code = _worker(sock, make_app, limits, threads, (host, bound[1]), workers > 1)
+            code = _worker(socks, make_apps, limits, threads, workers > 1)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
@@ -605,7 +691,8 @@ def serve(
             _signal(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             on_worker_exit(pid)
-        sock.close()
+        for sock in socks:
+            sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
@@ -617,39 +704,46 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _worker(
-    sock: socket.socket,
-    make_app: Callable[[], WsgiApp],
+    socks: Sequence[socket.socket],
+    make_apps: Callable[[], Sequence[WsgiApp]],
     limits: Limits,
     threads: int,
-    server: tuple[str, int],
     multiprocess: bool,
 ) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     try:
-        app = make_app()
+        apps = make_apps()
     except Exception:
         log.exception("http.app_not_made")
         return WORKER_BOOT_FAILED
     with ThreadPoolExecutor(threads, thread_name_prefix="http") as pool:
-        asyncio.run(_run(sock, app, pool, limits, server, multiprocess))
+        asyncio.run(run_fronts(list(zip(socks, apps, strict=True)), pool, limits, multiprocess))
     return 0
 
 
-async def _run(
-    sock: socket.socket,
-    app: WsgiApp,
+async def run_fronts(
+    listeners: Sequence[tuple[socket.socket, WsgiApp]],
     pool: ThreadPoolExecutor,
     limits: Limits,
-    server: tuple[str, int],
     multiprocess: bool,
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Serve each listening socket's app until `stop` is set (by default: until SIGTERM or
+    SIGINT), then answer the requests in hand."""
     loop = asyncio.get_running_loop()
-    front = Front(loop, app, pool, limits, server, multiprocess)
-    listener = await loop.create_server(front.protocol, sock=sock, backlog=_backlog())
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    fronts: list[Front] = []
+    servers: list[asyncio.Server] = []
+    for sock, app in listeners:
+        host, port = sock.getsockname()[:2]
+        front = Front(loop, app, pool, limits, (str(host), int(port)), multiprocess)
+        fronts.append(front)
+        servers.append(await loop.create_server(front.protocol, sock=sock, backlog=_backlog()))
     await stop.wait()
-    listener.close()
-    await front.drain()
+    for server in servers:
+        server.close()
+    await asyncio.gather(*(front.drain() for front in fronts))

@@ -16,27 +16,47 @@ wait_port() {
     return 1
 }
 
-install_if_missing() {
-    local command=$1 package=$2
-    if ! command -v "$command" >/dev/null; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
-        else
-            echo "services: $command is missing; install $package" >&2
-            return 1
+# install_package PACKAGE [apt-get options]: as root with apt-get, else say what is missing.
+install_package() {
+    local package=$1
+    shift
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "services: installing $package" >&2
+        if [ -z "${apt_updated:-}" ]; then
+            apt-get -o DPkg::Lock::Timeout=300 update -qq
+            apt_updated=1
         fi
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+            "$@" "$package" >/dev/null
+    else
+        echo "services: $package is missing; install it (Debian: apt-get install $package)" >&2
+        return 1
     fi
 }
 
+install_if_missing() {
+    local command=$1 package=$2
+    command -v "$command" >/dev/null || install_package "$package"
+}
+
 # Some integration tests run servers of their own, which they stop and start: a
-# redis-server (tests/integration/test_durability.py) and a PostgreSQL made with initdb
-# (tests/integration/test_faults.py). Their binaries must be here even when the shared
-# services already answer.
+# redis-server (tests/e2e/test_durability.py) and a PostgreSQL made with initdb
+# (tests/support/faults.py, for tests/e2e/test_faults.py and test_many_hosts.py). Their
+# binaries must be here even when the shared services already answer. Debian keeps initdb
+# off the PATH, in /usr/lib/postgresql/<version>/bin, where the tests look for it too.
+# The many-hosts tests make network namespaces with `ip` (iproute2). Under CI a test that
+# finds one of these missing fails (tests/support/required.py); it never skips.
 install_if_missing redis-server redis-server
-if ! command -v initdb >/dev/null && ! [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]; then
-    install_if_missing pg_ctlcluster postgresql
+has_initdb() {
+    command -v initdb >/dev/null && return 0
+    [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+if ! has_initdb; then
+    install_package postgresql
+    has_initdb || { echo "services: no initdb after installing postgresql" >&2; exit 1; }
 fi
+install_if_missing ip iproute2
 
 if ! answers 5432; then
     echo "services: starting PostgreSQL" >&2
@@ -63,28 +83,11 @@ fi
 
 # The console's browser test drives Debian's Chromium through Playwright (no browser is
 # downloaded: `playwright install` cannot reach its servers from everywhere).
-if [ ! -x /usr/bin/chromium ]; then
-    echo "services: installing Chromium for the console's browser test" >&2
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        echo "services: /usr/bin/chromium is missing; install chromium" >&2
-        exit 1
-    fi
-fi
+[ -x /usr/bin/chromium ] || install_package chromium
 
 # Prometheus and promtool: the tests check the rules in deploy/prometheus with promtool and
 # run a Prometheus of their own (temporary data directory, a free port); nothing is started
 # here.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "services: installing prometheus" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            prometheus >/dev/null
-    else
-        echo "services: prometheus and promtool are missing; install prometheus" >&2
-        exit 1
-    fi
+    install_package prometheus --no-install-recommends
 fi

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from foundation import jsonsafe
 from storage.domain import RunView, slug
 from storage.domain.rooms import ROOM_SOURCE
 from storage.objectstore import ObjectStore
@@ -95,7 +95,7 @@ def publish(
     manifest = build_manifest(run, sources, entries, missing, extra)
     store.put_bytes(
         manifest_key,
-        json.dumps(manifest, indent=2, ensure_ascii=False).encode(),
+        jsonsafe.dumps(manifest, indent=2, ensure_ascii=False).encode(),
         "application/json",
     )
     keep.add(manifest_key)

@@ -1,7 +1,13 @@
 """Beat's scheduler: only the beat that holds the ledger's `beat` lease sends the periodic
-jobs. A second beat started by mistake (two `--beat` workers, a stray `celery beat`) finds
-the lease held, says so in its log and stays idle; it takes over when the first one stops
-renewing the lease (it died, or lost the ledger for longer than the lease)."""
+jobs and runs the settle clock. A second beat started by mistake (two `--beat` workers, a
+stray `celery beat`) finds the lease held, says so in its log and stays idle; it takes
+over when the first one stops renewing the lease (it died, or lost the ledger for longer
+than the lease).
+
+The settle clock is the one thing that decides when a recording is looked at: every
+CLOCK_SECONDS the leader asks the ledger for the collecting recordings whose settle time
+has come and sends each one settle task (`tasks.sweeping.settle_due`). An idle pass is one
+indexed read, no broker message and no log line."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import structlog
 from storage.ledger import Ledger, LedgerUnavailableError, utcnow
 from tasks import context
 from tasks.liveness import HeartbeatScheduler
+from tasks.sweeping import CLOCK_SECONDS, SETTLE_TASK, settle_due
 
 log = structlog.get_logger("recpipe.beat")
 LEASE = "beat"
@@ -37,6 +44,8 @@ class LeasedScheduler(HeartbeatScheduler):
         self._ledger: Ledger | None = None
         self._holding = False
         self._next_check = 0.0
+        self._next_look = 0.0
+        self._clock_failing = False
         super().__init__(*args, **kwargs)
 
     def _ledger_now(self) -> Ledger:
@@ -75,7 +84,30 @@ class LeasedScheduler(HeartbeatScheduler):
             self._next_check = now + self.ttl / 3
         if not self._holding:
             return max(0.5, self._next_check - time.monotonic())
-        return min(float(super().tick(*args, **kwargs)), max(0.5, self._next_check - now))
+        if now >= self._next_look:
+            self._settle_due()
+            self._next_look = now + CLOCK_SECONDS
+        wait = min(float(super().tick(*args, **kwargs)), max(0.5, self._next_check - now))
+        return max(0.0, min(wait, self._next_look - time.monotonic()))
+
+    def _settle_due(self) -> None:
+        """One pass of the settle clock. A ledger or broker that does not answer is said
+        once, not every pass; what was not sent is due again when its lease ends."""
+        try:
+            sent = settle_due(self._ledger_now(), self._send_settle)
+        except Exception as exc:
+            if not self._clock_failing:
+                log.warning("beat.settle_clock_failed", error=repr(exc).splitlines()[0])
+            self._clock_failing = True
+            return
+        if self._clock_failing:
+            log.info("beat.settle_clock_back")
+        self._clock_failing = False
+        if sent:
+            log.debug("beat.settle_due", recordings=sent)
+
+    def _send_settle(self, recording_id: str) -> None:
+        self.app.send_task(SETTLE_TASK, args=[recording_id], producer=self.producer)
 
     def close(self) -> None:
         if self._holding and self._ledger is not None:

@@ -3,6 +3,7 @@ when Celery first needs its configuration, not at import."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ from celery.signals import before_task_publish, celeryd_init, setup_logging, tas
 from kombu import pools
 
 from foundation.config import Settings
+from foundation.private import private_process
 from tasks.liveness import WorkerHeartbeat
 
 app = Celery("recpipe", include=["tasks.jobs"])
@@ -40,11 +42,43 @@ def configure(settings: Settings) -> Celery:
 
 @setup_logging.connect
 def _structured_logs(loglevel: Any = None, **_: Any) -> None:
-    """Workers log like the webhook: structured, JSON when not on a terminal."""
+    """Workers log like the webhook: structured, JSON when not on a terminal. On a
+    terminal, Celery's own lines about recpipe's tasks are debug lines (`QuietTaskLines`)."""
     from foundation import logs
     from tasks.context import settings
 
-    logs.configure(loglevel or settings().log_level, secrets=logs.secrets_of(settings()))
+    as_json = logs.configure(loglevel or settings().log_level, secrets=logs.secrets_of(settings()))
+    if not as_json:
+        quiet = QuietTaskLines()
+        for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+            logging.getLogger(name).addFilter(quiet)
+
+
+class QuietTaskLines(logging.Filter):
+    """Celery's line for each task received, each task succeeded (with its whole return
+    value) and each periodic task beat sends, for recpipe's tasks, demoted to debug: on a
+    terminal a recording's life reads as recpipe's own few lines (stored, settled,
+    archived or failed, notified), and an idle sweep says nothing. Retries and failures
+    keep their level."""
+
+    MESSAGES = (
+        "Task %(name)s[%(id)s] received",
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        "Scheduler: Sending due task %s (%s)",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in self.MESSAGES:
+            return True
+        args = record.args
+        if isinstance(args, tuple):
+            task = args[-1] if args else ""
+        else:
+            task = (args or {}).get("name", "")
+        if not str(task).startswith("recpipe."):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 @before_task_publish.connect
@@ -59,6 +93,13 @@ def _task_log_context(task_id: str | None = None, task: Any = None, **_: Any) ->
     """Each task's log lines carry its own context only: a pool process runs many tasks."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task=getattr(task, "name", None), task_id=task_id)
+
+
+@celeryd_init.connect
+def _private_files(**_: Any) -> None:
+    """A worker started as `celery -A tasks worker` (not by `recpipe run`) writes the
+    embedded broker's message files for its user alone, too."""
+    private_process()
 
 
 @celeryd_init.connect

@@ -9,6 +9,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from foundation.config import Settings
+from foundation.private import private_dir
 from foundation.queues import LIGHT, MEDIA, QUEUES, TRANSCRIBE
 from tasks.context import settings
 
@@ -18,7 +19,7 @@ def celery_settings(s: Settings) -> dict[str, Any]:
     if s.embedded_broker:
         # The embedded broker: messages are files in the data directory, no server.
         for name in ("queue", "processed", "control"):
-            (s.broker_dir / name).mkdir(parents=True, exist_ok=True)
+            private_dir(s.broker_dir / name)
         transport = {
             "data_folder_in": str(s.broker_dir / "queue"),
             "data_folder_out": str(s.broker_dir / "queue"),

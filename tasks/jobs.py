@@ -7,7 +7,6 @@ Arguments are ids (JSON), never objects; every task is safe to run twice.
 from __future__ import annotations
 
 import json
-import random
 import socket
 import time
 from typing import Any
@@ -16,18 +15,16 @@ import requests
 import structlog
 from celery import Task
 from celery.signals import worker_process_init
-from celery.utils.time import get_exponential_backoff_interval
 
 from foundation import queues
 from foundation.queues import MEDIA, TRANSCRIBE
-from storage.domain import NotificationState, RunState, RunView, retention
-from storage.domain.lifecycle import SETTLE_MARGIN_SECONDS
+from storage.domain import NotificationState, RunHolder, RunState, RunView, retention
 from storage.ledger import LedgerUnavailableError, utcnow
 from storage.objectstore import StoreUnavailableError
-from tasks import context, expiry, metrics, processing, reprocessing, settling, sweeping
+from tasks import context, expiry, metrics, processing, reprocessing, retrying, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
-from tasks.rooms import settle as rooms
+from tasks.rooms.members import member_finished
 from tasks.services import Services, bind_recording
 from tasks.transcripts import transcribe as transcribing
 from tasks.transcripts.document import load_flag_words
@@ -60,29 +57,26 @@ def start_chain(run_id: str) -> None:
     context.ledger().mark_run_dispatched(run_id, utcnow())
 
 
-@app.task(name="recpipe.settle", acks_late=True, ignore_result=True)
+@app.task(name=sweeping.SETTLE_TASK, acks_late=True, ignore_result=True)
 def settle(recording_id: str) -> str:
+    """One look at a recording, handed out by beat's clock when its settle time came (or
+    by an operator): finalize it and start its chain, fail it, or write when it is due
+    again. It never schedules another look itself."""
     outcome = settling.settle(services(), recording_id)
     if outcome.action == "finalize" and outcome.run_id:
         start_chain(outcome.run_id)
     elif outcome.action == "fail" and outcome.run_id:
         notify_run.delay(outcome.run_id)
-    elif outcome.action == "wait" and outcome.recheck_at and outcome.looks_again:
-        # Short waits are scheduled here (recorded as the recording's wake); long ones are
-        # left to the beat sweep.
-        delay = (outcome.recheck_at - utcnow()).total_seconds() + SETTLE_MARGIN_SECONDS
-        settle.apply_async((recording_id,), countdown=max(0.5, delay))
     return outcome.action
 
 
 @app.task(name="recpipe.stop_gme_task", acks_late=True, ignore_result=True)
 def stop_gme_task(task_id: str) -> list[str]:
     """An operator stops a GME task (`recpipe stop`, the console's
-    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are settled now and
-    finalized as soon as every started segment is uploaded, without the quiet window."""
+    `POST /api/v1/gme/tasks/{TaskID}/stop`): its collecting recordings are due now (beat's
+    clock looks within a second) and finalized as soon as every started segment is
+    uploaded, without the quiet window."""
     stopped = context.ledger().stop_gme_task(str(task_id), now=utcnow())
-    for recording_id in stopped:
-        settle.delay(recording_id)
     log.info("gme_task.stopped", task_id=str(task_id), recordings=stopped)
     return stopped
 
@@ -95,59 +89,74 @@ def stop_gme_task(task_id: str) -> list[str]:
     max_retries=None,  # bounded by time: RECPIPE_STORE_RETRY_SECONDS
     ignore_result=True,
 )
-def process_recording(
-    self: Task, run_id: str, failing_since: float | None = None, resume_attempt: int | None = None
-) -> str:
+def process_recording(self: Task, run_id: str, failing_since: float | None = None) -> str:
     svc = services()
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    worker = f"{socket.gethostname()}:{self.request.hostname or ''}"
-    finished = None
     try:
-        finished = processing.process(svc, run_id, worker, resume_attempt=resume_attempt)
+        finished = processing.process(svc, run_id, holder(self))
+        notify(svc, run_id, finished)
     except Exception as exc:
-        # Not a media problem: the object store, the network or the ledger. Nothing on this
-        # path may need the ledger: the retry carries what it needs in its arguments.
-        interrupted = exc if isinstance(exc, processing.RunInterruptedError) else None
-        cause = interrupted.cause if interrupted else exc
-        reason = processing.describe_fault(cause)
-        since = failing_since or time.time()
-        elapsed = time.time() - since
+        # Nothing on this path may need the ledger: the retry, a later attempt of this
+        # task, takes the run back whatever the ledger was last told.
+        cause = exc.cause if isinstance(exc, processing.RunInterruptedError) else exc
+        if not retrying.is_transient(cause):
+            raise  # a bug outside the run's steps (they fail the run): Celery logs it
         budget = svc.settings.store_retry_seconds
-        if elapsed < budget:
-            countdown = min(retry_countdown(self.request.retries), max(1.0, budget - elapsed))
-            log.warning("run.retrying", run_id=run_id, error=reason, countdown=countdown,
-                        failing_for=round(elapsed, 1))  # fmt: skip
-            raise self.retry(
-                exc=exc,
-                countdown=countdown,
-                kwargs={
-                    "failing_since": since,
-                    "resume_attempt": interrupted.attempt if interrupted else resume_attempt,
-                },
-            ) from exc
-        error = f"gave up after {elapsed:.0f} s of retries: {reason}"
+        retry_transient(self, run_id, cause, failing_since=failing_since, budget=budget)
+        error = f"gave up after {budget:.0f} s of retries: {retrying.describe_fault(cause)}"
         try:
-            svc.ledger.fail_run(run_id, now=utcnow(), error=error)
+            ended = svc.ledger.fail_run(
+                run_id, now=utcnow(), error=error, if_state=(RunState.QUEUED, RunState.RUNNING)
+            )
         except LedgerUnavailableError:
             # The run stays queued or running in the ledger; the sweep hands it out again.
             log.error("run.abandoned", run_id=run_id, error=error)
             return run_id
-        log.warning("recording.failed", run_id=run_id, error=error)
-    notify(svc, run_id, finished)
+        if ended:
+            log.warning("recording.failed", run_id=run_id, error=error)
+        notify(svc, run_id)
     return run_id
 
 
-def retry_countdown(retries: int) -> float:
-    """2, 4, 8, 16, then every 30 s (±20%): an outage is noticed soon after it ends, and
-    RECPIPE_STORE_RETRY_SECONDS, not a count, decides when to give up."""
-    return min(30.0, 2.0 * 2**retries) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
+def holder(task: Task) -> RunHolder:
+    """This attempt of this task on this worker, as the run records who holds it."""
+    worker = f"{socket.gethostname()}:{task.request.hostname or ''}"
+    return RunHolder(worker, str(task.request.id), int(task.request.retries or 0))
 
 
-@app.task(name="recpipe.notify_run", acks_late=True, ignore_result=True)
-def notify_run(run_id: str) -> int:
+def retry_transient(
+    task: Task, subject: str, cause: BaseException, *, failing_since: float | None, budget: float
+) -> None:
+    """Retry `task` after a transient error (`tasks.retrying`), with the one back-off, for
+    `budget` seconds since it first failed (`failing_since`, carried by the retries); back
+    to the caller once the budget is spent."""
+    since = failing_since or time.time()
+    elapsed = time.time() - since
+    if elapsed >= budget:
+        return
+    countdown = min(retrying.countdown(task.request.retries), max(1.0, budget - elapsed))
+    log.warning("task.retrying", task=task.name, subject=subject, countdown=round(countdown, 1),
+                error=retrying.describe_fault(cause), failing_for=round(elapsed, 1))  # fmt: skip
+    raise task.retry(
+        exc=cause, countdown=countdown, kwargs={**task.request.kwargs, "failing_since": since}
+    )
+
+
+@app.task(
+    name="recpipe.notify_run", bind=True, acks_late=True, max_retries=None, ignore_result=True
+)
+def notify_run(self: Task, run_id: str, failing_since: float | None = None) -> int:
     """Create one notification per downstream URL for the run's outcome and send them.
     With no URL configured the run is still marked notified (there is nobody to tell)."""
-    return notify(services(), run_id)
+    svc = services()
+    try:
+        return notify(svc, run_id)
+    except Exception as exc:
+        if not retrying.is_transient(exc):
+            raise
+        budget = svc.settings.store_retry_seconds
+        retry_transient(self, run_id, exc, failing_since=failing_since, budget=budget)
+        raise  # past the budget: beat's sweep notifies the run later
 
 
 def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
@@ -162,11 +171,8 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
     # Its transcript follows the archive, on a queue of its own.
     if svc.settings.transcribe != "off" and transcribing.queue(svc.ledger, run):
         transcribe.delay(run_id)
-    # A user's recording that ended may complete (or change) its room.
-    if room_id := rooms.member_finished(svc, run):
-        settle.apply_async(
-            (room_id,), countdown=svc.settings.settle_seconds + SETTLE_MARGIN_SECONDS
-        )
+    # A user's recording that ended may complete (or change) its room: its settle time moves.
+    member_finished(svc, run)
     return len(created)
 
 
@@ -180,8 +186,24 @@ _http = requests.Session()
     max_retries=None,
     ignore_result=True,
 )
-def deliver_notification(self: Task, notification_id: int) -> str:
+def deliver_notification(
+    self: Task, notification_id: int, failing_since: float | None = None
+) -> str:
     svc = services()
+    try:
+        return _deliver(self, svc, notification_id)
+    except Exception as exc:
+        if not retrying.is_transient(exc):
+            raise
+        budget = svc.settings.store_retry_seconds
+        retry_transient(self, str(notification_id), exc, failing_since=failing_since,
+                        budget=budget)  # fmt: skip
+        raise  # past the budget: beat's sweep redelivers it later
+
+
+def _deliver(task: Task, svc: Services, notification_id: int) -> str:
+    """One attempt of the notification's delivery; its retry when the receiver did not
+    take it (by the receiver's own back-off, up to RECPIPE_NOTIFY_MAX_ATTEMPTS)."""
     cfg = svc.settings
     note = svc.ledger.notification(notification_id)
     if note is None or note.state != NotificationState.PENDING:
@@ -204,9 +226,9 @@ def deliver_notification(self: Task, notification_id: int) -> str:
     )
     bound = log.bind(notification_id=notification_id, url=note.url, attempt=attempts_so_far)
     if final is None:
-        countdown = get_exponential_backoff_interval(2, attempts_so_far - 1, 600, True)
-        bound.info("notification.retrying", error=attempt.error, countdown=countdown)
-        raise self.retry(countdown=max(1, countdown))
+        countdown = delivery.next_attempt_in(attempts_so_far)
+        bound.info("notification.retrying", error=attempt.error, countdown=round(countdown, 1))
+        raise task.retry(countdown=countdown, kwargs={})  # a fresh count of the ledger's faults
     bound.info("notification." + final, status=attempt.status_code)
     return final
 
@@ -259,11 +281,11 @@ def transcribe(self: Task, run_id: str, waiting_since: float | None = None) -> s
         outcome = transcribing.fail(svc, run_id, str(exc), "store")
     except Exception as exc:
         reason = transcript_failure_reason(exc)
-        error = f"{reason}: {processing.describe_fault(exc)}"
+        error = f"{reason}: {retrying.describe_fault(exc)}"
         held = svc.ledger.transcript(run_id)
         if held is not None and held.attempts < TRANSCRIBE_ATTEMPTS:
             svc.ledger.release_transcript(run_id)
-            countdown = retry_countdown(held.attempts)
+            countdown = retrying.countdown(held.attempts)
             log.warning("transcript.retrying", run_id=run_id, error=error, countdown=countdown)
             raise self.retry(exc=exc, countdown=countdown) from exc
         outcome = transcribing.fail(svc, run_id, error, reason)
@@ -285,7 +307,6 @@ def transcript_failure_reason(exc: BaseException) -> str:
 def sweep() -> dict[str, int]:
     report = sweeping.sweep(
         services(),
-        settle_later=lambda rid: settle.delay(rid),
         redispatch_run=start_chain,
         notify=lambda run_id: notify_run.delay(run_id),
         redeliver=lambda nid: deliver_notification.delay(nid),
@@ -297,7 +318,6 @@ def sweep() -> dict[str, int]:
         queue_idle=lambda: queues.known_depths(services().settings, [TRANSCRIBE])[TRANSCRIBE] == 0,
     )
     counts = {
-        "settled": len(report.settled),
         "redispatched_runs": len(report.redispatched_runs),
         "failed_runs": len(report.failed_runs),
         "redelivered": len(report.redelivered),

@@ -50,8 +50,8 @@ class _Families:
         )
         self.store_errors = Counter(
             "recpipe_store_errors_total",
-            "Steps that raised a storage or network error (not a media error) while reading "
-            "the source (fetch) or writing the archive (archive); the task retries them",
+            "Steps whose object store failed (unreachable, 5xx, throttling: retried; or "
+            "refused) while reading the source (fetch) or writing the archive (archive)",
             ["store"],
         )
         self.notification_attempts = Counter(
@@ -124,8 +124,8 @@ def observe_step(step: str, seconds: float) -> None:
 
 
 def count_step_failure(step: str, *, storage: bool = False) -> None:
-    """`storage`: the step raised something other than a media error (the store or the
-    network failed), counted against the step's store as well."""
+    """`storage`: the step's object store failed (not the media, the ledger or a bug),
+    counted against the step's store as well."""
     families().step_failures.labels(step).inc()
     if storage and step in STORE_OF_STEP:
         families().store_errors.labels(STORE_OF_STEP[step]).inc()

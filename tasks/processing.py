@@ -3,8 +3,6 @@ step timed in the ledger and in metrics."""
 
 from __future__ import annotations
 
-import errno
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,21 +14,23 @@ from typing import Any
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from storage.domain import RecordingState, SegmentState
+from foundation import jsonsafe
+from storage.domain import RecordingState, RunHolder, RunState, SegmentState
 from storage.domain.rooms import ROOM_SOURCE, sources_key
 from storage.ledger import Ledger, LedgerUnavailableError, RunView, utcnow
 from storage.objectstore import StoreUnavailableError
-from tasks import metrics
+from tasks import metrics, retrying
 from tasks.archive import TIMELINE, publish
 from tasks.css import steps as css
-from tasks.gme.settle import missing_seq_nos
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import Finishing, finish_track
 from tasks.media.ffmpeg import output_name
 from tasks.media.finish import peaks_name
 from tasks.media.tools import MediaError
+from tasks.retrying import describe_fault
 from tasks.rooms.mix import MIX_SAMPLE_RATE, fetch_tracks, mix_graph
 from tasks.services import Services, bind_recording
+from tasks.settling.gme import missing_seq_nos
 
 log = structlog.get_logger("recpipe.tasks")
 
@@ -72,7 +72,7 @@ class StepRecorder:
         try:
             yield
         except Exception as exc:
-            metrics.count_step_failure(step, storage=not isinstance(exc, MediaError))
+            metrics.count_step_failure(step, storage=isinstance(exc, StoreUnavailableError))
             error = str(exc) if isinstance(exc, MediaError) else describe_fault(exc)
             bound.warning("step.failed", error=error)
             entry.update({"finished_at": utcnow().isoformat(), "ok": False, "error": error})
@@ -87,44 +87,27 @@ class StepRecorder:
 
 
 class RunInterruptedError(Exception):
-    """A run stopped by something other than its media (the object store, the network, the
-    ledger): the task retries it. `attempt` is the run's attempt number this worker held, so
-    the retry may take the run back even when the ledger could not be told of the stop."""
+    """A run stopped by a transient error (`tasks.retrying`: the object store, the network,
+    the ledger): the task retries it, and the retry takes the run back as its own."""
 
-    def __init__(self, run_id: str, attempt: int, cause: Exception):
+    def __init__(self, run_id: str, cause: Exception):
         super().__init__(f"run {run_id} interrupted: {describe_fault(cause)}")
-        self.run_id, self.attempt, self.cause = run_id, attempt, cause
+        self.run_id, self.cause = run_id, cause
 
 
-def describe_fault(exc: BaseException) -> str:
-    """One line a user can act on, naming the dependency that failed."""
-    if isinstance(exc, LedgerUnavailableError):
-        return f"ledger unavailable: {exc}"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"scratch disk full: {exc}"
-    if isinstance(exc, StoreUnavailableError):
-        return f"object store unavailable: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def process(
-    services: Services, run_id: str, worker: str, *, resume_attempt: int | None = None
-) -> RunView | None:
+def process(services: Services, run_id: str, worker: str | RunHolder) -> RunView | None:
     """fetch → concat (join) → transcode → archive for one run, in one scratch directory.
 
     Returns the finished run, or None when the run is done or another worker holds it.
-    A MediaError fails the recording with its message. Anything else (the object store,
-    the network, the ledger) raises RunInterruptedError after handing the run back to the
-    queue as far as the ledger allows, so the task can retry; `resume_attempt` (from that
-    error) lets the retry take back a run the ledger still shows as this attempt's.
+    A MediaError fails the recording with its message. A transient error (the object
+    store, the network, the ledger: `tasks.retrying`) raises RunInterruptedError after
+    handing the run back to the queue as far as the ledger allows, so the task can retry;
+    the retry, its `worker` a later attempt of the same task, takes back a run the ledger
+    still shows as running. Anything else is a bug: the run fails at once.
     """
     cfg = services.settings
     run = services.ledger.start_run(
-        run_id,
-        worker=worker,
-        now=utcnow(),
-        stale_after=cfg.stuck_after_seconds,
-        resume_attempt=resume_attempt,
+        run_id, worker=worker, now=utcnow(), stale_after=cfg.stuck_after_seconds
     )
     if run is None:
         return None
@@ -154,18 +137,34 @@ def process(
                 manifest=manifest_url,
             )
     except Exception as exc:
-        _hand_back(services.ledger, run_id, step.steps)
-        raise RunInterruptedError(run_id, run.attempts, exc) from exc
+        if not retrying.is_transient(exc):
+            _fail_at_once(services.ledger, run_id, step.steps, exc)
+        else:
+            _hand_back(services.ledger, run_id, step.steps)
+            raise RunInterruptedError(run_id, exc) from exc
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return services.ledger.run(run_id)
 
 
+def _fail_at_once(ledger: Ledger, run_id: str, steps: list[dict[str, Any]], exc: Exception) -> None:
+    """A bug, not an outage: retrying cannot help. The traceback goes to the log, one line
+    to the ledger (and so to the console and the notification). With the ledger gone
+    meanwhile, the task's retry meets the bug again and tells the ledger then."""
+    error = describe_fault(exc)
+    log.error("recording.failed", run_id=run_id, error=error, exc_info=exc)
+    try:
+        ledger.fail_run(run_id, now=utcnow(), error=error, steps=steps, if_state=RunState.RUNNING)
+    except LedgerUnavailableError as down:
+        _hand_back(ledger, run_id, steps)
+        raise RunInterruptedError(run_id, down) from exc
+
+
 def _hand_back(ledger: Ledger, run_id: str, steps: list[dict[str, Any]]) -> None:
     """Queue the run again for the task's retry, with its steps as far as they went; with
-    the ledger down the retry's `resume_attempt` does it instead, so this must not fail
-    the failure path."""
+    the ledger down the retry takes the run back instead, so this must not fail the
+    failure path."""
     try:
         ledger.release_run(run_id, now=utcnow(), steps=steps)
     except LedgerUnavailableError as exc:
@@ -227,7 +226,7 @@ def _gme_media(
 
 
 def json_bytes(value: object) -> bytes:
-    return json.dumps(value, indent=2, ensure_ascii=False).encode()
+    return jsonsafe.dumps(value, indent=2, ensure_ascii=False).encode()
 
 
 def _room_media(
@@ -304,7 +303,8 @@ def _css_media(
         raise MediaError(f"recording {recording.id} has no file")
     with step("fetch"):
         sources = css.fetch_files(
-            recording.files, scratch, services.tools, css.fetch_policy(cfg),
+            recording.files, scratch, services.tools,
+            css.fetch_policy(cfg, recording.details.get("appid")),
             label=recording.id, heartbeat=step.heartbeat,
         )  # fmt: skip
         css.require_audio(sources, cfg.video_formats, label=recording.id)

@@ -1,5 +1,7 @@
-"""The periodic safety net (beat's `recpipe.sweep`): what a lost message or a dead worker
-left undone is found in the ledger and handed out again."""
+"""What beat hands out from the ledger: the settle clock (`settle_due`, about once a second:
+every collecting recording whose settle time has come gets one settle look) and the
+periodic safety net (`recpipe.sweep`: what a lost message or a dead worker left undone of
+runs and notifications is found in the ledger and handed out again)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,37 @@ from datetime import datetime, timedelta
 import structlog
 
 from storage.domain import RunState, lifecycle
-from storage.ledger import utcnow
+from storage.ledger import Ledger, utcnow
+from tasks.notify import outbox
 from tasks.services import Services
 
 log = structlog.get_logger("recpipe.tasks")
 
+# The task a settle look runs in (`tasks.jobs.settle`), sent by name from beat.
+SETTLE_TASK = "recpipe.settle"
+# How often beat's clock looks for due recordings: a recording is looked at at most this
+# long after its settle time (plus the time its message waits for a light worker).
+CLOCK_SECONDS = 0.5
+# A due recording handed out is not handed out again for this long: its look normally
+# writes a new settle time within a second or two. A look whose message was lost (a
+# broker restart, a worker killed before it acknowledged) is handed out again then.
+SETTLE_LEASE = timedelta(seconds=30)
+
+
+def settle_due(ledger: Ledger, send: Callable[[str], None], now: datetime | None = None) -> int:
+    """Beat's clock, once: hand one settle look to each collecting recording whose settle
+    time has come (`Ledger.lease_due_recordings`: under a row lock that a second beat's
+    clock skips, and leased for SETTLE_LEASE). Returns how many were handed out. A send
+    that fails stops this pass; what it did not send is due again when its lease ends."""
+    now = now or utcnow()
+    due = ledger.lease_due_recordings(now, until=now + SETTLE_LEASE)
+    for recording_id in due:
+        send(recording_id)
+    return len(due)
+
 
 @dataclass(frozen=True)
 class SweepReport:
-    settled: list[str]
     redispatched_runs: list[str]
     failed_runs: list[str]
     redelivered: list[int]
@@ -28,7 +52,6 @@ class SweepReport:
 def sweep(
     services: Services,
     *,
-    settle_later: Callable[[str], None],
     redispatch_run: Callable[[str], None],
     notify: Callable[[str], None],
     redeliver: Callable[[int], None],
@@ -37,8 +60,8 @@ def sweep(
     max_takeovers: int = lifecycle.MAX_TAKEOVERS,
     max_requeues: int = lifecycle.MAX_REQUEUES,
 ) -> SweepReport:
-    """Periodic safety net: settle due recordings, recover stuck runs, finished runs that
-    were never notified, and deliveries.
+    """Periodic safety net: recover stuck runs, finished runs that were never notified,
+    and deliveries.
 
     A queued run waits in the media queue for as long as the queue is busy; but when the
     queue is idle and the run was dispatched more than `requeue_after_seconds` ago, its
@@ -53,13 +76,6 @@ def sweep(
     times. Its task's own retries do not count against that."""
     now = now or utcnow()
     cfg, ledger = services.settings, services.ledger
-    lease = timedelta(seconds=max(cfg.sweep_seconds * 3, 30))
-    settled = ledger.lease_due_recordings(now, until=now + lease)
-    for recording_id in settled:
-        settle_later(recording_id)
-    if settled:
-        ledger.mark_recordings_dispatched(settled, now)
-
     redispatched, failed = [], []
 
     def give_up(run_id: str, error: str, *, if_state: str | None = None) -> None:
@@ -88,14 +104,11 @@ def sweep(
         redispatch_run(stale.id)
         redispatched.append(stale.id)
 
-    # A run that finished (or was failed above) but whose notify task was lost.
-    renotified = ledger.lease_unnotified_runs(now, now - timedelta(seconds=cfg.stuck_after_seconds))
+    # Outcomes whose notify or delivery task was lost (tasks.notify.outbox).
+    renotified = outbox.lost_outcomes(ledger, now)
     for run_id in renotified:
         notify(run_id)
-
-    stale_after = timedelta(seconds=max(cfg.stuck_after_seconds, 1200))
-    redelivered = ledger.stale_notifications(now - stale_after)
+    redelivered = outbox.lost_deliveries(ledger, now)
     for notification_id in redelivered:
-        ledger.touch_notification(notification_id, now)
         redeliver(notification_id)
-    return SweepReport(settled, redispatched, failed, redelivered, renotified)
+    return SweepReport(redispatched, failed, redelivered, renotified)

@@ -1,15 +1,18 @@
-"""Shared fixtures: real media made with ffmpeg, and real services (PostgreSQL, Redis, an
-S3 server over HTTP) for the integration tests."""
+"""The fixtures every test can ask for: real media made with ffmpeg, and real services
+(PostgreSQL, Redis, RabbitMQ, an S3 server over HTTP), each test with a database, Redis
+database, virtual host or bucket of its own. Helpers the tests share are in tests/support.
+
+Each directory's tests get their markers here, not in each file: tests/integration talks to
+real services (`integration`), tests/e2e runs recpipe as processes (`integration`, `e2e`),
+tests/unit and tests/deploy need neither."""
 
 from __future__ import annotations
 
 import base64
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,38 +22,38 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.media import make_tone
+from storage.ledger import Ledger
+from tests.support.cli import cli_settings
+from tests.support.media import make_tone
+from tests.support.services import AMQP_URL, PG_ADMIN_URL, S3_TEST_ENV, free_port, redis_database
+from tests.support.stack import Receiver
+from tests.support.waits import wait_for
 
-PG_ADMIN_URL = os.environ.get(
-    "RECPIPE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("RECPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-# Test-only values for the S3 server the tests run; not credentials of anything real.
-S3_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "recpipe-test",
-    "AWS_SECRET_ACCESS_KEY": "recpipe-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
+TESTS = Path(__file__).parent
+_CHANGED_BEFORE = pytest.StashKey[set[str] | None]()
+# The markers of each directory's tests: `pytest -m "not e2e"` leaves out the processes.
+MARKERS = {
+    "unit": (),
+    "deploy": (),
+    "integration": ("integration",),
+    "e2e": ("integration", "e2e"),
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Tests that must not run side by side, by file: under `--dist loadgroup` (make test) each
+# group runs on one xdist worker, one test after another. The separate hosts each pick an
+# unused 10.x.y.0/24 and make bridges and namespaces: two at once could pick the same.
+XDIST_GROUPS = {"e2e/test_many_hosts.py": "network-namespaces"}
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # the thing may not be up yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.relative_to(TESTS)
+        for marker in MARKERS[where.parts[0]]:
+            item.add_marker(marker)
+        if group := XDIST_GROUPS.get(where.as_posix()):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
@@ -132,29 +135,13 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A Redis database number of its own, flushed before and after."""
-    import redis
-
-    # Numbers are handed out in turn by a counter in database 0, so test runs side by side
-    # (several checkouts on one machine) do not share a database and eat each other's
-    # messages; 1-14, leaving 15 to the benchmarks.
-    client = redis.Redis.from_url(f"{REDIS_URL}/0")
-    db = 1 + int(client.incr("recpipe-test:db-counter")) % 14
-    client.close()
-    scoped = redis.Redis.from_url(f"{REDIS_URL}/{db}")
-    scoped.flushdb()
-    try:
-        yield f"{REDIS_URL}/{db}"
-    finally:
-        scoped.flushdb()
-        scoped.close()
+    with redis_database() as url:
+        yield url
 
 
 @pytest.fixture
 def whsec() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-AMQP_URL = os.environ.get("RECPIPE_TEST_AMQP_URL", "amqp://127.0.0.1:5672//")
 
 
 @pytest.fixture
@@ -191,3 +178,87 @@ def amqp_url() -> Iterator[str]:
     purge()
     yield AMQP_URL
     purge()
+
+
+@pytest.fixture
+def pg_ledger(pg_url: str) -> Iterator[Ledger]:
+    """A migrated ledger on a fresh PostgreSQL database (for what only PostgreSQL has)."""
+    ledger = Ledger(pg_url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A migrated ledger, once on a fresh PostgreSQL database and once on SQLite."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A downstream endpoint recording the notifications it gets."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def cli_env(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> dict[str, str]:
+    """The settings `recpipe` runs with in the CLI tests, on a migrated PostgreSQL ledger and
+    Redis, or RabbitMQ when a test asks for it (`indirect` parametrization with "amqp")."""
+    broker_url = request.getfixturevalue(f"{getattr(request, 'param', 'redis')}_url")
+    (tmp_path / "source").mkdir()
+    migrating = Ledger(pg_url)
+    migrating.migrate()
+    migrating.dispose()
+    return cli_settings(
+        str(tmp_path / "var"),
+        pg_url,
+        broker_url,
+        (tmp_path / "archive").as_uri(),
+        (tmp_path / "source").as_uri(),
+    )
+
+
+@pytest.fixture
+def cli_ledger(cli_env: dict[str, str]) -> Iterator[Ledger]:
+    """The ledger of `cli_env`."""
+    ledger = Ledger(cli_env["RECPIPE_DATABASE_URL"])
+    yield ledger
+    ledger.dispose()
+
+
+def _changed_tracked_files() -> set[str] | None:
+    """Tracked files that differ from git's index, or None outside a git checkout."""
+    found = subprocess.run(
+        ["git", "diff", "--name-only"], cwd=TESTS.parent, capture_output=True, text=True
+    )
+    return set(found.stdout.split()) if found.returncode == 0 else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # once, in the process that reports
+        session.config.stash[_CHANGED_BEFORE] = _changed_tracked_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test writes a tracked file: one that a test run changed fails the run."""
+    before = session.config.stash.get(_CHANGED_BEFORE, None)
+    after = _changed_tracked_files()
+    if before is None or after is None:
+        return
+    if written := sorted(after - before):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "tracked files written by the tests", red=True)
+            for name in written:
+                reporter.write_line(name)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,4 +1,8 @@
-"""The Flask app factory: callback intake, health, readiness and metrics."""
+"""The Flask app factories: the public app (callback intake and liveness) and the internal
+one (readiness and metrics), which `recpipe serve` puts on a listener of its own
+(`RECPIPE_INTERNAL_LISTEN`, loopback by default): what /readyz and /metrics tell (queue
+depths, recording counts, the first line of a ledger or broker error) is not for the
+internet, and a scrape costs ledger queries and a broker round trip."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import structlog
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from foundation import css_hosts
 from foundation.config import Settings
 from storage.ledger import Ledger, LedgerUnavailableError
 from webhook import metrics
@@ -27,28 +32,15 @@ ACCEPTED = b'{"code":0}\n'
 
 def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
     """The webhook on the caller's settings, ledger and dispatcher (`recpipe.webapp` wires
-    the ones the processes use)."""
-    intake = Intake(settings, ledger, dispatcher)
-
-    app = Flask("recpipe")
-    # No MAX_CONTENT_LENGTH: on a chunked request Werkzeug would cut the stream at the
-    # limit without an error, and an oversized body would look whole. `read_body` enforces it.
-    app.extensions["recpipe"] = {"settings": settings, "ledger": ledger, "dispatcher": dispatcher}
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.started = time.perf_counter()
-        # The server's threads serve many requests: each starts with an empty log context.
-        structlog.contextvars.clear_contextvars()
-
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.request_seconds(route, request.method).observe(
-            time.perf_counter() - g.get("started", time.perf_counter())
+    the ones the processes use). Refuses (ConfigError) a CSS allow-list broader than the
+    operator's own hosts unless RECPIPE_CSS_ALLOW_BROAD_HOSTS accepts it, and warns then."""
+    for line in css_hosts.intake_warnings(settings):
+        log.warning(
+            "css.broad_allowed_hosts", problem=line, accepted_by="RECPIPE_CSS_ALLOW_BROAD_HOSTS"
         )
-        metrics.responses(route, response.status_code).inc()
-        return response
+    intake = Intake(settings, ledger)
+
+    app = _flask_app("recpipe", settings, ledger, dispatcher)
 
     def answer_callback(provider: str) -> tuple[Response, int]:
         structlog.contextvars.bind_contextvars(provider=provider)
@@ -79,6 +71,13 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
     def healthz() -> tuple[Response, int]:
         return jsonify(status="ok"), 200
 
+    return app
+
+
+def create_internal_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
+    """Readiness and metrics, for the internal listener only."""
+    app = _flask_app("recpipe-internal", settings, ledger, dispatcher)
+
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         problems: dict[str, str] = {}
@@ -99,6 +98,35 @@ def create_app(settings: Settings, *, ledger: Ledger, dispatcher: Dispatcher) ->
     def metrics_view() -> Response:
         payload, content_type = metrics.render(ledger, settings)
         return Response(payload, content_type=content_type)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(status="ok"), 200
+
+    return app
+
+
+def _flask_app(name: str, settings: Settings, ledger: Ledger, dispatcher: Dispatcher) -> Flask:
+    """A Flask app that times and counts every answer and answers errors in JSON."""
+    app = Flask(name)
+    # No MAX_CONTENT_LENGTH: on a chunked request Werkzeug would cut the stream at the
+    # limit without an error, and an oversized body would look whole. `read_body` enforces it.
+    app.extensions["recpipe"] = {"settings": settings, "ledger": ledger, "dispatcher": dispatcher}
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+        # The server's threads serve many requests: each starts with an empty log context.
+        structlog.contextvars.clear_contextvars()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.request_seconds(route, request.method).observe(
+            time.perf_counter() - g.get("started", time.perf_counter())
+        )
+        metrics.responses(route, response.status_code).inc()
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

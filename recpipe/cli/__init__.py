@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from foundation.private import private_process
 from recpipe.cli.common import fail, load_settings
 from recpipe.cli.console import console, tokens, users
 from recpipe.cli.delivery import redeliver
@@ -31,6 +32,7 @@ __all__ = ["fail", "load_settings", "main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """recpipe: Tencent Cloud GME/CSS recording callbacks in, archived media out."""
+    private_process()  # before anything is written: the data directory is not for others
 
 
 for command in (

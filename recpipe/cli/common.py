@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from foundation.config import ConfigError, Settings
+from foundation.queues import BrokerUnavailableError
 from storage.domain.states import RecordingState
 
 RECORDING_STATES = RecordingState.ALL
@@ -29,10 +30,6 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except ConfigError as exc:
         fail(f"configuration error: {exc}", 2)
-
-
-class BrokerUnavailableError(Exception):
-    """The Celery broker does not answer."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -134,7 +134,7 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 def users_password(name: str, password_stdin: bool) -> None:
-    """Set a user's password; their sessions end at their next request."""
+    """Set a user's password; their sessions end at once."""
     from recpipe.console.auth import hash_password
 
     password = _new_password(password_stdin)
@@ -170,13 +170,55 @@ def users_list() -> None:
 @users.command("remove")
 @click.argument("name")
 def users_remove(name: str) -> None:
-    """Remove a user; their sessions end at their next request."""
+    """Remove a user; their sessions end at once."""
     ledger = _ledger()
     with operator_errors():
         if not ledger.remove_user(name):
             fail(f"no user named {name!r}")
         ledger.record_action(cli_actor(), "user.remove", target=name)
     click.echo(f"removed {name}")
+
+
+@users.command("sessions")
+@click.argument("name")
+@click.option(
+    "--revoke",
+    "revoke",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[ID]",
+    help="end the user's sessions (or only the one of that id): refused from the next request",
+)
+def users_sessions(name: str, revoke: str | None) -> None:
+    """List a user's sessions (signed-in browsers), or end them with --revoke."""
+    from storage.ledger import utcnow
+
+    _name(name)
+    ledger = _ledger()
+    with operator_errors():
+        if ledger.console_user(name) is None:
+            fail(f"no user named {name!r}")
+        if revoke is None:
+            for s in ledger.console_sessions(name, now=utcnow()):
+                click.echo(
+                    f"{s.id}\t{s.created_at:%Y-%m-%d %H:%M}Z\t{s.seen_at:%Y-%m-%d %H:%M}Z\t"
+                    f"{s.address or '-'}\t{_printable(s.agent or '-')}"
+                )
+            return
+        if revoke != "all" and not revoke.isdigit():
+            fail(f"--revoke takes a session id from `recpipe users sessions {name}`", 2)
+        ended = ledger.revoke_sessions(name, None if revoke == "all" else int(revoke))
+        if revoke != "all" and not ended:
+            fail(f"{name} has no session {revoke}")
+        ledger.record_action(cli_actor(), "session.revoke", target=name,
+                             detail={"sessions": ended})  # fmt: skip
+    click.echo(f"ended {ended} session{'' if ended == 1 else 's'} of {name}")
+
+
+def _printable(text: str) -> str:
+    """A browser's User-Agent as one line of plain characters (it is the browser's text)."""
+    return "".join(c if c.isprintable() and c != "\t" else "?" for c in text)[:120]
 
 
 @click.group()

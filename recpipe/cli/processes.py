@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 import click
 
 from foundation.config import ConfigError, require_ffmpeg
+from foundation.private import private_dir
 from recpipe.cli.common import fail, load_settings
 
 
@@ -55,6 +57,13 @@ def serve(
     """Run the webhook on recpipe's HTTP server: whole requests are read under deadlines
     by an event loop, then answered on a thread pool, so slow clients hold no thread."""
     settings = load_settings()
+    private_dir(settings.data_dir)
+    from foundation import css_hosts
+
+    try:  # one line now, not a traceback from each server process
+        css_hosts.intake_warnings(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
     # Before anything imports prometheus_client: /metrics adds up every server process.
     from foundation import metrics
 
@@ -62,7 +71,7 @@ def serve(
 
     from foundation import logs
     from recpipe import serving
-    from recpipe.webapp import create_app
+    from recpipe.webapp import create_apps
     from storage.ledger import Ledger, LedgerUnavailableError
 
     logs.configure(settings.log_level, secrets=logs.secrets_of(settings))
@@ -79,11 +88,20 @@ def serve(
         keepalive_seconds=keepalive,
         max_body_bytes=settings.max_body_bytes,
     )
+    # The public port serves the callbacks and /healthz; /readyz and /metrics are on the
+    # internal listener only (RECPIPE_INTERNAL_LISTEN, loopback unless set otherwise).
+    addresses = [(host, port)]
+    if settings.internal_listen is not None:
+        addresses.append(settings.internal_listen)
+
+    def make_apps() -> Sequence[serving.WsgiApp]:
+        public, internal = create_apps(settings)
+        return (public, internal)[: len(addresses)]
+
     try:
         code = serving.serve(
-            lambda: create_app(settings),
-            host,
-            port,
+            make_apps,
+            addresses,
             workers=workers,
             threads=threads,
             limits=limits,
@@ -118,7 +136,7 @@ def run(host: str, port: int, concurrency: int) -> None:
         require_ffmpeg()
     except ConfigError as exc:
         fail(str(exc), 2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     if settings.gme_source_url.startswith("file://"):
         Path(urlsplit(settings.gme_source_url).path).mkdir(parents=True, exist_ok=True)
     Ledger(settings.database_url).migrate()

@@ -9,7 +9,6 @@ import click
 
 from recpipe.cli.common import (
     TIME_HELP,
-    connect_broker,
     fail,
     load_settings,
     open_ledger,
@@ -33,9 +32,10 @@ def replay(
     TERMS are recording ids, GME TaskIDs, or CSS stream or file ids; --since/--until
     select by arrival, --undispatched those never handed to a worker (all of them when
     nothing else is given). Each callback is applied to the segment bookkeeping again
-    (idempotent: a replay never moves a segment back) and its settle task sent, as when
-    it arrived. Signatures are not checked again: callbacks were verified before they
-    were stored, and the keys may have rotated since.
+    (idempotent: a replay never moves a segment back), which writes its recording's
+    settle time, as when it arrived: beat's clock settles it from there. Signatures are
+    not checked again: callbacks were verified before they were stored, and the keys may
+    have rotated since.
     """
     from webhook.intake import ReplayError
 
@@ -57,11 +57,9 @@ def replay(
                 click.echo(f"would replay {_callback_label(cb)}")
             click.echo(f"{len(callbacks)} callback(s) would be replayed (dry run)")
             return
-        from tasks.dispatch import CeleryDispatcher
         from webhook.intake import Intake
 
-        connect_broker(settings)
-        intake = Intake(settings, ledger, CeleryDispatcher(settings))
+        intake = Intake(settings, ledger)
         counts = {"dispatched": 0, "undispatched": 0, "refused": 0}
         for cb in callbacks:
             try:

@@ -133,17 +133,12 @@ def simulate_css(
     from pathlib import Path
 
     from recpipe.simulate import MediaServer, post_css_callbacks, simulate_css_recordings
+    from tasks.css.fetch import FetchError, check_url
 
     settings = load_settings()
     key = settings.css_callback_key
     if not key:
         fail("set RECPIPE_CSS_CALLBACK_KEY to the key the webhook uses")
-    if host not in settings.css_allowed_hosts:
-        click.echo(
-            f"note: {host} is not in RECPIPE_CSS_ALLOWED_HOSTS; unless the worker allows it, "
-            "the recordings will fail (that is the fetch policy at work)",
-            err=True,
-        )
     try:
         require_ffmpeg()
     except ConfigError as exc:
@@ -153,6 +148,14 @@ def simulate_css(
             server = MediaServer(Path(tmp), host, port)
         except OSError as exc:
             fail(f"cannot serve files on {host}:{port}: {exc.strerror or exc}")
+        try:
+            check_url(server.url("recording.mp4"), settings.css_allowed_hosts)
+        except FetchError:
+            click.echo(
+                f"note: {host}:{server.port} is not in RECPIPE_CSS_ALLOWED_HOSTS; unless the "
+                "worker allows it, the recordings will fail (that is the fetch policy at work)",
+                err=True,
+            )
         try:
             sim = simulate_css_recordings(key, appid, Path(tmp), server, seconds=seconds, seed=seed)
             click.echo(f"serving {len(sim.recordings)} recordings at {server.url('')}")

@@ -11,14 +11,11 @@ from typing import Any
 
 from foundation import queues
 from foundation.config import Settings
+from foundation.queues import BrokerUnavailableError
 from storage.ledger import Ledger, utcnow
 
 TASK_ID = re.compile(r"^[0-9]{1,32}$")
 STOP_GME_TASK = "recpipe.stop_gme_task"
-
-
-class BrokerUnavailableError(Exception):
-    """The broker did not take the message."""
 
 
 @dataclass(frozen=True)

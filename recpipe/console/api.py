@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from foundation.queues import BrokerUnavailableError
 from recpipe.console import openapi
-from recpipe.console.actions import TASK_ID, BrokerUnavailableError, Outcome
+from recpipe.console.actions import TASK_ID, Outcome
 from recpipe.console.auth import needs
 from recpipe.console.media import download_name
 from recpipe.reports import recording_detail, recording_summary

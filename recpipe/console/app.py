@@ -42,7 +42,9 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     ledger = ledger or Ledger(settings.database_url)
-    app = Flask("recpipe.console")
+    # No built-in static route: the console's files are served by `pages.static`, which
+    # asks for a session.
+    app = Flask("recpipe.console", static_folder=None)
     # Only the scheme: X-Forwarded-For is not trusted (it would let anyone pick the
     # address that sign-in throttling counts).
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0)  # type: ignore[method-assign]

@@ -2,9 +2,12 @@
 
 Passwords are hashed with argon2id (argon2-cffi); tokens are 256 random bits, kept in the
 ledger only as their SHA-256 (a token is not a password: it cannot be guessed, so a fast
-hash is enough and lets the ledger find it by its hash). A session names its user and a
-stamp of the user's password hash, so removing a user or changing a password ends that
-user's sessions.
+hash is enough and lets the ledger find it by its hash). A session is kept on the server:
+the signed cookie carries a random key whose SHA-256 names a row of the ledger, so signing
+out, `recpipe users sessions NAME --revoke`, a new password or removing the user ends it at
+once, whoever holds a copy of the cookie. A session is also bound to the address the
+connection came from (never one a client names in X-Forwarded-For) and the browser's
+User-Agent.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import g, jsonify, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user
+from flask import g, jsonify, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from foundation.config import ConfigError, Settings
+from foundation.private import private_dir
 from storage.domain import ConsoleUserView
+from storage.ledger import utcnow
 
 TOKEN_PREFIX = "rpc_"  # noqa: S105 (a marker, not a secret)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -82,8 +88,7 @@ def console_secret(settings: Settings) -> str:
             "RECPIPE_CONSOLE_SECRET: required by `recpipe console` outside the embedded "
             "default (use at least 32 random characters)"
         )
-    path: Path = settings.data_dir / "console-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path: Path = private_dir(settings.data_dir) / "console-secret"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -98,17 +103,48 @@ def console_secret(settings: Settings) -> str:
 
 
 class SessionUser(UserMixin):
-    """A console user as Flask-Login holds it for one request."""
+    """A console user as Flask-Login holds it for one request, with the key of the session
+    they are signed in by."""
 
-    def __init__(self, view: ConsoleUserView):
+    def __init__(self, view: ConsoleUserView, key: str):
         self.view = view
+        self.key = key
 
     def get_id(self) -> str:
-        return f"{self.view.name}:{password_stamp(self.view.password_hash)}"
+        return self.key
 
 
-def password_stamp(password_hash: str) -> str:
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:20]
+def client_identifier() -> str:
+    """What a session is bound to: the connection's own address (ProxyFix trusts no
+    X-Forwarded-For, so this is the peer) and the User-Agent."""
+    agent = request.headers.get("User-Agent", "")
+    return hashlib.sha256(f"{request.remote_addr}|{agent}".encode()).hexdigest()
+
+
+def begin_session(ledger: Any, user: ConsoleUserView, lifetime: timedelta) -> None:
+    """Sign the user in on a new server-side session (after clearing whatever the cookie
+    held: nothing from before signing in carries over)."""
+    key = secrets.token_urlsafe(32)
+    session.clear()
+    started = ledger.start_session(
+        user.name,
+        hash_token(key),
+        now=utcnow(),
+        lifetime=lifetime,
+        address=request.remote_addr,
+        agent=request.headers.get("User-Agent"),
+    )
+    if started is not None:
+        login_user(SessionUser(user, key))
+        session.permanent = True
+
+
+def end_session(ledger: Any) -> None:
+    """Sign out: the session's row is deleted, so a copy of the cookie names nothing."""
+    if current_user.is_authenticated:
+        ledger.end_session(hash_token(current_user.key))
+    logout_user()
+    session.clear()
 
 
 @dataclass(frozen=True)
@@ -134,16 +170,18 @@ class Principal:
 
 def setup_login(app: Any, ledger: Any) -> LoginManager:
     manager = LoginManager(app)
-    manager.session_protection = "strong"
+    # Checked in `_load` instead: Flask-Login's own check reads X-Forwarded-For, and its
+    # "strong" mode lets a permanent session through from anywhere.
+    manager.session_protection = None
+    manager._session_identifier_generator = client_identifier  # what login_user puts in `_id`
     manager.login_view = "pages.login"
 
     @manager.user_loader
-    def _load(session_id: str) -> SessionUser | None:
-        name, _, stamp = session_id.rpartition(":")
-        user = ledger.console_user(name) if name else None
-        if user is None or not hmac.compare_digest(stamp, password_stamp(user.password_hash)):
+    def _load(key: str) -> SessionUser | None:
+        if not hmac.compare_digest(str(session.get("_id", "")), client_identifier()):
             return None
-        return SessionUser(user)
+        user = ledger.session_user(hash_token(key), now=utcnow()) if key else None
+        return SessionUser(user, key) if user is not None else None
 
     return manager
 

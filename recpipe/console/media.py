@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Response, redirect, send_file
 
+from storage.domain import UnsafeKeyError, safe_key
 from storage.objectstore import LocalStore, S3Store, store_from_url
 
 PRESIGNED_SECONDS = 300
@@ -48,14 +49,14 @@ class Archive:
         self._prefix = self.store.url("x")[:-1]
 
     def key_of(self, url: str) -> str | None:
-        """The key of an object URL that lies in this archive; None for anything else."""
+        """The key of an object URL that lies in this archive; None for anything else (a
+        key with `..`, `%2e%2e` or any other escape is not one the pipeline wrote)."""
         if not url.startswith(self._prefix):
             return None
-        key = url[len(self._prefix) :]
-        parts = key.split("/")
-        if not key or any(p in ("", ".", "..") for p in parts):
+        try:
+            return safe_key(url[len(self._prefix) :])
+        except UnsafeKeyError:
             return None
-        return key
 
     def artifacts(self, run: dict[str, Any] | None) -> list[Artifact]:
         found = []
@@ -69,8 +70,11 @@ class Archive:
     def serve(self, artifact: Artifact, name: str, *, as_attachment: bool) -> Response:
         mimetype = MEDIA_TYPES[artifact.format]
         if isinstance(self.store, LocalStore):
-            path = self.store.local_path(artifact.key)
-            if not path.is_file():
+            try:
+                path: Path | None = self.store.local_path(artifact.key)
+            except UnsafeKeyError:  # a link that leads out of the archive
+                path = None
+            if path is None or not path.is_file():
                 return Response(
                     json.dumps({"error": "the archived file is gone"}),
                     404,
@@ -108,7 +112,7 @@ class Archive:
             dest = Path(scratch) / "side.json"
             try:
                 fetched = self.store.fetch(key, dest)
-            except FileNotFoundError:
+            except (FileNotFoundError, UnsafeKeyError):  # UnsafeKeyError: a link out of it
                 return None
             if fetched.size > MAX_SIDE_FILE_BYTES:
                 return None

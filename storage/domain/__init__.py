@@ -4,7 +4,13 @@ Nothing here talks to a database, a bucket or the network (no SQLAlchemy, boto3 
 requests), so everything here is tested without a server.
 """
 
-from storage.domain.console import ApiTokenView, AuditEntryView, ConsoleUserView, HoldView
+from storage.domain.console import (
+    ApiTokenView,
+    AuditEntryView,
+    ConsoleSessionView,
+    ConsoleUserView,
+    HoldView,
+)
 from storage.domain.events import (
     CSS_EVENT_RECORDING_FILE,
     CSS_FILE_FORMATS,
@@ -28,6 +34,7 @@ from storage.domain.views import (
     IntakeResult,
     NotificationView,
     RecordingView,
+    RunHolder,
     RunView,
     SegmentView,
     StaleRun,
@@ -43,6 +50,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "ApiTokenView",
     "AuditEntryView",
+    "ConsoleSessionView",
     "ConsoleUserView",
     "CssFileEvent",
     "CssFileView",
@@ -56,6 +64,7 @@ __all__ = [
     "NotificationView",
     "RecordingState",
     "RecordingView",
+    "RunHolder",
     "RunState",
     "RunView",
     "SegmentState",

@@ -34,6 +34,19 @@ class ConsoleUserView:
 
 
 @dataclass(frozen=True)
+class ConsoleSessionView:
+    """A signed-in browser of one user, as `recpipe users sessions` lists it."""
+
+    id: int
+    user: str
+    created_at: datetime
+    seen_at: datetime
+    expires_at: datetime
+    address: str | None
+    agent: str | None
+
+
+@dataclass(frozen=True)
 class ApiTokenView:
     id: int
     name: str

@@ -10,14 +10,14 @@ fails it, or sends it back to collecting when new content came in meanwhile. New
 after the end (a GME segment not seen before, a late GME upload, another CSS file) reopens
 it for the next revision.
 
-A settle task is handed out when a collecting period begins and whenever an event makes
-the recording due before the pending settle task looks (its recorded `settle_wake_at`);
-a waiting settle task sleeps until the settle time and records that as the wake. So a
-recording is looked at when it may be due, not polled.
+One clock decides when a recording is looked at: every event writes the recording's settle
+time (`settle_due_at`), and the leased beat, twice a second, hands out a settle task
+for each collecting recording whose settle time has come (`tasks.sweeping.settle_due`). A
+look that finds it must wait writes the time it waits for, and ends.
 
 The ledger's step-by-step paths (storage/ledger) read the rows, call these functions and
 write back what they return. The webhook's one-statement GME intake on PostgreSQL
-(storage/ledger/gme_statement.py) says the same in SQL; tests/lifecycle_cases.py holds the
+(storage/ledger/gme_statement.py) says the same in SQL; tests/support/lifecycle.py holds the
 event sequences and expected states that both are checked against.
 """
 
@@ -42,9 +42,6 @@ class RecordingStatus:
     # An operator stopped the recording's GME task: it is due as soon as every started
     # segment is uploaded. A claim clears it (what comes later is the next revision's).
     stopped: bool = False
-    # When the earliest pending settle task looks (None: none recorded, or it may have
-    # looked already): an event that makes the recording due earlier hands out another.
-    settle_wake_at: datetime | None = None
 
 
 # Which of a segment's file events have arrived, as bits of `SegmentStatus.events`.
@@ -108,10 +105,21 @@ def complete_with(others: Tally, seq_no: int, events: int) -> bool:
     )
 
 
-# A settle task is timed this long after the moment its recording becomes due, so that a
-# timer firing a hair early (clock granularity, a webhook and a worker on two hosts)
-# finds the recording due rather than waiting for another look; more would only be delay.
-SETTLE_MARGIN_SECONDS = 0.2
+@dataclass(frozen=True)
+class Decision:
+    """What a settle rule (`tasks.settling.gme.decide_gme`, `.css.decide_css`,
+    `.rooms.decide_room`) says of a collecting recording, now."""
+
+    action: str  # "wait", "finalize", "fail", or a room's "unchanged"
+    recheck_at: datetime | None = None  # wait: when it is due again
+    included: tuple[int, ...] = ()  # finalize: the segments (or files) it is made of
+    missing: tuple[int, ...] = ()  # GME: the segments it waits for, or goes without
+    reason: str = ""  # fail: why
+    # Waiting for missing segments: look in the source for them on the first look after
+    # the quiet time (and again when the wait is over), not on every look.
+    look_in_source: bool = False
+    # A room's members whose archived runs it mixes (their recording ids).
+    members: tuple[str, ...] = ()
 
 
 def settle_due(now: datetime, windows: Windows, *, complete: bool, stopped: bool) -> datetime:
@@ -121,57 +129,20 @@ def settle_due(now: datetime, windows: Windows, *, complete: bool, stopped: bool
     return now + timedelta(seconds=windows.complete if complete else windows.settle_seconds)
 
 
-def first_look(due: datetime, now: datetime, windows: Windows) -> datetime:
-    """When a settle task handed out by an event at `now` looks: at the recording's settle
-    time, but no later than the short window. The events that complete a segment come in
-    the seconds after its first one, and a task that already looks then needs no other."""
-    return min(due, now + timedelta(seconds=windows.complete))
-
-
-def wakes_too_late(wake_at: datetime | None, due: datetime, now: datetime) -> bool:
-    """Does a recording that became due at `due` need a settle task of its own, given
-    the recorded wake of its pending one? Yes when none is recorded, when that one may be
-    looking already (a look that read the rows before this event would not see it), and
-    when it looks later than `due` by more than the margin."""
-    if wake_at is None or wake_at <= now:
-        return True
-    return due < wake_at - timedelta(seconds=SETTLE_MARGIN_SECONDS)
-
-
-@dataclass(frozen=True)
-class Change:
-    recording: RecordingStatus
-    # Hand out a settle task now, timed for `recording.settle_wake_at`: this event began a
-    # collecting period (a new recording, or one reopened after its run's end), or made the
-    # recording due before the pending settle task looks (`wakes_too_late`).
-    dispatches_settle: bool
-
-
 def postpone(
-    recording: RecordingStatus, until: datetime, *, wake_at: datetime | None, now: datetime
-) -> tuple[RecordingStatus, bool]:
-    """A waiting settle task moves the settle time to `until`, meaning to look again at
-    `wake_at` (None: it leaves that to beat's sweep). True: it records that as the wake and
-    looks then; False: another pending task is recorded to look no later (within the
-    margin), and this one ends. A recorded wake still to come is kept."""
-    if recording.state != RecordingState.COLLECTING:
-        return recording, False
-    recorded = recording.settle_wake_at
-    pending = recorded if recorded is not None and recorded > now else None
-    margin = timedelta(seconds=SETTLE_MARGIN_SECONDS)
-    if wake_at is not None and (pending is None or pending > wake_at + margin):
-        return replace(recording, settle_due_at=until, settle_wake_at=wake_at), True
-    return replace(recording, settle_due_at=until, settle_wake_at=pending), False
-
-
-def new_recording(
-    now: datetime, settle_seconds: float, complete_seconds: float | None = None
+    recording: RecordingStatus, until: datetime, *, seen_due: datetime | None
 ) -> RecordingStatus:
-    """A recording's first event opens its collecting period; its settle task first looks
-    after the short window (`first_look`)."""
-    due = now + timedelta(seconds=settle_seconds)
-    look = first_look(due, now, Windows(settle_seconds, complete_seconds))
-    return RecordingStatus(RecordingState.COLLECTING, due, settle_wake_at=look)
+    """A settle look that must wait moves the settle time to `until`, unless an event
+    moved it since the look read the recording (`seen_due`): that event's stands."""
+    if recording.state != RecordingState.COLLECTING or recording.settle_due_at != seen_due:
+        return recording
+    return replace(recording, settle_due_at=until)
+
+
+def new_recording(now: datetime, settle_seconds: float) -> RecordingStatus:
+    """A recording's first event opens its collecting period (one event never makes a
+    recording complete: it is due after the long window)."""
+    return RecordingStatus(RecordingState.COLLECTING, now + timedelta(seconds=settle_seconds))
 
 
 def event_arrives(
@@ -181,40 +152,27 @@ def event_arrives(
     now: datetime,
     settle_seconds: float,
     due: datetime | None = None,
-    look: datetime | None = None,
-) -> Change:
+) -> RecordingStatus:
     """What an event does to an existing recording.
 
     While it collects, its quiet time restarts with every event (`due`, when given, is
-    the settle time `settle_due` chose; else `settle_seconds` from now), and a settle task
-    is handed out, looking at `look` (`first_look`; else `due`), when the pending one
-    would look too late (`wakes_too_late`). New content (a GME segment's first event or
-    first upload, a CSS file) during processing is remembered for after the run; after
-    the run's end (archived or failed) it collects again, for the next revision.
+    the settle time `settle_due` chose; else `settle_seconds` from now). New content (a
+    GME segment's first event or first upload, a CSS file) during processing is
+    remembered for after the run; after the run's end (archived or failed) it collects
+    again, for the next revision.
     """
     if due is None:
         due = now + timedelta(seconds=settle_seconds)
-    if look is None:
-        look = due
     if recording.state == RecordingState.COLLECTING:
-        if wakes_too_late(recording.settle_wake_at, due, now):
-            return Change(
-                replace(recording, settle_due_at=due, settle_wake_at=look), dispatches_settle=True
-            )
-        return Change(replace(recording, settle_due_at=due), dispatches_settle=False)
+        return replace(recording, settle_due_at=due)
     if not new_content or recording.state in RecordingState.TOMBSTONES:
         # A tombstone's media is gone for good: nothing that arrives later reopens it.
-        return Change(recording, dispatches_settle=False)
+        return recording
     if recording.state == RecordingState.PROCESSING:
-        return Change(replace(recording, pending_changes=True), dispatches_settle=False)
-    reopened = RecordingStatus(
-        RecordingState.COLLECTING,
-        due,
-        pending_changes=recording.pending_changes,
-        error=None,
-        settle_wake_at=look,
+        return replace(recording, pending_changes=True)
+    return RecordingStatus(
+        RecordingState.COLLECTING, due, pending_changes=recording.pending_changes, error=None
     )
-    return Change(reopened, dispatches_settle=True)
 
 
 def segment_after(
@@ -256,38 +214,34 @@ def gme_event(
     complete_seconds: float | None = None,
     seq_no: int = 0,
     others: Tally = Tally(),
-) -> tuple[Change, SegmentStatus]:
+) -> tuple[RecordingStatus, SegmentStatus]:
     """What a GME file event does to its recording (None: not seen before) and segment
     (`seq_no`; `others` tallies the recording's other segments)."""
     segment_now = segment_after(segment, event_type, file_name, now)
     if recording is None:
-        fresh = new_recording(now, settle_seconds, complete_seconds)
-        return Change(fresh, dispatches_settle=True), segment_now
-    windows = Windows(settle_seconds, complete_seconds)
+        return new_recording(now, settle_seconds), segment_now
     due = settle_due(
         now,
-        windows,
+        Windows(settle_seconds, complete_seconds),
         complete=complete_with(others, seq_no, segment_now.events),
         stopped=recording.stopped,
     )
-    change = event_arrives(
+    after = event_arrives(
         recording,
         new_content=is_new_content(segment, event_type),
         now=now,
         settle_seconds=settle_seconds,
         due=due,
-        look=first_look(due, now, windows),
     )
-    return change, segment_now
+    return after, segment_now
 
 
 def stop(recording: RecordingStatus, now: datetime) -> RecordingStatus:
     """An operator stops the recording's GME task: a collecting recording is due at once
-    (settling still waits for every started segment's upload), and the settle task handed
-    out for it looks now; others are left alone."""
+    (settling still waits for every started segment's upload); others are left alone."""
     if recording.state != RecordingState.COLLECTING:
         return recording
-    return replace(recording, settle_due_at=now, stopped=True, settle_wake_at=now)
+    return replace(recording, settle_due_at=now, stopped=True)
 
 
 def may_claim(state: str, *, force: bool = False) -> bool:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-
-from storage.domain.states import RecordingState
+from datetime import datetime
 
 ROOM_SOURCE = "room"
 # RecordMode 0: one recording per user; only those make rooms.
@@ -40,46 +38,10 @@ class Member:
     run_id: str | None = None
 
 
-@dataclass(frozen=True)
-class RoomDecision:
-    action: str  # "wait", "mix", "unchanged" or "fail"
-    recheck_at: datetime | None = None
-    members: tuple[Member, ...] = ()
-    reason: str = ""
-
-
 def sources_key(members: Sequence[Member]) -> list[list[object]]:
     """What a room revision is made of: each archived member's recording and revision.
     The same key again needs no new revision."""
     return sorted([m.recording_id, m.revision] for m in members)
-
-
-def decide_room(
-    members: Sequence[Member],
-    *,
-    last_change_at: datetime,
-    now: datetime,
-    settle_seconds: float,
-    last_mixed: Sequence[Sequence[object]] | None,
-) -> RoomDecision:
-    """Mix once every member is archived or failed and the room has been quiet for the
-    settle window; a room whose archived members are what its last revision mixed is
-    `unchanged`; one with no archived member fails."""
-    busy = [m for m in members if m.state not in RecordingState.TERMINAL]
-    quiet_at = last_change_at + timedelta(seconds=settle_seconds)
-    if busy or now < quiet_at:
-        return RoomDecision("wait", recheck_at=max(quiet_at, now + timedelta(seconds=1)))
-    archived = tuple(
-        sorted(
-            (m for m in members if m.state == RecordingState.ARCHIVED and m.run_id),
-            key=lambda m: m.recording_id,
-        )
-    )
-    if not archived:
-        return RoomDecision("fail", reason="no recording of the room was archived")
-    if last_mixed is not None and sources_key(archived) == [list(x) for x in last_mixed]:
-        return RoomDecision("unchanged", members=archived)
-    return RoomDecision("mix", members=archived)
 
 
 def offsets(starts: Sequence[datetime | None]) -> list[float]:

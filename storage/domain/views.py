@@ -12,15 +12,6 @@ class IntakeResult:
     callback_id: int
     recording_id: str
     duplicate: bool
-    # When a settle task handed out now should look; None: hand out none. One is handed
-    # out when this callback began a collecting period (a new recording, or one reopened
-    # after its archive), or made the recording due before its pending settle task looks.
-    # Other events only move the settle time, which the pending task follows when it looks.
-    settle_wake_at: datetime | None = None
-
-    @property
-    def dispatches_settle(self) -> bool:
-        return self.settle_wake_at is not None
 
 
 @dataclass(frozen=True)
@@ -85,6 +76,37 @@ class RunView:
     takeovers: int = 0
     # Times the sweep sent the queued run again since a worker last took it.
     requeues: int = 0
+
+
+@dataclass(frozen=True)
+class RunHolder:
+    """Who holds a running run: a worker, and which attempt of which task runs there
+    (the task's id, its retry count). Stored as the run's `worker`, so that a task's retry
+    tells its own earlier attempt (the same task, fewer retries: over, whatever its
+    heartbeat says) from a live worker (another task, or another delivery of this same
+    attempt)."""
+
+    worker: str
+    task_id: str
+    retries: int
+
+    def __str__(self) -> str:
+        return f"{self.worker} task {self.task_id}#{self.retries}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> RunHolder | None:
+        worker, task, attempt = (text or "").rpartition(" task ")
+        task_id, _, retries = attempt.rpartition("#")
+        if not (task and task_id and retries.isdigit()):
+            return None
+        return cls(worker, task_id, int(retries))
+
+    def follows(self, held_by: str | None) -> bool:
+        """The run is held by an earlier attempt of this same task: take it back."""
+        earlier = RunHolder.parse(held_by)
+        if earlier is None:
+            return False
+        return earlier.task_id == self.task_id and earlier.retries < self.retries
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def insert_callback(
     headers: dict[str, str],
     now: datetime,
 ) -> int | None:
-    """The new callback's id; None when one with this dedupe key is stored already."""
+    """The new callback's id; None when one with this dedupe key is stored already. It is
+    stored as dispatched: its effect is its recording's settle time, which beat's clock
+    acts on."""
     result = s.execute(
         upsert(s, Callback)
         .values(
@@ -36,6 +38,7 @@ def insert_callback(
             body=body,
             headers=headers,
             duplicates=0,
+            dispatched_at=now,
         )
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(Callback.id)
@@ -45,22 +48,10 @@ def insert_callback(
 
 
 class Callbacks(LedgerBase):
-    def mark_callbacks_undispatched(self, ids: Sequence[int]) -> None:
-        with self.session() as s:
-            s.execute(update(Callback).where(Callback.id.in_(ids)).values(dispatched_at=None))
-
     def mark_callbacks_dispatched(self, ids: Sequence[int], now: datetime) -> None:
         if ids:
             with self.session() as s:
                 s.execute(update(Callback).where(Callback.id.in_(ids)).values(dispatched_at=now))
-
-    def mark_recordings_dispatched(self, recording_ids: Sequence[str], now: datetime) -> None:
-        with self.session() as s:
-            s.execute(
-                update(Callback)
-                .where(Callback.recording_id.in_(recording_ids), Callback.dispatched_at.is_(None))
-                .values(dispatched_at=now)
-            )
 
     def callbacks(
         self,

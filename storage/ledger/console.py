@@ -1,8 +1,9 @@
-"""The console's aggregate: its users, API tokens and the audit trail of operator actions,
-and what its pages ask of the ledger (pages of recordings, what needs attention, counts).
+"""The console's aggregate: its users and their sessions, API tokens and the audit trail of
+operator actions, and what its pages ask of the ledger (pages of recordings, what needs
+attention, counts).
 
-Passwords arrive here already hashed (argon2, by the console) and tokens as their SHA-256:
-the ledger never holds a secret it could give away.
+Passwords arrive here already hashed (argon2, by the console), tokens and session keys as
+their SHA-256: the ledger never holds a secret it could give away.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.domain import (
     ApiTokenView,
     AuditEntryView,
+    ConsoleSessionView,
     ConsoleUserView,
     NotificationState,
     NotificationView,
@@ -34,6 +36,7 @@ from storage.ledger.recordings import recording_view
 from storage.ledger.tables import (
     ApiToken,
     AuditEntry,
+    ConsoleSession,
     ConsoleUser,
     CssFile,
     Notification,
@@ -82,6 +85,22 @@ def _user_view(u: ConsoleUser) -> ConsoleUserView:
     return ConsoleUserView(u.id, u.name, u.role, u.password_hash, aware(u.created_at))
 
 
+def _session_view(row: ConsoleSession, user: str) -> ConsoleSessionView:
+    return ConsoleSessionView(
+        row.id,
+        user,
+        aware(row.created_at),
+        aware(row.seen_at),
+        aware(row.expires_at),
+        row.address,
+        row.agent,
+    )
+
+
+def _user_id(name: str) -> Any:
+    return select(ConsoleUser.id).where(ConsoleUser.name == name).scalar_subquery()
+
+
 def _token_view(t: ApiToken) -> ApiTokenView:
     return ApiTokenView(t.id, t.name, t.scope, aware(t.created_at), aware(t.last_used_at))
 
@@ -127,18 +146,94 @@ class Console(LedgerBase):
             ]
 
     def set_password_hash(self, name: str, password_hash: str) -> bool:
+        """A new password; every session of the user ends with the old one."""
         with self.session() as s:
             done = s.execute(
                 update(ConsoleUser)
                 .where(ConsoleUser.name == name)
                 .values(password_hash=password_hash)
             )
+            s.execute(delete(ConsoleSession).where(ConsoleSession.user_id == _user_id(name)))
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def remove_user(self, name: str) -> bool:
         with self.session() as s:
             done = s.execute(delete(ConsoleUser).where(ConsoleUser.name == name))
             return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # -- sessions (a signed-in browser) ------------------------------------------------
+
+    def start_session(
+        self,
+        name: str,
+        key_hash: str,
+        *,
+        now: datetime,
+        lifetime: timedelta,
+        address: str | None,
+        agent: str | None,
+    ) -> ConsoleSessionView | None:
+        """A new session of the user (None if there is no such user); sessions that
+        expired are deleted on the way."""
+        with self.session() as s:
+            s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+            user = s.scalar(select(ConsoleUser).where(ConsoleUser.name == name))
+            if user is None:
+                return None
+            row = ConsoleSession(
+                key_hash=key_hash,
+                user_id=user.id,
+                created_at=now,
+                seen_at=now,
+                expires_at=now + lifetime,
+                address=(address or "")[:64] or None,
+                agent=(agent or "")[:200] or None,
+            )
+            s.add(row)
+            s.flush()
+            return _session_view(row, user.name)
+
+    def session_user(self, key_hash: str, *, now: datetime) -> ConsoleUserView | None:
+        """The user of a live session (its last use stamped at most once a minute); None
+        once it ended, expired or its user is gone."""
+        with self.session() as s:
+            found = s.execute(
+                select(ConsoleSession, ConsoleUser)
+                .join(ConsoleUser, ConsoleUser.id == ConsoleSession.user_id)
+                .where(ConsoleSession.key_hash == key_hash)
+            ).one_or_none()
+            if found is None:
+                return None
+            row, user = found
+            if aware(row.expires_at) <= now:
+                s.delete(row)
+                return None
+            if now - aware(row.seen_at) > timedelta(minutes=1):
+                row.seen_at = now
+            return _user_view(user)
+
+    def end_session(self, key_hash: str) -> bool:
+        with self.session() as s:
+            done = s.execute(delete(ConsoleSession).where(ConsoleSession.key_hash == key_hash))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def console_sessions(self, name: str, *, now: datetime) -> list[ConsoleSessionView]:
+        """The user's live sessions, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(ConsoleSession)
+                .where(ConsoleSession.user_id == _user_id(name), ConsoleSession.expires_at > now)
+                .order_by(ConsoleSession.created_at, ConsoleSession.id)
+            )
+            return [_session_view(row, name) for row in rows]
+
+    def revoke_sessions(self, name: str, session_id: int | None = None) -> int:
+        """End the user's sessions (or the one of that id); how many ended."""
+        with self.session() as s:
+            query = delete(ConsoleSession).where(ConsoleSession.user_id == _user_id(name))
+            if session_id is not None:
+                query = query.where(ConsoleSession.id == session_id)
+            return int(s.execute(query).rowcount)  # type: ignore[attr-defined]
 
     # -- API tokens -------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ class CssIntake(LedgerBase):
 
         A file whose time range touches (within `join_gap_seconds`) files of a recording
         joins it; one that touches two recordings not yet processed merges them; one that
-        arrives after its recording was archived reopens it for the next revision.
+        arrives after its recording was archived reopens it for the next revision. Each
+        restarts the recording's quiet time (its settle time, which beat's clock reads).
         """
         with self.session() as s:
             callback_id = insert_callback(
@@ -89,7 +90,7 @@ class CssIntake(LedgerBase):
             )
             after = lifecycle.event_arrives(
                 before, new_content=True, now=now, settle_seconds=settle_seconds
-            ).recording
+            )
             recording.state = after.state
             recording.settle_due_at = after.settle_due_at
             recording.pending_changes = after.pending_changes

@@ -24,6 +24,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from foundation import jsonsafe
+from foundation.private import private_file
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -195,10 +198,14 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     if url.drivername == "postgresql" or url.drivername == "postgres":
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        database = url.database if url.database and url.database != ":memory:" else None
+        if database:
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
+            url,
+            echo=echo,
+            json_serializer=jsonsafe.dumps,
+            connect_args={"timeout": 30, "isolation_level": None},
         )
 
         @event.listens_for(engine, "connect")
@@ -209,6 +216,9 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            if database:  # the ledger holds argon2 hashes and raw callbacks
+                for suffix in ("", "-wal", "-shm"):
+                    private_file(Path(database + suffix))
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
@@ -223,6 +233,8 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        # Strict JSON in every JSON column (PostgreSQL refuses NaN and Infinity).
+        json_serializer=jsonsafe.dumps,
         # No pre-ping: it costs a round trip per transaction on the webhook's hot path. A
         # connection the server dropped fails its transaction once (a 503 the vendor
         # retries) and SQLAlchemy then discards the whole pool; recycling keeps idle

@@ -37,14 +37,10 @@ class GmeIntake(LedgerBase):
         """Store the raw callback and apply it to the segment bookkeeping, atomically.
 
         The hot path of the webhook. The callback is stored as dispatched: its effect is
-        the recording's settle time, which a settle task or beat's sweep acts on;
-        `dispatches_settle` tells the caller to hand out a settle task timed for
-        `settle_wake_at` (this event opened a collecting period, or made the recording due
-        before its pending settle task looks; `lifecycle.wakes_too_late`). The quiet
-        window is `settle_seconds`, or `complete_seconds` once the segments say the
-        recording is complete (None: no shorter window). On PostgreSQL this is one
-        statement (`gme_statement`); elsewhere, the same steps one after another in a
-        transaction.
+        the recording's settle time, which beat's clock acts on. The quiet window is
+        `settle_seconds`, or `complete_seconds` once the segments say the recording is
+        complete (None: no shorter window). On PostgreSQL this is one statement
+        (`gme_statement`); elsewhere, the same steps one after another in a transaction.
         """
         if self.engine.dialect.name == "postgresql":
             return self.record_gme_event_in_one_statement(
@@ -84,8 +80,8 @@ class GmeIntake(LedgerBase):
             if callback_id is None:
                 existing = conn.execute(sql.count_duplicate, {"key": gme.dedupe_key}).scalar()
                 return IntakeResult(int(existing or 0), rid, duplicate=True)
-            wake_at = apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
-            return IntakeResult(int(callback_id), rid, duplicate=False, settle_wake_at=wake_at)
+            apply_gme_event(conn, gme, now, settle_seconds, complete_seconds)
+            return IntakeResult(int(callback_id), rid, duplicate=False)
 
     def record_gme_event_in_one_statement(
         self,
@@ -120,9 +116,7 @@ class GmeIntake(LedgerBase):
         rid = gme.key.recording_id
         if outcome.callback_id is None:
             return IntakeResult(outcome.duplicate_of or 0, rid, duplicate=True)
-        return IntakeResult(
-            outcome.callback_id, rid, duplicate=False, settle_wake_at=outcome.settle_wake_at
-        )
+        return IntakeResult(outcome.callback_id, rid, duplicate=False)
 
     def reapply_gme_event(
         self,
@@ -131,13 +125,11 @@ class GmeIntake(LedgerBase):
         now: datetime,
         settle_seconds: float,
         complete_seconds: float | None = None,
-    ) -> bool:
+    ) -> None:
         """Apply a stored callback's event to the bookkeeping again, as if it arrived now
-        (`recpipe replay`); harmless when it was applied before. True if a settle task
-        should be handed out (`dispatches_settle`)."""
+        (`recpipe replay`); harmless when it was applied before."""
         with self.session() as session:
-            conn = session.connection()
-            return apply_gme_event(conn, gme, now, settle_seconds, complete_seconds) is not None
+            apply_gme_event(session.connection(), gme, now, settle_seconds, complete_seconds)
 
 
 def apply_gme_event(
@@ -146,14 +138,12 @@ def apply_gme_event(
     now: datetime,
     settle_seconds: float,
     complete_seconds: float | None = None,
-) -> datetime | None:
-    """Apply a GME event to its recording and segment. Returns when the settle task to
-    hand out should look, or None when none is needed: one is when the recording is new,
-    when new content (a segment not seen before, a first upload) reopened it, or when the
-    event makes it due before its pending settle task looks."""
+) -> None:
+    """Apply a GME event to its recording and segment: the recording's settle time, its
+    state when new content (a segment not seen before, a first upload) reopens it."""
     sql = statements(conn.dialect.name)
     rid = gme.key.recording_id
-    fresh = lifecycle.new_recording(now, settle_seconds, complete_seconds)
+    fresh = lifecycle.new_recording(now, settle_seconds)
     # Creates the recording, or locks it and records this event's time.
     row = conn.execute(
         sql.upsert_recording,
@@ -172,20 +162,16 @@ def apply_gme_event(
             "first_event_at": now,
             "last_event_at": now,
             "settle_due_at": fresh.settle_due_at,
-            "settle_wake_at": fresh.settle_wake_at,
             "created_at": now,
             "updated_at": now,
         },
     ).one()
-    # As the one-statement path tells it (it cannot see whether its upsert inserted).
-    created = aware(row.created_at) == now
     recording = RecordingStatus(
         row.state,
         aware(row.settle_due_at),
         row.pending_changes,
         row.error,
         stopped=row.stopped_at is not None,
-        settle_wake_at=aware(row.settle_wake_at),
     )
     found = conn.execute(sql.select_segment, {"rid": rid, "seq_no": gme.seq_no}).first()
     segment = (
@@ -199,7 +185,7 @@ def apply_gme_event(
     seen, whole, highest = conn.execute(
         sql.tally_segments, {"rid": rid, "seq_no": gme.seq_no}
     ).one()
-    change, segment_now = lifecycle.gme_event(
+    after, segment_now = lifecycle.gme_event(
         recording,
         segment,
         gme.event_type,
@@ -210,17 +196,15 @@ def apply_gme_event(
         seq_no=gme.seq_no,
         others=lifecycle.Tally(int(seen), int(whole or 0), -1 if highest is None else highest),
     )
-    if change.recording != recording:
-        status = change.recording
+    if after != recording:
         conn.execute(
             sql.update_recording,
             {
                 "rid": rid,
-                "new_state": status.state,
-                "new_due": status.settle_due_at,
-                "new_pending": status.pending_changes,
-                "new_error": status.error,
-                "new_wake": status.settle_wake_at,
+                "new_state": after.state,
+                "new_due": after.settle_due_at,
+                "new_pending": after.pending_changes,
+                "new_error": after.error,
             },
         )
     if segment_now != segment:
@@ -237,9 +221,6 @@ def apply_gme_event(
                 "events": segment_now.events,
             },
         )
-    if created or change.dispatches_settle:
-        return change.recording.settle_wake_at
-    return None
 
 
 class _GmeStatements:
@@ -280,9 +261,7 @@ class _GmeStatements:
             recordings.c.settle_due_at,
             recordings.c.pending_changes,
             recordings.c.error,
-            recordings.c.created_at,
             recordings.c.stopped_at,
-            recordings.c.settle_wake_at,
         )
         self.update_recording = (
             update(recordings)
@@ -292,7 +271,6 @@ class _GmeStatements:
                 settle_due_at=bindparam("new_due"),
                 pending_changes=bindparam("new_pending"),
                 error=bindparam("new_error"),
-                settle_wake_at=bindparam("new_wake"),
             )
         )
         segments = cast(Table, Segment.__table__)

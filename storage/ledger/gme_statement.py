@@ -17,27 +17,15 @@ recording's row is written once. Under concurrency new content can only err towa
 "new" (two racing uploads of one segment under different file names may both reopen the
 recording), which costs at most one extra settle. Completeness can err either way when
 two events of one recording race; the settle task decides again from committed rows
-(`tasks.gme.settle.decide`), so a recording is never finalized on a stale "complete", and
-the next event corrects a stale "incomplete".
-
-Whether a settle task is handed out (`Outcome.settle_wake_at`, the step-by-step path's
-`dispatches_settle`) is decided in the upsert's SET from the recording's row as locked, not
-from the snapshot: its state and its recorded wake (`settle_wake_at`, when the earliest
-pending settle task looks) are the latest committed ones, so of concurrent events that
-each make the recording due before that wake, the first records its own wake and hands out
-a task and the others compare with it. What they compare is their settle time, which
-rests on the snapshot's completeness. A stale "complete" hands out a task that finds the
-recording not yet due and sleeps until it is. A stale "incomplete" (the last two missing
-events of one recording racing, each not seeing the other's) hands out nothing: the
-recording is then settled when its pending settle task looks (at the latest the long
-window after its last event) rather than the short window after it, unless a later event
-corrects it. Beat's sweep settles any recording whose settle time has passed, so a task
-that is never handed out (or whose message is lost) delays nothing by more than a sweep.
+(`tasks.settling.gme.decide_gme`), so a recording is never finalized on a stale "complete" (it
+finds the recording not yet due and waits), and the next event corrects a stale
+"incomplete". The statement hands nothing out: the settle time it writes is what beat's
+clock reads.
 
 `tests/integration/test_ledger_pg_intake.py` replays random event sequences through this
 statement and through the step-by-step path and compares the resulting rows;
 `tests/integration/test_ledger_lifecycle.py` checks both against the event sequences and
-expected states of `tests/lifecycle_cases.py`.
+expected states of `tests/support/lifecycle.py`.
 """
 
 from __future__ import annotations
@@ -73,9 +61,7 @@ WITH cb AS (
     RETURNING id
 ), prior AS (
     SELECT
-        (SELECT state FROM recordings WHERE id = %(rid)s) AS state,
         (SELECT stopped_at IS NOT NULL FROM recordings WHERE id = %(rid)s) AS stopped,
-        (SELECT settle_wake_at FROM recordings WHERE id = %(rid)s) AS wake,
         (SELECT events FROM segments WHERE recording_id = %(rid)s AND seq_no = %(seq_no)s)
             AS events,
         %(uploaded)s::boolean AND NOT EXISTS (
@@ -88,25 +74,20 @@ WITH cb AS (
          FROM segments WHERE recording_id = %(rid)s AND seq_no <> %(seq_no)s) AS others_whole
 ), fresh AS (
     -- New content: a segment not seen before, or its first upload.
-    SELECT state, wake, stopped, first_upload OR events IS NULL AS new_content,
+    SELECT first_upload OR events IS NULL AS new_content,
            CASE WHEN stopped THEN %(now)s::timestamptz
                 WHEN others_whole AND (COALESCE(events, 0) | %(bit)s) & {WHOLE} = {WHOLE}
                     THEN %(due_complete)s::timestamptz
-                ELSE %(due)s::timestamptz END AS due,
-           -- When a settle task handed out now looks (lifecycle.first_look).
-           CASE WHEN stopped THEN %(now)s::timestamptz
-                ELSE %(due_complete)s::timestamptz END AS look
+                ELSE %(due)s::timestamptz END AS due
     FROM prior
 ), rec AS (
     INSERT INTO recordings AS r (id, source, biz_id, room_id, user_id, task_id, record_mode,
                                  details, state, revision, pending_changes, first_event_at,
-                                 last_event_at, settle_due_at, settle_wake_at, created_at,
-                                 updated_at)
+                                 last_event_at, settle_due_at, created_at, updated_at)
     SELECT %(rid)s::text, 'gme', %(biz_id)s::bigint, %(room_id)s::text, %(user_id)s::text,
            %(task_id)s::text, %(record_mode)s::integer, '{{}}'::json,
            '{RecordingState.COLLECTING}', 0, false, %(now)s::timestamptz, %(now)s::timestamptz,
-           %(due)s::timestamptz, %(due_complete)s::timestamptz, %(now)s::timestamptz,
-           %(now)s::timestamptz
+           %(due)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz
     FROM cb
     ON CONFLICT (id) DO UPDATE SET
         last_event_at = GREATEST(r.last_event_at, excluded.last_event_at),
@@ -119,17 +100,6 @@ WITH cb AS (
             WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh)
                 THEN (SELECT due FROM fresh)
             ELSE r.settle_due_at END,
-        -- A settle task is handed out (lifecycle.wakes_too_late) when the recording opens
-        -- again, or collects and its pending task's recorded wake is none, past, or later
-        -- than the new settle time by more than the margin. r is the row as locked.
-        settle_wake_at = CASE
-            WHEN r.state = '{RecordingState.COLLECTING}' AND (r.settle_wake_at IS NULL
-                    OR r.settle_wake_at <= %(now)s::timestamptz
-                    OR (SELECT due FROM fresh) < r.settle_wake_at - %(margin)s::interval)
-                THEN (SELECT look FROM fresh)
-            WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh)
-                THEN (SELECT look FROM fresh)
-            ELSE r.settle_wake_at END,
         state = CASE
             WHEN r.state IN ({_TERMINAL}) AND (SELECT new_content FROM fresh)
                 THEN '{RecordingState.COLLECTING}'
@@ -139,7 +109,7 @@ WITH cb AS (
             ELSE r.error END,
         pending_changes = r.pending_changes OR (
             r.state = '{RecordingState.PROCESSING}' AND (SELECT new_content FROM fresh))
-    RETURNING created_at, settle_wake_at
+    RETURNING 1
 ), seg AS (
     INSERT INTO segments AS s (recording_id, seq_no, file_name, state, recovered,
                                first_seen_at, uploaded_at, events)
@@ -158,13 +128,7 @@ WITH cb AS (
     RETURNING 1
 )
 -- Every CTE runs to completion whether or not this reads it.
--- A task is handed out if the upsert set the wake to this event's look: the row shows
--- it, unless it held that look before (then only a stopped recording's is handed out).
-SELECT (SELECT id FROM cb), (SELECT id FROM dup), (SELECT created_at FROM rec),
-       (SELECT settle_wake_at FROM rec),
-       (SELECT settle_wake_at FROM rec) = fresh.look
-           AND (fresh.wake IS DISTINCT FROM fresh.look OR fresh.stopped)
-FROM fresh
+SELECT (SELECT id FROM cb), (SELECT id FROM dup)
 """  # noqa: S608
 
 
@@ -192,7 +156,6 @@ UPDATE callbacks SET duplicates = duplicates + 1 WHERE dedupe_key = %(key)s RETU
 class Outcome:
     callback_id: int | None  # None: a duplicate
     duplicate_of: int | None
-    settle_wake_at: datetime | None  # not None: hand out a settle task that looks then
 
 
 def parameters(
@@ -214,7 +177,6 @@ def parameters(
         "now": now,
         "due": now + timedelta(seconds=settle_seconds),
         "due_complete": now + timedelta(seconds=windows.complete),
-        "margin": timedelta(seconds=lifecycle.SETTLE_MARGIN_SECONDS),
         "body": body,
         "headers": json.dumps(headers),
         "biz_id": key.biz_id,
@@ -235,14 +197,9 @@ def parameters(
 def record(cursor: Any, params: dict[str, Any]) -> Outcome:
     """Run the statement on a psycopg cursor whose connection is in autocommit mode."""
     cursor.execute(_RECORD_GME_EVENT_BYTES, params)
-    callback_id, duplicate_of, created_at, wake_at, set_here = cursor.fetchone()
-    if callback_id is None:
-        if duplicate_of is None:
-            cursor.execute(COUNT_DUPLICATE, {"key": params["key"]})
-            row = cursor.fetchone()
-            duplicate_of = row[0] if row else None
-        return Outcome(None, duplicate_of, settle_wake_at=None)
-    # This statement set the wake (or inserted the recording with it): hand out a task.
-    created = created_at == params["now"]
-    handed_out = created or bool(set_here)
-    return Outcome(callback_id, None, settle_wake_at=wake_at if handed_out else None)
+    callback_id, duplicate_of = cursor.fetchone()
+    if callback_id is None and duplicate_of is None:
+        cursor.execute(COUNT_DUPLICATE, {"key": params["key"]})
+        row = cursor.fetchone()
+        duplicate_of = row[0] if row else None
+    return Outcome(callback_id, duplicate_of)

@@ -142,19 +142,23 @@ class Notifications(LedgerBase):
         )
         return {rid: next(st for st in order if st in found) for rid, found in states.items()}
 
-    def stale_notifications(self, older_than: datetime, limit: int = 200) -> list[int]:
-        """Pending deliveries nobody has tried for a long time (their task was lost)."""
+    def waiting_notifications(
+        self, updated_before: datetime, limit: int = 500
+    ) -> list[tuple[int, int, datetime]]:
+        """Pending notifications untouched since `updated_before`, oldest first: (id,
+        attempts so far, when last touched). Whether one is overdue (its delivery task
+        lost) depends on its receiver's back-off, which the caller knows."""
         with self.session() as s:
-            return list(
-                s.scalars(
-                    select(Notification.id)
-                    .where(
-                        Notification.state == NotificationState.PENDING,
-                        Notification.updated_at < older_than,
-                    )
-                    .limit(limit)
+            rows = s.execute(
+                select(Notification.id, Notification.attempts, Notification.updated_at)
+                .where(
+                    Notification.state == NotificationState.PENDING,
+                    Notification.updated_at < updated_before,
                 )
-            )
+                .order_by(Notification.updated_at)
+                .limit(limit)
+            ).all()
+        return [(int(r[0]), int(r[1]), aware(r[2])) for r in rows]
 
     def touch_notification(self, notification_id: int, now: datetime) -> None:
         with self.session() as s:

@@ -34,43 +34,28 @@ class Recordings(LedgerBase):
                 return None
             return recording_view(s, recording)
 
-    def postpone(
-        self,
-        recording_id: str,
-        until: datetime,
-        *,
-        wake_at: datetime | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        """`lifecycle.postpone` on the locked row: a waiting settle task moves the settle
-        time to `until` and, when it means to look again at `wake_at`, records that as the
-        recording's wake. True: it should; False: another pending settle task is recorded to
-        look no later (within the margin), or `wake_at` is None. A recorded wake still to
-        come is kept when this task does not record its own.
+    def postpone(self, recording_id: str, until: datetime, *, seen_due: datetime | None) -> bool:
+        """A settle look that must wait moves the recording's settle time to `until`,
+        unless an event moved it since the look read it (`seen_due`): that event's settle
+        time stands. False: it did.
 
-        Bookkeeping: a settle time lost in a crash is an older, earlier one, and settling
-        early only decides again; a wake lost is an older one, in the past, and an event
-        then hands out a settle task of its own."""
-        now = now or utcnow()
+        Bookkeeping: a settle time lost in a crash is the older one, already past, and
+        beat's clock then only looks again."""
         with self.bookkeeping() as s:
-            row = s.execute(
-                select(Recording.state, Recording.settle_due_at, Recording.settle_wake_at)
-                .where(Recording.id == recording_id)
-                .with_for_update()
-            ).first()
-            if row is None:
-                return False
-            before = RecordingStatus(
-                row.state, aware(row.settle_due_at), settle_wake_at=aware(row.settle_wake_at)
-            )
-            after, looks_again = lifecycle.postpone(before, until, wake_at=wake_at, now=now)
-            if after != before:
-                s.execute(
-                    update(Recording)
-                    .where(Recording.id == recording_id)
-                    .values(settle_due_at=after.settle_due_at, settle_wake_at=after.settle_wake_at)
+            moved = s.execute(
+                update(Recording)
+                .where(
+                    Recording.id == recording_id,
+                    Recording.state == RecordingState.COLLECTING,
+                    Recording.settle_due_at.is_(None)
+                    if seen_due is None
+                    else Recording.settle_due_at == seen_due,
                 )
-            return looks_again
+                .values(settle_due_at=until)
+                # RETURNING, not rowcount: psycopg's is unreliable across statement kinds.
+                .returning(Recording.id)
+            )
+            return moved.first() is not None
 
     def add_recovered_segments(
         self, recording_id: str, found: Sequence[tuple[int, str]], now: datetime
@@ -158,7 +143,7 @@ class Recordings(LedgerBase):
     def stop_gme_task(self, task_id: str, *, now: datetime) -> list[str]:
         """An operator stops a GME task: its collecting recordings are finalized as soon as
         every started segment is uploaded, without waiting for the quiet window. Returns
-        their ids (a settle task should be handed out for each now)."""
+        their ids (each is due now: beat's clock looks at it within a second)."""
         with self.session() as s:
             recordings = s.scalars(
                 select(Recording)
@@ -178,27 +163,22 @@ class Recordings(LedgerBase):
     def lease_due_recordings(
         self, now: datetime, *, until: datetime, limit: int = 500
     ) -> list[str]:
-        """Collecting recordings whose settle time has come; their due time moves to `until`
-        so the next sweep does not hand them out again while a settle task is queued."""
+        """Collecting recordings whose settle time has come, oldest first. Their settle time
+        moves to `until` (the lease) in the same transaction: a settle look hands each one
+        out once, and a look whose message was lost finds it due again then. Rows another
+        transaction holds (a second beat's clock in the middle of its lease) are skipped,
+        not waited for; on SQLite there is one writer at a time."""
+        due = (
+            select(Recording.id)
+            .where(Recording.state == RecordingState.COLLECTING, Recording.settle_due_at <= now)
+            .order_by(Recording.settle_due_at)
+            .limit(limit)
+        )
         with self.session() as s:
-            ids = list(
-                s.scalars(
-                    select(Recording.id)
-                    .where(
-                        Recording.state == RecordingState.COLLECTING,
-                        Recording.settle_due_at <= now,
-                    )
-                    .order_by(Recording.settle_due_at)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            ids = list(s.scalars(due.with_for_update(skip_locked=True)))
             if ids:
-                # The settle task handed out for each looks now.
                 s.execute(
-                    update(Recording)
-                    .where(Recording.id.in_(ids))
-                    .values(settle_due_at=until, settle_wake_at=now)
+                    update(Recording).where(Recording.id.in_(ids)).values(settle_due_at=until)
                 )
             return ids
 
@@ -210,7 +190,6 @@ def status_of(recording: Recording) -> RecordingStatus:
         recording.pending_changes,
         recording.error,
         stopped=recording.stopped_at is not None,
-        settle_wake_at=aware(recording.settle_wake_at),
     )
 
 
@@ -219,7 +198,6 @@ def set_status(recording: Recording, status: RecordingStatus, now: datetime | No
     recording.settle_due_at = status.settle_due_at
     recording.pending_changes = status.pending_changes
     recording.error = status.error
-    recording.settle_wake_at = status.settle_wake_at
     if not status.stopped:
         recording.stopped_at = None
     elif recording.stopped_at is None:

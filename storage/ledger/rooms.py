@@ -120,10 +120,10 @@ class Rooms(LedgerBase):
                 )
                 return rid
             if changed:
-                change = lifecycle.event_arrives(
+                after = lifecycle.event_arrives(
                     status_of(room), new_content=True, now=now, settle_seconds=settle_seconds
                 )
-                set_status(room, change.recording)
+                set_status(room, after)
                 room.last_event_at = now
                 room.updated_at = now
             return rid if room.state == RecordingState.COLLECTING else None

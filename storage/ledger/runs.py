@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 
-from storage.domain import RunState, RunView, StaleRun, lifecycle
+from storage.domain import RunHolder, RunState, RunView, StaleRun, lifecycle
 from storage.ledger.engine import LedgerBase, aware
 from storage.ledger.recordings import recording_view, set_status, status_of
 from storage.ledger.tables import Recording, Run
@@ -19,39 +19,45 @@ class Runs(LedgerBase):
             s.execute(update(Run).where(Run.id == run_id).values(dispatched_at=now))
 
     def start_run(
-        self,
-        run_id: str,
-        *,
-        worker: str,
-        now: datetime,
-        stale_after: float,
-        resume_attempt: int | None = None,
+        self, run_id: str, *, worker: str | RunHolder, now: datetime, stale_after: float
     ) -> RunView | None:
-        """Take the run for this worker: queued, running with a stale heartbeat (a crash),
-        or running as `resume_attempt` (the retry of an attempt whose hand-back the ledger
-        missed: nobody started the run since).
+        """Take the run for `worker`: queued, running with a stale heartbeat (its worker
+        is gone: a takeover), or running for an earlier attempt of this same task (`worker`
+        a RunHolder whose task's retry this is: that attempt is over even when the ledger
+        never heard, e.g. its start committed but the answer was lost with the ledger).
 
         None when the run is finished or another worker is actively on it.
         """
         stale = now - timedelta(seconds=stale_after)
-        running = Run.state == RunState.RUNNING
-        lost = running & (Run.heartbeat_at < stale)  # its worker is gone: a takeover
-        taken_over = lost
-        if resume_attempt is not None:
-            lost = lost & (Run.attempts != resume_attempt)
-            taken_over = taken_over | (running & (Run.attempts == resume_attempt))
         with self.session() as s:
+            seen = s.execute(
+                select(Run.state, Run.heartbeat_at, Run.worker).where(Run.id == run_id)
+            ).first()
+            if seen is None:
+                return None
+            state, heartbeat_at, held_by = seen
+            running = state == RunState.RUNNING
+            resumed = running and isinstance(worker, RunHolder) and worker.follows(held_by)
+            beat = aware(heartbeat_at)
+            lost = running and not resumed and beat is not None and beat < stale
+            if state != RunState.QUEUED and not (resumed or lost):
+                return None
             result = s.execute(
                 update(Run)
-                .where(Run.id == run_id, or_(Run.state == RunState.QUEUED, taken_over))
+                .where(
+                    Run.id == run_id,  # as seen: a worker that took it meanwhile keeps it
+                    Run.state == state,
+                    Run.worker.is_not_distinct_from(held_by),
+                    Run.heartbeat_at.is_not_distinct_from(heartbeat_at),
+                )
                 .values(
                     state=RunState.RUNNING,
                     attempts=Run.attempts + 1,
-                    takeovers=Run.takeovers + case((lost, 1), else_=0),
+                    takeovers=Run.takeovers + int(lost),
                     requeues=0,
                     started_at=func.coalesce(Run.started_at, now),
                     heartbeat_at=now,
-                    worker=worker,
+                    worker=str(worker),
                     error=None,
                 )
             )
@@ -174,11 +180,12 @@ class Runs(LedgerBase):
         now: datetime,
         error: str,
         steps: list[dict[str, Any]] | None = None,
-        if_state: str | None = None,
+        if_state: str | tuple[str, ...] | None = None,
     ) -> bool:
         """The run failed for `error`. `steps`: as for `finish_run` (the failing step's
-        outcome included). With `if_state`, only while it is in that state (the sweep's
-        verdict on what it saw must not end a run a worker took meanwhile)."""
+        outcome included). With `if_state`, only while it is in that state (or one of
+        them): the sweep's verdict on what it saw must not end a run a worker took
+        meanwhile, nor a task's giving up a run that ended meanwhile."""
         return self._end_run(
             run_id, RunState.FAILED, now=now, error=error, steps=steps, if_state=if_state
         )
@@ -193,11 +200,12 @@ class Runs(LedgerBase):
         manifest_url: str | None = None,
         error: str | None = None,
         steps: list[dict[str, Any]] | None = None,
-        if_state: str | None = None,
+        if_state: str | tuple[str, ...] | None = None,
     ) -> bool:
         with self.session() as s:
             run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
-            if if_state is not None and run.state != if_state:
+            states = (if_state,) if isinstance(if_state, str) else if_state
+            if states is not None and run.state not in states:
                 return False
             recording = s.execute(
                 select(Recording).where(Recording.id == run.recording_id).with_for_update()

@@ -53,14 +53,13 @@ class Recording(Base):
     error: Mapped[str | None] = mapped_column(Text)
     current_run_id: Mapped[str | None] = mapped_column(String(36))
     stopped_at: Mapped[datetime | None]
-    # When the earliest pending settle task of the recording looks (None: none recorded).
-    settle_wake_at: Mapped[datetime | None]
     # When it became a tombstone (state expired or forgotten), and when its archived
     # objects were all deleted (None while that is still to do: a pass resumes it).
     tombstoned_at: Mapped[datetime | None]
     media_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
+        # Beat's clock: the collecting recordings whose settle time has come.
         Index("ix_recordings_state_due", "state", "settle_due_at"),
         Index("ix_recordings_room", "biz_id", "room_id", "task_id"),
     )
@@ -235,6 +234,24 @@ class ConsoleUser(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(Text)  # argon2id, with its parameters
     created_at: Mapped[datetime]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: its cookie names the session by a random key, of which only the
+    SHA-256 is kept. Signing out deletes the row, and the cookie then names nothing."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    address: Mapped[str | None] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(200))
 
 
 class ApiToken(Base):

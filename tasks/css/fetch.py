@@ -6,11 +6,13 @@ could point the worker at a metadata service or an internal admin page. Every UR
 redirect hop, each HLS playlist and segment) goes through the same policy:
 
 - `http`/`https` only, no credentials in the URL;
-- the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, `*.myqcloud.com`);
+- the host matches a `RECPIPE_CSS_ALLOWED_HOSTS` pattern (fnmatch, with `{appid}` the
+  recording's own appid: `foundation.css_hosts`);
 - the host resolves only to public addresses: never loopback, private, link-local,
-  multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped included). An entry
-  that is a literal IP address (or `localhost`) allows exactly that address, for test
-  and on-premises set-ups; a pattern never does;
+  site-local (fec0::/10), multicast, reserved or unspecified (IPv4 and IPv6, IPv4-mapped
+  included). An entry that is a literal IP address (or `localhost`) allows exactly that
+  address, for test and on-premises set-ups, and only on the port it names (`10.0.0.5:8080`,
+  `[fd00::5]:8080`), or 80 and 443 when it names none; a pattern never does;
 - the connection goes to the address that was checked (the original name is still
   sent as Host and TLS SNI, and the certificate is checked against it), so a DNS answer
   that changes between check and connect cannot steer it elsewhere.
@@ -20,7 +22,6 @@ The policy functions are pure; `Fetcher` is the requests-based shell around them
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import ipaddress
 import socket
@@ -41,10 +42,11 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential,
 )
 
+from foundation import css_hosts
 from tasks.media.tools import MediaError
+from tasks.retrying import wait as back_off
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -106,7 +108,8 @@ def is_public_address(address: str | IPAddress) -> bool:
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     embedded: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
+        # fec0::/10 is deprecated but still routed inside some sites; `is_global` says yes.
+        if ip.scope_id or ip.is_site_local:
             return False
         embedded += [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
         if ip.teredo:
@@ -126,39 +129,14 @@ def is_public_address(address: str | IPAddress) -> bool:
 
 
 def check_url(url: str, allowed_hosts: Sequence[str]) -> Target:
-    """Scheme, credentials and host name against the allow-list; no network."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https"):
-        raise FetchError(f"{display(url)}: only http and https URLs are fetched")
-    if "@" in parts.netloc:
-        raise FetchError(f"{display(url)}: URLs with credentials are not fetched")
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        raise FetchError(f"{display(url)}: the URL has no host")
+    """Scheme, credentials, host name and port against the allow-list; no network."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FetchError(f"{display(url)}: the URL has an invalid port") from None
-    literal = _literal_ip(host)
-    exact = any(_names_exactly(entry, host, literal) for entry in allowed_hosts)
-    matched = exact or any(
-        fnmatch.fnmatchcase(host, entry.lower())
-        for entry in allowed_hosts
-        if _literal_ip(entry) is None and entry.lower() != "localhost"
-    )
-    if not matched:
-        raise FetchError(f"{display(url)}: host {host} is not in RECPIPE_CSS_ALLOWED_HOSTS")
-    if literal is not None and not exact and not is_public_address(literal):
-        raise FetchError(f"{display(url)}: {host} is not a public address")
-    return Target(url, parts.scheme, host, port, exact)
-
-
-def _names_exactly(entry: str, host: str, literal: IPAddress | None) -> bool:
-    entry = entry.strip().lower()
-    if entry == "localhost":
-        return host == "localhost"
-    entry_ip = _literal_ip(entry.strip("[]"))
-    return entry_ip is not None and literal is not None and entry_ip == literal
+        allowed = css_hosts.check(url, allowed_hosts)
+    except css_hosts.HostNotAllowedError as exc:
+        raise FetchError(f"{display(url)}: {exc}") from None
+    if allowed.literal is not None and not allowed.exact and not is_public_address(allowed.literal):
+        raise FetchError(f"{display(url)}: {allowed.host} is not a public address")
+    return Target(url, allowed.scheme, allowed.host, allowed.port, allowed.exact)
 
 
 def choose_address(target: Target, addresses: Sequence[str]) -> str:
@@ -364,7 +342,7 @@ class Fetcher:
 
         retrying = Retrying(
             stop=stop_after_attempt(self.policy.attempts),
-            wait=wait_exponential(multiplier=2, max=10),  # 2, 4, 8, 10, 10 … seconds
+            wait=back_off(cap=10),  # the chains' one back-off: 2, 4, 8, 10 … seconds
             retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout))
             | retry_if_result(lambda response: response.status_code >= 500),
             before_sleep=_close_answer,

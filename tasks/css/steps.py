@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation import css_hosts
 from foundation.config import Settings
 from storage.domain import CssFileView
 from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, display
@@ -48,9 +49,10 @@ class CssSource:
         }
 
 
-def fetch_policy(settings: Settings) -> FetchPolicy:
+def fetch_policy(settings: Settings, appid: int | None) -> FetchPolicy:
+    """The fetch policy for a recording of `appid`: `{appid}` in the allowed hosts is it."""
     return FetchPolicy(
-        allowed_hosts=settings.css_allowed_hosts,
+        allowed_hosts=css_hosts.expand(settings.css_allowed_hosts, appid, settings.css_app_ids),
         max_bytes=settings.css_max_file_bytes,
         timeout=settings.css_fetch_timeout_seconds,
         max_segments=settings.css_max_hls_segments,

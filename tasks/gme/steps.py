@@ -129,12 +129,10 @@ def concatenate(
     ordered = sorted(sources, key=lambda s: s.seq_no)
     plan = cmd.plan_concat([s.probe for s in ordered])
     pauses = [timeline.gap_after(s.seq_no) if timeline else 0.0 for s in ordered]
+    # What each segment lasts on the clock: its frames' length and its pause after.
+    spans = [s.probe.duration_s + pause for s, pause in zip(ordered, pauses, strict=True)]
     if plan.copy:
         list_file = scratch / "concat.txt"
-        spans = [
-            s.probe.duration_s + pause if pause > 0 else None
-            for s, pause in zip(ordered, pauses, strict=True)
-        ]
         list_file.write_text(cmd.concat_list([s.path for s in ordered], spans))
         return list_file, plan
     paths = [s.path for s in ordered]
@@ -142,7 +140,7 @@ def concatenate(
     if len(groups) == 1:
         output = scratch / f"joined.{plan.extension}"
         run_tool(
-            cmd.concat_command(tools.ffmpeg, paths, plan, output, pauses),
+            cmd.concat_command(tools.ffmpeg, paths, plan, output, spans),
             f"concatenating recording {label}",
             heartbeat,
         )
@@ -154,7 +152,7 @@ def concatenate(
         first = number * cmd.CONCAT_BATCH
         part = parts_dir / f"{number:05d}.{plan.extension}"
         run_tool(
-            cmd.concat_command(tools.ffmpeg, group, plan, part, pauses[first : first + len(group)]),
+            cmd.concat_command(tools.ffmpeg, group, plan, part, spans[first : first + len(group)]),
             f"concatenating recording {label} (segments {first} to {first + len(group) - 1})",
             heartbeat,
         )
@@ -182,10 +180,12 @@ def transcode(
     out_dir = scratch / "out"
     out_dir.mkdir(exist_ok=True)
     targets = [(fmt, out_dir / cmd.output_name(stem, fmt)) for fmt in formats]
-    # Pauses in a concat list are holes in the timestamps, filled here; a joined file
-    # already holds them as silence.
-    fill_gaps = plan.copy and timeline is not None and bool(timeline.gaps)
-    copy = plan.extension if plan.extension in cmd.COPY_CODECS and not fill_gaps else None
+    # Holes in a concat list's timestamps (pauses, each mp3's trimmed padding) are
+    # silence, and the track lasts the timeline's length (`cmd.timeline_filter`); a joined
+    # file holds them as silence already. A copy keeps every frame of each segment, so it
+    # lasts that length too, unless pauses must be filled.
+    pauses = timeline is not None and bool(timeline.gaps)
+    copy = plan.extension if plan.extension in cmd.COPY_CODECS and not pauses else None
     return finish_track(
         input_args(joined, concat_list=plan.copy),
         targets,
@@ -194,7 +194,7 @@ def transcode(
         finishing,
         sample_rate=plan.sample_rate,
         channels=plan.channels,
-        pre_filter=cmd.FILL_GAPS if fill_gaps else "",
+        pre_filter=cmd.timeline_filter(timeline.duration_s) if timeline else cmd.FILL_GAPS,
         copy_format=copy,
         label=label,
         heartbeat=heartbeat,

@@ -106,8 +106,10 @@ def concat_list(paths: Sequence[Path], spans: Sequence[float | None] | None = No
     """A concat-demuxer list file; quotes are escaped the way the demuxer expects.
 
     `spans` gives, per file, how long it lasts on the clock (its length plus the pause
-    after it), or None for its own length: the demuxer starts the next file's
-    timestamps there, and `aresample=async` (FILL_GAPS) fills the hole with silence."""
+    after it), or None for what the demuxer finds: the demuxer starts the next file's
+    timestamps there, and `aresample=async` (FILL_GAPS) fills the hole with silence (an
+    mp3's decoder trims its encoder padding, so its samples end ~35 ms before its frames
+    do: that hole is silence too, and every segment keeps its place on the timeline)."""
     lines = ["ffconcat version 1.0"]
     for i, path in enumerate(paths):
         escaped = str(path.resolve()).replace("'", "'\\''")
@@ -119,6 +121,13 @@ def concat_list(paths: Sequence[Path], spans: Sequence[float | None] | None = No
 
 # Turns holes in the timestamps (a concat list's pauses) into silence, streaming.
 FILL_GAPS = "aresample=async=1:min_hard_comp=0.01:first_pts=0"
+
+
+def timeline_filter(length_s: float) -> str:
+    """One meaning for the space between segments in every path: each segment holds its
+    place on the timeline and any hole is silence (FILL_GAPS), and the track lasts the
+    timeline's length (its last segment's trimmed padding is silence too)."""
+    return f"{FILL_GAPS},apad=whole_dur={length_s:.6f}"
 
 
 @dataclass(frozen=True)
@@ -163,18 +172,19 @@ def concat_command(
     inputs: Sequence[Path],
     plan: ConcatPlan,
     output: Path,
-    pads: Sequence[float] | None = None,
+    spans: Sequence[float] | None = None,
 ) -> list[str]:
     """Segments that differ in layout, decoded and resampled into one lossless file (those
-    that agree are read through a concat list by `transcode_command` instead). `pads`
-    gives the seconds of silence after each input (its pause on the clock). Every input
-    is open at once: callers pass at most `CONCAT_BATCH`."""
+    that agree are read through a concat list by `transcode_command` instead). `spans`
+    gives the seconds each input lasts on the clock (its length plus its pause): its
+    samples are padded with silence to that length. Every input is open at once: callers
+    pass at most `CONCAT_BATCH`."""
     base = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y"]
     # The concat filter reads its inputs one after another, so memory stays flat.
     layout = "mono" if plan.channels == 1 else "stereo"
     filters = "".join(
         f"[{i}:a:0]aresample={plan.sample_rate},aformat=channel_layouts={layout}"
-        + (f",apad=pad_dur={pads[i]:.6f}" if pads and pads[i] > 0 else "")
+        + (f",apad=whole_dur={spans[i]:.6f}" if spans and spans[i] > 0 else "")
         + f"[a{i}];"
         for i in range(len(inputs))
     )

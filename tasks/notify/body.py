@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+from foundation import jsonsafe
 from storage.domain import RunState, RunView
 from storage.domain.rooms import ROOM_SOURCE
 
@@ -112,7 +112,7 @@ def expired_body(run: RunView, expired_at: datetime, deleted_objects: int) -> di
 
 
 def encode(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return jsonsafe.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 TRANSCRIPT_READY = "transcript.ready"

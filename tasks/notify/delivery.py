@@ -11,6 +11,11 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from storage.domain import NotificationState
+from tasks import retrying
+
+# A receiver that did not take a notification is tried again later and later, up to this
+# far apart (the receiver's outage is not ours to hammer).
+BACKOFF_CAP_SECONDS = 600.0
 
 
 def signed_headers(msg_id: str, payload: str, secret: str | None, now: datetime) -> dict[str, str]:
@@ -74,3 +79,13 @@ def state_after(attempt: Attempt, attempts: int, max_attempts: int) -> str | Non
     if attempts >= max_attempts:
         return NotificationState.FAILED
     return None
+
+
+def next_attempt_in(attempts: int) -> float:
+    """Seconds until the next attempt of a notification tried `attempts` times."""
+    return retrying.countdown(attempts - 1, cap=BACKOFF_CAP_SECONDS)
+
+
+def next_attempt_by(attempts: int) -> float:
+    """The most `next_attempt_in(attempts)` can be; 0 when never tried (that is at once)."""
+    return retrying.longest_countdown(attempts - 1, cap=BACKOFF_CAP_SECONDS) if attempts else 0.0

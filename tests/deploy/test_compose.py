@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from foundation.config import Settings
+from foundation.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -155,7 +155,7 @@ def test_rabbitmq_holds_an_unacknowledged_task_longer_than_the_longest_task_runs
         ("postgres", "pg_isready"),
         ("minio", "mc ready local"),
         ("rabbitmq", "rabbitmq-diagnostics -q ping"),
-        ("webhook", "http://127.0.0.1:8080/readyz"),
+        ("webhook", "http://127.0.0.1:9108/readyz"),
         ("worker-light", "inspect ping -d light@"),
         ("worker-media", "inspect ping -d media@"),
     ],
@@ -174,6 +174,21 @@ def test_webhook_healthcheck_port_is_the_port_it_serves():
     assert argv[argv.index("--host") + 1] == ALL_INTERFACES
     port = argv[argv.index("--port") + 1]
     assert services()["webhook"]["ports"] == [f"{port}:{port}"]
+
+
+def test_the_webhook_internal_listener_is_on_the_network_but_never_published():
+    """/readyz and /metrics are on RECPIPE_INTERNAL_LISTEN: every interface of the
+    container, so that Prometheus reaches it, and not among the published ports; the
+    healthcheck asks it, the public port is not it."""
+    svc = services()["webhook"]
+    env = service_env(svc)
+    host, _, port = env["RECPIPE_INTERNAL_LISTEN"].rpartition(":")
+    assert host == ALL_INTERFACES
+    public = command_of(svc)[command_of(svc).index("--port") + 1]
+    assert str(port) != public
+    assert all(str(port) not in published for published in svc["ports"])
+    assert f"http://127.0.0.1:{port}/readyz" in " ".join(svc["healthcheck"]["test"])
+    assert env["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def test_everything_that_uses_the_ledger_waits_for_the_migration():
@@ -283,9 +298,14 @@ def test_every_recpipe_service_uses_the_env_file():
 
 @pytest.mark.parametrize("service", sorted(recpipe_services()))
 def test_each_recpipe_service_gets_a_valid_production_configuration(service: str):
-    """The env file, the image's ENV and the service's environment make Settings that use
-    the stack's PostgreSQL, Redis and MinIO, with GME keys, and pass recpipe's checks."""
-    env = service_env(recpipe_services()[service])
+    """The env file (its change-me placeholders replaced, as its first lines ask: recpipe
+    refuses to start on one), the image's ENV and the service's environment make Settings
+    that use the stack's PostgreSQL, Redis and MinIO, with GME keys, and pass recpipe's
+    checks."""
+    example = service_env(recpipe_services()[service])
+    with pytest.raises(ConfigError, match="change-me"):
+        Settings.from_env(example)
+    env = {name: value.replace("change-me", "replaced") for name, value in example.items()}
     settings = Settings.from_env(env)
     hosts = set(services())
     db = urlsplit(settings.database_url)
@@ -428,8 +448,8 @@ def test_observability_profile_runs_prometheus_with_the_rules_and_grafana_provis
 
 
 def test_prometheus_scrapes_every_recpipe_process_where_it_serves_metrics():
-    """The webhook on its port; every worker service and beat on RECPIPE_METRICS_PORT,
-    listening beyond loopback."""
+    """The webhook on its internal listener (not its public port); every worker service
+    and beat on RECPIPE_METRICS_PORT, listening beyond loopback."""
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets: set[tuple[str, int]] = set()
     for job in config["scrape_configs"]:
@@ -437,8 +457,11 @@ def test_prometheus_scrapes_every_recpipe_process_where_it_serves_metrics():
             targets |= {(t.split(":")[0], int(t.split(":")[1])) for t in static["targets"]}
         for sd in job.get("dns_sd_configs", []):
             targets |= {(name, int(sd["port"])) for name in sd["names"]}
-    webhook_argv = command_of(services()["webhook"])
-    assert ("webhook", int(webhook_argv[webhook_argv.index("--port") + 1])) in targets
+    webhook = services()["webhook"]
+    internal = service_env(webhook)["RECPIPE_INTERNAL_LISTEN"].rpartition(":")[2]
+    assert ("webhook", int(internal)) in targets
+    webhook_argv = command_of(webhook)
+    assert ("webhook", int(webhook_argv[webhook_argv.index("--port") + 1])) not in targets
     for name in ("worker-light", "worker-media", "beat"):
         env = service_env(recpipe_services()[name])
         assert env["RECPIPE_METRICS_HOST"] == ALL_INTERFACES, name

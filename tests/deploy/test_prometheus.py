@@ -158,7 +158,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every sample name recpipe's /metrics answers carry: a webhook on a migrated ledger
     and the worker metrics (chain steps, queue wait, notifications, heartbeats) with one
     observation each, scraped from the webhook's own /metrics in this (single) process."""
-    from recpipe.webapp import create_app
+    from recpipe.webapp import create_app, create_internal_app
     from storage.ledger import Ledger
     from tasks import liveness
     from tasks import metrics as worker_metrics
@@ -177,7 +177,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         client = create_app(settings, ledger=ledger).test_client()
         client.get("/healthz")
         client.post("/callbacks/gme", data=b"{}")  # refused (401): counted all the same
-        text = client.get("/metrics").get_data(as_text=True)
+        internal = create_internal_app(settings, ledger=ledger).test_client()
+        text = internal.get("/metrics").get_data(as_text=True)
     finally:
         ledger.dispose()
     names = set()

@@ -12,57 +12,16 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
-from kombu import Connection, Exchange, Queue
+from sqlalchemy import update
 
 from storage.ledger import Ledger, utcnow
-from tests.conftest import free_port, wait_for
+from tests.support.cli import BIZ, TASK, cli, queue_length
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 from webhook.callbacks import parse_css, parse_gme
-
-pytestmark = pytest.mark.integration
-
-BIZ = 1400000000
-TASK = "446946705284000777"
-
-
-@pytest.fixture
-def env(request, tmp_path: Path, pg_url: str) -> dict[str, str]:
-    """Redis unless a test asks for RabbitMQ (`indirect` parametrization) too."""
-    broker_url = request.getfixturevalue(f"{getattr(request, 'param', 'redis')}_url")
-    (tmp_path / "source").mkdir()
-    migrating = Ledger(pg_url)
-    migrating.migrate()
-    migrating.dispose()
-    return {
-        "RECPIPE_DATA_DIR": str(tmp_path / "var"),
-        "RECPIPE_DATABASE_URL": pg_url,
-        "RECPIPE_BROKER_URL": broker_url,
-        "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
-        "RECPIPE_GME_SOURCE_URL": (tmp_path / "source").as_uri(),
-        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}=cli-test-key",
-        "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
-        "RECPIPE_SETTLE_SECONDS": "30",
-    }
-
-
-@pytest.fixture
-def ledger(env):
-    ledger = Ledger(env["RECPIPE_DATABASE_URL"])
-    yield ledger
-    ledger.dispose()
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "recpipe", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str], starts: str, code: int = 1) -> None:
@@ -73,9 +32,9 @@ def one_line_failure(result: subprocess.CompletedProcess[str], starts: str, code
 
 
 def store(
-    ledger: Ledger, seq: int, event_type: int = 3, task: str = TASK, user: str = "999", now=None
+    cli_ledger: Ledger, seq: int, event_type: int = 3, task: str = TASK, user: str = "999", now=None
 ):
-    """A GME callback stored as intake stores it (body and bookkeeping), not yet dispatched."""
+    """A GME callback stored as intake stores it (body and bookkeeping)."""
     body = json.dumps(
         {
             "BizID": BIZ, "RoomID": "100", "UserID": user, "TaskID": int(task), "RecordMode": 1,
@@ -84,65 +43,62 @@ def store(
         }
     )  # fmt: skip
     event = parse_gme(body.encode())
-    result = ledger.record_gme_event(
+    result = cli_ledger.record_gme_event(
         event, body, {"Signature": "checked-at-intake"}, now=now or utcnow(), settle_seconds=30
     )
     return result
 
 
-def archived_run(ledger: Ledger, rid: str) -> str:
+def archived_run(cli_ledger: Ledger, rid: str) -> str:
     """A finished revision with timed steps, an artifact and a delivered notification."""
-    run_id = ledger.claim(rid, now=utcnow(), force=True)
+    run_id = cli_ledger.claim(rid, now=utcnow(), force=True)
     for step in ("fetch", "concat", "transcode", "archive"):
-        ledger.step(run_id, step, now=utcnow())
-        ledger.step(run_id, step, now=utcnow(), ok=True, seconds=0.25)
+        cli_ledger.step(run_id, step, now=utcnow())
+        cli_ledger.step(run_id, step, now=utcnow(), ok=True, seconds=0.25)
     artifact = {"url": "file:///a/x.m4a", "format": "m4a", "bytes": 1234, "sha256": "ab",
                 "duration_s": 6.5}  # fmt: skip
     result = {"included": [0], "missing": [], "artifacts": [artifact]}
-    ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url="file:///a/manifest.json")
-    [note] = ledger.create_notifications(
+    cli_ledger.finish_run(
+        run_id, now=utcnow(), result=result, manifest_url="file:///a/manifest.json"
+    )
+    [note] = cli_ledger.create_notifications(
         run_id, "recording.archived", f"msg_{rid}_r1_archived", "{}", ["http://127.0.0.1:9/hooks"],
         utcnow(),
     )  # fmt: skip
-    ledger.record_attempt(note, now=utcnow(), status_code=503, error="HTTP 503", duration_ms=5,
+    cli_ledger.record_attempt(note, now=utcnow(), status_code=503, error="HTTP 503", duration_ms=5,
                           final_state=None)  # fmt: skip
-    ledger.record_attempt(note, now=utcnow(), status_code=204, error=None, duration_ms=4,
+    cli_ledger.record_attempt(note, now=utcnow(), status_code=204, error=None, duration_ms=4,
                           final_state="delivered")  # fmt: skip
     return run_id
-
-
-def queue_length(env: dict[str, str], queue: str) -> int:
-    """Messages waiting in one of recpipe's queues on the broker."""
-    with Connection(env["RECPIPE_BROKER_URL"], connect_timeout=5) as conn:
-        declared = Queue(queue, Exchange(queue), routing_key=queue)(conn.default_channel)
-        return int(declared.queue_declare().message_count)  # declared as Celery declares it
 
 
 # -- status ---------------------------------------------------------------------------
 
 
-def test_status_lists_recent_recordings_filtered_by_state_as_table_and_json(env, ledger):
-    archived = store(ledger, 0).recording_id
-    collecting = store(ledger, 0, user="1000").recording_id
-    archived_run(ledger, archived)
+def test_status_lists_recent_recordings_filtered_by_state_as_table_and_json(cli_env, cli_ledger):
+    archived = store(cli_ledger, 0).recording_id
+    collecting = store(cli_ledger, 0, user="1000").recording_id
+    archived_run(cli_ledger, archived)
 
-    table = cli(env, "status")
+    table = cli(cli_env, "status")
     assert table.returncode == 0, table.stderr
     assert archived in table.stdout and collecting in table.stdout
 
-    only = cli(env, "status", "--state", "archived", "--json")
+    only = cli(cli_env, "status", "--state", "archived", "--json")
     assert only.returncode == 0, only.stderr
     rows = json.loads(only.stdout)
     assert [(r["id"], r["state"], r["revision"]) for r in rows] == [(archived, "archived", 1)]
     assert rows[0]["identity"]["TaskID"] == TASK
 
 
-def test_status_of_one_recording_shows_segments_steps_artifacts_and_notifications(env, ledger):
-    rid = store(ledger, 0).recording_id
-    store(ledger, 1, event_type=1)
-    run_id = archived_run(ledger, rid)
+def test_status_of_one_recording_shows_segments_steps_artifacts_and_notifications(
+    cli_env, cli_ledger
+):
+    rid = store(cli_ledger, 0).recording_id
+    store(cli_ledger, 1, event_type=1)
+    run_id = archived_run(cli_ledger, rid)
 
-    shown = cli(env, "status", rid)
+    shown = cli(cli_env, "status", rid)
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert f"{rid}  archived  revision 1" in text
@@ -153,7 +109,7 @@ def test_status_of_one_recording_shows_segments_steps_artifacts_and_notification
     assert "file:///a/x.m4a" in text and "manifest file:///a/manifest.json" in text
     assert "http://127.0.0.1:9/hooks" in text and "delivered" in text
 
-    detail = json.loads(cli(env, "status", rid, "--json").stdout)
+    detail = json.loads(cli(cli_env, "status", rid, "--json").stdout)
     assert [(s["seq_no"], s["state"]) for s in detail["segments"]] == [
         (0, "uploaded"),
         (1, "started"),
@@ -167,8 +123,10 @@ def test_status_of_one_recording_shows_segments_steps_artifacts_and_notification
     assert [a["status"] for a in note["delivery_attempts"]] == [503, 204]
 
 
-def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id(env, ledger):
-    first, second = store(ledger, 0).recording_id, store(ledger, 0, user="2").recording_id
+def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id(
+    cli_env, cli_ledger
+):
+    first, second = store(cli_ledger, 0).recording_id, store(cli_ledger, 0, user="2").recording_id
     css_file = parse_css(
         {
             "event_type": 100, "appid": 1253000000, "app": "push.example.com", "appname": "live",
@@ -178,14 +136,14 @@ def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id
             "t": 1700000600, "sign": "0" * 32,
         }
     )  # fmt: skip
-    css = ledger.record_css_file(
+    css = cli_ledger.record_css_file(
         css_file, "{}", {}, now=utcnow(), settle_seconds=60, join_gap_seconds=5
     ).recording_id
 
-    both = json.loads(cli(env, "status", TASK, "--json").stdout)
+    both = json.loads(cli(cli_env, "status", TASK, "--json").stdout)
     assert sorted(d["id"] for d in both) == sorted([first, second])
-    assert json.loads(cli(env, "status", "live_7", "--json").stdout)["id"] == css
-    assert json.loads(cli(env, "status", "f-77", "--json").stdout)["id"] == css
+    assert json.loads(cli(cli_env, "status", "live_7", "--json").stdout)["id"] == css
+    assert json.loads(cli(cli_env, "status", "f-77", "--json").stdout)["id"] == css
 
 
 # -- failures are one line ------------------------------------------------------------
@@ -200,9 +158,9 @@ def test_status_by_taskid_of_several_users_lists_each_and_finds_css_by_stream_id
         ("replay", "gme-nope"),
     ],
 )
-def test_an_unknown_id_is_one_line_and_exit_1(env, ledger, args):
-    store(ledger, 0)
-    one_line_failure(cli(env, *args), "no recording matches 'gme-nope'")
+def test_an_unknown_id_is_one_line_and_exit_1(cli_env, cli_ledger, args):
+    store(cli_ledger, 0)
+    one_line_failure(cli(cli_env, *args), "no recording matches 'gme-nope'")
 
 
 @pytest.mark.parametrize(
@@ -219,35 +177,42 @@ def test_an_unknown_id_is_one_line_and_exit_1(env, ledger, args):
         (("status", "--state", "done"), "--state: 'done' is not one of"),
     ],
 )
-def test_a_bad_filter_is_one_line_and_exit_2(env, ledger, args, starts):
-    rid = store(ledger, 0).recording_id
-    one_line_failure(cli(env, *args), starts, code=2)
-    assert ledger.recording(rid).revision == 0
+def test_a_bad_filter_is_one_line_and_exit_2(cli_env, cli_ledger, args, starts):
+    rid = store(cli_ledger, 0).recording_id
+    one_line_failure(cli(cli_env, *args), starts, code=2)
+    assert cli_ledger.recording(rid).revision == 0
 
 
-@pytest.mark.parametrize(
-    "args", [("reprocess", TASK), ("reprocess", TASK, "--wait"), ("replay", "--undispatched")]
-)
-def test_an_unreachable_broker_is_one_line_and_nothing_is_claimed(env, ledger, args):
-    rid = store(ledger, 0).recording_id
-    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
-    down = {**env, "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+def never_dispatched(cli_ledger: Ledger) -> None:
+    """As a ledger from before beat's settle clock may hold: callbacks whose settle task
+    the broker refused at intake."""
+    from storage.ledger.tables import Callback
+
+    with cli_ledger.session() as s:
+        s.execute(update(Callback).values(dispatched_at=None))
+
+
+@pytest.mark.parametrize("args", [("reprocess", TASK), ("reprocess", TASK, "--wait")])
+def test_an_unreachable_broker_is_one_line_and_nothing_is_claimed(cli_env, cli_ledger, args):
+    rid = store(cli_ledger, 0).recording_id
+    never_dispatched(cli_ledger)
+    down = {**cli_env, "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     one_line_failure(cli(down, *args), "broker unreachable: redis:")
-    recording = ledger.recording(rid)
+    recording = cli_ledger.recording(rid)
     assert recording.revision == 0 and recording.state == "collecting"
-    assert [c.dispatched_at for c in ledger.callbacks()] == [None]
+    assert [c.dispatched_at for c in cli_ledger.callbacks()] == [None]
 
 
 @pytest.mark.parametrize(
     "args", [("status",), ("status", TASK), ("reprocess", TASK), ("replay", "--undispatched")]
 )
-def test_an_unreachable_ledger_is_one_line(env, args):
-    down = {**env, "RECPIPE_DATABASE_URL": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"}
+def test_an_unreachable_ledger_is_one_line(cli_env, args):
+    down = {**cli_env, "RECPIPE_DATABASE_URL": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"}
     one_line_failure(cli(down, *args), "ledger unreachable: ")
 
 
-def test_an_unmigrated_ledger_is_one_line_pointing_at_migrate(env, tmp_path):
-    bare = {**env, "RECPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+def test_an_unmigrated_ledger_is_one_line_pointing_at_migrate(cli_env, tmp_path):
+    bare = {**cli_env, "RECPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
     result = cli(bare, "status")
     one_line_failure(result, "ledger error: ")
     assert "recpipe migrate" in result.stderr
@@ -256,74 +221,74 @@ def test_an_unmigrated_ledger_is_one_line_pointing_at_migrate(env, tmp_path):
 # -- reprocess (no worker: what is claimed and handed to the broker) -----------------
 
 
-def test_reprocess_dry_run_lists_what_would_run_and_changes_nothing(env, ledger):
-    rid = store(ledger, 0).recording_id
-    done = store(ledger, 0, user="2").recording_id
-    archived_run(ledger, done)
+def test_reprocess_dry_run_lists_what_would_run_and_changes_nothing(cli_env, cli_ledger):
+    rid = store(cli_ledger, 0).recording_id
+    done = store(cli_ledger, 0, user="2").recording_id
+    archived_run(cli_ledger, done)
 
-    media = cli(env, "reprocess", TASK, "--dry-run")
+    media = cli(cli_env, "reprocess", TASK, "--dry-run")
     assert media.returncode == 0, media.stderr
     assert f"would reprocess {rid}: revision 1: fetch, concat" in media.stdout
     assert f"would reprocess {done}: revision 2: fetch, concat" in media.stdout
-    notify = cli(env, "reprocess", TASK, "--from-step", "notify", "--dry-run")
+    notify = cli(cli_env, "reprocess", TASK, "--from-step", "notify", "--dry-run")
     assert f"would refuse {rid}: no finished run to notify about" in notify.stdout
     assert f"would notify {done}: re-send revision 1's recording.archived" in notify.stdout
     assert "1 of 2 would run (dry run)" in notify.stdout
-    assert (ledger.recording(rid).revision, ledger.recording(done).revision) == (0, 1)
-    assert queue_length(env, "media") == 0
+    assert (cli_ledger.recording(rid).revision, cli_ledger.recording(done).revision) == (0, 1)
+    assert queue_length(cli_env, "media") == 0
 
 
-@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
-def test_reprocess_makes_a_new_revision_and_hands_its_chain_to_the_broker(env, ledger):
-    rid = store(ledger, 0).recording_id
-    first = archived_run(ledger, rid)
+@pytest.mark.parametrize("cli_env", ["redis", "amqp"], indirect=True)
+def test_reprocess_makes_a_new_revision_and_hands_its_chain_to_the_broker(cli_env, cli_ledger):
+    rid = store(cli_ledger, 0).recording_id
+    first = archived_run(cli_ledger, rid)
 
-    result = cli(env, "reprocess", rid, "--from-step", "transcode")
+    result = cli(cli_env, "reprocess", rid, "--from-step", "transcode")
     assert result.returncode == 0, result.stderr
-    recording = ledger.recording(rid)
+    recording = cli_ledger.recording(rid)
     assert recording.revision == 2 and recording.state == "processing"
     assert recording.current_run_id != first
-    run = ledger.run(recording.current_run_id)
+    run = cli_ledger.run(recording.current_run_id)
     assert run.state == "queued" and run.result == {"from_step": "transcode"}
     assert f"{rid}: queued run {run.id}, revision 2" in result.stdout
-    assert queue_length(env, "media") == 1
+    assert queue_length(cli_env, "media") == 1
 
-    again = cli(env, "reprocess", rid)
+    again = cli(cli_env, "reprocess", rid)
     one_line_failure(again, "1 of 1 not reprocessed")
-    assert ledger.recording(rid).revision == 2
+    assert cli_ledger.recording(rid).revision == 2
     assert f"{rid}: not reprocessed: already processing" in again.stdout
 
 
-def test_reprocess_by_filter_takes_only_the_matching_recordings(env, ledger):
-    old = store(ledger, 0, now=utcnow() - timedelta(days=2)).recording_id
-    failed = store(ledger, 0, user="2").recording_id
-    fine = store(ledger, 0, user="3").recording_id
+def test_reprocess_by_filter_takes_only_the_matching_recordings(cli_env, cli_ledger):
+    old = store(cli_ledger, 0, now=utcnow() - timedelta(days=2)).recording_id
+    failed = store(cli_ledger, 0, user="2").recording_id
+    fine = store(cli_ledger, 0, user="3").recording_id
     for rid in (old, failed):  # revision 1 fails
-        run_id = ledger.claim(rid, now=utcnow())
+        run_id = cli_ledger.claim(rid, now=utcnow())
         assert run_id is not None
-        ledger.fail_run(run_id, now=utcnow(), error="gave up")
+        cli_ledger.fail_run(run_id, now=utcnow(), error="gave up")
 
-    result = cli(env, "reprocess", "--status", "failed", "--since", "1d", "--source", "gme")
+    result = cli(cli_env, "reprocess", "--status", "failed", "--since", "1d", "--source", "gme")
     assert result.returncode == 0, result.stderr
-    revisions = {rid: ledger.recording(rid).revision for rid in (old, failed, fine)}
+    revisions = {rid: cli_ledger.recording(rid).revision for rid in (old, failed, fine)}
     assert revisions == {old: 1, failed: 2, fine: 0}
 
 
-@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
-def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(env, ledger):
-    rid = store(ledger, 0).recording_id
-    run_id = archived_run(ledger, rid)
+@pytest.mark.parametrize("cli_env", ["redis", "amqp"], indirect=True)
+def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(cli_env, cli_ledger):
+    rid = store(cli_ledger, 0).recording_id
+    run_id = archived_run(cli_ledger, rid)
 
-    result = cli(env, "reprocess", rid, "--from-step", "notify")
+    result = cli(cli_env, "reprocess", rid, "--from-step", "notify")
     assert result.returncode == 0, result.stderr
     assert f"{rid}: re-send revision 1's recording.archived to 1 URL(s)" in result.stdout
-    assert ledger.recording(rid).revision == 1
-    [note] = ledger.notifications_for_run(run_id)
+    assert cli_ledger.recording(rid).revision == 1
+    [note] = cli_ledger.notifications_for_run(run_id)
     assert note.state == "pending" and note.webhook_id == f"msg_{rid}_r1_archived"
-    assert queue_length(env, "light") == 1
+    assert queue_length(cli_env, "light") == 1
 
-    never = store(ledger, 0, user="2").recording_id
-    refused = cli(env, "reprocess", never, "--from-step", "notify")
+    never = store(cli_ledger, 0, user="2").recording_id
+    refused = cli(cli_env, "reprocess", never, "--from-step", "notify")
     one_line_failure(refused, "1 of 1 not reprocessed")
     assert f"{never}: not reprocessed: no finished run to notify about" in refused.stdout
 
@@ -331,56 +296,55 @@ def test_reprocess_notify_resends_the_current_outcome_without_a_new_revision(env
 # -- replay ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env", ["redis", "amqp"], indirect=True)
-def test_replay_reapplies_undispatched_callbacks_and_sends_their_settle_tasks(env, ledger):
-    rid = store(ledger, 0).recording_id
-    store(ledger, 1)
-    store(ledger, 2, event_type=1)
-    # As if the broker had refused their settle tasks at intake.
-    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
-    before = ledger.recording(rid)
+def test_replay_reapplies_undispatched_callbacks_without_a_broker(cli_env, cli_ledger):
+    """Replaying writes the recording's settle time again (beat's clock settles it from
+    there): nothing is sent, and a broker that is down does not matter."""
+    rid = store(cli_ledger, 0).recording_id
+    store(cli_ledger, 1)
+    store(cli_ledger, 2, event_type=1)
+    never_dispatched(cli_ledger)
+    before = cli_ledger.recording(rid)
+    cli_env = {**cli_env, "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
-    dry = cli(env, "replay", "--undispatched", "--dry-run")
+    dry = cli(cli_env, "replay", "--undispatched", "--dry-run")
     assert dry.returncode == 0 and "3 callback(s) would be replayed (dry run)" in dry.stdout
-    assert queue_length(env, "light") == 0
 
-    result = cli(env, "replay", "--undispatched")
+    result = cli(cli_env, "replay", "--undispatched")
     assert result.returncode == 0, result.stderr
     assert "3 dispatched, 0 undispatched, 0 refused" in result.stdout
-    assert all(c.dispatched_at is not None for c in ledger.callbacks())
-    assert queue_length(env, "light") == 2  # one settle per replayed upload
-    after = ledger.recording(rid)
+    assert all(c.dispatched_at is not None for c in cli_ledger.callbacks())
+    after = cli_ledger.recording(rid)
     assert after.segments == before.segments and after.state == "collecting"
-    assert after.last_event_at >= before.last_event_at
+    assert after.last_event_at > before.last_event_at
+    assert after.settle_due_at > before.settle_due_at
 
-    nothing = cli(env, "replay", "--undispatched")
+    nothing = cli(cli_env, "replay", "--undispatched")
     assert nothing.returncode == 0 and "nothing to replay" in nothing.stdout
 
 
-def test_replay_by_recording_and_time_range_selects_their_callbacks(env, ledger):
+def test_replay_by_recording_and_time_range_selects_their_callbacks(cli_env, cli_ledger):
     now = utcnow()
-    store(ledger, 0, now=now - timedelta(hours=5))
-    store(ledger, 1, now=now - timedelta(minutes=1))
-    other = store(ledger, 0, user="2").recording_id
-    # As if the broker had refused their settle tasks at intake.
-    ledger.mark_callbacks_undispatched([c.id for c in ledger.callbacks()])
+    store(cli_ledger, 0, now=now - timedelta(hours=5))
+    store(cli_ledger, 1, now=now - timedelta(minutes=1))
+    other = store(cli_ledger, 0, user="2").recording_id
+    never_dispatched(cli_ledger)
 
-    by_time = cli(env, "replay", TASK, "--since", "1h", "--dry-run")
+    by_time = cli(cli_env, "replay", TASK, "--since", "1h", "--dry-run")
     assert by_time.stdout.count("would replay") == 2  # seq 1 of the first user, and the other
-    by_recording = cli(env, "replay", other)
+    by_recording = cli(cli_env, "replay", other)
     assert by_recording.returncode == 0, by_recording.stderr
     assert "1 dispatched" in by_recording.stdout
-    assert [c.recording_id for c in ledger.callbacks(undispatched=True)] == [
-        c.recording_id for c in ledger.callbacks() if c.recording_id != other
+    assert [c.recording_id for c in cli_ledger.callbacks(undispatched=True)] == [
+        c.recording_id for c in cli_ledger.callbacks() if c.recording_id != other
     ]
 
 
 # -- doctor ---------------------------------------------------------------------------
 
 
-def test_doctor_passes_on_a_working_setup_with_s3(env, s3_endpoint, bucket):
+def test_doctor_passes_on_a_working_setup_with_s3(cli_env, s3_endpoint, bucket):
     s3 = {
-        **env,
+        **cli_env,
         "RECPIPE_ARCHIVE_URL": f"s3://{bucket}/archive?endpoint_url={s3_endpoint}",
         "RECPIPE_GME_SOURCE_URL": f"s3://{bucket}/cos?endpoint_url={s3_endpoint}",
     }
@@ -393,9 +357,9 @@ def test_doctor_passes_on_a_working_setup_with_s3(env, s3_endpoint, bucket):
     assert "postgresql, schema" in lines[1] and "ffprobe version" in lines[-1]
 
 
-def test_doctor_says_which_check_fails_one_line_each(env, tmp_path, s3_endpoint):
+def test_doctor_says_which_check_fails_one_line_each(cli_env, tmp_path, s3_endpoint):
     broken = {
-        **env,
+        **cli_env,
         "RECPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'unmigrated.sqlite3'}",
         "RECPIPE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
         "RECPIPE_ARCHIVE_URL": f"s3://no-such-bucket-recpipe/a?endpoint_url={s3_endpoint}",
@@ -416,8 +380,8 @@ def test_doctor_says_which_check_fails_one_line_each(env, tmp_path, s3_endpoint)
     assert by_name["ffmpeg"].startswith("ok")
 
 
-def test_doctor_reports_a_bad_configuration_and_stops(env):
-    result = cli({**env, "RECPIPE_ARCHIVE_URL": "ftp://x/y"}, "doctor")
+def test_doctor_reports_a_bad_configuration_and_stops(cli_env):
+    result = cli({**cli_env, "RECPIPE_ARCHIVE_URL": "ftp://x/y"}, "doctor")
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "FAIL configuration: RECPIPE_ARCHIVE_URL: scheme must be one of s3, file, got 'ftp://x/y'"
@@ -432,11 +396,15 @@ def _without_columns() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kind", ["gme", "css"])
-def test_simulate_with_no_webhook_running_is_one_line(env, kind):
+def test_simulate_with_no_webhook_running_is_one_line(cli_env, kind):
     """`recpipe simulate gme|css` when nothing listens at --url: one line naming the URL."""
-    url = f"http://127.0.0.1:{free_port()}"
-    css = {"RECPIPE_CSS_CALLBACK_KEY": "cli-test-css", "RECPIPE_CSS_ALLOWED_HOSTS": "127.0.0.1"}
-    result = cli({**env, **css}, "simulate", kind, "--url", url, "--seconds", "1")
+    url, files = f"http://127.0.0.1:{free_port()}", free_port()
+    css = {
+        "RECPIPE_CSS_CALLBACK_KEY": "cli-test-css",
+        "RECPIPE_CSS_ALLOWED_HOSTS": f"127.0.0.1:{files}",
+    }
+    serving = ("--port", str(files)) if kind == "css" else ()
+    result = cli({**cli_env, **css}, "simulate", kind, "--url", url, "--seconds", "1", *serving)
     one_line_failure(result, f"no webhook answers at {url}/callbacks/{kind}")
 
 
@@ -445,18 +413,20 @@ def test_simulate_with_no_webhook_running_is_one_line(env, kind):
     [{}, {"COLUMNS": "40"}, {"COLUMNS": "40", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}],
     ids=["pipe", "pipe-40-columns", "terminal-40-columns"],
 )
-def test_status_table_keeps_recording_ids_whole_in_a_pipe_at_any_width(env, ledger, terminal):
+def test_status_table_keeps_recording_ids_whole_in_a_pipe_at_any_width(
+    cli_env, cli_ledger, terminal
+):
     """Piped to a file (no tty: rich's 80 columns) or on a narrow terminal, every recording
     id and state in the table is on one line, whole, so it can be copied into the next
     command."""
-    ids = [store(ledger, 0, user=user).recording_id for user in ("999", "1000")]
-    failed = store(ledger, 0, user="1001").recording_id
-    run_id = ledger.claim(failed, now=utcnow(), force=True)
+    ids = [store(cli_ledger, 0, user=user).recording_id for user in ("999", "1000")]
+    failed = store(cli_ledger, 0, user="1001").recording_id
+    run_id = cli_ledger.claim(failed, now=utcnow(), force=True)
     assert run_id is not None
-    ledger.fail_run(run_id, now=utcnow(), error="fetch failed: " + "a long reason " * 8)
+    cli_ledger.fail_run(run_id, now=utcnow(), error="fetch failed: " + "a long reason " * 8)
     result = subprocess.run(
         [sys.executable, "-m", "recpipe", "status"],
-        env={**_without_columns(), **env, **terminal},
+        env={**_without_columns(), **cli_env, **terminal},
         capture_output=True,
         text=True,
         timeout=120,
@@ -469,17 +439,41 @@ def test_status_table_keeps_recording_ids_whole_in_a_pipe_at_any_width(env, ledg
     assert sum(" collecting " in line for line in lines) == 2, result.stdout
 
 
-def test_serve_on_a_port_in_use_is_one_line(env):
+def test_serve_on_a_port_in_use_is_one_line(cli_env):
     """Another process listens on --port: one line and exit 1, not a traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = cli(env, "serve", "--port", str(port))
+        result = cli(cli_env, "serve", "--port", str(port))
     one_line_failure(result, f"cannot listen on 127.0.0.1:{port}: ")
 
 
-def test_serve_makes_no_control_socket_outside_the_data_dir(env, tmp_path):
+def test_serve_with_its_internal_port_in_use_is_one_line(cli_env):
+    """RECPIPE_INTERNAL_LISTEN taken by another process: one line naming it, exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        internal = {**cli_env, "RECPIPE_INTERNAL_LISTEN": f"127.0.0.1:{port}"}
+        result = cli(internal, "serve", "--port", str(free_port()))
+    one_line_failure(result, f"cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_serve_refuses_broad_css_hosts_in_one_line(cli_env):
+    """CSS intake with `*.myqcloud.com` (anyone can make a bucket there) does not start."""
+    broad = {
+        **cli_env,
+        "RECPIPE_CSS_CALLBACK_KEY": "cli-test-css",
+        "RECPIPE_CSS_ALLOWED_HOSTS": "*.myqcloud.com",
+    }
+    result = cli(broad, "serve", "--port", str(free_port()))
+    one_line_failure(
+        result, "configuration error: RECPIPE_CSS_ALLOWED_HOSTS: '*.myqcloud.com'", code=2
+    )
+
+
+def test_serve_makes_no_control_socket_outside_the_data_dir(cli_env, tmp_path):
     """Serving writes nothing outside RECPIPE_DATA_DIR: no control socket under ~ (as
     gunicorn's went to ~/.gunicorn), nothing else in HOME."""
     home = tmp_path / "home"
@@ -488,7 +482,7 @@ def test_serve_makes_no_control_socket_outside_the_data_dir(env, tmp_path):
     child_env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     server = subprocess.Popen(
         [sys.executable, "-m", "recpipe", "serve", "--port", str(port)],
-        env={**child_env, **env, "HOME": str(home)},
+        env={**child_env, **cli_env, "HOME": str(home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -509,17 +503,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_stop_marks_a_tasks_collecting_recordings_due_now_and_sends_their_settle_tasks(env, ledger):
-    stored = [store(ledger, 0, event_type=1), store(ledger, 0, event_type=1, user="1000")]
-    result = cli(env, "stop", TASK)
+def test_stop_marks_a_tasks_collecting_recordings_due_now(cli_env, cli_ledger):
+    """Beat's clock looks at them within a second: nothing is sent."""
+    stored = [store(cli_ledger, 0, event_type=1), store(cli_ledger, 0, event_type=1, user="1000")]
+    result = cli(cli_env, "stop", TASK)
     assert result.returncode == 0, result.stderr
     for intake in stored:
         assert f"{intake.recording_id}: stopped" in result.stdout
-        recording = ledger.recording(intake.recording_id)
+        recording = cli_ledger.recording(intake.recording_id)
         assert recording.stopped_at is not None
         assert recording.settle_due_at <= utcnow()
-    assert queue_length(env, "light") == 2  # one settle per recording, now
+    assert queue_length(cli_env, "light") == 0
 
 
-def test_stop_of_an_unknown_task_is_one_line_and_exit_1(env, ledger):
-    one_line_failure(cli(env, "stop", "446946705284000999"), "no recording of GME task")
+def test_stop_of_an_unknown_task_is_one_line_and_exit_1(cli_env, cli_ledger):
+    one_line_failure(cli(cli_env, "stop", "446946705284000999"), "no recording of GME task")

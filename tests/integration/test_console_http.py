@@ -5,6 +5,7 @@ and the webhook answering 404 to all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -24,9 +26,8 @@ from sqlalchemy import create_engine, text
 from foundation.config import Settings
 from recpipe.console import auth, openapi
 from recpipe.console.app import create_app
-from storage.ledger import Ledger
-from tests.conftest import PG_ADMIN_URL, REDIS_URL
-from tests.console_helpers import (
+from storage.ledger import Ledger, utcnow
+from tests.support.console import (
     HOSTILE,
     PASSWORD,
     People,
@@ -38,8 +39,7 @@ from tests.console_helpers import (
     store_css,
     store_gme,
 )
-
-pytestmark = pytest.mark.integration
+from tests.support.services import PG_ADMIN_URL, redis_database
 
 SECRET = "test-console-secret-" + "x" * 32
 TASK = "446946705284000555"
@@ -68,14 +68,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    counter = redis.Redis.from_url(f"{REDIS_URL}/0")
-    db = 1 + int(counter.incr("recpipe-test:db-counter")) % 14
-    counter.close()
+    broker = contextlib.ExitStack()
+    broker_url = broker.enter_context(redis_database())
     tmp = tmp_path_factory.mktemp("console")
     env = {
         "RECPIPE_DATA_DIR": str(tmp / "var"),
         "RECPIPE_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-        "RECPIPE_BROKER_URL": f"{REDIS_URL}/{db}",
+        "RECPIPE_BROKER_URL": broker_url,
         "RECPIPE_ARCHIVE_URL": (tmp / "archive").as_uri(),
         "RECPIPE_GME_SOURCE_URL": (tmp / "source").as_uri(),
         "RECPIPE_NOTIFY_URLS": "http://127.0.0.1:9/hooks",
@@ -116,9 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(settings, ledger, people, app, ids, archive)
     finally:
         ledger.dispose()
-        flush = redis.Redis.from_url(env["RECPIPE_BROKER_URL"])
-        flush.flushdb()
-        flush.close()
+        broker.close()  # flushed, and the lease given back
         with admin.connect() as conn:
             conn.execute(
                 text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
@@ -131,12 +128,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def forged_cookie(world: World) -> str:
     """A session cookie naming the operator, signed with a key that is not the console's."""
     impostor = create_app(world.settings, ledger=world.ledger, secret="not-the-secret-" + "y" * 32)
-    operator = world.ledger.console_user("otto")
-    assert operator is not None
     serializer = SecureCookieSessionInterface().get_signing_serializer(impostor)
     assert serializer is not None
-    session_id = f"otto:{auth.password_stamp(operator.password_hash)}"
-    return str(serializer.dumps({"_user_id": session_id, "_fresh": True}))
+    return str(serializer.dumps({"_user_id": "a-session-key", "_fresh": True}))
 
 
 def caller(world: World, who: str, kind: str) -> tuple[Any, dict[str, str]]:
@@ -721,3 +715,160 @@ def test_a_user_changes_their_password_and_their_other_sessions_end(world: World
     assert sign_in(world.app.test_client(), name, new).status_code == 302
     [entry] = [e for e in world.ledger.audit_trail() if e.target == name]
     assert (entry.actor, entry.action) == (f"user:{name}", "user.password")
+
+
+def copy_of(world: World, client: Any) -> Any:
+    """Another browser holding a copy of `client`'s session cookie, at the same address."""
+    cookie = client.get_cookie("recpipe_console")
+    assert cookie is not None
+    thief = world.app.test_client()
+    thief.environ_base["REMOTE_ADDR"] = client.environ_base["REMOTE_ADDR"]
+    thief.set_cookie("recpipe_console", cookie.value)
+    return thief
+
+
+def test_signing_out_ends_the_session_on_the_server_and_a_copied_cookie_with_it(world: World):
+    """Sign-out is a POST with its CSRF token; afterwards neither this browser nor anyone
+    holding a copy of its cookie is signed in."""
+    client, _ = caller(world, "read", "page")
+    thief = copy_of(world, client)
+    page = client.get("/recordings")
+    assert page.status_code == 200 and thief.get("/recordings").status_code == 200
+    assert client.post("/logout").status_code == 400  # no CSRF token
+    assert thief.get("/recordings").status_code == 200
+    out = client.post("/logout", data={"csrf_token": csrf_of(page.get_data(as_text=True))})
+    assert out.status_code == 302 and out.headers["Location"].endswith("/login")
+    assert client.get("/recordings").status_code == 302
+    still = thief.get("/recordings")
+    assert still.status_code == 302 and "/login" in still.headers["Location"]
+    assert "Sign out" not in thief.get("/login").get_data(as_text=True)
+
+
+def test_a_session_is_not_carried_to_another_address_by_x_forwarded_for(world: World):
+    """The session is bound to the connection's address: a copied cookie used from another
+    address is refused, even when the request claims the first address in X-Forwarded-For."""
+    client, _ = caller(world, "read", "page")
+    address = client.environ_base["REMOTE_ADDR"]
+    elsewhere = copy_of(world, client)
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.99"
+    claims = {"X-Forwarded-For": address}
+    assert elsewhere.get("/recordings", headers=claims).status_code == 302
+    assert elsewhere.get("/recordings").status_code == 302
+    assert client.get("/recordings", headers={"X-Forwarded-For": "192.0.2.99"}).status_code == 200
+
+
+def test_sessions_are_listed_and_revoked_per_user_and_a_new_password_ends_them(world: World):
+    name = f"sam{uuid.uuid4().hex[:6]}"
+    world.ledger.add_user(name, "viewer", auth.hash_password(PASSWORD))
+    first, second = world.app.test_client(), world.app.test_client()
+    assert sign_in(first, name).status_code == sign_in(second, name).status_code == 302
+    listed = world.ledger.console_sessions(name, now=utcnow())
+    assert [s.address for s in listed] == [
+        first.environ_base["REMOTE_ADDR"], second.environ_base["REMOTE_ADDR"]
+    ]  # fmt: skip
+    assert world.ledger.revoke_sessions(name, listed[0].id) == 1
+    assert first.get("/").status_code == 302 and second.get("/").status_code == 200
+    assert world.ledger.revoke_sessions(name) == 1
+    assert second.get("/").status_code == 302
+    third = world.app.test_client()
+    assert sign_in(third, name).status_code == 302
+    world.ledger.set_password_hash(name, auth.hash_password("yet another long password"))
+    assert third.get("/").status_code == 302
+    assert world.ledger.console_sessions(name, now=utcnow()) == []
+
+
+def test_flasks_own_static_route_is_off(world: World):
+    """Only the gated `/static/console/...` serves the console's files."""
+    assert "static" not in {rule.endpoint for rule in world.app.url_map.iter_rules()}
+    anonymous = world.app.test_client()
+    for name in ("console.js", "console.css"):
+        assert anonymous.get(f"/static/{name}").status_code == 404
+    assert anonymous.get("/static/console/console.js").status_code == 401
+
+
+def test_failed_sign_ins_do_not_lock_the_user_out_from_another_address(world: World):
+    """Throttling counts a name at an address: someone guessing otto's password from a few
+    addresses is throttled at each, and otto signing in from his own is not."""
+
+    def attempt(address: str, password: str) -> int:
+        client = world.app.test_client()
+        client.environ_base["REMOTE_ADDR"] = address
+        token = csrf_of(client.get("/login").get_data(as_text=True))
+        data = {"name": "otto", "password": password, "csrf_token": token}
+        return int(client.post("/login", data=data).status_code)
+
+    spread = [attempt(f"198.51.100.{n}", f"wrong-{n}-{m}") for n in range(1, 5) for m in range(4)]
+    assert spread == [401] * 16  # four addresses, four guesses each: none over its limit
+    guesses = [attempt("198.51.100.7", f"wrong-{n}") for n in range(8)]
+    assert guesses[:5] == [401] * 5 and set(guesses[5:]) == {429}
+    assert attempt("198.51.100.8", PASSWORD) == 302
+    assert attempt("198.51.100.7", PASSWORD) == 429  # still throttled where the guesses came
+
+
+def test_sign_in_attempts_are_counted_before_the_password_is_checked(world: World):
+    """40 wrong passwords at once from one address: 5 are checked (401), the rest 429."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    clients = []
+    for _ in range(40):
+        client = world.app.test_client()
+        client.environ_base["REMOTE_ADDR"] = "198.51.100.40"
+        clients.append((client, csrf_of(client.get("/login").get_data(as_text=True))))
+    start = Barrier(len(clients))
+
+    def attempt(n: int) -> int:
+        client, token = clients[n]
+        data = {"name": "vera", "password": f"wrong-{n}", "csrf_token": token}
+        start.wait()
+        return int(client.post("/login", data=data).status_code)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        statuses = list(pool.map(attempt, range(len(clients))))
+    assert sorted(statuses) == [401] * 5 + [429] * 35
+
+
+def test_an_artifact_key_that_escapes_the_archive_is_404(world: World, tmp_path: Path):
+    """A key with `%2e%2e`, or a link in the archive that leads out of it, is answered
+    404 (the media, its player data and the page), never 500 or the file outside."""
+    outside = tmp_path / "secret.m4a"
+    outside.write_bytes(b"not for the console")
+    escaped = store_gme(world.ledger, 0, task=TASK, user=f"escape-{uuid.uuid4().hex[:6]}")
+    archived_run(world.ledger, escaped, world.archive)
+    [run] = world.ledger.runs_for(escaped)
+    [artifact] = run.result["artifacts"]
+    folder = Path(urlsplit(artifact["url"]).path).parent
+    (folder / f"{escaped}.m4a").unlink()
+    (folder / f"{escaped}.m4a").symlink_to(outside)
+    (folder / "timeline.json").symlink_to(outside)
+    encoded = store_gme(world.ledger, 0, task=TASK, user=f"encoded-{uuid.uuid4().hex[:6]}")
+    run_id = world.ledger.claim(encoded, now=utcnow(), force=True)
+    assert run_id
+    url = world.archive.as_uri() + f"/gme/%2e%2e/%2e%2e/{outside.name}"
+    result = {"artifacts": [{"url": url, "format": "m4a", "bytes": 19, "duration_s": 1.0}]}
+    world.ledger.finish_run(run_id, now=utcnow(), result=result, manifest_url="file:///m.json")
+    _, bearer = caller(world, "read", "api")
+    client, _ = caller(world, "read", "page")
+    for rid in (escaped, encoded):
+        media = client.get(f"/api/v1/recordings/{rid}/artifacts/m4a", headers=bearer)
+        assert media.status_code == 404 and b"not for the console" not in media.data
+        assert client.get(f"/recordings/{rid}").status_code == 200
+    player = client.get(f"/recordings/{escaped}/player.json")
+    assert player.status_code == 200 and player.json["timeline"] is None
+    assert client.get(f"/recordings/{encoded}/player.json").status_code == 404  # no media
+
+
+def test_a_session_ends_when_its_eight_hours_are_over(world: World):
+    """The ledger refuses a session past its lifetime, whatever the cookie says, and drops it."""
+    from datetime import timedelta
+
+    name = f"eve{uuid.uuid4().hex[:6]}"
+    world.ledger.add_user(name, "viewer", auth.hash_password(PASSWORD))
+    key, start = auth.hash_token(auth.new_token()), utcnow()
+    eight = timedelta(hours=8)
+    assert world.ledger.start_session(name, key, now=start, lifetime=eight, address=None,
+                                      agent=None)  # fmt: skip
+    later = world.ledger.session_user(key, now=start + eight - timedelta(seconds=1))
+    assert later is not None and later.name == name
+    assert world.ledger.session_user(key, now=start + eight) is None
+    assert world.ledger.console_sessions(name, now=start) == []

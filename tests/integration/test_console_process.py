@@ -5,18 +5,21 @@ API against its own OpenAPI document with a token."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import free_port, wait_for
+from tests.support.services import free_port
+from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.integration
 SECRET = "process-test-console-secret-" + "z" * 24
 
 
@@ -32,14 +35,14 @@ def env(tmp_path: Path, pg_url: str, redis_url: str) -> dict[str, str]:
     }
 
 
-def cli(env: dict[str, str], *args: str, stdin: str | None = None):
+def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120):
     return subprocess.run(
         [sys.executable, "-m", "recpipe", *args],
         env={**os.environ, **env},
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -115,6 +118,92 @@ def test_outside_the_embedded_default_the_console_needs_its_secret(env):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "RECPIPE_CONSOLE_SECRET" in result.stderr
+
+
+def test_a_secret_left_at_the_examples_placeholder_is_refused_at_start(env):
+    """The example's `change-me-...` console secret is long enough, and still refused: one
+    line naming the setting, exit 2, nothing served."""
+    placeholder = {
+        **env,
+        "RECPIPE_CONSOLE_SECRET": "change-me-console-secret-at-least-32-characters",
+    }
+    result = cli(placeholder, "console", "--port", str(free_port()), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "RECPIPE_CONSOLE_SECRET" in result.stderr and "change-me" in result.stderr
+
+
+PASSWORD = "a long enough password"
+
+
+def signed_in(console: str, name: str, password: str = PASSWORD):
+    browser = requests.Session()
+    page = browser.get(f"{console}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    answer = browser.post(
+        f"{console}/login",
+        data={"name": name, "password": password, "csrf_token": token.group(1)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    return browser, answer.status_code
+
+
+def test_a_users_sessions_are_listed_and_revoked_from_the_command_line(env, console):
+    """`recpipe users sessions NAME` lists the user's signed-in browsers; `--revoke ID` ends
+    one and `--revoke` all of them, from their next request on."""
+    added = cli(env, "users", "add", "otto", "--role", "operator", "--password-stdin",
+                stdin="a long enough password\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    (first, ok1), (second, ok2) = signed_in(console, "otto"), signed_in(console, "otto")
+    assert ok1 == ok2 == 302
+    listed = cli(env, "users", "sessions", "otto")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert len(rows) == 2
+    assert all(row[3] == "127.0.0.1" and row[4].startswith("python-requests/") for row in rows)
+
+    def home(browser: requests.Session) -> int:
+        return browser.get(f"{console}/", allow_redirects=False, timeout=10).status_code
+
+    assert home(first) == home(second) == 200
+    one = cli(env, "users", "sessions", "otto", "--revoke", rows[0][0])
+    assert one.returncode == 0 and one.stdout.strip() == "ended 1 session of otto"
+    assert home(first) == 302 and home(second) == 200
+    assert cli(env, "users", "sessions", "otto", "--revoke", rows[0][0]).returncode == 1
+    rest = cli(env, "users", "sessions", "otto", "--revoke")
+    assert rest.returncode == 0 and rest.stdout.strip() == "ended 1 session of otto"
+    assert home(second) == 302
+    assert cli(env, "users", "sessions", "otto").stdout == ""
+    assert cli(env, "users", "sessions", "nobody").returncode == 1
+
+
+def test_forty_wrong_passwords_at_once_get_five_checked(env, console):
+    """Sign-in attempts are counted before the password is checked, so guesses sent all at
+    once do not slip under the limit of 5 a minute: 5 answered 401, 35 answered 429."""
+    added = cli(env, "users", "add", "vera", "--role", "viewer", "--password-stdin",
+                stdin="a long enough password\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    browsers = []
+    for _ in range(40):
+        browser = requests.Session()
+        page = browser.get(f"{console}/login", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token
+        browsers.append((browser, token.group(1)))
+    start = threading.Barrier(len(browsers))
+
+    def guess(n: int) -> int:
+        browser, token = browsers[n]
+        data = {"name": "vera", "password": f"wrong-{n}", "csrf_token": token}
+        start.wait()
+        return browser.post(f"{console}/login", data=data, timeout=60).status_code
+
+    with ThreadPoolExecutor(len(browsers)) as pool:
+        statuses = sorted(pool.map(guess, range(len(browsers))))
+    assert statuses == [401] * 5 + [429] * 35
+    assert signed_in(console, "vera")[1] == 429  # the right password waits too, from here
 
 
 def test_schemathesis_finds_the_served_api_true_to_its_openapi_document(env, console, tmp_path):

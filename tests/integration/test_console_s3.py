@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import requests
 
 from foundation.config import Settings
@@ -14,9 +13,7 @@ from recpipe.console import auth
 from recpipe.console.app import create_app
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
-from tests.console_helpers import store_gme
-
-pytestmark = pytest.mark.integration
+from tests.support.console import store_gme
 
 
 def test_s3_artifacts_redirect_to_a_short_lived_presigned_url_that_serves_ranges(

@@ -19,7 +19,7 @@ from recpipe.console import openapi
 from recpipe.console.app import create_app
 from storage.domain.transcripts import TranscriptLineView
 from storage.ledger import Ledger, utcnow
-from tests.console_helpers import (
+from tests.support.console import (
     HOSTILE,
     add_people,
     archived_room,
@@ -28,8 +28,6 @@ from tests.console_helpers import (
     sign_in,
     store_gme,
 )
-
-pytestmark = pytest.mark.integration
 
 SECRET = "test-console-secret-" + "t" * 32
 TASK, ROOM_TASK = "446946705284000901", "446946705284000902"

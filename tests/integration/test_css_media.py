@@ -8,9 +8,7 @@ import pytest
 from storage.domain import CssFileView
 from tasks.css.steps import CssSource, join, make_outputs, probe_media, require_audio
 from tasks.media.tools import MediaError, Tools
-from tests.media import decode, dominant_frequency, duration, make_video, streams
-
-pytestmark = pytest.mark.integration
+from tests.support.media import decode, dominant_frequency, duration, make_video, streams
 
 
 def source(seq: int, path: Path) -> CssSource:

@@ -5,7 +5,6 @@ redirects to a private address or in a loop, and a master playlist with several 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,95 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks.css.fetch import Fetcher, FetchError, FetchPolicy, PlaylistError
-
-pytestmark = pytest.mark.integration
-
-
-class Hostile:
-    """A server whose paths misbehave: /trickle sends a byte every 0.1 s of a body it says
-    is 1 MB long, /endless.m3u8 writes playlist lines for ever, /silent sends headers and
-    then nothing, /loop redirects to itself, /private redirects to a name the resolver
-    maps to a private address; /variants/... is a master playlist with two variants."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        paths = self.paths
-        self.stop = threading.Event()
-        stop = self.stop
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                paths.append(self.path)
-                port = self.server.server_address[1]
-                if self.path == "/trickle":
-                    self._head(200, {"Content-Length": str(1024 * 1024)})
-                    while not stop.is_set():
-                        self.wfile.write(b"x")
-                        self.wfile.flush()
-                        time.sleep(0.1)
-                elif self.path == "/endless.m3u8":
-                    self._head(200, {"Content-Type": "application/vnd.apple.mpegurl"})
-                    self.wfile.write(b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n")
-                    n = 0
-                    while not stop.is_set():
-                        lines = "".join(f"#EXTINF:1.0,\nseg{n + i}.ts\n" for i in range(50))
-                        self.wfile.write(lines.encode())
-                        self.wfile.flush()
-                        n += 50
-                        time.sleep(0.01)
-                elif self.path == "/silent":
-                    self._head(200, {"Content-Length": "1000"})
-                    stop.wait(30)
-                elif self.path == "/loop":
-                    self._head(302, {"Location": "/loop", "Content-Length": "0"})
-                elif self.path == "/private":
-                    location = f"http://internal.example.com:{port}/x"
-                    self._head(302, {"Location": location, "Content-Length": "0"})
-                elif self.path == "/variants/master.m3u8":
-                    self._body(
-                        b"#EXTM3U\n"
-                        b"#EXT-X-STREAM-INF:BANDWIDTH=200000\nlow.m3u8\n"
-                        b"#EXT-X-STREAM-INF:BANDWIDTH=900000\nhigh.m3u8\n"
-                        b"#EXT-X-STREAM-INF:BANDWIDTH=500000\nmid.m3u8\n"
-                    )
-                elif self.path.startswith("/variants/") and self.path.endswith(".m3u8"):
-                    name = self.path.rsplit("/", 1)[1].removesuffix(".m3u8")
-                    self._body(
-                        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{name}-0.ts\n"
-                        f"#EXTINF:1.0,\n{name}-1.ts\n#EXT-X-ENDLIST\n".encode()
-                    )
-                elif self.path.startswith("/variants/"):
-                    self._body(self.path.encode() * 10)
-                else:
-                    self._head(404, {"Content-Length": "0"})
-
-            def _head(self, status: int, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-
-            def _body(self, data: bytes) -> None:
-                self._head(200, {"Content-Length": str(len(data))})
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support.hostile import Hostile
 
 
 @pytest.fixture
@@ -111,8 +22,8 @@ def hostile() -> Iterator[Hostile]:
     server.close()
 
 
-def policy(**overrides) -> FetchPolicy:
-    return FetchPolicy(allowed_hosts=("127.0.0.1",), attempts=1, **overrides)
+def policy(hostile: Hostile, **overrides) -> FetchPolicy:
+    return FetchPolicy(allowed_hosts=(f"127.0.0.1:{hostile.port}",), attempts=1, **overrides)
 
 
 def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
@@ -121,42 +32,43 @@ def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
     """Bytes keep coming, each well within the read timeout: the download still ends at
     max_seconds, saying why, and stops heart-beating then."""
     beats: list[float] = []
-    fetcher = Fetcher(policy(max_seconds=2.0, timeout=5.0), heartbeat=lambda: beats.append(1))
+    fetcher = Fetcher(
+        policy(hostile, max_seconds=2.0, timeout=5.0), heartbeat=lambda: beats.append(1)
+    )
     fetcher._last_beat = 0.0  # beat on every chunk, to count them
-    started = time.monotonic()
     with pytest.raises(FetchError, match=r"still downloading after 2 s .*trickles or never ends"):
         fetcher.download(hostile.url("/trickle"), tmp_path / "t.bin", what="trickle")
-    took = time.monotonic() - started
-    assert 2.0 <= took < 4.0
     assert 0 < len(beats) <= 2  # at most once per 15 s after the first: no beat past the end
 
 
 def test_a_playlist_that_keeps_growing_is_cut_at_its_size_limit(hostile: Hostile):
-    fetcher = Fetcher(policy(max_playlist_bytes=64 * 1024, max_seconds=30.0))
-    started = time.monotonic()
+    """Cut by its size, long before the time limit (which would say "still downloading")."""
+    fetcher = Fetcher(policy(hostile, max_playlist_bytes=64 * 1024, max_seconds=600.0))
     with pytest.raises(PlaylistError, match="playlist is too large"):
         fetcher.playlist(hostile.url("/endless.m3u8"))
-    assert time.monotonic() - started < 30
 
 
 def test_a_playlist_that_keeps_growing_slowly_is_cut_at_the_time_limit(
     hostile: Hostile, tmp_path: Path
 ):
-    fetcher = Fetcher(policy(max_seconds=1.5))
+    fetcher = Fetcher(policy(hostile, max_seconds=1.5))
     with pytest.raises(FetchError, match=r"still downloading after 1\.5 s"):
         fetcher.download_hls(hostile.url("/endless.m3u8"), tmp_path / "h.ts", what="live")
 
 
 def test_a_server_that_stops_sending_fails_at_the_read_timeout(hostile: Hostile, tmp_path: Path):
-    started = time.monotonic()
-    with pytest.raises(FetchError, match="download broke off"):
-        Fetcher(policy(timeout=1.0)).download(hostile.url("/silent"), tmp_path / "s", what="s")
-    assert time.monotonic() - started < 5
+    """/silent never sends its body nor closes: only the read timeout ends the download, and
+    the reason says so (the time limit of 600 s would say "still downloading")."""
+    fetcher = Fetcher(policy(hostile, timeout=1.0, max_seconds=600.0))
+    with pytest.raises(FetchError, match=r"download broke off \(timed out\)"):
+        fetcher.download(hostile.url("/silent"), tmp_path / "s", what="s")
 
 
 def test_a_redirect_loop_stops_at_the_redirect_limit(hostile: Hostile, tmp_path: Path):
     with pytest.raises(FetchError, match="more than 3 redirects"):
-        Fetcher(policy(max_redirects=3)).download(hostile.url("/loop"), tmp_path / "l", what="l")
+        Fetcher(policy(hostile, max_redirects=3)).download(
+            hostile.url("/loop"), tmp_path / "l", what="l"
+        )
     assert hostile.paths == ["/loop"] * 4
 
 
@@ -171,7 +83,9 @@ def test_a_redirect_to_an_allowed_name_with_a_private_address_is_never_followed(
         resolved.append(host)
         return {"127.0.0.1": ["127.0.0.1"], "internal.example.com": ["10.0.0.5"]}[host]
 
-    fetcher = Fetcher(FetchPolicy(("127.0.0.1", "*.example.com"), attempts=1), resolver=resolver)
+    fetcher = Fetcher(
+        FetchPolicy((f"127.0.0.1:{hostile.port}", "*.example.com"), attempts=1), resolver=resolver
+    )
     with pytest.raises(FetchError, match=r"internal\.example\.com resolves to a non-public"):
         fetcher.download(hostile.url("/private"), tmp_path / "p", what="p")
     assert resolved == ["127.0.0.1", "internal.example.com"]
@@ -181,7 +95,7 @@ def test_a_redirect_to_an_allowed_name_with_a_private_address_is_never_followed(
 def test_a_master_playlist_with_several_variants_fetches_only_the_best(
     hostile: Hostile, tmp_path: Path
 ):
-    fetched = Fetcher(policy()).download_hls(
+    fetched = Fetcher(policy(hostile)).download_hls(
         hostile.url("/variants/master.m3u8"), tmp_path / "v.ts", what="variants"
     )
     expected = b"/variants/high-0.ts" * 10 + b"/variants/high-1.ts" * 10
@@ -235,20 +149,21 @@ def test_https_sends_the_name_as_sni_and_checks_the_certificate_against_it(tls, 
     """The connection goes to the checked address (127.0.0.1), while the TLS handshake
     names `localhost` and the certificate must be for `localhost` and from a trusted CA."""
     ca_file, servers, names = tls
-    trusting = FetchPolicy(("localhost",), attempts=1, ca_bundle=str(ca_file))
-    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     port = servers["localhost"].server_address[1]
+    wrong_port = servers["elsewhere.example"].server_address[1]
+    allowed = (f"localhost:{port}", f"localhost:{wrong_port}")
+    trusting = FetchPolicy(allowed, attempts=1, ca_bundle=str(ca_file))
+    loopback = lambda host, port: ["127.0.0.1"]  # noqa: E731
     url = f"https://localhost:{port}/clip"
     fetched = Fetcher(trusting, resolver=loopback).download(url, tmp_path / "a", what="a")
     assert (tmp_path / "a").read_bytes() == b"over tls" and fetched.bytes == 8
     assert names == ["localhost"]
 
-    wrong_port = servers["elsewhere.example"].server_address[1]
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(trusting, resolver=loopback).download(
             f"https://localhost:{wrong_port}/clip", tmp_path / "b", what="b"
         )
     assert names[-1] == "localhost"  # it said which name it wanted, and refused the answer
-    untrusted = FetchPolicy(("localhost",), attempts=1)
+    untrusted = FetchPolicy(allowed, attempts=1)
     with pytest.raises(FetchError, match="cannot connect"):
         Fetcher(untrusted, resolver=loopback).download(url, tmp_path / "c", what="c")

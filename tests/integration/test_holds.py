@@ -18,7 +18,7 @@ from foundation.config import Settings
 from recpipe.console import auth
 from recpipe.console.app import create_app
 from storage.ledger import Ledger
-from tests.console_helpers import (
+from tests.support.console import (
     HOSTILE,
     PASSWORD,
     add_people,
@@ -28,8 +28,6 @@ from tests.console_helpers import (
     sign_in,
     store_gme,
 )
-
-pytestmark = pytest.mark.integration
 
 SECRET = "test-console-secret-" + "h" * 32
 TASK = "446946705284000901"
@@ -51,7 +49,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
 
 
 @pytest.fixture
-def ledger(env: dict[str, str]) -> Iterator[Ledger]:
+def env_ledger(env: dict[str, str]) -> Iterator[Ledger]:
+    """The migrated ledger of `env`."""
     found = Ledger(env["RECPIPE_DATABASE_URL"])
     found.migrate()
     try:
@@ -60,24 +59,24 @@ def ledger(env: dict[str, str]) -> Iterator[Ledger]:
         found.dispose()
 
 
-def test_a_hold_is_kept_listed_replaced_and_released_each_audited(ledger: Ledger):
-    rid = store_gme(ledger, 0, task=TASK, user="u-1")
-    assert ledger.hold_on(rid) is None
-    assert ledger.hold("no-such-recording", "case 12", "user:ada") is None
-    held = ledger.hold(rid, "case 12: abuse report", "user:ada")
+def test_a_hold_is_kept_listed_replaced_and_released_each_audited(env_ledger: Ledger):
+    rid = store_gme(env_ledger, 0, task=TASK, user="u-1")
+    assert env_ledger.hold_on(rid) is None
+    assert env_ledger.hold("no-such-recording", "case 12", "user:ada") is None
+    held = env_ledger.hold(rid, "case 12: abuse report", "user:ada")
     assert held is not None and (held.reason, held.held_by, held.source) == (
         "case 12: abuse report",
         "user:ada",
         "gme",
     )
-    again = ledger.hold(rid, "case 12 and 13", "token:legal")
+    again = env_ledger.hold(rid, "case 12 and 13", "token:legal")
     assert again is not None and again.reason == "case 12 and 13"
-    assert [(h.recording_id, h.reason) for h in ledger.holds()] == [(rid, "case 12 and 13")]
-    assert ledger.held_ids([rid, "other"]) == {rid}
-    assert ledger.release(rid, "user:ada") is True
-    assert ledger.release(rid, "user:ada") is False  # not held any more
-    assert ledger.hold_on(rid) is None and ledger.holds() == []
-    trail = [(e.actor, e.action, e.detail.get("reason")) for e in ledger.audit_trail(rid)]
+    assert [(h.recording_id, h.reason) for h in env_ledger.holds()] == [(rid, "case 12 and 13")]
+    assert env_ledger.held_ids([rid, "other"]) == {rid}
+    assert env_ledger.release(rid, "user:ada") is True
+    assert env_ledger.release(rid, "user:ada") is False  # not held any more
+    assert env_ledger.hold_on(rid) is None and env_ledger.holds() == []
+    trail = [(e.actor, e.action, e.detail.get("reason")) for e in env_ledger.audit_trail(rid)]
     assert trail == [
         ("user:ada", "release", "case 12 and 13"),
         ("token:legal", "hold", "case 12 and 13"),
@@ -97,15 +96,17 @@ def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Complete
     )
 
 
-def test_recpipe_hold_release_and_holds_on_the_command_line(env: dict[str, str], ledger: Ledger):
-    rid = store_gme(ledger, 0, task=TASK, user="u-2")
+def test_recpipe_hold_release_and_holds_on_the_command_line(
+    env: dict[str, str], env_ledger: Ledger
+):
+    rid = store_gme(env_ledger, 0, task=TASK, user="u-2")
     done = cli(env, "hold", rid, "--reason", "dispute over match 7")
     assert done.returncode == 0, done.stderr
     assert f"held gme {rid}: dispute over match 7" in done.stdout
     listed = cli(env, "holds")
     assert listed.returncode == 0, listed.stderr
     assert rid in listed.stdout and "dispute over match 7" in listed.stdout
-    [entry, *_] = ledger.audit_trail(rid)
+    [entry, *_] = env_ledger.audit_trail(rid)
     assert entry.action == "hold" and entry.actor.startswith("cli")
 
     unknown = cli(env, "hold", "nope", "--reason", "x")
@@ -116,51 +117,51 @@ def test_recpipe_hold_release_and_holds_on_the_command_line(env: dict[str, str],
     assert released.returncode == 0 and f"released {rid}" in released.stdout
     again = cli(env, "release", rid)
     assert again.returncode == 1 and "is not on hold" in again.stderr
-    assert ledger.hold_on(rid) is None
+    assert env_ledger.hold_on(rid) is None
 
 
-def test_an_admin_user_and_an_admin_token_can_be_made(env: dict[str, str], ledger: Ledger):
+def test_an_admin_user_and_an_admin_token_can_be_made(env: dict[str, str], env_ledger: Ledger):
     made = cli(env, "users", "add", "ada", "--role", "admin", "--password-stdin",
                stdin=PASSWORD + "\n")  # fmt: skip
     assert made.returncode == 0, made.stderr
-    user = ledger.console_user("ada")
+    user = env_ledger.console_user("ada")
     assert user is not None and user.can_admin and user.can_operate
     token = cli(env, "tokens", "create", "legal", "--scope", "admin")
     assert token.returncode == 0, token.stderr
-    [found] = [t for t in ledger.api_tokens() if t.name == "legal"]
+    [found] = [t for t in env_ledger.api_tokens() if t.name == "legal"]
     assert found.can_admin and found.can_operate
 
 
-def _app(env: dict[str, str], ledger: Ledger) -> tuple[Any, dict[str, str]]:
+def _app(env: dict[str, str], env_ledger: Ledger) -> tuple[Any, dict[str, str]]:
     """The console on this ledger, with a viewer, an operator, an admin and a token of
     each scope; returns the app and the tokens by scope."""
-    people = add_people(ledger)
-    ledger.add_user("ada", "admin", auth.hash_password(PASSWORD))
+    people = add_people(env_ledger)
+    env_ledger.add_user("ada", "admin", auth.hash_password(PASSWORD))
     admin_token = auth.new_token()
-    ledger.add_token("legal", "admin", auth.hash_token(admin_token))
+    env_ledger.add_token("legal", "admin", auth.hash_token(admin_token))
     tokens = {"read": people.read_token, "operate": people.operate_token, "admin": admin_token}
-    return create_app(Settings.from_env(env), ledger=ledger, secret=SECRET), tokens
+    return create_app(Settings.from_env(env), ledger=env_ledger, secret=SECRET), tokens
 
 
 @pytest.mark.parametrize("who", ["none", "read", "operate", "admin"])
 def test_only_an_admin_token_holds_and_releases_through_the_api(
-    env: dict[str, str], ledger: Ledger, who: str
+    env: dict[str, str], env_ledger: Ledger, who: str
 ):
-    app, tokens = _app(env, ledger)
-    rid = store_gme(ledger, 0, task=TASK, user="u-3")
+    app, tokens = _app(env, env_ledger)
+    rid = store_gme(env_ledger, 0, task=TASK, user="u-3")
     client = app.test_client()
     headers = {} if who == "none" else {"Authorization": f"Bearer {tokens[who]}"}
     held = client.post(f"/api/v1/recordings/{rid}/hold", json={"reason": "case 9"}, headers=headers)
     expected = {"none": 401, "read": 403, "operate": 403, "admin": 200}[who]
     assert held.status_code == expected, held.data
     if who != "admin":
-        assert ledger.hold_on(rid) is None and ledger.audit_trail(rid) == []
+        assert env_ledger.hold_on(rid) is None and env_ledger.audit_trail(rid) == []
         # and what it may not do, it may not undo either
-        ledger.hold(rid, "case 9", "user:ada")
+        env_ledger.hold(rid, "case 9", "user:ada")
         assert client.delete(f"/api/v1/recordings/{rid}/hold", headers=headers).status_code == (
             expected
         )
-        assert ledger.hold_on(rid) is not None
+        assert env_ledger.hold_on(rid) is not None
         return
     assert held.get_json() == {
         "status": "done",
@@ -189,14 +190,14 @@ def test_only_an_admin_token_holds_and_releases_through_the_api(
     assert client.delete(f"/api/v1/recordings/{rid}/hold", headers=headers).status_code == 200
     assert client.delete(f"/api/v1/recordings/{rid}/hold", headers=headers).status_code == 409
     assert client.get(f"/api/v1/recordings/{rid}", headers=headers).get_json()["hold"] is None
-    assert [e.action for e in ledger.audit_trail(rid)] == ["release", "hold"]
+    assert [e.action for e in env_ledger.audit_trail(rid)] == ["release", "hold"]
 
 
 def test_a_room_is_held_by_its_id_and_listed_on_the_on_hold_page_escaped(
-    env: dict[str, str], ledger: Ledger, tmp_path: Path
+    env: dict[str, str], env_ledger: Ledger, tmp_path: Path
 ):
-    app, tokens = _app(env, ledger)
-    room = archived_room(ledger, tmp_path / "archive", task=TASK, room="77",
+    app, tokens = _app(env, env_ledger)
+    room = archived_room(env_ledger, tmp_path / "archive", task=TASK, room="77",
                          users=[("alice", 0.0), ("bob", 2.0)])  # fmt: skip
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
     client = app.test_client()
@@ -216,11 +217,11 @@ def test_a_room_is_held_by_its_id_and_listed_on_the_on_hold_page_escaped(
 
 
 def test_the_recording_page_offers_hold_and_release_to_an_admin_only(
-    env: dict[str, str], ledger: Ledger, tmp_path: Path
+    env: dict[str, str], env_ledger: Ledger, tmp_path: Path
 ):
-    app, _ = _app(env, ledger)
-    rid = store_gme(ledger, 0, task=TASK, user="u-4")
-    archived_run(ledger, rid, tmp_path / "archive")
+    app, _ = _app(env, env_ledger)
+    rid = store_gme(env_ledger, 0, task=TASK, user="u-4")
+    archived_run(env_ledger, rid, tmp_path / "archive")
     operator = app.test_client()
     assert sign_in(operator, "otto").status_code == 302
     page = operator.get(f"/recordings/{rid}").get_data(as_text=True)
@@ -228,7 +229,7 @@ def test_the_recording_page_offers_hold_and_release_to_an_admin_only(
     refused = operator.post(
         f"/recordings/{rid}/hold", data={"csrf_token": csrf_of(page), "reason": "mine"}
     )
-    assert refused.status_code == 403 and ledger.hold_on(rid) is None
+    assert refused.status_code == 403 and env_ledger.hold_on(rid) is None
 
     admin = app.test_client()
     assert sign_in(admin, "ada").status_code == 302
@@ -240,8 +241,8 @@ def test_the_recording_page_offers_hold_and_release_to_an_admin_only(
     assert done.status_code == 303
     page = admin.get(f"/recordings/{rid}").get_data(as_text=True)
     assert 'id="hold"' in page and "case 5" in page and 'id="release"' in page
-    [entry, *_] = ledger.audit_trail(rid)
+    [entry, *_] = env_ledger.audit_trail(rid)
     assert (entry.actor, entry.action) == ("user:ada", "hold")
     assert 'id="audit"' in page and "user:ada" in page[page.index('id="audit"') :]
     released = admin.post(f"/recordings/{rid}/release", data={"csrf_token": csrf_of(page)})
-    assert released.status_code == 303 and ledger.hold_on(rid) is None
+    assert released.status_code == 303 and env_ledger.hold_on(rid) is None

@@ -7,8 +7,6 @@ import pytest
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 
-pytestmark = pytest.mark.integration
-
 KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000001", 1)
 
 

@@ -4,28 +4,13 @@ step timings, notifications that were never created, redelivery and its visibili
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from foundation.config import Settings
-from storage.domain import GmeEvent, GmeRecordingKey, NotificationState
+from storage.domain import NotificationState
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
 from tasks.services import Services
-
-pytestmark = pytest.mark.integration
-
-KEY = GmeRecordingKey(1400000000, "100", "999", "446946705284000002", 1)
-RID = KEY.recording_id
-
-
-def key_of(seq: int) -> str:
-    return f"p/{seq}_{KEY.task_id}_audio.mp3"
-
-
-def record(ledger: Ledger, seq: int, event_type: int = 3, now=None) -> None:
-    event = GmeEvent(KEY, event_type, seq, key_of(seq), 1675930605)
-    ledger.record_gme_event(event, "{}", {}, now=now or utcnow(), settle_seconds=60)
+from tests.support.ledger import RID, key_of, record
 
 
 def finished_run(ledger: Ledger, now=None) -> str:
@@ -106,7 +91,6 @@ def test_sweep_sends_the_notify_task_of_a_finished_run_whose_task_was_lost(
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid: None,
             notify=notified.append,
             redeliver=lambda nid: None,
@@ -162,7 +146,6 @@ def test_run_lost_between_claim_and_dispatch_is_redispatched_then_failed_with_a_
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=dispatched.append,
             notify=notified.append,
             redeliver=lambda nid: None,

@@ -3,17 +3,13 @@ the attempt whose hand-back was lost, queued runs whose message is gone, the bea
 
 from datetime import timedelta
 
-import pytest
-
 from foundation.config import Settings
-from storage.domain import StaleRun, lifecycle
+from storage.domain import RunHolder, StaleRun, lifecycle
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
 from tasks.services import Services
-from tests.integration.test_ledger_durability import RID, record
-
-pytestmark = pytest.mark.integration
+from tests.support.ledger import RID, record
 
 
 def queued_run(ledger: Ledger) -> str:
@@ -23,24 +19,42 @@ def queued_run(ledger: Ledger) -> str:
     return run_id
 
 
-def test_a_retry_takes_back_only_the_attempt_it_names(ledger: Ledger):
-    """The ledger missed the hand-back (the run still shows attempt 1 running): the retry
-    naming attempt 1 takes it; one naming an older attempt, or none, does not."""
+def test_a_retry_takes_back_the_run_its_own_earlier_attempt_started_and_nothing_else(
+    ledger: Ledger,
+):
+    """Attempt 0 of a task started the run and never heard back (the ledger stopped): the
+    task's retry takes the run, heartbeat fresh or not, without counting a takeover.
+    Another delivery of that same attempt, or another task, leaves it to its holder."""
     run_id = queued_run(ledger)
-    first = ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=900)
-    assert first is not None and first.attempts == 1
-    assert ledger.start_run(run_id, worker="b", now=utcnow(), stale_after=900) is None
-    assert (
-        ledger.start_run(run_id, worker="b", now=utcnow(), stale_after=900, resume_attempt=0)
-        is None
-    )
-    again = ledger.start_run(run_id, worker="b", now=utcnow(), stale_after=900, resume_attempt=1)
-    assert again is not None and again.attempts == 2
-    # A second delivery of the same retry finds attempt 2 running: nothing to take.
-    assert (
-        ledger.start_run(run_id, worker="c", now=utcnow(), stale_after=900, resume_attempt=1)
-        is None
-    )
+    now = utcnow()
+    first = RunHolder("host-a:media@a", "task-1", 0)
+    started = ledger.start_run(run_id, worker=first, now=now, stale_after=900)
+    assert started is not None and started.attempts == 1
+    for other in (
+        RunHolder("host-b:media@b", "task-1", 0),  # the same message delivered again
+        RunHolder("host-b:media@b", "task-2", 1),  # another task's retry
+        "host-b:media@b",
+    ):
+        assert ledger.start_run(run_id, worker=other, now=now, stale_after=900) is None
+    retry = RunHolder("host-b:media@b", "task-1", 1)
+    again = ledger.start_run(run_id, worker=retry, now=now, stale_after=900)
+    assert again is not None and (again.attempts, again.takeovers) == (2, 0)
+    # A second delivery of that retry, or a later retry of an attempt it outlived, finds
+    # the run held by the retry: only a still later attempt of the task takes it.
+    assert ledger.start_run(run_id, worker=retry, now=now, stale_after=900) is None
+    assert ledger.start_run(run_id, worker=first, now=now, stale_after=900) is None
+    last = ledger.start_run(run_id, worker=RunHolder("c", "task-1", 3), now=now, stale_after=900)
+    assert last is not None and last.attempts == 3
+
+
+def test_the_holder_of_a_run_reads_back_from_what_the_ledger_stores():
+    holder = RunHolder("host:media@host", "9a6f-1", 2)
+    assert RunHolder.parse(str(holder)) == holder
+    assert RunHolder.parse("host:media@host") is None
+    assert RunHolder.parse(None) is None
+    assert holder.follows(str(RunHolder("elsewhere", "9a6f-1", 1)))
+    assert not holder.follows(str(RunHolder("host:media@host", "9a6f-1", 2)))
+    assert not holder.follows(str(RunHolder("host:media@host", "other", 0)))
 
 
 def test_a_released_run_counts_as_dispatched_now_and_idle_queues_requeue_it_soon(
@@ -77,7 +91,6 @@ def test_a_run_retried_twice_that_then_lost_its_worker_is_taken_over_not_failed(
     def sweep(at):
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=dispatched.append,
             notify=lambda rid: None,
             redeliver=lambda nid: None,
@@ -134,7 +147,6 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     def sweep():
         return sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=send,
             notify=notified.append,
             redeliver=lambda nid: None,
@@ -169,7 +181,9 @@ def test_a_queued_run_no_worker_ever_takes_is_sent_again_three_times_then_fails(
     assert (failed.recording.state, failed.recording.error) == ("failed", error)
     assert dispatched == [run_id] * 5
     now += later
-    assert sweep() == sweeping.SweepReport([], [], [], [], [])
+    # Nothing is sent to the queue any more; the notify above (a list here) made no
+    # notifications, so the sweep notifies again, as it does when a notify task was lost.
+    assert sweep() == sweeping.SweepReport([], [], [], [run_id])
 
 
 def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_failed(
@@ -187,7 +201,6 @@ def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_
         now += timedelta(seconds=settings.stuck_after_seconds + 1)
         report = sweeping.sweep(
             services,
-            settle_later=lambda rid: None,
             redispatch_run=lambda rid, at=now: ledger.mark_run_dispatched(rid, at),
             notify=lambda rid: None,
             redeliver=lambda nid: None,
@@ -214,9 +227,10 @@ def test_a_worker_that_takes_a_run_with_a_stale_heartbeat_counts_a_takeover(ledg
     start is a takeover too; a retry taking back its own attempt is not."""
     run_id = queued_run(ledger)
     now = utcnow()
-    ledger.start_run(run_id, worker="a", now=now, stale_after=60)
+    ledger.start_run(run_id, worker=RunHolder("a", "task-1", 0), now=now, stale_after=60)
     later = now + timedelta(seconds=61)
-    again = ledger.start_run(run_id, worker="b", now=later, stale_after=60, resume_attempt=1)
+    retry = RunHolder("b", "task-1", 1)  # a's task was task-1, attempt 0
+    again = ledger.start_run(run_id, worker=retry, now=later, stale_after=60)
     assert (again.attempts, again.takeovers) == (2, 0)
     taken = ledger.start_run(run_id, worker="c", now=later + timedelta(seconds=61), stale_after=60)
     assert (taken.attempts, taken.takeovers) == (3, 1)
@@ -236,3 +250,63 @@ def test_one_holder_per_lease_until_it_lapses(ledger: Ledger):
     ledger.release_lease("beat", "b")
     assert ledger.lease_holder("beat", now + timedelta(seconds=27)) is None
     assert ledger.acquire_lease("beat", "c", now=now + timedelta(seconds=28), ttl=15)
+
+
+def test_the_sweep_hands_out_again_in_seconds_an_outcome_or_a_delivery_whose_task_was_lost(
+    ledger: Ledger, tmp_path
+):
+    """A finished run never notified, and a pending notification whose next attempt is
+    overdue (at once when never tried, else after its receiver's back-off), were lost with
+    their task in an outage: the sweep hands each out again within seconds, not after the
+    stuck time (15 minutes here), and once per lapse."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    run_id = queued_run(ledger)
+    ledger.start_run(run_id, worker="a", now=utcnow(), stale_after=900)
+    now = utcnow()
+    ledger.finish_run(run_id, now=now, result={}, manifest_url="file:///m")
+    notified: list[str] = []
+    redelivered: list[int] = []
+
+    def sweep(seconds: float) -> None:
+        sweeping.sweep(
+            services,
+            redispatch_run=lambda rid: None,
+            notify=notified.append,
+            redeliver=redelivered.append,
+            now=now + timedelta(seconds=seconds),
+        )
+
+    sweep(5)
+    assert notified == []
+    sweep(21)
+    assert notified == [run_id]
+    sweep(30)
+    assert notified == [run_id]
+
+    # The notify task sent again makes the notifications: one is never tried (its task
+    # lost), one was tried three times (the receiver said 503), one was delivered.
+    made = now + timedelta(seconds=30)
+    urls = ["http://a/h", "http://b/h", "http://c/h"]
+    untried, tried, delivered = ledger.create_notifications(
+        run_id, "recording.archived", "msg_x", "{}", urls, made
+    )
+    for _ in range(3):
+        ledger.record_attempt(
+            tried, now=made, status_code=503, error="HTTP 503", duration_ms=5, final_state=None
+        )
+    ledger.record_attempt(
+        delivered, now=made, status_code=204, error=None, duration_ms=5, final_state="delivered"
+    )
+    sweep(40)
+    assert redelivered == []
+    sweep(51)
+    assert redelivered == [untried]
+    sweep(61)  # the third attempt's back-off is at most 10 s: 20 s later it is overdue
+    assert redelivered == [untried, tried]
+    sweep(65)
+    assert redelivered == [untried, tried]
+    sweep(72)  # the untried one was handed out at 51 and is still untried
+    assert redelivered == [untried, tried, untried]
+    assert notified == [run_id]

@@ -1,4 +1,4 @@
-"""The ledger's GME intake against the lifecycle table (tests/lifecycle_cases.py): the
+"""The ledger's GME intake against the lifecycle table (tests/support/lifecycle.py): the
 one-statement path on PostgreSQL and the step-by-step path on PostgreSQL and SQLite leave
 the states the table expects, with the ledger's own claim and run end in between."""
 
@@ -13,14 +13,12 @@ import pytest
 
 from storage.domain import GmeEvent, GmeRecordingKey, IntakeResult, RunState
 from storage.ledger import Ledger
-from storage.ledger.engine import aware
 from storage.ledger.tables import Recording
-from tests.lifecycle_cases import (
+from tests.support.lifecycle import (
     CASES,
     COMPLETE_SECONDS,
     ERROR,
     SETTLE_SECONDS,
-    UNCHECKED,
     Case,
     Claim,
     Gme,
@@ -28,10 +26,7 @@ from tests.lifecycle_cases import (
     Stop,
     at,
     due_at,
-    wake_at,
 )
-
-pytestmark = pytest.mark.integration
 
 Record = Callable[[GmeEvent, str, dict[str, str], datetime, float, float], IntakeResult]
 PATHS = [
@@ -61,39 +56,40 @@ def file_name(task_id: str, seq_no: int, name: str) -> str:
     return f"1400000000_room-1/{task_id}/seg{seq_no}-{name}.mp3"
 
 
-def play(ledger: Ledger, record: Record, case: Case, task_id: str) -> tuple[str, list[int]]:
-    """Run the case's steps through the ledger; the recording's id and the steps that
-    opened a collecting period."""
+def play(ledger: Ledger, record: Record, case: Case, task_id: str) -> str:
+    """Run the case's steps through the ledger; the recording's id."""
     key = GmeRecordingKey(
         biz_id=1400000000, room_id="room-1", user_id="user-1", task_id=task_id, record_mode=1
     )
     run_id: str | None = None
-    dispatches: list[int] = []
+    before: datetime | None = None  # the settle time before the last step
     for number, step in enumerate(case.steps):
         now = case.when(number)
+        view = ledger.recording(key.recording_id)
+        due = view.settle_due_at if view else None
         if isinstance(step, Gme):
             gme = GmeEvent(
                 key, step.event_type, step.seq_no, file_name(task_id, step.seq_no, step.name), 0
             )
             body = json.dumps({"EventType": step.event_type, "SeqNo": step.seq_no})
             headers = {"Content-Type": "application/json"}
-            if record(gme, body, headers, now, SETTLE_SECONDS, COMPLETE_SECONDS).dispatches_settle:
-                dispatches.append(number)
+            record(gme, body, headers, now, SETTLE_SECONDS, COMPLETE_SECONDS)
         elif isinstance(step, Claim):
             run_id = ledger.claim(key.recording_id, now=now)
             assert run_id is not None, case.name
         elif isinstance(step, Stop):
             ledger.stop_gme_task(task_id, now=now)
         elif isinstance(step, Look):
-            until = at(step.until)
-            ledger.postpone(key.recording_id, until, wake_at=until, now=now)
+            seen_due = before if step.stale else due
+            ledger.postpone(key.recording_id, at(step.until), seen_due=seen_due)
         elif step.state == RunState.ARCHIVED:
             assert run_id is not None
             ledger.finish_run(run_id, now=now, result={}, manifest_url="archive/manifest.json")
         else:
             assert run_id is not None
             ledger.fail_run(run_id, now=now, error=ERROR)
-    return key.recording_id, dispatches
+        before = due
+    return key.recording_id
 
 
 def test_intake_leaves_the_states_the_lifecycle_table_expects(
@@ -102,12 +98,12 @@ def test_intake_leaves_the_states_the_lifecycle_table_expects(
     ledger, record = intake
     for number, case in enumerate(CASES):
         task_id = str(9_000_000_000_000_000_000 + number)  # one recording per case
-        rid, dispatches = play(ledger, record, case, task_id)
+        rid = play(ledger, record, case, task_id)
         view = ledger.recording(rid)
         assert view is not None
         with ledger.session() as s:
             row = s.get_one(Recording, rid)
-            pending, wake = row.pending_changes, aware(row.settle_wake_at)
+            pending = row.pending_changes
         assert (view.state, view.settle_due_at, pending, view.error) == (
             case.state,
             due_at(case),
@@ -118,6 +114,3 @@ def test_intake_leaves_the_states_the_lifecycle_table_expects(
             seq: (state, file_name(task_id, seq, name))
             for seq, (state, name) in case.segments.items()
         }, case.name
-        assert tuple(dispatches) == case.dispatches, case.name
-        if case.wake != UNCHECKED:
-            assert wake == wake_at(case), case.name

@@ -22,8 +22,6 @@ from storage.domain import GmeEvent, GmeRecordingKey, RecordingState
 from storage.ledger import IntakeResult, Ledger
 from storage.ledger.tables import Callback, Recording, Segment
 
-pytestmark = pytest.mark.integration
-
 HEADERS = {"Content-Type": "application/json"}
 SETTLE_SECONDS = 30
 COMPLETE_SECONDS = 10
@@ -33,7 +31,7 @@ WORKER_STATES = (
     RecordingState.FAILED,
     RecordingState.COLLECTING,
     "stopped",  # an operator stops the task (Ledger.stop_gme_task)
-    "look",  # the settle task looks and sleeps until the long wait's end (Ledger.postpone)
+    "look",  # a settle look waits until the long wait's end (Ledger.postpone)
 )
 
 
@@ -95,7 +93,6 @@ def recording_row(ledger: Ledger, rid: str) -> dict[str, Any] | None:
                 "source",
                 "details",
                 "stopped_at",
-                "settle_wake_at",
             )
         }
 
@@ -166,8 +163,9 @@ class Side:
             self.ledger.stop_gme_task(self.task_id, now=now)
             return
         if state == "look":
-            until = now + timedelta(seconds=40)
-            self.ledger.postpone(self.rid, until, wake_at=until, now=now)
+            view = self.ledger.recording(self.rid)
+            seen_due = view.settle_due_at if view else None
+            self.ledger.postpone(self.rid, now + timedelta(seconds=40), seen_due=seen_due)
             return
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if state == RecordingState.PROCESSING:
@@ -199,11 +197,7 @@ def test_one_statement_matches_the_step_by_step_transaction(pg_ledger: Ledger, s
                 for side in (fast, steps)
             ]
             a, b = answers
-            assert (a.duplicate, a.dispatches_settle, a.settle_wake_at) == (
-                b.duplicate,
-                b.dispatches_settle,
-                b.settle_wake_at,
-            ), (number, op)
+            assert a.duplicate == b.duplicate, (number, op)
         assert recording_row(pg_ledger, fast.rid) == recording_row(pg_ledger, steps.rid), (
             number,
             op,
@@ -212,10 +206,10 @@ def test_one_statement_matches_the_step_by_step_transaction(pg_ledger: Ledger, s
     assert callback_rows(pg_ledger, fast.rid) == callback_rows(pg_ledger, steps.rid)
 
 
-def test_racing_retries_store_each_event_once_and_open_settle_once(pg_ledger: Ledger):
+def test_racing_retries_store_each_event_once(pg_ledger: Ledger):
     """Eight webhook threads receive the same 30 events (the vendor retrying everything) in
     their own orders, at once: one callback row per event, every retry counted, every
-    segment uploaded under its uploaded file name, and one settle handed out."""
+    segment uploaded under its uploaded file name, one recording collecting."""
     events = [event("2001", t, seq, 0) for seq in range(10) for t in (1, 2, 3)]
     results: list[IntakeResult] = []
     errors: list[BaseException] = []
@@ -247,7 +241,6 @@ def test_racing_retries_store_each_event_once_and_open_settle_once(pg_ledger: Le
     assert errors == []
     assert len(results) == 8 * len(events)
     assert sum(not r.duplicate for r in results) == len(events)
-    assert sum(r.dispatches_settle for r in results) == 1
     rid = key("2001").recording_id
     callbacks = callback_rows(pg_ledger, rid)
     assert len(callbacks) == len(events)

@@ -5,13 +5,9 @@ import json
 import time
 from datetime import timedelta
 
-import pytest
-
 from storage.domain.rooms import room_id
 from storage.ledger import Ledger, utcnow
 from webhook.callbacks import parse_gme
-
-pytestmark = pytest.mark.integration
 
 BIZ, TASK = 1400000000, "446946705284000555"
 

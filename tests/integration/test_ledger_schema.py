@@ -3,14 +3,11 @@ builds is what the code reads and writes, on PostgreSQL and on SQLite."""
 
 from __future__ import annotations
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from storage.ledger import Ledger
 from storage.ledger.tables import Base
-
-pytestmark = pytest.mark.integration
 
 # The search index over transcript lines is of one database each, made by the migration
 # in SQL the ORM does not describe: the trigram index on PostgreSQL, the FTS5 table (and

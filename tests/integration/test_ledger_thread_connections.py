@@ -14,8 +14,6 @@ from sqlalchemy import create_engine, text
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, LedgerUnavailableError
 
-pytestmark = pytest.mark.integration
-
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 

@@ -12,8 +12,6 @@ from storage.domain.transcripts import TranscriptLineView
 from storage.ledger import Ledger, utcnow
 from webhook.callbacks import parse_gme
 
-pytestmark = pytest.mark.integration
-
 BIZ, TASK = 1400000000, "446946705284000556"
 
 LINES = {

@@ -26,10 +26,8 @@ from storage.objectstore import ObjectStore, store_from_url
 from tasks import expiry
 from tasks.archive import archive_prefix
 from tasks.services import Services
-from tests.console_helpers import PASSWORD, add_people, sign_in, store_gme
+from tests.support.console import PASSWORD, add_people, sign_in, store_gme
 from webhook.callbacks import parse_gme
-
-pytestmark = pytest.mark.integration
 
 TASK = "446946705284000931"
 HOOK = "http://127.0.0.1:9/hooks"

@@ -14,9 +14,7 @@ from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
 from tasks.media.audio import KEEP_LEVELS, Finishing
 from tasks.media.tools import Tools
-from tests.media import ANALYSIS_RATE, decode, dominant_frequency, duration
-
-pytestmark = pytest.mark.integration
+from tests.support.media import ANALYSIS_RATE, decode, dominant_frequency, duration
 
 BEIJING = timezone(timedelta(hours=8))
 TASK = "446946705284000321"
@@ -172,3 +170,54 @@ def test_with_loudness_off_levels_stay_and_are_still_measured(tone, tmp_path: Pa
         assert abs(integrated_loudness(output.path) - finished.after.integrated_lufs) <= 1.0
     [span] = finished.speech
     assert span[0] == 0.0 and abs(span[1] - finished.outputs[0].duration_s) <= 0.1
+
+
+def decoded_seconds(path: Path, rate: int) -> float:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-ac", "1", "-ar", str(rate),
+         "-f", "f32le", "-"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return len(raw) / 4 / rate
+
+
+@pytest.mark.parametrize(
+    ("path", "clocks", "finishing"),
+    [
+        ("copy", ["10-00-00", "10-00-01", "10-00-03", "10-00-04", "10-00-06", "10-00-07"],
+         KEEP_LEVELS),
+        ("normalized", ["10-00-00", "10-00-01", "10-00-03", "10-00-04", "10-00-06", "10-00-07"],
+         Finishing(target_lufs=-16.0, silence_db=-40.0)),
+        ("gap-filling", ["10-00-00", "10-00-01", "10-00-09", "10-00-10", "10-00-12", "10-00-19"],
+         KEEP_LEVELS),
+    ],
+)  # fmt: skip
+def test_the_archived_length_is_the_timeline_length_in_every_path(
+    tone, tmp_path: Path, path: str, clocks: list[str], finishing: Finishing
+):
+    """Six 1.5 s mp3 segments (each ~35 ms of encoder padding the decoder trims): the holes
+    are silence in every path, so each output (container and samples) lasts the timeline's
+    length within one AAC frame, and so does the manifest's duration_s."""
+    store = LocalStore(tmp_path / "src")
+    segments = []
+    for seq, clock in enumerate(clocks):
+        store.put(key(clock, seq), tone(f"{seq}.mp3", 300 + 100 * seq, 1.5, sample_rate=48000))
+        segments.append((seq, key(clock, seq)))
+    _sources, timeline, plan, finished = build(
+        store, segments, tmp_path, formats=("m4a", "mp3"), finishing=finishing
+    )
+    assert plan.copy and bool(timeline.gaps) == (path == "gap-filling")
+    assert (finished.target_lufs is not None) == (path == "normalized")
+    frame = 1024 / 48000
+    length = timeline.duration_s
+    for output in finished.outputs:
+        copied = output.format == "mp3" and path == "copy"
+        # A copied mp3 is every frame of each segment; its decoder trims the first one's
+        # encoder delay and the last one's padding as it would in the segments themselves.
+        if not copied:
+            assert abs(decoded_seconds(output.path, 48000) - length) <= frame, output.format
+        # An encoded mp3's frames hold its encoder's own delay and padding (its decoder
+        # trims them, as above); an m4a's container and a copied mp3's frames are exact.
+        if output.format == "m4a" or copied:
+            assert abs(output.duration_s - length) <= frame, (output.format, length)
+            assert abs(duration(output.path) - length) <= frame, output.format

@@ -11,8 +11,6 @@ import pytest
 from storage.domain import UnsafeKeyError
 from storage.objectstore import HTTPStore, store_from_url
 
-pytestmark = pytest.mark.integration
-
 
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:

@@ -7,8 +7,6 @@ import pytest
 from storage.domain import UnsafeKeyError
 from storage.objectstore import S3Store, store_from_url
 
-pytestmark = pytest.mark.integration
-
 
 def test_round_trip_listing_and_missing_objects(s3_endpoint, bucket, tmp_path: Path):
     store = store_from_url(f"s3://{bucket}/pre/fix?endpoint_url={s3_endpoint}&region=us-east-1")

@@ -3,9 +3,6 @@ lines carry the recording, and /readyz reports a really unreachable ledger and b
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -15,32 +12,23 @@ from pathlib import Path
 
 import pytest
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.event import listen, remove
 
 from foundation import logs
 from foundation import metrics as shared
 from foundation.config import Settings
-from recpipe.webapp import create_app
+from recpipe.webapp import create_app, create_internal_app
 from storage.domain import GmeEvent, GmeRecordingKey
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import LocalStore
 from tasks import processing
 from tasks.services import Services
-
-pytestmark = pytest.mark.integration
+from tests.support.metrics import sample
+from tests.support.services import closed_port
+from tests.support.signing import sign_gme
 
 BIZ, SECRET = 1400000000, "observe-test-key"
 STEPS = ("fetch", "concat", "transcode", "archive")
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """A sample's value in Prometheus text, 0 when absent."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    return 0.0
 
 
 def scrape() -> str:
@@ -82,7 +70,7 @@ def gme_body(task_id: str, file_name: str, seq: int = 0) -> bytes:
 
 
 def signature(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    return sign_gme(SECRET, body)
 
 
 def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
@@ -90,7 +78,8 @@ def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
     as unauthorized, and the new recording shows in recpipe_recordings{state=collecting}."""
     settings, ledger = env
     client = create_app(settings, ledger=ledger).test_client()
-    before = client.get("/metrics").get_data(as_text=True)
+    internal = create_internal_app(settings, ledger=ledger).test_client()
+    before = internal.get("/metrics").get_data(as_text=True)
     assert sample(before, "recpipe_recordings", state="collecting") == 0
     assert sample(before, "recpipe_ledger_up") == 1
 
@@ -101,7 +90,7 @@ def test_metrics_count_an_accepted_callback_and_the_recording_it_opened(env):
     refused = client.post("/callbacks/gme", data=body, headers={**headers, "Signature": "AAAA"})
     assert refused.status_code == 401
 
-    after = client.get("/metrics").get_data(as_text=True)
+    after = internal.get("/metrics").get_data(as_text=True)
     for outcome in ("accepted", "unauthorized"):
         labels = {"provider": "gme", "outcome": outcome}
         assert sample(after, "recpipe_callbacks_total", **labels) == (
@@ -120,7 +109,7 @@ def test_metrics_still_answer_when_the_ledger_is_down(tmp_path: Path):
             "RECPIPE_DATABASE_URL": f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none",
         }
     )
-    app = create_app(settings)
+    app = create_internal_app(settings)
     response = app.test_client().get("/metrics")
     app.extensions["recpipe"]["ledger"].dispose()
     assert response.status_code == 200
@@ -237,13 +226,6 @@ def test_a_failing_step_is_in_the_step_list_the_run_ends_with(env, tmp_path: Pat
 # -- readiness ----------------------------------------------------------------------------
 
 
-def closed_port() -> int:
-    """A port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections (the kernel's backlog) and never says a word: a hung
@@ -262,7 +244,7 @@ def readyz(tmp_path: Path, database_url: str, broker_url: str):
             "RECPIPE_BROKER_URL": broker_url,
         }
     )
-    app = create_app(settings)
+    app = create_internal_app(settings)
     try:
         return app.test_client().get("/readyz")
     finally:

@@ -10,10 +10,8 @@ from kombu import Connection, Exchange, Queue
 
 from foundation.config import Settings
 from foundation.queues import QueueDepth
-from tests.conftest import wait_for
-from tests.integration.test_observe import closed_port
-
-pytestmark = pytest.mark.integration
+from tests.support.services import closed_port
+from tests.support.waits import wait_for
 
 
 def scrape(settings: Settings) -> dict[str, float]:

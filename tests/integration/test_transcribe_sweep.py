@@ -15,8 +15,6 @@ from tasks.services import Services
 from tasks.transcripts import transcribe as transcribing
 from tests.integration.test_ledger_transcripts import archived
 
-pytestmark = pytest.mark.integration
-
 
 def services(ledger: Ledger, tmp_path: Path, engine: str = "pocketsphinx") -> Services:
     settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_TRANSCRIBE": engine,
@@ -80,7 +78,7 @@ def test_a_real_whisper_model_hears_english_on_its_timeline(tmp_path: Path):
     import numpy as np
 
     from tasks.transcripts.engines import Whisper
-    from tests.media import speak_word
+    from tests.support.media import speak_word
 
     rate = 16000
     track = np.zeros(6 * rate, dtype=np.float32)

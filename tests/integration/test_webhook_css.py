@@ -15,8 +15,6 @@ from storage.ledger import Ledger, utcnow
 from storage.ledger.tables import Callback, CssFile
 from webhook.verify import css_sign
 
-pytestmark = pytest.mark.integration
-
 KEY = "css-test-key"
 T0 = 1_700_000_000
 
@@ -28,7 +26,7 @@ def body(file_id: str = "f1", start: int = T0, end: int = T0 + 10, **extra) -> d
         "stream_id": "room_42", "channel_id": "room_42", "file_id": file_id,
         "record_file_id": file_id, "file_format": "mp4", "start_time": start, "end_time": end,
         "duration": end - start, "file_size": 1000,
-        "video_url": f"https://a.vod2.myqcloud.com/{file_id}.mp4",
+        "video_url": f"https://1253000000.vod2.myqcloud.com/{file_id}.mp4",
         "callback_ext": '{"video_codec":"h264"}', "t": t, "sign": css_sign(KEY, t), **extra,
     }  # fmt: skip
 
@@ -39,6 +37,7 @@ def app_env(request, tmp_path: Path):
         "RECPIPE_DATA_DIR": str(tmp_path),
         "RECPIPE_CSS_CALLBACK_KEY": KEY,
         "RECPIPE_CSS_JOIN_GAP_SECONDS": "3",
+        "RECPIPE_CSS_APP_IDS": "1253000000",
     }
     if request.param == "postgresql":
         env["RECPIPE_DATABASE_URL"] = request.getfixturevalue("pg_url")
@@ -71,7 +70,8 @@ def test_a_file_is_stored_once_however_often_the_vendor_retries(app_env):
     with ledger.session() as s:
         assert s.scalar(select(Callback.duplicates)) == 2
         assert s.scalar(select(Callback.dispatched_at)) is not None
-    assert len(list((settings.broker_dir / "queue").iterdir())) == 1, "one settle task"
+    queue = settings.broker_dir / "queue"
+    assert not queue.exists() or not any(queue.iterdir()), "nothing sent: the clock settles"
     [rid] = ledger.find_recordings("f1")
     recording = ledger.recording(rid)
     assert rid.startswith("css-room_42-1700000000-")
@@ -122,6 +122,83 @@ def test_refused_callbacks_store_nothing(app_env, make, status, field):
     assert code == status and "error" in answer
     assert answer.get("field") == field
     assert count(ledger, Callback) == 0 and count(ledger, CssFile) == 0
+
+
+def test_a_replayed_sign_with_a_forged_file_and_a_foreign_bucket_is_refused(app_env):
+    """The sign covers only `t`: a captured callback sent again with another file_id and a
+    video_url on a bucket of someone else's is 400 (video_url), stores nothing, and the
+    victim stream's recording keeps its one file."""
+    client, ledger, _ = app_env
+    captured = body("real")
+    assert post(client, captured)[0] == 200
+    for url in (
+        "https://attacker-1300000000.cos.ap-guangzhou.myqcloud.com/x.mp4",
+        "https://1300000000.vod2.myqcloud.com/x.mp4",
+        "https://1253000000.vod2.myqcloud.com.evil.example/x.mp4",
+        "https://evil.example/1253000000.vod2.myqcloud.com/x.mp4",
+    ):
+        forged = {**captured, "file_id": "forged", "record_file_id": "forged", "video_url": url}
+        code, answer = post(client, forged)
+        assert (code, answer.get("field")) == (400, "video_url"), url
+    assert count(ledger, Callback) == 1 and count(ledger, CssFile) == 1
+
+
+def test_a_replayed_sign_claiming_another_appid_is_refused(app_env):
+    """An attacker's own appid would make `{appid}.vod2.myqcloud.com` their VOD domain: an
+    appid outside RECPIPE_CSS_APP_IDS is 401 and nothing is stored."""
+    client, ledger, _ = app_env
+    forged = {
+        **body("forged"),
+        "appid": 1300000000,
+        "video_url": "https://1300000000.vod2.myqcloud.com/x.mp4",
+    }
+    assert post(client, forged)[0] == 401
+    assert post(client, {**body("forged"), "appid": True})[0] == 401
+    assert count(ledger, Callback) == 0
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    ["*.myqcloud.com", "*.vod2.myqcloud.com", "*", "{appid}.vod2.myqcloud.com"],
+)
+def test_css_intake_does_not_start_with_hosts_broader_than_the_operators_own(
+    tmp_path: Path, hosts: str
+):
+    """Default hosts without app ids, or any wildcard over a shared cloud domain: refused at
+    start, with one message naming the setting."""
+    from foundation.config import ConfigError
+
+    env = {"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_CSS_CALLBACK_KEY": KEY}
+    if hosts != "{appid}.vod2.myqcloud.com":
+        env |= {"RECPIPE_CSS_ALLOWED_HOSTS": hosts, "RECPIPE_CSS_APP_IDS": "1253000000"}
+    settings = Settings.from_env(env)
+    with pytest.raises(
+        ConfigError, match=r"RECPIPE_CSS_ALLOWED_HOSTS: .*RECPIPE_CSS_ALLOW_BROAD_HOSTS=1"
+    ):
+        create_app(settings, ledger=Ledger(settings.database_url))
+
+
+def test_accepting_broad_hosts_warns_at_every_start(tmp_path: Path):
+    """RECPIPE_CSS_ALLOW_BROAD_HOSTS=1 starts intake with `*.myqcloud.com`, and each start
+    logs a warning naming the pattern."""
+    from structlog.testing import capture_logs
+
+    settings = Settings.from_env(
+        {
+            "RECPIPE_DATA_DIR": str(tmp_path),
+            "RECPIPE_CSS_CALLBACK_KEY": KEY,
+            "RECPIPE_CSS_ALLOWED_HOSTS": "*.myqcloud.com",
+            "RECPIPE_CSS_ALLOW_BROAD_HOSTS": "1",
+        }
+    )
+    ledger = Ledger(settings.database_url)
+    for _start in range(2):
+        with capture_logs() as logs:
+            create_app(settings, ledger=ledger)
+        warnings = [e for e in logs if e["event"] == "css.broad_allowed_hosts"]
+        assert len(warnings) == 1 and "'*.myqcloud.com'" in warnings[0]["problem"]
+        assert warnings[0]["log_level"] == "warning"
+    ledger.dispose()
 
 
 def test_no_key_configured_refuses_every_css_callback(tmp_path: Path):

@@ -1,21 +1,17 @@
 """POST /callbacks/gme through the Flask app, with a real ledger and the embedded broker."""
 
-import base64
-import hashlib
-import hmac
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from foundation.config import Settings
-from recpipe.webapp import create_app
+from recpipe.webapp import create_app, create_apps, create_internal_app
 from storage.ledger import Ledger
 from storage.ledger.tables import Callback
-
-pytestmark = pytest.mark.integration
+from tests.support.signing import gme_signature, sign_gme
 
 BIZ, SECRET = 1400000000, b"test-key"
 SAMPLE = {
@@ -31,7 +27,7 @@ SAMPLE = {
 
 
 def sign(body: bytes, key: bytes = SECRET) -> str:
-    return base64.b64encode(hmac.new(key, body, hashlib.sha1).digest()).decode()
+    return sign_gme(key, body)
 
 
 @pytest.fixture
@@ -63,6 +59,12 @@ def post(client, body: bytes, signature: str | None = None, **headers):
     )
 
 
+def queued(settings: Settings) -> list[Path]:
+    """The messages handed to the embedded broker."""
+    folder = settings.broker_dir / "queue"
+    return list(folder.iterdir()) if folder.exists() else []
+
+
 def test_accepts_and_stores_once_with_duplicates(app_env):
     client, ledger, settings = app_env
     body = json.dumps(SAMPLE).encode()
@@ -70,35 +72,7 @@ def test_accepts_and_stores_once_with_duplicates(app_env):
         response = post(client, body, sign(body))
         assert response.status_code == 200 and response.get_json() == {"code": 0}
     assert stored(ledger) == 1
-    queued = list((settings.broker_dir / "queue").iterdir())
-    assert len(queued) == 1, "one settle task handed to the broker, not one per duplicate"
-
-
-def test_a_settle_task_looks_a_fifth_of_a_second_after_the_short_window(app_env):
-    """The settle task an upload hands out is due the short window (the quiet time that is
-    enough for a complete recording) plus 0.2 s after the callback: a complete recording
-    is finalized when its window ends, not a second later."""
-    client, _, settings = app_env
-    body = json.dumps(SAMPLE).encode()
-    before = datetime.now(UTC)
-    assert post(client, body, sign(body)).status_code == 200
-    after = datetime.now(UTC)
-    [queued] = (settings.broker_dir / "queue").iterdir()
-    message = json.loads(queued.read_text())
-    assert message["headers"]["task"] == "recpipe.settle"
-    eta = datetime.fromisoformat(message["headers"]["eta"])
-    due = timedelta(seconds=min(settings.settle_complete_seconds, settings.settle_seconds) + 0.2)
-    assert before + due <= eta <= after + due, (eta - before, eta - after)
-
-
-def queued_settles(settings: Settings) -> list[datetime]:
-    """The settle tasks handed to the broker, by their eta, in order."""
-    etas = []
-    for queued in (settings.broker_dir / "queue").iterdir():
-        headers = json.loads(queued.read_text())["headers"]
-        assert headers["task"] == "recpipe.settle"
-        etas.append(datetime.fromisoformat(headers["eta"]))
-    return sorted(etas)
+    assert queued(settings) == [], "the webhook writes a settle time; beat's clock sends"
 
 
 def gme_event(event_type: int, seq_no: int, task_id: int = SAMPLE["TaskID"]) -> bytes:  # type: ignore[assignment]
@@ -109,57 +83,27 @@ def gme_event(event_type: int, seq_no: int, task_id: int = SAMPLE["TaskID"]) -> 
     ).encode()  # fmt: skip
 
 
-def test_interleaved_recordings_hand_out_one_settle_task_each(app_env):
-    """As bench/webhook_load.py posts: the events of a segment in the seconds after the
-    first are due later than the first settle task looks, so they hand out nothing."""
-    client, _, settings = app_env
-    tasks = [446946705284000100 + n for n in range(5)]
-    for event_type in (1, 2, 3):
-        for task_id in tasks:
-            body = gme_event(event_type, 0, task_id)
-            assert post(client, body, sign(body)).status_code == 200
-    assert len(queued_settles(settings)) == len(tasks)
-
-
-def test_the_completing_upload_hands_out_a_settle_task_for_the_short_window(app_env):
-    """The recording's settle task looked while segment 0 was open and sleeps until the
-    long window: a completion (due later than that) hands out nothing; the upload that
-    completes it does, timed for the short window, and records that as the wake."""
+def test_the_completing_upload_makes_the_recording_due_after_the_short_window(app_env):
+    """An open segment keeps the long window; the event that completes the recording
+    makes it due the short window after itself, with nothing sent to the broker."""
     from storage.domain import GmeRecordingKey
-    from storage.ledger.engine import aware
-    from storage.ledger.tables import Recording
 
     client, ledger, settings = app_env
     rid = GmeRecordingKey(BIZ, "100", "999", str(SAMPLE["TaskID"]), 1).recording_id
-    body = gme_event(1, 0)
-    assert post(client, body, sign(body)).status_code == 200
-    [first] = queued_settles(settings)
-    # The first task looks (after the short window) and sleeps until the long window.
-    looked = first + timedelta(seconds=0.01)
-    until = datetime.now(UTC) + timedelta(seconds=settings.settle_seconds)
-    assert ledger.postpone(rid, until, wake_at=until, now=looked)
-    body = gme_event(2, 0)
-    assert post(client, body, sign(body)).status_code == 200
-    assert queued_settles(settings) == [first]
-    body = gme_event(3, 0)
-    before = datetime.now(UTC)
-    assert post(client, body, sign(body)).status_code == 200
-    after = datetime.now(UTC)
-    etas = queued_settles(settings)
-    assert len(etas) == 2
-    short = timedelta(seconds=min(settings.settle_complete_seconds, settings.settle_seconds))
-    margin = timedelta(seconds=0.2)
-    assert before + short + margin <= etas[1] <= after + short + margin
-    with ledger.session() as s:
-        wake = aware(s.get_one(Recording, rid).settle_wake_at)
-    assert before + short <= wake <= after + short
-    assert wake + margin <= etas[1] <= wake + margin + (after - before)
+    for event_type in (1, 2, 3):
+        body = gme_event(event_type, 0)
+        assert post(client, body, sign(body)).status_code == 200
+        view = ledger.recording(rid)
+        assert view is not None and view.settle_due_at is not None
+        window = settings.settle_complete_seconds if event_type == 3 else settings.settle_seconds
+        assert view.settle_due_at == view.last_event_at + timedelta(seconds=window)
+    assert queued(settings) == []
 
 
 def test_hex_signature_is_accepted(app_env):
     client, _, _ = app_env
     body = json.dumps(SAMPLE).encode()
-    digest = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
+    digest = gme_signature(SECRET, body).hex()
     assert post(client, body, digest).status_code == 200
 
 
@@ -214,22 +158,32 @@ def test_ledger_down_is_503_so_the_vendor_retries(tmp_path: Path):
             "RECPIPE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
         }
     )
-    client = create_app(settings).test_client()
+    public, internal = create_apps(settings)
     body = json.dumps(SAMPLE).encode()
-    response = post(client, body, sign(body))
+    response = post(public.test_client(), body, sign(body))
     assert response.status_code == 503
-    ready = client.get("/readyz")
+    ready = internal.test_client().get("/readyz")
     assert ready.status_code == 503 and "ledger" in ready.get_json()["reasons"]
 
 
 def test_health_ready_and_metrics(app_env):
-    client, _, _ = app_env
+    """/healthz on the public app; /readyz and /metrics on the internal one only."""
+    client, ledger, settings = app_env
+    internal = create_internal_app(settings, ledger=ledger).test_client()
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    assert internal.get("/readyz").status_code == 200
     body = json.dumps(SAMPLE).encode()
     post(client, body, sign(body))
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = internal.get("/metrics").get_data(as_text=True)
     assert 'recpipe_callbacks_total{outcome="accepted",provider="gme"}' in metrics
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/metrics"])
+def test_the_public_app_does_not_serve_readiness_or_metrics(app_env, path: str):
+    """Queue depths, recording counts and the first line of a ledger or broker error are
+    not for the internet: 404 on the public app."""
+    client, _, _ = app_env
+    assert client.get(path).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,6 @@
 a lying, absent or chunked length are refused before they are read whole, nothing is stored,
 and the server keeps serving."""
 
-import base64
-import hashlib
-import hmac
 import json
 import socket
 
@@ -13,9 +10,8 @@ import requests
 from sqlalchemy import func, select
 
 from storage.ledger.tables import Callback
-from tests.stack import Stack
-
-pytestmark = pytest.mark.integration
+from tests.support.signing import sign_gme
+from tests.support.stack import Stack
 
 BIZ, SECRET, LIMIT = 1400000000, "http-test-key", 4096
 
@@ -80,7 +76,7 @@ def test_chunked_body_over_the_limit_is_413(server):
 
 def test_lying_short_length_truncates_the_body_and_fails_its_signature(server):
     body = json.dumps({"BizID": BIZ, "pad": "x" * 100}).encode()
-    signature = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    signature = sign_gme(SECRET, body)
     head = (
         "POST /callbacks/gme HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         f"Signature: {signature}\r\nContent-Length: 20\r\n\r\n"

@@ -13,8 +13,6 @@ from foundation.config import Settings
 from storage.ledger import LedgerUnavailableError
 from tasks import context
 
-pytestmark = pytest.mark.integration
-
 
 def closed_port() -> int:
     """A port nothing listens on."""

@@ -5,7 +5,8 @@ from foundation.config import ConfigError, Settings
 
 def test_css_settings_have_safe_defaults():
     s = Settings.from_env({})
-    assert s.css_allowed_hosts == ("*.myqcloud.com",)
+    assert s.css_allowed_hosts == ("{appid}.vod2.myqcloud.com",)
+    assert s.css_app_ids == frozenset() and not s.css_allow_broad_hosts
     assert s.video_formats == ("mp4", "m4a") and s.css_join_gap_seconds == 5.0
 
 
@@ -26,7 +27,8 @@ def test_css_settings_are_read_from_the_environment():
 @pytest.mark.parametrize(
     ("name", "value"),
     [("RECPIPE_VIDEO_FORMATS", "mkv"), ("RECPIPE_VIDEO_FORMATS", ""),
-     ("RECPIPE_CSS_JOIN_GAP_SECONDS", "soon"), ("RECPIPE_CSS_MAX_FILE_BYTES", "0")],
+     ("RECPIPE_CSS_JOIN_GAP_SECONDS", "soon"), ("RECPIPE_CSS_MAX_FILE_BYTES", "0"),
+     ("RECPIPE_CSS_APP_IDS", "1253000000,abc"), ("RECPIPE_CSS_ALLOW_BROAD_HOSTS", "maybe")],
 )  # fmt: skip
 def test_bad_css_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -59,6 +59,7 @@ def test_default_policy_allows_vod_hosts():
         "http://10.0.0.8/f.mp4",
         "http://[::ffff:127.0.0.1]/f.mp4",
         "http://[fe80::1]/f.mp4",
+        "http://[fec0::1]/f.mp4",
         "http://0.0.0.0/f.mp4",
         "http://224.0.0.1/f.mp4",
     ],
@@ -67,6 +68,7 @@ def test_default_policy_allows_vod_hosts():
         "private",
         "ipv4-mapped-loopback",
         "link-local-v6",
+        "site-local-v6",
         "unspecified",
         "multicast",
     ],
@@ -77,7 +79,7 @@ def test_a_pattern_never_matches_a_special_address_literal(url):
 
 
 def test_a_literal_entry_allows_exactly_that_address():
-    target = check_url("http://127.0.0.1:8000/f.mp4", ("127.0.0.1",))
+    target = check_url("http://127.0.0.1:8000/f.mp4", ("127.0.0.1:8000",))
     assert target.exact and choose_address(target, []) == "127.0.0.1"
     with pytest.raises(FetchError):
         check_url("http://127.0.0.2/f.mp4", ("127.0.0.1",))
@@ -85,8 +87,46 @@ def test_a_literal_entry_allows_exactly_that_address():
         check_url("http://[::ffff:127.0.0.1]/f.mp4", ("127.0.0.1",))
 
 
+@pytest.mark.parametrize(
+    ("url", "entry"),
+    [
+        ("http://10.0.0.5/f.mp4", "10.0.0.5"),
+        ("https://10.0.0.5/f.mp4", "10.0.0.5"),
+        ("http://10.0.0.5:80/f.mp4", "10.0.0.5"),
+        ("http://10.0.0.5:8080/f.mp4", "10.0.0.5:8080"),
+        ("http://[fd00::5]/f.mp4", "fd00::5"),
+        ("https://[fd00::5]/f.mp4", "[fd00::5]"),
+        ("http://[fd00::5]:8080/f.mp4", "[fd00::5]:8080"),
+        ("http://localhost/f.mp4", "localhost"),
+        ("http://localhost:8080/f.mp4", "localhost:8080"),
+    ],
+)
+def test_a_literal_entry_allows_the_port_it_names_or_80_and_443(url, entry):
+    assert check_url(url, (entry,)).exact
+
+
+@pytest.mark.parametrize(
+    ("url", "entry"),
+    [
+        ("http://10.0.0.5:8080/f.mp4", "10.0.0.5"),
+        ("http://10.0.0.5:6379/f.mp4", "10.0.0.5"),
+        ("http://10.0.0.5:22/f.mp4", "10.0.0.5"),
+        ("http://10.0.0.5/f.mp4", "10.0.0.5:8080"),
+        ("https://10.0.0.5:8443/f.mp4", "10.0.0.5:8080"),
+        ("http://[fd00::5]:2375/f.mp4", "fd00::5"),
+        ("http://[fd00::5]:80/f.mp4", "[fd00::5]:8080"),
+        ("http://localhost:6379/f.mp4", "localhost"),
+        ("http://localhost:9108/f.mp4", "localhost:8080"),
+    ],
+)
+def test_a_literal_entry_refuses_every_other_port(url, entry):
+    """`10.0.0.5` allowed for its web server does not open its Redis or Docker port."""
+    with pytest.raises(FetchError, match=r"port \d+ of .* is not in RECPIPE_CSS_ALLOWED_HOSTS"):
+        check_url(url, (entry,))
+
+
 def test_localhost_entry_allows_only_loopback_answers():
-    target = check_url("http://localhost:8000/f.mp4", ("localhost",))
+    target = check_url("http://localhost:8000/f.mp4", ("localhost:8000",))
     assert choose_address(target, ["::1", "127.0.0.1"]) == "::1"
     with pytest.raises(FetchError):
         choose_address(target, ["10.1.2.3"])
@@ -104,6 +144,7 @@ def test_localhost_entry_allows_only_loopback_answers():
         ["::1"],
         ["fd00::1"],
         ["fe80::1%eth0"],
+        ["fec0::1"],
         ["::ffff:10.0.0.1"],
         ["2002:7f00:1::"],
         ["0.0.0.0"],  # noqa: S104 - an answer to refuse, not a bind
@@ -113,7 +154,8 @@ def test_localhost_entry_allows_only_loopback_answers():
     ],
     ids=[
         "loopback", "private-10", "private-172", "private-192", "link-local", "cgnat",
-        "v6-loopback", "v6-unique-local", "v6-link-local", "v4-mapped-private", "6to4-loopback",
+        "v6-loopback", "v6-unique-local", "v6-link-local", "v6-site-local", "v4-mapped-private",
+        "6to4-loopback",
         "unspecified", "reserved", "rebinding-mix", "no-answer",
     ],
 )  # fmt: skip
@@ -131,7 +173,8 @@ def test_a_host_resolving_to_public_addresses_connects_to_the_first():
 @pytest.mark.parametrize(
     ("address", "public"),
     [(PUBLIC, True), ("8.8.8.8", True), ("2606:4700::1111", True), ("10.0.0.1", False),
-     ("::ffff:192.168.0.1", False), ("ff02::1", False), ("192.0.2.1", False)],
+     ("::ffff:192.168.0.1", False), ("ff02::1", False), ("192.0.2.1", False),
+     ("fec0::1", False), ("feff:ffff::1", False)],
 )  # fmt: skip
 def test_public_address_classification(address, public):
     assert is_public_address(address) is public

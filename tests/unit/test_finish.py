@@ -3,34 +3,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.media.audio import PeakCollector
+from tasks.media.audio import PeakCollector, loud_excerpt
 from tasks.media.finish import (
     FinishError,
+    Gain,
     Loudness,
+    analysis_command,
+    choose_gain,
+    encode_command,
     finish_command,
-    measure_command,
+    needs_true_peak,
     parse_ebur128,
-    parse_loudnorm,
     parse_silences,
+    parse_true_peak,
     peaks_document,
     speech_spans,
 )
-
-LOUDNORM_LOG = """size=N/A time=00:00:06.52 bitrate=N/A speed=67.1x
-[Parsed_loudnorm_1 @ 0x5567f2555740]
-{
-\t"input_i" : "-22.49",
-\t"input_tp" : "-18.48",
-\t"input_lra" : "2.90",
-\t"input_thresh" : "-32.63",
-\t"output_i" : "-16.10",
-\t"output_tp" : "-9.16",
-\t"output_lra" : "2.40",
-\t"output_thresh" : "-26.2",
-\t"normalization_type" : "linear",
-\t"target_offset" : "0.1"
-}
-"""
 
 EBUR128_LOG = """[Parsed_ebur128_1 @ 0x1] Summary:
 
@@ -45,29 +33,92 @@ EBUR128_LOG = """[Parsed_ebur128_1 @ 0x1] Summary:
     Peak:      -18.5 dBFS
 """
 
+SAMPLE_PEAK_LOG = EBUR128_LOG.replace("True peak:", "Sample peak:").replace("-18.5", "-19.0")
+SILENCE_LOG = """[Parsed_ebur128_0 @ 0x1] Summary:
+  Integrated loudness:
+    I:         -70.0 LUFS
+  Loudness range:
+    LRA:         0.0 LU
+  Sample peak:
+    Peak:       -inf dBFS
+"""
 
-def test_loudnorm_report_gives_input_and_output_measurements():
-    assert parse_loudnorm(LOUDNORM_LOG) == Loudness(-22.49, -18.48, 2.90, -32.63)
-    assert parse_loudnorm(LOUDNORM_LOG, "output").integrated_lufs == -16.10
 
-
-def test_silence_measures_minus_infinity_and_is_not_audible():
-    log = LOUDNORM_LOG.replace('"-22.49"', '"-inf"')
-    assert not parse_loudnorm(log).audible and parse_loudnorm(LOUDNORM_LOG).audible
-
-
-@pytest.mark.parametrize("log", ["", "no json here", "[Parsed_loudnorm_0 @ 1] {not json}"])
-def test_a_log_without_a_loudness_report_is_an_error(log):
-    with pytest.raises(FinishError):
-        parse_loudnorm(log)
+@pytest.mark.parametrize("log", ["", "no summary here", "Summary: nothing"])
+def test_a_log_without_a_loudness_summary_is_an_error(log):
     with pytest.raises(FinishError):
         parse_ebur128(log)
+    with pytest.raises(FinishError):
+        parse_true_peak(log)
 
 
-def test_ebur128_summary_is_read():
+def test_ebur128_summary_is_read_with_the_true_or_the_sample_peak():
     assert parse_ebur128(EBUR128_LOG).as_json() == {
-        "integrated_lufs": -22.2, "true_peak_dbtp": -18.5, "range_lu": 0.0
+        "integrated_lufs": -22.2, "true_peak_dbtp": -18.5, "sample_peak_dbfs": None,
+        "range_lu": 0.0,
     }  # fmt: skip
+    assert parse_ebur128(SAMPLE_PEAK_LOG).as_json() == {
+        "integrated_lufs": -22.2, "true_peak_dbtp": None, "sample_peak_dbfs": -19.0,
+        "range_lu": 0.0,
+    }  # fmt: skip
+    assert parse_true_peak(EBUR128_LOG) == -18.5
+
+
+def test_silence_has_no_level_and_says_so():
+    silent = parse_ebur128(SILENCE_LOG)
+    assert not silent.audible
+    assert silent.as_json() == {
+        "integrated_lufs": None, "true_peak_dbtp": None, "sample_peak_dbfs": None,
+        "range_lu": None, "silent": True,
+    }  # fmt: skip
+    assert choose_gain(silent, -16.0) == Gain(0.0)
+    assert not needs_true_peak(silent, -16.0)
+
+
+def test_the_gain_reaches_the_target_unless_the_peak_would_pass_the_ceiling():
+    quiet = Loudness(-30.0, float("nan"), 3.0, -20.0)  # +14 dB puts the peak at -6 dBFS
+    assert not needs_true_peak(quiet, -16.0)
+    assert choose_gain(quiet, -16.0) == Gain(14.0)
+    near = Loudness(-30.0, float("nan"), 3.0, -14.0)  # +14 dB: -0 dBFS, too close
+    assert needs_true_peak(near, -16.0)
+    measured = Loudness(-30.0, -13.5, 3.0, -14.0)
+    assert choose_gain(measured, -16.0) == Gain(-2.0 + 13.5, "true_peak")
+    loud = Loudness(-10.0, float("nan"), 3.0, -1.0)  # -6 dB: far under the ceiling
+    assert choose_gain(loud, -16.0) == Gain(-6.0)
+
+
+def test_after_a_gain_every_level_moves_by_it():
+    after = Loudness(-30.0, -12.0, 3.0, -13.0).shifted(10.0)
+    assert after == Loudness(-20.0, -2.0, 3.0, -3.0)
+
+
+def test_the_analysis_decode_measures_and_keeps_a_float_copy():
+    args = analysis_command(
+        "ffmpeg", ["-f", "concat", "-safe", "0", "-i", "l.txt"], Path("t.pcm"),
+        pre_filter="aresample=async=1", sample_rate=44100, channels=1,
+    )  # fmt: skip
+    graph = args[args.index("-filter_complex") + 1]
+    assert graph == (
+        "[0:a:0]aresample=async=1,ebur128=framelog=verbose:peak=sample,aresample=44100,"
+        "aformat=sample_fmts=flt:channel_layouts=mono[pcm]"
+    )
+    assert args[-5:] == ["-map", "[pcm]", "-f", "f32le", "t.pcm"]
+    assert "loudnorm" not in " ".join(args) and "192000" not in " ".join(args)
+
+
+def test_the_encode_applies_one_linear_gain_and_feeds_encoders_and_analysis():
+    args = encode_command(
+        "ffmpeg", Path("t.pcm"), [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
+        sample_rate=44100, channels=2, gain_db=6.5, silence_db=-40.0,
+    )  # fmt: skip
+    assert args[args.index("-i") - 6 : args.index("-i") + 2] == [
+        "-f", "f32le", "-ar", "44100", "-ac", "2", "-i", "t.pcm"
+    ]  # fmt: skip
+    graph = args[args.index("-filter_complex") + 1]
+    assert graph.startswith("[0:a:0]volume=6.5000dB:precision=float,asplit=3[o0][o1][m];")
+    assert "[m]silencedetect=n=-40.0dB:d=0.5,aresample=16000" in graph
+    assert "ebur128" not in graph and "copy" not in args
+    assert args[-7:] == ["-map", "[w]", "-f", "s16le", "-ac", "1", "pipe:1"]
 
 
 def test_silences_pair_up_and_one_still_open_ends_the_track():
@@ -91,40 +142,14 @@ def test_speech_spans_are_what_lies_between_silences_and_long_enough():
     assert speech_spans([(0.0, 4.2)], 4.2) == []
 
 
-def test_measuring_pass_writes_nothing():
-    args = measure_command("ffmpeg", ["-i", "in.flac"], "", -16.0)
-    assert args[-3:] == ["-f", "null", "-"]
-    assert "loudnorm=I=-16:TP=-1:LRA=11:print_format=json" in args
-
-
-def test_finishing_pass_normalizes_linearly_and_feeds_the_encoders_and_the_analysis():
-    measured = Loudness(-22.49, -18.48, 2.9, -32.63)
-    args = finish_command(
-        "ffmpeg", ["-f", "concat", "-safe", "0", "-i", "l.txt"],
-        [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
-        pre_filter="aresample=async=1", sample_rate=44100, target_lufs=-16.0,
-        measured=measured, silence_db=-40.0, copy_format="mp3",
-    )  # fmt: skip
-    graph = args[args.index("-filter_complex") + 1]
-    assert graph.startswith(
-        "[0:a:0]aresample=async=1,loudnorm=I=-16:TP=-1:LRA=11:measured_I=-22.49"
-    )
-    assert "linear=true" in graph
-    assert ",aresample=44100,aformat=channel_layouts=stereo,asplit=3[o0][o1][m];" in graph
-    assert "[m]silencedetect=n=-40.0dB:d=0.5,aresample=16000" in graph
-    assert "ebur128" not in graph  # loudnorm reports the level after
-    assert "copy" not in args  # the caller asks for no copy when it normalizes
-    assert args[-7:] == ["-map", "[w]", "-f", "s16le", "-ac", "1", "pipe:1"]
-
-
 def test_with_loudness_off_the_own_format_is_copied_and_ebur128_measures():
     args = finish_command(
         "ffmpeg", ["-i", "in.mp3"], [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
-        sample_rate=44100, target_lufs=None, measured=None, silence_db=-40.0,
-        copy_format="mp3",
+        silence_db=-40.0, copy_format="mp3",
     )  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
-    assert graph.startswith("[0:a:0]asplit=2[o0][m];") and "ebur128=peak=true" in graph
+    assert graph.startswith("[0:a:0]anull,asplit=2[o0][m];")
+    assert "ebur128=framelog=verbose:peak=true" in graph
     assert args[args.index("o.mp3") - 2 : args.index("o.mp3")] == ["-c:a", "copy"]
 
 
@@ -143,3 +168,22 @@ def test_peaks_document_is_audiowaveform_version_2():
         "version": 2, "channels": 1, "sample_rate": 16000, "samples_per_pixel": 320,
         "bits": 16, "length": 2, "data": [-3, 5, -100, 100],
     }  # fmt: skip
+
+
+def test_the_loud_excerpt_holds_only_the_blocks_near_the_peak(tmp_path: Path):
+    """A quiet stereo track with one loud burst: the excerpt is that burst's blocks with
+    faded context, silence around, not the whole track."""
+    frames = 48000 * 4
+    audio = np.full((frames, 2), 0.01, dtype="<f4")
+    audio[100_000:100_010] = 0.9
+    pcm = tmp_path / "t.pcm"
+    pcm.write_bytes(audio.tobytes())
+    out = tmp_path / "loud.pcm"
+    with out.open("wb") as f:
+        written = loud_excerpt(pcm, 2, 0.5, f)
+    excerpt = np.frombuffer(out.read_bytes(), dtype="<f4").reshape(-1, 2)
+    assert len(excerpt) == written < 4000
+    assert float(excerpt.max()) == pytest.approx(0.9)
+    assert excerpt[0].tolist() == [0.0, 0.0] and excerpt[-1].tolist() == [0.0, 0.0]
+    with out.open("wb") as f:
+        assert loud_excerpt(pcm, 2, 0.95, f) == 64  # nothing that loud: silence only

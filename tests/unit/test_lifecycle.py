@@ -1,4 +1,5 @@
-"""The lifecycle rules (storage.domain.lifecycle) against the table in tests/lifecycle_cases."""
+"""The lifecycle rules (storage.domain.lifecycle) against the table in
+tests/support/lifecycle.py."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from storage.domain.lifecycle import (
     SegmentStatus,
     TouchedRecording,
 )
-from tests.lifecycle_cases import (
+from tests.support.lifecycle import (
     CASES,
     COMPLETE_SECONDS,
     ERROR,
     SETTLE_SECONDS,
-    UNCHECKED,
     Case,
     Claim,
     Gme,
@@ -26,7 +26,6 @@ from tests.lifecycle_cases import (
     Stop,
     at,
     due_at,
-    wake_at,
 )
 
 
@@ -39,19 +38,20 @@ def tally(segments: dict[int, SegmentStatus], seq_no: int) -> lifecycle.Tally:
     )
 
 
-def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[int]]:
+def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus]]:
     """Fold the case's steps through the rules, as the ledger's step-by-step path does."""
     recording: RecordingStatus | None = None
     segments: dict[int, SegmentStatus] = {}
     seen: set[Gme] = set()
-    dispatches: list[int] = []
+    before: RecordingStatus | None = None  # the recording before the last step
     for number, step in enumerate(case.steps):
         now = case.when(number)
+        previous = recording
         if isinstance(step, Gme):
             if step in seen:
                 continue  # a vendor retry: the callback is stored once
             seen.add(step)
-            change, segments[step.seq_no] = lifecycle.gme_event(
+            recording, segments[step.seq_no] = lifecycle.gme_event(
                 recording,
                 segments.get(step.seq_no),
                 step.event_type,
@@ -62,9 +62,6 @@ def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[
                 seq_no=step.seq_no,
                 others=tally(segments, step.seq_no),
             )
-            recording = change.recording
-            if change.dispatches_settle:
-                dispatches.append(number)
         elif isinstance(step, Claim):
             assert recording is not None
             assert lifecycle.may_claim(recording.state)
@@ -74,19 +71,21 @@ def replay(case: Case) -> tuple[RecordingStatus, dict[int, SegmentStatus], list[
             recording = lifecycle.stop(recording, now)
         elif isinstance(step, Look):
             assert recording is not None
-            until = at(step.until)
-            recording, _ = lifecycle.postpone(recording, until, wake_at=until, now=now)
+            read = before if step.stale else recording
+            due = read.settle_due_at if read else None
+            recording = lifecycle.postpone(recording, at(step.until), seen_due=due)
         else:
             assert recording is not None
             error = ERROR if step.state == "failed" else None
             recording = lifecycle.run_ended(recording, step.state, error=error, now=now)
+        before = previous
     assert recording is not None
-    return recording, segments, dispatches
+    return recording, segments
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_rules_leave_the_states_the_table_expects(case: Case):
-    recording, segments, dispatches = replay(case)
+    recording, segments = replay(case)
     assert (
         recording.state,
         recording.settle_due_at,
@@ -94,9 +93,6 @@ def test_rules_leave_the_states_the_table_expects(case: Case):
         recording.error,
     ) == (case.state, due_at(case), case.pending, case.error)
     assert {seq: (s.state, s.file_name) for seq, s in segments.items()} == case.segments
-    assert tuple(dispatches) == case.dispatches
-    if case.wake != UNCHECKED:
-        assert recording.settle_wake_at == wake_at(case)
 
 
 def test_a_segment_keeps_the_time_of_its_first_upload():
@@ -129,38 +125,36 @@ DUE = at(9) + timedelta(seconds=SETTLE_SECONDS)
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "dispatches"),
+    ("before", "after"),
     [
-        (
-            RecordingStatus("collecting", at(0), settle_wake_at=at(10)),
-            RecordingStatus("collecting", DUE, settle_wake_at=at(10)),
-            False,
-        ),
-        (
-            RecordingStatus("collecting", at(0)),
-            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
-            True,
-        ),
-        (RecordingStatus("processing", None), RecordingStatus("processing", None, True), False),
-        (
-            RecordingStatus("archived", None),
-            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
-            True,
-        ),
-        (
-            RecordingStatus("failed", None, error=ERROR),
-            RecordingStatus("collecting", DUE, settle_wake_at=DUE),
-            True,
-        ),
+        (RecordingStatus("collecting", at(0)), RecordingStatus("collecting", DUE)),
+        (RecordingStatus("processing", None), RecordingStatus("processing", None, True)),
+        (RecordingStatus("archived", None), RecordingStatus("collecting", DUE)),
+        (RecordingStatus("failed", None, error=ERROR), RecordingStatus("collecting", DUE)),
     ],
 )
-def test_a_css_file_is_always_new_content(
-    before: RecordingStatus, after: RecordingStatus, dispatches: bool
-):
-    change = lifecycle.event_arrives(
+def test_a_css_file_is_always_new_content(before: RecordingStatus, after: RecordingStatus):
+    arrived = lifecycle.event_arrives(
         before, new_content=True, now=at(9), settle_seconds=SETTLE_SECONDS
     )
-    assert change == lifecycle.Change(after, dispatches)
+    assert arrived == after
+
+
+@pytest.mark.parametrize(
+    ("recording", "after"),
+    [
+        (RecordingStatus("collecting", at(5)), RecordingStatus("collecting", at(60))),
+        # An event moved it after the look read it: the event's settle time stands.
+        (RecordingStatus("collecting", at(40)), RecordingStatus("collecting", at(40))),
+        # Claimed meanwhile: nothing to postpone.
+        (RecordingStatus("processing", None), RecordingStatus("processing", None)),
+    ],
+)
+def test_a_look_that_waits_writes_its_settle_time_unless_an_event_moved_it(
+    recording: RecordingStatus, after: RecordingStatus
+):
+    """The look read the recording due at 5 and waits until 60."""
+    assert lifecycle.postpone(recording, at(60), seen_due=at(5)) == after
 
 
 def touched(rid: str, state: str = "collecting", revision: int = 0) -> TouchedRecording:

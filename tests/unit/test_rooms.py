@@ -1,8 +1,10 @@
 from datetime import UTC, datetime, timedelta
 
-from storage.domain.rooms import Member, decide_room, offsets, room_id, sources_key
-from tasks.media.finish import finish_command
+from storage.domain.lifecycle import Decision
+from storage.domain.rooms import Member, offsets, room_id, sources_key
+from tasks.media.finish import analysis_command, finish_command
 from tasks.rooms.mix import chosen_output, mix_graph
+from tasks.settling.rooms import decide_room
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,8 +26,9 @@ def test_room_id_is_deterministic_per_biz_room_and_task():
 
 
 def test_a_room_waits_while_a_user_is_not_finished():
+    """A settle window, not a second: the user's run end moves the room's settle time."""
     d = decide([member("a"), member("b", state="collecting")])
-    assert d.action == "wait" and d.recheck_at is not None
+    assert d == Decision("wait", recheck_at=T0 + timedelta(seconds=200 + 120))
 
 
 def test_a_room_waits_for_the_settle_window_after_its_last_change():
@@ -35,7 +38,7 @@ def test_a_room_waits_for_the_settle_window_after_its_last_change():
 
 def test_a_finished_quiet_room_mixes_its_archived_users_only():
     d = decide([member("b"), member("a"), member("c", state="failed")])
-    assert d.action == "mix" and [m.recording_id for m in d.members] == ["a", "b"]
+    assert d == Decision("finalize", members=("a", "b"))
 
 
 def test_a_room_whose_users_all_failed_fails():
@@ -46,8 +49,8 @@ def test_a_room_whose_users_all_failed_fails():
 def test_the_same_users_and_revisions_again_make_no_new_revision():
     mixed = sources_key([member("a"), member("b")])
     assert decide([member("a"), member("b")], last_mixed=mixed).action == "unchanged"
-    assert decide([member("a"), member("b", revision=2)], last_mixed=mixed).action == "mix"
-    assert decide([member("a"), member("b"), member("c")], last_mixed=mixed).action == "mix"
+    assert decide([member("a"), member("b", revision=2)], last_mixed=mixed).action == "finalize"
+    assert decide([member("a"), member("b"), member("c")], last_mixed=mixed).action == "finalize"
 
 
 def test_offsets_are_relative_to_the_earliest_user():
@@ -67,11 +70,19 @@ def test_the_mix_delays_each_user_and_sums_without_changing_levels():
 def test_a_mix_is_finished_from_its_graph_and_never_copied():
     args = finish_command(
         "ffmpeg", ["-i", "a.m4a", "-i", "b.m4a"], [("m4a", "o.m4a")],  # type: ignore[list-item]
-        sample_rate=48000, target_lufs=None, measured=None, silence_db=-40.0,
-        copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
+        silence_db=-40.0, copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
     )  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
-    assert ";[mix]asplit=2[o0][m];" in graph and "copy" not in args
+    assert ";[mix]anull,asplit=2[o0][m];" in graph and "copy" not in args
+
+
+def test_a_mix_is_measured_from_its_graph_in_the_analysis_decode():
+    args = analysis_command(
+        "ffmpeg", ["-i", "a.m4a", "-i", "b.m4a"], "t.pcm",  # type: ignore[arg-type]
+        source_graph=mix_graph([0.0, 1.0]), sample_rate=48000, channels=2,
+    )  # fmt: skip
+    graph = args[args.index("-filter_complex") + 1]
+    assert ";[mix]ebur128=framelog=verbose:peak=sample," in graph
 
 
 def test_the_mix_reads_a_lossless_output_before_a_lossy_one():

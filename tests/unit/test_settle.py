@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storage.domain import RecordingView, SegmentView
-from tasks.gme.settle import Decision, decide, missing_seq_nos, recovered_segments
+from storage.domain.lifecycle import Decision
+from tasks.settling.gme import decide_gme, missing_seq_nos, recovered_segments
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,14 +32,14 @@ def seg(seq: int, state: str = "uploaded", name: str | None = None) -> SegmentVi
 
 
 def test_waits_for_quiet_time():
-    d = decide(
+    d = decide_gme(
         recording(seg(0)), T0 + timedelta(seconds=5), settle_seconds=120, max_wait_seconds=600
     )
     assert d.action == "wait" and d.recheck_at == T0 + timedelta(seconds=120)
 
 
 def test_finalizes_when_quiet_and_complete():
-    d = decide(
+    d = decide_gme(
         recording(seg(1), seg(0)),
         T0 + timedelta(seconds=121),
         settle_seconds=120,
@@ -49,9 +50,9 @@ def test_finalizes_when_quiet_and_complete():
 
 def test_waits_for_started_segments_until_the_maximum():
     rec = recording(seg(0), seg(1, "started"))
-    quiet = decide(rec, T0 + timedelta(seconds=200), settle_seconds=120, max_wait_seconds=600)
+    quiet = decide_gme(rec, T0 + timedelta(seconds=200), settle_seconds=120, max_wait_seconds=600)
     assert quiet.action == "wait" and quiet.missing == (1,)
-    late = decide(rec, T0 + timedelta(seconds=601), settle_seconds=120, max_wait_seconds=600)
+    late = decide_gme(rec, T0 + timedelta(seconds=601), settle_seconds=120, max_wait_seconds=600)
     assert (late.action, late.included, late.missing) == ("finalize", (0,), (1,))
 
 
@@ -60,7 +61,7 @@ def test_gaps_count_as_missing():
 
 
 def test_fails_when_nothing_was_uploaded():
-    d = decide(
+    d = decide_gme(
         recording(seg(0, "started")),
         T0 + timedelta(hours=2),
         settle_seconds=120,
@@ -87,12 +88,12 @@ def whole(seq: int) -> SegmentView:
 
 def test_a_complete_recording_settles_in_the_short_window():
     rec = recording(whole(0), whole(1))
-    early = decide(
+    early = decide_gme(
         rec, T0 + timedelta(seconds=5), settle_seconds=120, max_wait_seconds=600,
         complete_seconds=20,
     )  # fmt: skip
     assert (early.action, early.recheck_at) == ("wait", T0 + timedelta(seconds=20))
-    done = decide(
+    done = decide_gme(
         rec, T0 + timedelta(seconds=20), settle_seconds=120, max_wait_seconds=600,
         complete_seconds=20,
     )  # fmt: skip
@@ -111,8 +112,8 @@ def test_a_complete_recording_settles_in_the_short_window():
 def test_an_incomplete_recording_keeps_the_long_window_and_sleeps_until_it(
     segments: tuple[SegmentView, ...],
 ):
-    """No look every short window: the event that completes it hands out a settle task."""
-    d = decide(
+    """No look every short window: the event that completes it writes the short settle time."""
+    d = decide_gme(
         recording(*segments), T0 + timedelta(seconds=5), settle_seconds=120,
         max_wait_seconds=600, complete_seconds=20,
     )  # fmt: skip
@@ -121,12 +122,12 @@ def test_an_incomplete_recording_keeps_the_long_window_and_sleeps_until_it(
 
 def test_a_stopped_recording_is_finalized_once_every_started_segment_is_uploaded():
     stopped = replace(recording(whole(0), seg(1)), stopped_at=T0)
-    d = decide(stopped, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
+    d = decide_gme(stopped, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
     assert (d.action, d.included) == ("finalize", (0, 1))
     waiting = replace(stopped, segments=(whole(0), seg(1, "started")))
-    d = decide(waiting, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
-    # It sleeps until the end of the wait: every upload to a stopped recording is due at
-    # once and hands out a settle task (`lifecycle.wakes_too_late`).
+    d = decide_gme(waiting, T0, settle_seconds=120, max_wait_seconds=600, complete_seconds=20)
+    # It waits until the end of the wait: every upload to a stopped recording is due at
+    # once and writes its own settle time, which beat's clock reads.
     assert (d.action, d.missing, d.recheck_at) == ("wait", (1,), T0 + timedelta(seconds=600))
     assert d == Decision(
         "wait", recheck_at=T0 + timedelta(seconds=600), included=(0,), missing=(1,),

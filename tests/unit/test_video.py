@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from storage.domain import CssFileView, RecordingView
-from tasks.css.settle import decide_css
 from tasks.media.ffmpeg import ProbeError
 from tasks.media.video import (
     MediaProbe,
@@ -14,6 +13,7 @@ from tasks.media.video import (
     parse_media_probe,
     plan_formats,
 )
+from tasks.settling.css import decide_css
 
 H264 = MediaProbe(4.0, "mov,mp4", "h264", 320, 240, "aac", 44100, 1)
 FLV1 = MediaProbe(4.0, "flv", "flv1", 320, 240, "mp3", 44100, 1)

@@ -1,7 +1,7 @@
 """transcripts, transcript_lines (searchable: pg_trgm or FTS5 trigram), transcript_flags
 
 Revision ID: 0015_transcripts
-Revises: 0016_retention
+Revises: 0014_sessions
 Create Date: 2026-12-07 04:00:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0015_transcripts'
-down_revision = '0016_retention'
+down_revision = '0014_sessions'
 branch_labels = None
 depends_on = None
 
