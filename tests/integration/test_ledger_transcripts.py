@@ -2,17 +2,13 @@
 Japanese, Chinese and English (no scan of files), a new revision's lines replace the old
 ones, flags are reviewed once and audited, a lost transcript is handed out again."""
 
-import json
-import time
 from datetime import timedelta
 
 import pytest
 
 from storage.domain.transcripts import TranscriptLineView
 from storage.ledger import Ledger, utcnow
-from webhook.callbacks import parse_gme
-
-BIZ, TASK = 1400000000, "446946705284000556"
+from tests.support.transcripts import archived
 
 LINES = {
     "ko": ("minsu", "오늘 저녁에 다리 앞에서 만나자"),
@@ -26,22 +22,6 @@ QUERIES = [
     ("zh", "桥边见面"), ("zh", "别人"),
     ("en", "the bridge"), ("en", "MEET"),
 ]  # fmt: skip
-
-
-def archived(ledger: Ledger, user: str) -> tuple[str, str]:
-    body = json.dumps(
-        {
-            "BizID": BIZ, "RoomID": "9", "UserID": user, "TaskID": int(TASK),
-            "RecordMode": 1, "Timestamp": int(time.time()), "EventType": 3,
-            "Detail": {"SeqNo": 0, "FileName": f"{BIZ}_9_{user}/x_{TASK}.mp3"},
-        }
-    )  # fmt: skip
-    rid = ledger.record_gme_event(
-        parse_gme(body.encode()), body, {}, now=utcnow(), settle_seconds=30
-    ).recording_id
-    run_id = ledger.claim(rid, now=utcnow(), force=True)
-    ledger.finish_run(run_id, now=utcnow(), result={"artifacts": []}, manifest_url="m")
-    return rid, run_id
 
 
 def transcribed(ledger: Ledger, run_id: str, speaker: str, text: str, flags=()) -> None:

@@ -13,7 +13,7 @@ from storage.objectstore import store_from_url
 from tasks import reprocessing
 from tasks.services import Services
 from tasks.transcripts import transcribe as transcribing
-from tests.integration.test_ledger_transcripts import archived
+from tests.support.transcripts import archived
 
 
 def services(ledger: Ledger, tmp_path: Path, engine: str = "pocketsphinx") -> Services:
