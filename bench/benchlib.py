@@ -80,6 +80,9 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env.update(DUMMY_AWS)
     env["NO_PROXY"] = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1", "localhost"]))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    # A bench reads no /readyz or /metrics of the webhook: its internal listener stays off,
+    # so two benches (or a bench and a test) never fight over 127.0.0.1:9108.
+    env["RECPIPE_INTERNAL_LISTEN"] = "off"
     env.update(extra)
     return env
 

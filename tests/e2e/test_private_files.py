@@ -75,6 +75,13 @@ def test_the_data_directory_is_0700_and_its_files_0600_after_real_use(tmp_path: 
             assert answer.status_code == 200, answer.text
     finally:
         stop(webhook)
+    # The webhook sends nothing to the broker (beat's clock settles); a reprocess does:
+    # its chain lands as a message file of the embedded broker.
+    sent = subprocess.run(
+        [*CLI, "reprocess", rec.id], env=env, capture_output=True, umask=0o022, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
     console_port = free_port()
     console = spawn(["console", "--port", str(console_port)], env, tmp_path / "console.log")
     try:
