@@ -238,6 +238,27 @@ def _days_or_off(text: str, name: str) -> float | None:
     return value
 
 
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+
+
+def _language(text: str, name: str) -> str | None:
+    """`auto` (None: detected) or a language code."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if not _LANGUAGE.match(value):
+        raise ConfigError(f"{name}: expected auto or a code such as ko, ja, zh, en, got {text!r}")
+    return value
+
+
+def _readable(text: str, name: str) -> Path | None:
+    """A file the setting names, which must exist (a typo would otherwise do nothing)."""
+    path = _optional_path(text, name)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{name}: {path} is not a file")
+    return path
+
+
 def _decibels(text: str, name: str) -> float:
     try:
         value = float(text.strip().lower().removesuffix("db"))
@@ -476,6 +497,36 @@ class Settings:
         "signs console sessions; empty: one kept in the data dir, which only the embedded"
         " default (an SQLite ledger) may use",
         secret=True,
+    )
+    # Transcripts (docs/transcripts.md)
+    transcribe: str = setting(
+        "RECPIPE_TRANSCRIBE", choice("off", "pocketsphinx", "whisper"), "off",
+        "the transcription engine; whisper reads RECPIPE_WHISPER_MODEL, pocketsphinx the"
+        " English model its package ships",
+    )
+    whisper_model: Path | None = setting(
+        "RECPIPE_WHISPER_MODEL", Kind(_optional_path, "directory"), "",
+        "a local CTranslate2 Whisper model directory; never downloaded",
+    )
+    whisper_device: str = setting(
+        "RECPIPE_WHISPER_DEVICE", choice("cpu", "cuda"), "cpu",
+        "where whisper runs: int8 on cpu, int8_float16 on cuda (a transcribe worker on a GPU host)",
+    )
+    whisper_threads: int = setting(
+        "RECPIPE_WHISPER_THREADS", whole(0), "0",
+        "CTranslate2 threads per transcribe worker process; 0: its default",
+    )
+    transcribe_language: str | None = setting(
+        "RECPIPE_TRANSCRIBE_LANGUAGE", Kind(_language, "`auto` or a language code"), "auto",
+        "`auto` (detected, reported with its probability) or a code such as ko, ja, zh, en",
+    )
+    flag_words: Path | None = setting(
+        "RECPIPE_FLAG_WORDS", Kind(_readable, "file"), "",
+        "a UTF-8 file, one word or phrase a line, flagged wherever a transcript has it",
+    )
+    pocketsphinx_words: Path | None = setting(
+        "RECPIPE_POCKETSPHINX_WORDS", Kind(_readable, "file"), "",
+        "restricts pocketsphinx to these words (one or more a line), in any order",
     )
     # fmt: on
 

@@ -23,10 +23,12 @@ log = structlog.get_logger("recpipe.metrics")
 
 # recpipe's queues, declared by tasks/celeryconfig.py from these names: media work
 # (fetch, mix, transcode, archive) on one, everything light (settling, notifications,
-# sweeps) on the other, so a long transcode never delays a sweep or a notification.
+# sweeps) on another, so a long transcode never delays a sweep or a notification, and
+# transcription on a third, so that it never delays the archive (docs/transcripts.md).
 LIGHT = "light"
 MEDIA = "media"
-QUEUES = (LIGHT, MEDIA)
+TRANSCRIBE = "transcribe"
+QUEUES = (LIGHT, MEDIA, TRANSCRIBE)
 TIMEOUT_SECONDS = 2.0
 # kombu's Redis transport: the list of priority p > 0 is named queue + SEP + p.
 _REDIS_PRIORITY_SEP = "\x06\x16"

@@ -103,6 +103,28 @@ def _private_files(**_: Any) -> None:
 
 
 @celeryd_init.connect
+def _transcribe_engine(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """A worker that takes the transcribe queue refuses to start, in one line, when its
+    engine cannot work (a missing or incomplete model directory, a missing package), rather
+    than fail every transcript. Celery logs and swallows a handler's Exception, so this
+    leaves with SystemExit."""
+    from foundation.config import ConfigError
+    from tasks.context import settings
+    from tasks.transcripts.engines import check_engine
+
+    queues = (options or {}).get("queues") or ()
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if queues and "transcribe" not in queues:
+        return
+    try:
+        check_engine(settings())
+    except ConfigError as exc:
+        sys.stderr.write(f"recpipe: {exc}\n")
+        raise SystemExit(2) from None
+
+
+@celeryd_init.connect
 def _worker_metrics(**_: Any) -> None:
     """In the worker's main process, before the pool forks and before any metric exists:
     multiprocess mode for the pool's processes and an HTTP server for scrapes."""

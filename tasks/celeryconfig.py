@@ -10,7 +10,7 @@ from kombu import Exchange, Queue
 
 from foundation.config import Settings
 from foundation.private import private_dir
-from foundation.queues import LIGHT, MEDIA, QUEUES
+from foundation.queues import LIGHT, MEDIA, QUEUES, TRANSCRIBE
 from tasks.context import settings
 
 
@@ -57,12 +57,17 @@ def celery_settings(s: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
-        # Media work and light work (settling, notifications, sweeps) on separate queues,
-        # so a long transcode never delays a sweep or a notification. A plain
-        # `celery -A tasks worker` consumes both; production runs one pool per queue.
+        # Media work, light work (settling, notifications, sweeps) and transcription on
+        # separate queues, so a long transcode never delays a sweep or a notification and
+        # transcription never delays the archive. A plain `celery -A tasks worker`
+        # consumes all three; production runs one pool per queue (`-Q transcribe` on
+        # hosts sized for the speech engine).
         "task_default_queue": LIGHT,
         "task_queues": tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES),
-        "task_routes": {"recpipe.process_recording": {"queue": MEDIA}},
+        "task_routes": {
+            "recpipe.process_recording": {"queue": MEDIA},
+            "recpipe.transcribe": {"queue": TRANSCRIBE},
+        },
         "beat_schedule": periodic_jobs(s),
         # The schedule is two intervals, so beat keeps it in memory: the default
         # shelve file is left corrupt by a SIGKILL, and beat then dies at its next start.

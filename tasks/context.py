@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
 
-from foundation.config import Settings
+from foundation.config import ConfigError, Settings
 from storage.ledger import Ledger
 from storage.objectstore import ObjectStore, store_from_url
+
+if TYPE_CHECKING:
+    from tasks.transcripts.engines import Engine
 
 log = structlog.get_logger("recpipe.tasks")
 
@@ -50,11 +53,24 @@ archive_store: _Once[ObjectStore] = _Once(lambda: store_from_url(settings().arch
 source_store: _Once[ObjectStore] = _Once(lambda: store_from_url(settings().gme_source_url))
 
 
+def _make_engine() -> Engine:
+    from tasks.transcripts.engines import make_engine
+
+    made = make_engine(settings())
+    if made is None:
+        raise ConfigError("RECPIPE_TRANSCRIBE is off: no engine to transcribe with")
+    return made
+
+
+# The speech engine: its model is loaded by the first transcription of a pool process.
+engine: _Once[Engine] = _Once(_make_engine)
+
+
 def reset() -> None:
     """Forget per-process resources (after a fork: connections are not shared)."""
     if ledger.built:
         ledger().dispose()
-    for cached in (settings, ledger, archive_store, source_store):
+    for cached in (settings, ledger, archive_store, source_store, engine):
         cached.clear()
 
 

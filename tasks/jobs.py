@@ -17,14 +17,17 @@ from celery import Task
 from celery.signals import worker_process_init
 
 from foundation import queues
-from foundation.queues import MEDIA
+from foundation.queues import MEDIA, TRANSCRIBE
 from storage.domain import NotificationState, RunHolder, RunState, RunView, retention
 from storage.ledger import LedgerUnavailableError, utcnow
+from storage.objectstore import StoreUnavailableError
 from tasks import context, expiry, metrics, processing, reprocessing, retrying, settling, sweeping
 from tasks.celery import app
 from tasks.notify import delivery, outbox
 from tasks.rooms.members import member_finished
 from tasks.services import Services, bind_recording
+from tasks.transcripts import transcribe as transcribing
+from tasks.transcripts.document import load_flag_words
 
 log = structlog.get_logger("recpipe.tasks")
 
@@ -165,6 +168,9 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
     created = outbox.enqueue(svc.ledger, run, svc.settings.notify_urls, utcnow())
     for notification_id in created:
         deliver_notification.delay(notification_id)
+    # Its transcript follows the archive, on a queue of its own.
+    if svc.settings.transcribe != "off" and transcribing.queue(svc.ledger, run):
+        transcribe.delay(run_id)
     # A user's recording that ended may complete (or change) its room: its settle time moves.
     member_finished(svc, run)
     return len(created)
@@ -241,6 +247,62 @@ def _bind_notification(body: str, notification_id: int, run_id: str) -> None:
     )
 
 
+# A transcript is tried this many times (an engine that fails, a store down) before
+# transcript.failed; a room's waits this long for its users' transcripts.
+TRANSCRIBE_ATTEMPTS = 3
+ROOM_TRANSCRIPT_WAIT_SECONDS = 4 * 3600
+
+
+@app.task(
+    name="recpipe.transcribe",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def transcribe(self: Task, run_id: str, waiting_since: float | None = None) -> str:
+    """Make an archived run's transcript (`tasks.transcripts.transcribe`) on the
+    `transcribe` queue. Whatever fails is retried a few times, then transcript.failed is
+    sent; the recording stays archived either way."""
+    svc = services()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    cfg = svc.settings
+    try:
+        flags = load_flag_words(cfg.flag_words) if cfg.flag_words else ()
+        outcome = transcribing.transcribe(svc, run_id, context.engine, flag_words=flags)
+    except transcribing.TranscriptNotReadyError as exc:
+        since = waiting_since or time.time()
+        svc.ledger.release_transcript(run_id)
+        if time.time() - since < ROOM_TRANSCRIPT_WAIT_SECONDS:
+            raise self.retry(countdown=10, kwargs={"waiting_since": since}) from exc
+        outcome = transcribing.fail(svc, run_id, f"gave up waiting: {exc}", "timeout")
+    except transcribing.SupersededError as exc:
+        outcome = transcribing.fail(svc, run_id, str(exc), "store")
+    except Exception as exc:
+        reason = transcript_failure_reason(exc)
+        error = f"{reason}: {retrying.describe_fault(exc)}"
+        held = svc.ledger.transcript(run_id)
+        if held is not None and held.attempts < TRANSCRIBE_ATTEMPTS:
+            svc.ledger.release_transcript(run_id)
+            countdown = retrying.countdown(held.attempts)
+            log.warning("transcript.retrying", run_id=run_id, error=error, countdown=countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        outcome = transcribing.fail(svc, run_id, error, reason)
+    for notification_id in outcome.notification_ids:
+        deliver_notification.delay(notification_id)
+    return outcome.action
+
+
+def transcript_failure_reason(exc: BaseException) -> str:
+    """The failure's label in recpipe_transcript_failures_total."""
+    if isinstance(exc, LedgerUnavailableError):
+        return "ledger"
+    if isinstance(exc, StoreUnavailableError | FileNotFoundError):
+        return "store"
+    return "engine"
+
+
 @app.task(name="recpipe.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
     report = sweeping.sweep(
@@ -250,11 +312,17 @@ def sweep() -> dict[str, int]:
         redeliver=lambda nid: deliver_notification.delay(nid),
         media_queue_idle=lambda: queues.known_depths(services().settings, [MEDIA])[MEDIA] == 0,
     )
+    retranscribed = transcribing.redispatch_lost(
+        services(),
+        lambda run_id: transcribe.delay(run_id),
+        queue_idle=lambda: queues.known_depths(services().settings, [TRANSCRIBE])[TRANSCRIBE] == 0,
+    )
     counts = {
         "redispatched_runs": len(report.redispatched_runs),
         "failed_runs": len(report.failed_runs),
         "redelivered": len(report.redelivered),
         "renotified": len(report.renotified),
+        "retranscribed": len(retranscribed),
     }
     if any(counts.values()):
         log.info("sweep", **counts)
@@ -315,6 +383,7 @@ def reprocess(recording_id: str, from_step: str = "fetch") -> list[dict[str, Any
             from_step,
             start_chain=start_chain,
             deliver=lambda nid: deliver_notification.delay(nid),
+            transcribe=lambda run_id: transcribe.delay(run_id),
         )
         for rid in svc.ledger.find_recordings(recording_id)
     ]

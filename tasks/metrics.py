@@ -60,6 +60,30 @@ class _Families:
             "(delivered, gone: 410, rejected: another HTTP status, unreachable: no answer)",
             ["outcome"],
         )
+        self.transcribe_seconds = Histogram(
+            "recpipe_transcribe_seconds",
+            "Wall time of making one transcript, by engine",
+            ["engine"],
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600),
+        )
+        self.transcribe_realtime_factor = Histogram(
+            "recpipe_transcribe_realtime_factor",
+            "Seconds of transcription per second of speech sent to the engine, by engine",
+            ["engine"],
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+        )
+        self.transcript_words = Counter(
+            "recpipe_transcript_words_total", "Words transcribed, by engine", ["engine"]
+        )
+        self.transcript_failures = Counter(
+            "recpipe_transcript_failures_total",
+            "Transcripts that could not be made, by reason (engine, store, ledger, timeout)",
+            ["reason"],
+        )
+        self.transcript_flags = Counter(
+            "recpipe_transcript_flags_total",
+            "Flag words (RECPIPE_FLAG_WORDS) found in recordings' transcripts",
+        )
         self.pruned_rows = Counter(
             "recpipe_pruned_rows_total",
             "Ledger rows deleted by the retention job (RECPIPE_RETENTION_DAYS), by table",
@@ -76,6 +100,7 @@ STEPS = ("fetch", "concat", "transcode", "archive")
 STORE_OF_STEP = {"fetch": "source", "archive": "archive"}
 NOTIFICATION_OUTCOMES = ("delivered", "gone", "rejected", "unreachable")
 PRUNED_TABLES = retention.TABLES
+TRANSCRIPT_FAILURES = ("engine", "store", "ledger", "timeout")
 
 
 def initialize() -> None:
@@ -90,6 +115,8 @@ def initialize() -> None:
         f.notification_attempts.labels(outcome)
     for table in PRUNED_TABLES:
         f.pruned_rows.labels(table)
+    for reason in TRANSCRIPT_FAILURES:
+        f.transcript_failures.labels(reason)
 
 
 def observe_step(step: str, seconds: float) -> None:
@@ -102,6 +129,22 @@ def count_step_failure(step: str, *, storage: bool = False) -> None:
     families().step_failures.labels(step).inc()
     if storage and step in STORE_OF_STEP:
         families().store_errors.labels(STORE_OF_STEP[step]).inc()
+
+
+def observe_transcript(
+    engine: str, seconds: float, speech_s: float, words: int, flags: int
+) -> None:
+    f = families()
+    if engine:  # a room's transcript merges its users': no engine ran
+        f.transcribe_seconds.labels(engine).observe(seconds)
+        if speech_s > 0:
+            f.transcribe_realtime_factor.labels(engine).observe(seconds / speech_s)
+        f.transcript_words.labels(engine).inc(words)
+    f.transcript_flags.inc(flags)
+
+
+def count_transcript_failure(reason: str) -> None:
+    families().transcript_failures.labels(reason).inc()
 
 
 def count_pruned(counts: retention.PruneCounts) -> None:

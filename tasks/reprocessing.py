@@ -18,7 +18,7 @@ log = structlog.get_logger("recpipe.tasks")
 
 
 MEDIA_STEPS = ("fetch", "concat", "transcode", "archive")
-STEPS = (*MEDIA_STEPS, "notify")
+STEPS = (*MEDIA_STEPS, "notify", "transcribe")
 
 
 class UnknownStepError(ValueError):
@@ -33,12 +33,17 @@ class ReprocessPlan:
     """What reprocessing one recording from a step would do, before doing it."""
 
     recording_id: str
-    action: str  # "media" (a new revision), "notify" (re-send), or "refuse"
+    action: str  # "media" (a new revision), "notify" (re-send), "transcribe" or "refuse"
     detail: str
 
 
 def plan_reprocess(
-    recording: RecordingView, current: RunView | None, from_step: str, notify_urls: tuple[str, ...]
+    recording: RecordingView,
+    current: RunView | None,
+    from_step: str,
+    notify_urls: tuple[str, ...],
+    *,
+    engine: str = "off",
 ) -> ReprocessPlan:
     """Pure: the recording and its current run in, the plan out.
 
@@ -47,10 +52,20 @@ def plan_reprocess(
     outlive a run: from any of them, the media task runs again from fetch, as a new
     revision under the same archive prefix. notify re-sends the current revision's
     outcome (same webhook-id and body, so receivers deduplicate) without new media.
+    transcribe makes the current revision's transcript again with `engine` (the
+    RECPIPE_TRANSCRIBE of whoever asks), then transcript.ready or transcript.failed.
     """
     if from_step not in STEPS:
         raise UnknownStepError(from_step)
     rid = recording.id
+    if from_step == "transcribe":
+        if engine == "off":
+            return ReprocessPlan(rid, "refuse", "RECPIPE_TRANSCRIBE is off")
+        if current is None or current.state != RunState.ARCHIVED:
+            return ReprocessPlan(rid, "refuse", "no archived revision to transcribe")
+        return ReprocessPlan(
+            rid, "transcribe", f"transcribe revision {current.revision} again with {engine}"
+        )
     if from_step == "notify":
         if current is None or current.state not in RunState.TERMINAL:
             return ReprocessPlan(rid, "refuse", "no finished run to notify about")
@@ -73,7 +88,7 @@ def plan_reprocess(
 @dataclass(frozen=True)
 class ReprocessOutcome:
     recording_id: str
-    action: str  # "queued", "notified" or "refused"
+    action: str  # "queued", "notified", "transcribing" or "refused"
     detail: str
     run_id: str | None = None
     notification_ids: tuple[int, ...] = ()
@@ -86,6 +101,7 @@ def reprocess(
     *,
     start_chain: Callable[[str], None],
     deliver: Callable[[int], None],
+    transcribe: Callable[[str], None] | None = None,
     now: datetime | None = None,
 ) -> ReprocessOutcome:
     """Re-run a recording from `from_step` (see `plan_reprocess`). A media re-run claims a
@@ -97,9 +113,16 @@ def reprocess(
     if recording is None:
         return ReprocessOutcome(recording_id, "refused", "no such recording")
     current = ledger.run(recording.current_run_id) if recording.current_run_id else None
-    plan = plan_reprocess(recording, current, from_step, urls)
+    plan = plan_reprocess(recording, current, from_step, urls, engine=services.settings.transcribe)
     if plan.action == "refuse":
         return ReprocessOutcome(recording_id, "refused", plan.detail)
+    if plan.action == "transcribe" and current is not None and transcribe is not None:
+        if not (
+            ledger.queue_transcript(current.id, now) or ledger.requeue_transcript(current.id, now)
+        ):
+            return ReprocessOutcome(recording_id, "refused", "its transcript is being made")
+        transcribe(current.id)
+        return ReprocessOutcome(recording_id, "transcribing", plan.detail, current.id)
     if plan.action == "notify" and current is not None:
         ids = tuple(outbox.enqueue(ledger, current, urls, now, resend=True))
         for notification_id in ids:

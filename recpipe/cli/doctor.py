@@ -16,7 +16,8 @@ from recpipe.cli.common import connect_broker, first_line, open_ledger
 
 @click.command()
 def doctor() -> None:
-    """Check configuration, ledger, broker, storage and ffmpeg, one line each."""
+    """Check configuration, ledger, broker, storage, ffmpeg and the speech engine, one line
+    each."""
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -65,6 +66,12 @@ def doctor() -> None:
 
         return check
 
+    def transcribe_check() -> str:
+        from tasks.transcripts.engines import check_engine, describe
+
+        check_engine(settings)
+        return describe(settings)
+
     checks: list[tuple[str, Callable[[], str]]] = [
         ("ledger", ledger_check),
         ("broker", broker_check),
@@ -72,6 +79,7 @@ def doctor() -> None:
         ("source", source_check),
         ("ffmpeg", tool_check("ffmpeg")),
         ("ffprobe", tool_check("ffprobe")),
+        ("transcribe", transcribe_check),
     ]
     failed = 0
     for name, check in checks:

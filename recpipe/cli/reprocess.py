@@ -38,7 +38,8 @@ from recpipe.cli.common import (
     show_default=True,
     help="fetch, concat, transcode, archive: a new revision, media from fetch (the steps share "
     "one scratch directory per run, so the later steps' inputs do not outlive it); notify: "
-    "re-send the current revision's outcome, no new media",
+    "re-send the current revision's outcome, no new media; transcribe: the current "
+    "revision's transcript again (RECPIPE_TRANSCRIBE), then transcript.ready",
 )
 @click.option("--dry-run", is_flag=True, help="list what would run, change nothing")
 @click.option("--wait", is_flag=True, help="follow with a progress bar until each run ends")
@@ -87,8 +88,12 @@ def reprocess(
             for rid in selected:
                 recording = ledger.recording(rid)
                 current = ledger.run(recording.current_run_id) if recording.current_run_id else None
-                plan = plan_reprocess(recording, current, from_step, settings.notify_urls)
-                verb = {"media": "would reprocess", "notify": "would notify"}.get(plan.action)
+                plan = plan_reprocess(
+                    recording, current, from_step, settings.notify_urls,
+                    engine=settings.transcribe,
+                )  # fmt: skip
+                verb = {"media": "would reprocess", "notify": "would notify",
+                        "transcribe": "would transcribe"}.get(plan.action)  # fmt: skip
                 refusing += verb is None
                 click.echo(f"{verb or 'would refuse'} {rid}: {plan.detail}")
             click.echo(f"{len(selected) - refusing} of {len(selected)} would run (dry run)")
@@ -114,10 +119,11 @@ def _reprocess_all(settings: Settings, recording_ids: list[str], from_step: str)
             svc, rid, from_step,
             start_chain=jobs.start_chain,
             deliver=lambda nid: jobs.deliver_notification.delay(nid),
+            transcribe=lambda run_id: jobs.transcribe.delay(run_id),
         )  # fmt: skip
         if outcome.action == "queued":
             click.echo(f"{rid}: queued run {outcome.run_id}, {outcome.detail}")
-        elif outcome.action == "notified":
+        elif outcome.action in ("notified", "transcribing"):
             click.echo(f"{rid}: {outcome.detail}")
         else:
             click.echo(f"{rid}: not reprocessed: {outcome.detail}")
@@ -143,6 +149,10 @@ def _follow_outcomes(settings: Settings, outcomes: list[Any], timeout: float | N
                 return True, run.state
             current = [s["step"] for s in run.steps if "finished_at" not in s]
             return False, current[-1] if current and run.state == "running" else run.state
+        if outcome.action == "transcribing":
+            transcript = ledger.transcript(outcome.run_id)
+            state = transcript.state if transcript else "queued"
+            return state in ("ready", "failed"), f"transcript {state}"
         states = [ledger.notification(n).state for n in outcome.notification_ids]
         if any(s == NotificationState.PENDING for s in states):
             return False, "delivering"
@@ -189,7 +199,7 @@ def _follow_outcomes(settings: Settings, outcomes: list[Any], timeout: float | N
         elif o.action == "queued" and state == "failed":
             run = ledger.run(o.run_id)
             line += f": {run.error}" if run and run.error else ""
-        ok = ok and state in ("archived", "delivered")
+        ok = ok and state in ("archived", "delivered", "transcript ready")
         click.echo(line)
     counts: dict[str, int] = {}
     for state in (final.get(o.recording_id, "unfinished") for o in outcomes):

@@ -50,6 +50,7 @@ class Actions:
                 from_step,
                 start_chain=jobs.start_chain,
                 deliver=lambda nid: jobs.deliver_notification.delay(nid),
+                transcribe=lambda run_id: jobs.transcribe.delay(run_id),
             )
         except OperationalError as exc:
             raise BrokerUnavailableError(str(exc)) from exc

@@ -167,6 +167,51 @@ def blueprint() -> Blueprint:
             return bad_request("TaskID: digits only (at most 32)", field="TaskID")
         return _act(lambda a: a.stop_gme_task(g.principal.actor, task_id))
 
+    @bp.get("/search")
+    @needs("read", api=True)
+    def search() -> Any:
+        try:
+            q, offset = search_query(request.args)
+        except BadParameterError as exc:
+            return bad_request(str(exc), parameter=exc.name)
+        hits = console()["ledger"].search_transcripts(q, limit=SEARCH_PAGE + 1, offset=offset)
+        more = len(hits) > SEARCH_PAGE
+        return jsonify(
+            hits=[{**h.as_json(), "player": player_link(h)} for h in hits[:SEARCH_PAGE]],
+            next=str(offset + SEARCH_PAGE) if more else None,
+        )
+
+    @bp.get("/flags")
+    @needs("read", api=True)
+    def flags() -> Any:
+        reviewed = {"true": True, "false": False, "": None}.get(request.args.get("reviewed", ""))
+        if request.args.get("reviewed", "") not in ("true", "false", ""):
+            return bad_request("reviewed: true or false", parameter="reviewed")
+        found = console()["ledger"].transcript_flags(reviewed=reviewed)
+        return jsonify(flags=[{**f.as_json(), "player": cue_link(f)} for f in found])
+
+    @bp.post("/flags/<int:flag_id>/review")
+    @needs("operate", api=True)
+    def review_flag(flag_id: int) -> Any:
+        from storage.ledger import utcnow
+
+        found = console()["ledger"].review_flag(flag_id, g.principal.actor, utcnow())
+        if found is None:
+            return jsonify(error="no such flag"), 404
+        return jsonify(found.as_json())
+
+    @bp.get("/recordings/<recording_id>/transcript")
+    @needs("read", api=True)
+    def transcript(recording_id: str) -> Any:
+        found = console()["ledger"].transcript_of(recording_id)
+        if found is None:
+            return jsonify(error="no transcript"), 404
+        return jsonify(
+            state=found.state, revision=found.revision, error=found.error,
+            json=found.json_url, vtt=found.vtt_url, summary=found.summary,
+            document=found.document or None,
+        )  # fmt: skip
+
     @bp.post("/recordings/<recording_id>/hold")
     @needs("admin", api=True)
     def hold(recording_id: str) -> Any:
@@ -215,6 +260,36 @@ def blueprint() -> Blueprint:
         return archive.serve(found, download_name(recording_id, fmt), as_attachment=attach)
 
     return bp
+
+
+SEARCH_PAGE = 50
+# The player opens this much before a flagged span, so the words before it are heard too.
+CUE_BEFORE_S = 3.0
+
+
+def search_query(args: Any) -> tuple[str, int]:
+    """`q` (1 to 256 printable characters) and the page's `cursor` (an offset)."""
+    q = " ".join((args.get("q") or "").split())
+    if not q or len(q) > MAX_Q or any(ord(c) < 32 for c in q):
+        raise BadParameterError("q", f"1 to {MAX_Q} printable characters")
+    cursor = args.get("cursor") or "0"
+    if not cursor.isdigit() or int(cursor) > 100_000:
+        raise BadParameterError("cursor", "not one this API handed out")
+    return q, int(cursor)
+
+
+def player_link(hit: Any) -> str:
+    """The page whose player opens at the hit's second: the recording's."""
+    from flask import url_for
+
+    return url_for("pages.recording", recording_id=hit.recording_id, t=f"{hit.start_s:.1f}")
+
+
+def cue_link(flag: Any) -> str:
+    from flask import url_for
+
+    at = max(0.0, flag.start_s - CUE_BEFORE_S)
+    return url_for("pages.recording", recording_id=flag.recording_id, t=f"{at:.1f}")
 
 
 def current_artifacts(recording_id: str) -> dict[str, Any]:

@@ -46,6 +46,38 @@ _ROOM_ID = {
 }
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
+_HIT = {
+    "type": "object",
+    "required": ["recording_id", "speaker", "start_s", "end_s", "text", "player"],
+    "properties": {
+        "recording_id": {"type": "string"},
+        "source": {"type": "string"},
+        "speaker": {"type": "string"},
+        "start_s": {"type": "number"},
+        "end_s": {"type": "number"},
+        "text": {"type": "string"},
+        "room_id": _NULLABLE_STRING,
+        "room_start_s": {"type": ["number", "null"]},
+        "player": {"type": "string", "description": "the page whose player opens there"},
+    },
+}
+_FLAG = {
+    "type": "object",
+    "required": ["id", "recording_id", "speaker", "start_s", "end_s", "match", "text"],
+    "properties": {
+        "id": {"type": "integer"},
+        "recording_id": {"type": "string"},
+        "speaker": {"type": "string"},
+        "start_s": {"type": "number"},
+        "end_s": {"type": "number"},
+        "match": {"type": "string"},
+        "text": {"type": "string"},
+        "created_at": {"type": "string"},
+        "reviewed_at": _NULLABLE_STRING,
+        "reviewed_by": _NULLABLE_STRING,
+        "player": {"type": "string"},
+    },
+}
 _SUMMARY = {
     "type": "object",
     "required": ["id", "source", "state", "revision", "identity", "last_event_at"],
@@ -586,6 +618,114 @@ def document() -> dict[str, Any]:
                         },
                         "302": {"description": "a presigned URL (S3 archive)"},
                         "416": {"description": "the range lies outside the file"},
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/search": {
+                "get": {
+                    "operationId": "searchTranscripts",
+                    "summary": "Transcript lines holding a word or phrase, best first (text "
+                    "without spaces too: Korean, Japanese, Chinese)",
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 16},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["hits", "next"],
+                                "properties": {
+                                    "hits": {"type": "array", "items": _HIT},
+                                    "next": _NULLABLE_STRING,
+                                },
+                            },
+                            "the hits of this page, and the cursor of the next",
+                        ),
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/v1/flags": {
+                "get": {
+                    "operationId": "listFlags",
+                    "summary": "Flag words (RECPIPE_FLAG_WORDS) found in transcripts, newest first",
+                    "parameters": [
+                        {
+                            "name": "reviewed",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["flags"],
+                                "properties": {"flags": {"type": "array", "items": _FLAG}},
+                            },
+                            "the flags",
+                        ),
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/v1/flags/{flag_id}/review": {
+                "post": {
+                    "operationId": "reviewFlag",
+                    "summary": "Mark a flag reviewed (recorded in the audit trail)",
+                    "parameters": [
+                        {
+                            "name": "flag_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_FLAG, "reviewed (the first review is kept)"),
+                        **_errors(401, 403, 404),
+                    },
+                }
+            },
+            "/api/v1/recordings/{recording_id}/transcript": {
+                "get": {
+                    "operationId": "getTranscript",
+                    "summary": "The current revision's transcript: its state, files and "
+                    "document (docs/transcripts.md)",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["state", "revision"],
+                                "properties": {
+                                    "state": {
+                                        "type": "string",
+                                        "enum": ["queued", "running", "ready", "failed"],
+                                    },
+                                    "revision": {"type": "integer"},
+                                    "error": _NULLABLE_STRING,
+                                    "json": _NULLABLE_STRING,
+                                    "vtt": _NULLABLE_STRING,
+                                    "summary": {"type": "object"},
+                                    "document": {"type": ["object", "null"]},
+                                },
+                            },
+                            "found",
+                        ),
                         **_errors(401, 404),
                     },
                 }

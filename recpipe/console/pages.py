@@ -234,7 +234,8 @@ def blueprint(limiter: Limiter) -> Blueprint:
             r=detail,
             missing=missing,
             player=player,
-            page_data=page_data,
+            page_data={**page_data, "cue": _cue(request.args)},
+            transcript=transcript_lines(ledger, recording_id, [detail["identity"].get("UserID")]),
             audit=ledger.audit_trail(recording_id),
             steps=STEPS,
             refresh=REFRESH_SECONDS if detail["state"] in IN_PROGRESS else None,
@@ -329,16 +330,113 @@ def blueprint(limiter: Limiter) -> Blueprint:
         player = next((fmt for fmt in PLAYABLE if fmt in artifacts), None)
         timeline = archive.side_file(artifacts[player], "timeline") if player else None
         mix_seconds = artifacts[player].duration_s if player else None
+        clock = room_clock(detail["participants"], timeline, mix_seconds)
         return render_template(
             "room.html",
             r=detail,
             player=player,
-            page_data=_player_page_data(room_id, player, detail["identity"]),
-            clock=room_clock(detail["participants"], timeline, mix_seconds),
+            page_data={
+                **_player_page_data(room_id, player, detail["identity"]),
+                "cue": _cue(request.args),
+            },
+            clock=clock,
+            transcript=transcript_lines(ledger, room_id, [lane.user_id for lane in clock.lanes]),
             refresh=REFRESH_SECONDS if detail["state"] in IN_PROGRESS else None,
         )
 
+    @bp.get("/search")
+    @needs("read", api=False)
+    def search() -> Any:
+        from recpipe.console.api import SEARCH_PAGE, player_link, search_query
+
+        if not request.args.get("q"):
+            return render_template("search.html", q="", hits=[], older=None)
+        try:
+            q, offset = search_query(request.args)
+        except BadParameterError as exc:
+            return render_template("error.html", code=400, message=str(exc)), 400
+        hits = console()["ledger"].search_transcripts(q, limit=SEARCH_PAGE + 1, offset=offset)
+        older = str(offset + SEARCH_PAGE) if len(hits) > SEARCH_PAGE else None
+        return render_template(
+            "search.html",
+            q=q,
+            hits=[(h, player_link(h)) for h in hits[:SEARCH_PAGE]],
+            older=older,
+        )
+
+    @bp.get("/flags")
+    @needs("read", api=False)
+    def flags() -> Any:
+        from recpipe.console.api import cue_link
+
+        reviewed = request.args.get("reviewed") == "true"
+        found = console()["ledger"].transcript_flags(reviewed=reviewed)
+        return render_template(
+            "flags.html", flags=[(f, cue_link(f)) for f in found], reviewed=reviewed
+        )
+
+    @bp.post("/flags/<int:flag_id>/review")
+    @needs("operate", api=False)
+    def review_flag(flag_id: int) -> Any:
+        from storage.ledger import utcnow
+
+        found = console()["ledger"].review_flag(flag_id, g.principal.actor, utcnow())
+        if found is None:
+            return render_template("error.html", code=404, message="No such flag."), 404
+        flash(f"Flag {flag_id} marked reviewed.", "ok")
+        return redirect(url_for("pages.flags"), 303)
+
     return bp
+
+
+# Speakers take the colours of the room's lanes, in the lanes' order (console.css).
+SPEAKER_COLOURS = 6
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    speaker: str
+    start_s: float
+    end_s: float
+    text: str
+    colour: int
+
+
+@dataclass(frozen=True)
+class TranscriptShown:
+    state: str
+    error: str | None
+    language: str | None
+    lines: list[TranscriptLine]
+
+
+def transcript_lines(ledger: Any, recording_id: str, speakers: list[Any]) -> TranscriptShown | None:
+    """The current revision's transcript as the page lists it; each speaker coloured as
+    their lane (a recording's one speaker as the first lane)."""
+    found = ledger.transcript_of(recording_id)
+    if found is None:
+        return None
+    order = [str(s) for s in speakers if s is not None]
+    lines = []
+    for segment in (found.document or {}).get("segments") or []:
+        speaker = str(segment.get("speaker", ""))
+        if speaker not in order:
+            order.append(speaker)
+        lines.append(
+            TranscriptLine(speaker, _seconds(segment.get("start_s")),
+                           _seconds(segment.get("end_s")), str(segment.get("text", "")),
+                           order.index(speaker) % SPEAKER_COLOURS)
+        )  # fmt: skip
+    return TranscriptShown(found.state, found.error, found.language, lines)
+
+
+def _cue(args: Any) -> float | None:
+    """`?t=SECONDS`: where the player opens (a search hit, a flag)."""
+    try:
+        at = float(args.get("t", ""))
+    except ValueError:
+        return None
+    return at if 0 <= at < 10**7 else None
 
 
 def _player_page_data(recording_id: str, player: str | None, identity: Any) -> dict[str, Any]:

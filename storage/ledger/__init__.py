@@ -4,8 +4,9 @@ One module per aggregate, each adding its methods to the one `Ledger` front that
 hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `recordings`
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
 `notifications`, `callbacks`, `leases` (one beat at a time), `retention` (what old rows
-may go), `holds` (legal holds), `queries` (what operators read), `gauges` (what a metrics
-scrape reads) and `console` (the console's users, tokens, audit trail and pages). `engine` makes the
+may go), `holds` (legal holds), `transcripts` (made on the transcribe queue, searched,
+flagged), `queries` (what operators read), `gauges` (what a metrics scrape reads) and
+`console` (the console's users, tokens, audit trail and pages). `engine` makes the
 database connection and its sessions; `tables` are the ORM tables that the migrations
 follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
 hands out are its frozen views, never live rows.
@@ -35,6 +36,7 @@ from storage.ledger.recordings import Recordings
 from storage.ledger.retention import Retention
 from storage.ledger.rooms import Rooms, RoomSummary
 from storage.ledger.runs import Runs
+from storage.ledger.transcripts import Transcripts
 
 
 class Ledger(
@@ -51,6 +53,7 @@ class Ledger(
     Leases,
     Retention,
     Holds,
+    Transcripts,
 ):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 

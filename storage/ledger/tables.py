@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -304,3 +305,69 @@ class Hold(Base):
     reason: Mapped[str] = mapped_column(Text)
     held_by: Mapped[str] = mapped_column(Text)
     held_at: Mapped[datetime]
+
+
+class Transcript(Base):
+    """The transcript of one run (a recording's or a room's revision): its state on the
+    `transcribe` queue, where its files are, and the document itself (a room's transcript
+    merges its users' documents)."""
+
+    __tablename__ = "transcripts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    revision: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    engine: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(8))
+    json_url: Mapped[str | None] = mapped_column(Text)
+    vtt_url: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_transcripts_state_dispatched", "state", "dispatched_at"),)
+
+
+class TranscriptLine(Base):
+    """One segment of a recording's current transcript, for search: on PostgreSQL a
+    trigram index (pg_trgm) on `text`, on SQLite the FTS5 table `transcript_lines_fts`
+    (trigram tokenizer) kept by triggers; both made by the migration."""
+
+    __tablename__ = "transcript_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(String(36))
+    speaker: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class TranscriptFlag(Base):
+    """A flag word found in a recording's current transcript, until an operator reviews it."""
+
+    __tablename__ = "transcript_flags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(String(36))
+    speaker: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    match: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    reviewed_at: Mapped[datetime | None] = mapped_column(index=True)
+    reviewed_by: Mapped[str | None] = mapped_column(Text)

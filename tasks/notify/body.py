@@ -113,3 +113,39 @@ def expired_body(run: RunView, expired_at: datetime, deleted_objects: int) -> di
 
 def encode(body: dict[str, Any]) -> str:
     return jsonsafe.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+TRANSCRIPT_READY = "transcript.ready"
+TRANSCRIPT_FAILED = "transcript.failed"
+
+
+def transcript_webhook_id(run: RunView, event: str) -> str:
+    """Stable per recording revision and outcome, like the archived notification's."""
+    return f"msg_{run.recording_id}_r{run.revision}_{event.replace('.', '_')}"
+
+
+def transcript_body(
+    run: RunView,
+    event: str,
+    *,
+    transcript: dict[str, Any] | None = None,
+    flags: list[dict[str, Any]] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """`transcript.ready` (the files, language and a summary, the flags) or
+    `transcript.failed` (the error), about the recording or room as its archived
+    notification names it."""
+    about: dict[str, Any] = (
+        {"room": room_object(run)}
+        if run.recording.source == ROOM_SOURCE
+        else {"recording": recording_object(run)}
+    )
+    return {
+        "type": event,
+        **about,
+        "manifest": run.manifest_url,
+        "transcript": transcript,
+        "flags": list(flags or []),
+        "error": error,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }

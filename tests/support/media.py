@@ -124,3 +124,33 @@ def streams(path: Path) -> list[str]:
         capture_output=True,
     ).stdout
     return [s["codec_name"] for s in json.loads(out)["streams"]]
+
+
+def speak_word(tmp: Path, word: str) -> np.ndarray:
+    """One word said by espeak-ng (Debian package espeak-ng), as 16 kHz mono samples."""
+    wav = tmp / f"say-{word}.wav"
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), word], check=True)
+    return decode(wav)
+
+
+def speech_track(path: Path, words_at: list[tuple[str, float]], seconds: float) -> dict:
+    """An mp3 of `seconds` holding each word said at its offset (silence elsewhere).
+    Returns each word's (start, end) of sound in the file, measured from the samples."""
+    track = np.zeros(int(seconds * ANALYSIS_RATE), dtype=np.float32)
+    placed = {}
+    for word, at in words_at:
+        said = speak_word(path.parent, word)
+        loud = np.flatnonzero(np.abs(said) > 0.01)
+        start = int(at * ANALYSIS_RATE)
+        track[start : start + len(said)] = said[: len(track) - start]
+        placed[word] = (at + loud[0] / ANALYSIS_RATE, at + loud[-1] / ANALYSIS_RATE)
+    raw = path.with_suffix(".f32")
+    raw.write_bytes(track.astype("<f4").tobytes())
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "f32le",
+         "-ar", str(ANALYSIS_RATE), "-ac", "1", "-i", str(raw), "-c:a", "libmp3lame",
+         "-b:a", "64k", str(path)],
+        check=True,
+    )  # fmt: skip
+    raw.unlink()
+    return placed

@@ -61,4 +61,18 @@ def test_notify_without_a_finished_run_or_urls_is_refused(rec, current, urls, wh
 def test_an_unknown_step_is_an_error_listing_the_steps():
     with pytest.raises(UnknownStepError, match="unknown step 'mux': choose from fetch"):
         plan_reprocess(recording(), run(), "mux", URLS)
-    assert STEPS == ("fetch", "concat", "transcode", "archive", "notify")
+    assert STEPS == ("fetch", "concat", "transcode", "archive", "notify", "transcribe")
+
+
+def test_transcribe_redoes_the_current_archived_revisions_transcript():
+    plan = plan_reprocess(recording(), run(), "transcribe", URLS, engine="pocketsphinx")
+    assert plan.action == "transcribe" and "with pocketsphinx" in plan.detail
+
+
+@pytest.mark.parametrize(
+    ("engine", "current", "why"),
+    [("off", run(), "RECPIPE_TRANSCRIBE is off"), ("whisper", None, "no archived revision")],
+)
+def test_transcribe_without_an_engine_or_an_archive_is_refused(engine, current, why):
+    plan = plan_reprocess(recording(), current, "transcribe", URLS, engine=engine)
+    assert plan.action == "refuse" and why in plan.detail

@@ -202,3 +202,42 @@ function setUpLanes() {
 
 document.addEventListener("DOMContentLoaded", setUpPlayer);
 document.addEventListener("DOMContentLoaded", setUpLanes);
+
+// --- the transcript beside the player -------------------------------------------------
+// A click (or Enter) on a line seeks there; the line being played is highlighted; `cue`
+// (a search hit, a flag) opens the player at its second.
+
+function followTranscript() {
+  const audio = document.getElementById("player");
+  const data = pageData();
+  if (!audio) return;
+  if (data && typeof data.cue === "number") {
+    const cue = () => { audio.currentTime = data.cue; };
+    if (audio.readyState >= 1) cue(); else audio.addEventListener("loadedmetadata", cue, { once: true });
+  }
+  const list = document.getElementById("transcript");
+  if (!list) return;
+  const lines = [...list.querySelectorAll("li[data-start]")];
+  const seek = (line) => { audio.currentTime = Number(line.dataset.start); audio.play().catch(() => {}); };
+  list.addEventListener("click", (event) => {
+    const line = event.target.closest("li[data-start]");
+    if (line) seek(line);
+  });
+  list.addEventListener("keydown", (event) => {
+    const line = event.target.closest("li[data-start]");
+    if (line && event.key === "Enter") seek(line);
+  });
+  let current = null;
+  audio.addEventListener("timeupdate", () => {
+    const t = audio.currentTime;
+    const playing = lines.find((l) => Number(l.dataset.start) <= t && t < Number(l.dataset.end) + 0.25) || null;
+    if (playing === current) return;
+    if (current) current.classList.remove("current");
+    current = playing;
+    if (current) {
+      current.classList.add("current");
+      current.scrollIntoView({ block: "nearest" });
+    }
+  });
+}
+document.addEventListener("DOMContentLoaded", followTranscript);
