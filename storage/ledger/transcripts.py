@@ -33,6 +33,8 @@ from storage.ledger.tables import (
 _FTS = table("transcript_lines_fts", column("rowid", Integer), column("rank"))
 # FTS5's trigram tokenizer indexes three characters; a shorter query is matched by LIKE.
 TRIGRAM = 3
+# The largest id an INTEGER column holds (the flags are numbered by one).
+MAX_ROW_ID = 2**31 - 1
 
 
 class Transcripts(LedgerBase):
@@ -260,6 +262,8 @@ class Transcripts(LedgerBase):
     def review_flag(self, flag_id: int, actor: str, now: datetime) -> FlagView | None:
         """Mark a flag reviewed, audited like every operator action; None when unknown.
         Reviewing twice keeps the first review."""
+        if not 0 < flag_id <= MAX_ROW_ID:  # no such row, and PostgreSQL refuses the value
+            return None
         with self.session() as s:
             row = s.get(TranscriptFlag, flag_id, with_for_update=True)
             if row is None:

@@ -352,9 +352,11 @@ def test_doctor_passes_on_a_working_setup_with_s3(cli_env, s3_endpoint, bucket):
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     names = [line.split()[1].rstrip(":") for line in lines]
-    assert names == ["configuration", "ledger", "broker", "archive", "source", "ffmpeg", "ffprobe"]
+    assert names == [
+        "configuration", "ledger", "broker", "archive", "source", "ffmpeg", "ffprobe", "transcribe"
+    ]  # fmt: skip
     assert all(line.startswith("ok   ") for line in lines)
-    assert "postgresql, schema" in lines[1] and "ffprobe version" in lines[-1]
+    assert "postgresql, schema" in lines[1] and "ffprobe version" in lines[-2]
 
 
 def test_doctor_says_which_check_fails_one_line_each(cli_env, tmp_path, s3_endpoint):

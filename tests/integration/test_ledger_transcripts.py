@@ -102,6 +102,8 @@ def test_a_flag_is_reviewed_once_and_audited(ledger: Ledger):
     [entry] = ledger.audit_trail(rid)
     assert (entry.actor, entry.action, entry.target) == ("olga", "review_flag", str(open_flag.id))
     assert ledger.review_flag(999999, "olga", utcnow()) is None
+    # Past what an INTEGER id holds (PostgreSQL would refuse the value): unknown too, not 500.
+    assert ledger.review_flag(10549065092, "olga", utcnow()) is None
 
 
 def test_a_lost_transcript_is_handed_out_again_once(ledger: Ledger):

@@ -30,6 +30,7 @@ def test_queue_depth_counts_messages_waiting_in_the_broker(broker: str, request,
         "recpipe_broker_up": 1,
         "recpipe_queue_depthlight": 0,
         "recpipe_queue_depthmedia": 0,
+        "recpipe_queue_depthtranscribe": 0,
     }
     media = Queue("media", Exchange("media"), routing_key="media")
     with Connection(url) as conn:
