@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import boto3
 import requests
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -38,11 +39,17 @@ class StoreUnavailableError(Exception):
 
 @contextmanager
 def _vendor_errors(what: str) -> Iterator[None]:
-    """boto3's errors other than a missing object become StoreUnavailableError."""
+    """boto3's errors other than a missing object become StoreUnavailableError, those of a
+    multipart upload (`upload_file` wraps the ClientError it met) as those of one PUT."""
     try:
         yield
     except ClientError as exc:
         if _is_missing(exc):
+            raise FileNotFoundError(f"{what} does not exist") from None
+        raise StoreUnavailableError(f"{what}: {exc}") from exc
+    except S3UploadFailedError as exc:
+        met = exc.__cause__ or exc.__context__
+        if isinstance(met, ClientError) and _is_missing(met):
             raise FileNotFoundError(f"{what} does not exist") from None
         raise StoreUnavailableError(f"{what}: {exc}") from exc
     except BotoCoreError as exc:

@@ -32,3 +32,18 @@ def test_round_trip_listing_and_missing_objects(s3_endpoint, bucket, tmp_path: P
     store.delete("a/small.txt")
     assert [o.key for o in store.list("a/")] == ["a/big.bin"]
     store.check_writable()
+
+
+def test_a_large_upload_fails_as_a_single_put_does(s3_endpoint, tmp_path: Path):
+    """Over the multipart threshold boto3 raises its own S3UploadFailedError: it is mapped
+    like the one PUT's ClientError (here: the bucket is missing), not left to fail the run
+    as a bug."""
+    store = store_from_url(f"s3://no-such-bucket-recpipe/x?endpoint_url={s3_endpoint}")
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"x")
+    with big.open("wb") as out:
+        out.truncate(65 * 1024 * 1024)  # sparse: over the threshold, nothing to read first
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        store.put("a/small.bin", small)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        store.put("a/big.bin", big)
