@@ -90,6 +90,19 @@ def callback(user: str, event_type: int, seq: int, file_name: str) -> bytes:
     ).encode()  # fmt: skip
 
 
+def assert_heard_where_they_spoke(mix: Path, windows, users) -> None:
+    """At each (second, users heard) window, each of `users` is heard if listed, else
+    silent: the level of their tone in the mix around that second."""
+    samples = decode(mix)
+    for at, heard in windows:
+        for user, (hz, _segments) in users.items():
+            level = level_at(samples, at, hz)
+            if user in heard:
+                assert level > 0.01, f"{user} not heard at {at}s ({level:.4f})"
+            else:
+                assert level < 0.001, f"{user} heard at {at}s ({level:.4f})"
+
+
 def sign(body: bytes) -> str:
     return sign_gme(SECRET, body)
 
@@ -188,14 +201,7 @@ def test_a_room_of_three_users_is_mixed_on_one_clock(
     mix = tmp_path / "room.m4a"
     s3_client.download_file(bucket, f"{prefix}{rid}.m4a", str(mix))
     assert abs(duration(mix) - 10.5) < 0.25
-    samples = decode(mix)
-    for at, heard in WINDOWS:
-        for user, (hz, _segments) in USERS.items():
-            level = level_at(samples, at, hz)
-            if user in heard:
-                assert level > 0.01, f"{user} not heard at {at}s ({level:.4f})"
-            else:
-                assert level < 0.001, f"{user} heard at {at}s ({level:.4f})"
+    assert_heard_where_they_spoke(mix, WINDOWS, USERS)
     assert abs(integrated_loudness(mix) - (-16.0)) <= 1.5
     assert manifest["loudness"]["target_lufs"] == -16.0
 
@@ -276,14 +282,7 @@ def test_a_late_user_makes_revision_2_of_the_room(
     assert abs(duration(mix) - 13.5) < 0.25
     # Everyone is still heard where they spoke, and only there, at the same loudness.
     users = {**first, **late}
-    samples = decode(mix)
-    for at, heard in WINDOWS_2:
-        for user, (hz, _segments) in users.items():
-            level = level_at(samples, at, hz)
-            if user in heard:
-                assert level > 0.01, f"{user} not heard at {at}s ({level:.4f})"
-            else:
-                assert level < 0.001, f"{user} heard at {at}s ({level:.4f})"
+    assert_heard_where_they_spoke(mix, WINDOWS_2, users)
     assert abs(integrated_loudness(mix) - (-16.0)) <= 1.5
     assert manifest["loudness"]["target_lufs"] == -16.0
     wait_for(lambda: len(room_notes(receiver)) >= 2, timeout=30, what="both room notifications")

@@ -5,9 +5,7 @@ under the right user, in a VTT that parses, found by search, a flag word flagged
 workers and the transcribe worker are apart. An engine that fails leaves the recording
 archived and sends transcript.failed."""
 
-import base64
 import hashlib
-import hmac
 import io
 import json
 import time
@@ -20,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from storage.domain import GmeRecordingKey
 from storage.domain.rooms import room_id
 from tests.support.media import speech_track
+from tests.support.signing import sign_gme
 from tests.support.stack import Stack, parse_body
 from tests.support.waits import wait_for
 
@@ -50,7 +49,7 @@ def callback(user: str, event_type: int, seq: int, file_name: str) -> bytes:
 
 
 def sign(body: bytes) -> str:
-    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    return sign_gme(SECRET, body)
 
 
 def say(tmp_path: Path, s3_client, bucket: str, users: dict) -> tuple[list[bytes], dict]:
