@@ -6,7 +6,7 @@ import click
 
 from recpipe.cli.common import fail, load_settings, open_ledger, operator_errors
 from recpipe.cli.console import cli_actor
-from storage.domain.console import MAX_HOLD_REASON
+from storage.domain.console import MAX_HOLD_REASON, hold_reason
 
 
 @click.command()
@@ -16,12 +16,12 @@ def hold(recording_id: str, reason: str) -> None:
     """Keep a recording or a room (by its id): neither media retention nor a player's
     erasure deletes anything of it until `recpipe release`. Holding again replaces the
     reason."""
-    reason = reason.strip()
-    if not reason or len(reason) > MAX_HOLD_REASON:
+    why = hold_reason(reason)
+    if why is None:
         fail(f"--reason: say why, in at most {MAX_HOLD_REASON} characters", 2)
     ledger = open_ledger(load_settings())
     with operator_errors():
-        held = ledger.hold(recording_id, reason, cli_actor())
+        held = ledger.hold(recording_id, why, cli_actor())
     if held is None:
         fail(f"no recording or room {recording_id!r}")
     click.echo(f"held {held.source} {held.recording_id}: {held.reason}")

@@ -13,7 +13,7 @@ from recpipe.console.actions import TASK_ID, Outcome
 from recpipe.console.auth import needs
 from recpipe.console.media import download_name
 from recpipe.reports import recording_detail, recording_summary
-from storage.domain.console import MAX_HOLD_REASON
+from storage.domain.console import MAX_HOLD_REASON, hold_reason
 from storage.domain.states import RecordingState
 from storage.ledger.console import BadCursorError
 
@@ -313,12 +313,12 @@ def _hold(recording_id: str) -> Any:
     body = request.get_json(silent=True) if request.content_length else {}
     if not isinstance(body, dict):
         return bad_request("the body must be a JSON object")
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_HOLD_REASON:
+    reason = hold_reason(body.get("reason"))
+    if reason is None:
         return bad_request(
             f"reason: why it is kept, 1-{MAX_HOLD_REASON} characters", field="reason"
         )
-    return _act(lambda a: a.hold(g.principal.actor, recording_id, reason.strip()))
+    return _act(lambda a: a.hold(g.principal.actor, recording_id, reason))
 
 
 def _act(call: Any) -> Any:

@@ -37,7 +37,7 @@ from recpipe.console.api import (
 )
 from recpipe.console.auth import needs
 from recpipe.reports import recording_detail
-from storage.domain.console import MAX_HOLD_REASON
+from storage.domain.console import MAX_HOLD_REASON, hold_reason
 from storage.ledger.console import BadCursorError
 
 PLAYABLE = ("m4a", "mp3", "opus", "wav", "flac", "mp4")
@@ -292,8 +292,8 @@ def blueprint(limiter: Limiter) -> Blueprint:
     @bp.post("/recordings/<recording_id>/hold")
     @needs("admin", api=False)
     def hold(recording_id: str) -> Any:
-        reason = request.form.get("reason", "").strip()
-        if not reason or len(reason) > MAX_HOLD_REASON:
+        reason = hold_reason(request.form.get("reason", ""))
+        if reason is None:
             flash(f"Say why it is kept, in at most {MAX_HOLD_REASON} characters.", "error")
             return redirect(url_for("pages.recording", recording_id=recording_id), 303)
         return _act(recording_id, lambda a: a.hold(g.principal.actor, recording_id, reason))

@@ -16,6 +16,15 @@ SCOPES = (READ, OPERATE, ADMIN)
 MAX_HOLD_REASON = 2000
 
 
+def hold_reason(text: object) -> str | None:
+    """The reason a hold is given, trimmed; None unless it is text of 1 to MAX_HOLD_REASON
+    characters with something besides spaces (the one rule of the CLI, the API and the
+    console)."""
+    if not isinstance(text, str) or len(text) > MAX_HOLD_REASON or not text.strip():
+        return None
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class ConsoleUserView:
     id: int

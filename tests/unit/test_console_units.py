@@ -177,3 +177,12 @@ def test_a_room_s_clock_survives_a_damaged_timeline_and_odd_numbers():
 def test_a_callbacks_free_text_is_shown_cut_to_the_pages_limit(value, shown, length, cut):
     """Escaping is the template's; this only decides how much of the text a page shows."""
     assert callback_text(value) == CallbackText(shown, length, cut)
+
+
+def test_a_hold_reason_is_text_of_at_most_its_length_with_something_in_it():
+    from storage.domain.console import MAX_HOLD_REASON, hold_reason
+
+    assert hold_reason("  case 12 ") == "case 12"
+    assert hold_reason("x" * MAX_HOLD_REASON) == "x" * MAX_HOLD_REASON
+    for refused in ("", "   ", "x" * (MAX_HOLD_REASON + 1), " " + "x" * MAX_HOLD_REASON, None, 7):
+        assert hold_reason(refused) is None
