@@ -12,13 +12,14 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
 from foundation import jsonsafe
-from foundation.config import Settings
+from foundation.config import SETTINGS, VENDOR_SECRETS, Settings
 
 REDACTED = "[redacted]"
 
@@ -91,16 +92,32 @@ def _secret_key(key: object) -> bool:
 
 
 def secrets_of(settings: Settings, environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """The secret values a process holds: to be masked if they ever reach a log line."""
+    """The secret values a process holds: to be masked if they ever reach a log line. Every
+    setting defined as secret counts (a URL by its password), and boto3's key from the
+    environment."""
     env = os.environ if environ is None else environ
-    values = [key.decode(errors="replace") for key in settings.gme_secret_keys.values()]
-    values += [v for v in (settings.css_callback_key, settings.notify_secret) if v]
-    if settings.notify_secret:
-        values.append(settings.notify_secret.removeprefix("whsec_"))
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    values: list[str] = []
+    for item in SETTINGS:
+        if item.secret:
+            values += _secret_values(getattr(settings, item.attr))
+    for name in (*VENDOR_SECRETS, "AWS_SESSION_TOKEN"):
         if env.get(name):
             values.append(env[name])
-    return values
+    return [value for value in values if value]
+
+
+def _secret_values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):  # the GME keys by BizID
+        return [key.decode(errors="replace") for key in value.values()]
+    if isinstance(value, bytes):
+        return [value.decode(errors="replace")]
+    text = str(value)
+    if "://" in text:
+        password = urlsplit(text).password
+        return [unquote(password), password] if password else []
+    return [text, text.removeprefix("whsec_")] if text.startswith("whsec_") else [text]
 
 
 # Method name -> stdlib level, for recpipe's own lines (see `configure`).

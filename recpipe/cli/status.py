@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from foundation import jsonsafe
 from recpipe.cli.common import (
     RECORDING_STATES,
     SOURCES,
@@ -65,7 +65,7 @@ def status(
                 rows = [
                     {**_recording_json(r), "notification": notified.get(r.id)} for r in recordings
                 ]
-                click.echo(json.dumps(rows, indent=2))
+                click.echo(jsonsafe.dumps(rows, indent=2))
                 return
             table = _recordings_table(recordings, notified)
             # A terminal keeps its width unless the columns that never wrap need more.
@@ -75,7 +75,7 @@ def status(
             return
         details = [_recording_detail(ledger, rid) for rid in resolve(ledger, (recording_id,))]
     if as_json:
-        click.echo(json.dumps(details[0] if len(details) == 1 else details, indent=2))
+        click.echo(jsonsafe.dumps(details[0] if len(details) == 1 else details, indent=2))
         return
     for detail in details:
         _print_detail(console, detail)
@@ -115,7 +115,7 @@ def _print_rooms(console: Any, rooms: list[Any], as_json: bool) -> None:
         for r in rooms
     ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsonsafe.dumps(rows, indent=2))
         return
     table = Table()
     for header in ("room", "BizID", "RoomID", "TaskID", "state", "rev", "users", "age"):

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
@@ -16,6 +17,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from foundation import jsonsafe
 from foundation.config import Settings
 from recpipe.console import api, auth, pages
 from recpipe.console.actions import Actions
@@ -33,6 +35,17 @@ class _SessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
 
 
+class StrictJSON(DefaultJSONProvider):
+    """The API's bodies are strict JSON like everything else recpipe writes: a level that
+    does not exist (a silent track's loudness, kept in a run's result) is null, never NaN."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        return jsonsafe.dumps(obj, **kwargs)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -45,6 +58,7 @@ def create_app(
     # No built-in static route: the console's files are served by `pages.static`, which
     # asks for a session.
     app = Flask("recpipe.console", static_folder=None)
+    app.json = StrictJSON(app)
     # Only the scheme: X-Forwarded-For is not trusted (it would let anyone pick the
     # address that sign-in throttling counts).
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0)  # type: ignore[method-assign]

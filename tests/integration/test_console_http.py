@@ -872,3 +872,17 @@ def test_a_session_ends_when_its_eight_hours_are_over(world: World):
     assert later is not None and later.name == name
     assert world.ledger.session_user(key, now=start + eight) is None
     assert world.ledger.console_sessions(name, now=start) == []
+
+
+def test_the_api_writes_strict_json_where_a_level_does_not_exist(world: World):
+    """A non-finite number reaching a body (a ledger row written before levels were made
+    null, on SQLite, which kept `-Infinity`) is null: browsers' JSON.parse refuses NaN."""
+    from flask import jsonify
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    with world.app.app_context():
+        body = jsonify(loudness={"integrated_lufs": float("-inf"), "range_lu": float("nan")})
+    served = json.loads(body.get_data(as_text=True), parse_constant=refuse)
+    assert served == {"loudness": {"integrated_lufs": None, "range_lu": None}}

@@ -146,3 +146,21 @@ def test_the_level_applies_to_recpipe_and_library_lines_alike():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_every_setting_defined_as_secret_is_masked(capture):
+    """The secrets masked are the settings defined as secret (one definition), not a list
+    kept beside them: the console's secret and a database password in a bare message are
+    masked like the keys."""
+    console_secret = "console-secret-" + "c" * 32
+    found = Settings.from_env(
+        {
+            "RECPIPE_CONSOLE_SECRET": console_secret,
+            "RECPIPE_DATABASE_URL": "postgresql+psycopg://recpipe:db%2Fpass-77@db/recpipe",
+        }
+    )
+    capture(logs.secrets_of(found, {}))
+    structlog.get_logger("recpipe.console").warning(f"{console_secret} db/pass-77 recpipe")
+    [line] = capture.lines()
+    assert console_secret not in line["event"] and "db/pass-77" not in line["event"]
+    assert "recpipe" in line["event"], "ordinary words stay"
