@@ -63,8 +63,9 @@ def sweep(
     """Periodic safety net: recover stuck runs, finished runs that were never notified,
     and deliveries.
 
-    A queued run waits in the media queue for as long as the queue is busy; but when the
-    queue is idle and the run was dispatched more than `requeue_after_seconds` ago, its
+    A queued run waits in the media queue for as long as the queue is busy (messages in it,
+    or a worker on a run, which may hold the run's message prefetched); but when the queue
+    is idle and the run was dispatched more than `requeue_after_seconds` ago, its
     task is gone (a retry that could not be published, a message lost with a broker), and
     it is handed out again at once instead of after `stuck_after_seconds`. A run sent
     again to the idle queue `max_requeues` times that no worker took fails: whatever reads
@@ -84,7 +85,9 @@ def sweep(
             log.warning("recording.failed", run_id=run_id, error=error)
             notify(run_id)
 
-    idle = media_queue_idle()
+    # Idle: nothing waits in the media queue and no worker is on a run (a busy worker holds
+    # the messages it prefetched, unacknowledged, out of the queue's count).
+    idle = media_queue_idle() and not ledger.runs_working(now, cfg.stuck_after_seconds)
     queued_after = cfg.requeue_after_seconds if idle else None
     for stale in ledger.stale_runs(now, cfg.stuck_after_seconds, queued_after=queued_after):
         if stale.worker_lost:

@@ -256,6 +256,19 @@ class Runs(LedgerBase):
             ).all()
         return [StaleRun(str(r[0]), r[1] == RunState.RUNNING, int(r[2]), int(r[3])) for r in rows]
 
+    def runs_working(self, now: datetime, stuck_after: float) -> int:
+        """Runs a worker is on (running, heart-beating). While one is, that worker may hold
+        messages it prefetched and has not started: an empty media queue is then no sign
+        that a queued run's message is lost."""
+        cutoff = now - timedelta(seconds=stuck_after)
+        with self.session() as s:
+            found = s.scalar(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.state == RunState.RUNNING, Run.heartbeat_at >= cutoff)
+            )
+        return int(found or 0)
+
     def requeue_run(self, run_id: str) -> bool:
         """A queued run is about to be sent again to an idle queue: one requeue more when it
         was sent before (its message is gone), none when it never was. False when it is no

@@ -4,12 +4,12 @@ the attempt whose hand-back was lost, queued runs whose message is gone, the bea
 from datetime import timedelta
 
 from foundation.config import Settings
-from storage.domain import RunHolder, StaleRun, lifecycle
+from storage.domain import GmeEvent, GmeRecordingKey, RunHolder, StaleRun, lifecycle
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
 from tasks.services import Services
-from tests.support.ledger import RID, record
+from tests.support.ledger import KEY, RID, record
 
 
 def queued_run(ledger: Ledger) -> str:
@@ -208,6 +208,40 @@ def test_a_queued_run_waiting_behind_a_busy_media_queue_is_sent_again_but_never_
             now=now,
         )
         assert (report.redispatched_runs, report.failed_runs) == ([run_id], [])
+    assert (ledger.run(run_id).state, ledger.run(run_id).requeues) == ("queued", 0)
+
+
+def test_an_empty_media_queue_while_a_worker_is_on_a_run_is_busy_not_idle(ledger: Ledger, tmp_path):
+    """Under load a worker holds the messages it prefetched, unacknowledged, out of the
+    queue's count: while any run is heart-beating the queue is busy, so a queued run behind
+    it is sent again only after the stuck time and never failed as never picked up."""
+    settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
+    services = Services(settings, ledger, source, archive)
+    run_id = queued_run(ledger)
+    other = GmeRecordingKey(KEY.biz_id, KEY.room_id, "1000", KEY.task_id, KEY.record_mode)
+    ledger.record_gme_event(
+        GmeEvent(other, 3, 0, "p/0_other.mp3", 1675930605), "{}", {}, now=utcnow(),
+        settle_seconds=60,
+    )  # fmt: skip
+    working = ledger.claim(other.recording_id, now=utcnow())
+    now = utcnow()
+    ledger.start_run(working, worker="a", now=now, stale_after=settings.stuck_after_seconds)
+    ledger.mark_run_dispatched(run_id, now)
+    sent: list[str] = []
+    for _ in range(lifecycle.MAX_REQUEUES + 2):
+        now += timedelta(seconds=settings.requeue_after_seconds + 1)
+        ledger.heartbeat(working, now)
+        report = sweeping.sweep(
+            services,
+            redispatch_run=sent.append,
+            notify=lambda rid: None,
+            redeliver=lambda nid: None,
+            media_queue_idle=lambda: True,
+            now=now,
+        )
+        assert report.failed_runs == []
+    assert sent == [], "a queued run is not sent again before the stuck time while busy"
     assert (ledger.run(run_id).state, ledger.run(run_id).requeues) == ("queued", 0)
 
 
