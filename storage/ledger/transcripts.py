@@ -113,11 +113,8 @@ class Transcripts(LedgerBase):
             rid = row.recording_id
             reviews = [
                 Review(f.speaker, f.match, f.start_s, f.reviewed_at, f.reviewed_by)
-                for f in s.scalars(
-                    select(TranscriptFlag).where(
-                        TranscriptFlag.recording_id == rid, TranscriptFlag.reviewed_at.is_not(None)
-                    )
-                )
+                for f in s.scalars(select(TranscriptFlag).where(TranscriptFlag.recording_id == rid))
+                if f.reviewed_at is not None
             ]
             kept = carried_reviews(reviews, list(flags))
             s.execute(delete(TranscriptLine).where(TranscriptLine.recording_id == rid))
