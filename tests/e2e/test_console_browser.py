@@ -4,7 +4,9 @@ sign in, find the recording, play it, see its waveform, reprocess it to revision
 refused as a viewer. Saves the recording page's screenshot to bench/out/console-recording.png
 (untracked; copy it over docs/console-recording.png to refresh the README's picture).
 And a room made by `recpipe simulate gme --room`: its participants' bars on one clock and
-the mix playing."""
+the mix playing. And the transcript beside the player, on a recording's page and a room's:
+lines that seek, a highlight that follows, speakers in their lanes' colours, hostile text
+shown as text."""
 
 from __future__ import annotations
 
