@@ -431,6 +431,10 @@ def test_a_css_recording_is_transcribed_as_one_speaker_its_stream(
     assert manifest["transcript"]["json"]["sha256"] == hashlib.sha256(raw.encode()).hexdigest()
     doc = json.loads(raw)
     assert {s["speaker"] for s in doc["segments"]} == {"talkcam"}
+    # pocketsphinx knows one language and gives no probability for it: both are said.
+    assert (doc["language"], doc["language_probability"]) == ("en", None)
+    assert body["transcript"]["language"] == "en"
+    assert body["transcript"]["language_probability"] is None
     said = [w for s in doc["segments"] for w in s["words"]]
     for word, (a, b) in expected.items():
         near = [w for w in said if w["w"] == word and abs(w["start_s"] - a) <= TOLERANCE_S
