@@ -404,6 +404,15 @@ def _transcribed(ledger, rid: str, segments: list[dict]) -> None:
 CURRENT_LINE = "() => document.querySelector('#transcript li.current')?.dataset.start ?? null"
 
 
+SEEK_WATCH = """() => {
+    const audio = document.getElementById('player');
+    audio.pause();
+    window.seekedAt = null;
+    audio.addEventListener('seeked', () => { window.seekedAt = audio.currentTime; audio.pause(); },
+                           { once: true });
+}"""
+
+
 def _follows_the_player(page, starts: list[float]) -> None:
     """A click on each line seeks the player to its start and highlights it; moving the
     player into another line moves the highlight there."""
@@ -412,13 +421,12 @@ def _follows_the_player(page, starts: list[float]) -> None:
     lines = page.locator("#transcript li")
     assert lines.count() == len(starts)
     for i in (1, 0, len(starts) - 1):
-        page.evaluate("() => document.getElementById('player').pause()")
+        # Where the seek the click makes lands (the click also plays: stopped there, so a
+        # slow poll does not see the player moved on).
+        page.evaluate(SEEK_WATCH)
         lines.nth(i).click()
-        page.wait_for_function(
-            f"() => {{ const t = document.getElementById('player').currentTime;"
-            f" return t >= {starts[i]} && t < {starts[i]} + 0.9; }}",
-            timeout=10_000,
-        )
+        page.wait_for_function("() => window.seekedAt !== null", timeout=10_000)
+        assert abs(page.evaluate("() => window.seekedAt") - starts[i]) < 0.05
         page.wait_for_function(f"() => ({CURRENT_LINE})() === '{starts[i]}'", timeout=10_000)
     page.evaluate("() => document.getElementById('player').pause()")
     for i in (2, 0):
