@@ -171,14 +171,14 @@ def blueprint() -> Blueprint:
     @needs("read", api=True)
     def search() -> Any:
         try:
-            q, offset = search_query(request.args)
+            q, cursor = search_query(request.args)
+            found = console()["ledger"].search_transcripts(q, SEARCH_PAGE, cursor)
         except BadParameterError as exc:
             return bad_request(str(exc), parameter=exc.name)
-        hits = console()["ledger"].search_transcripts(q, limit=SEARCH_PAGE + 1, offset=offset)
-        more = len(hits) > SEARCH_PAGE
+        except BadCursorError as exc:
+            return bad_request(str(exc), parameter="cursor")
         return jsonify(
-            hits=[{**h.as_json(), "player": player_link(h)} for h in hits[:SEARCH_PAGE]],
-            next=str(offset + SEARCH_PAGE) if more else None,
+            hits=[{**h.as_json(), "player": player_link(h)} for h in found.hits], next=found.next
         )
 
     @bp.get("/flags")
@@ -267,15 +267,16 @@ SEARCH_PAGE = 50
 CUE_BEFORE_S = 3.0
 
 
-def search_query(args: Any) -> tuple[str, int]:
-    """`q` (1 to 256 printable characters) and the page's `cursor` (an offset)."""
+def search_query(args: Any) -> tuple[str, str | None]:
+    """`q` (1 to 256 printable characters) and the page's `cursor` (as handed out in
+    `next`; the ledger decodes it)."""
     q = " ".join((args.get("q") or "").split())
     if not q or len(q) > MAX_Q or any(ord(c) < 32 for c in q):
         raise BadParameterError("q", f"1 to {MAX_Q} printable characters")
-    cursor = args.get("cursor") or "0"
-    if not cursor.isdigit() or int(cursor) > 100_000:
+    cursor = args.get("cursor") or None
+    if cursor is not None and len(cursor) > 256:
         raise BadParameterError("cursor", "not one this API handed out")
-    return q, int(cursor)
+    return q, cursor
 
 
 def player_link(hit: Any) -> str:

@@ -627,6 +627,10 @@ def document() -> dict[str, Any]:
                     "operationId": "searchTranscripts",
                     "summary": "Transcript lines holding a word or phrase, best first (text "
                     "without spaces too: Korean, Japanese, Chinese)",
+                    "description": "Best first: the shortest line holding the words, then in "
+                    "the order the lines were stored. Pages follow on by keyset: `next` names "
+                    "the last hit of this page, so lines stored between two requests neither "
+                    "repeat a hit nor skip one.",
                     "parameters": [
                         {
                             "name": "q",
@@ -638,7 +642,8 @@ def document() -> dict[str, Any]:
                             "name": "cursor",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 16},
+                            "description": "the `next` of the page before; absent for the first",
+                            "schema": {"type": "string", "maxLength": 256},
                         },
                     ],
                     "responses": {

@@ -352,16 +352,12 @@ def blueprint(limiter: Limiter) -> Blueprint:
         if not request.args.get("q"):
             return render_template("search.html", q="", hits=[], older=None)
         try:
-            q, offset = search_query(request.args)
-        except BadParameterError as exc:
+            q, cursor = search_query(request.args)
+            found = console()["ledger"].search_transcripts(q, SEARCH_PAGE, cursor)
+        except (BadParameterError, BadCursorError) as exc:
             return render_template("error.html", code=400, message=str(exc)), 400
-        hits = console()["ledger"].search_transcripts(q, limit=SEARCH_PAGE + 1, offset=offset)
-        older = str(offset + SEARCH_PAGE) if len(hits) > SEARCH_PAGE else None
         return render_template(
-            "search.html",
-            q=q,
-            hits=[(h, player_link(h)) for h in hits[:SEARCH_PAGE]],
-            older=older,
+            "search.html", q=q, hits=[(h, player_link(h)) for h in found.hits], older=found.next
         )
 
     @bp.get("/flags")

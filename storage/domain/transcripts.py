@@ -69,6 +69,12 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
+class SearchPage:
+    hits: list[SearchHit]
+    next: str | None  # the cursor of the page after this one
+
+
+@dataclass(frozen=True)
 class FlagView:
     id: int
     recording_id: str
@@ -105,3 +111,42 @@ def like_pattern(query: str) -> str:
 def fts_phrase(query: str) -> str:
     """`query` as one FTS5 string (a phrase): its own quotes doubled."""
     return '"' + query.replace('"', '""') + '"'
+
+
+# A flag of a new transcript is the one an operator reviewed when it has the same speaker
+# and match and starts this close to it: recognition places a word a little differently
+# from one run (or engine, or revision) to the next.
+SAME_FLAG_WITHIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class Review:
+    """A reviewed flag of a transcript about to be replaced: what it was about, and who
+    reviewed it when."""
+
+    speaker: str
+    match: str
+    start_s: float
+    reviewed_at: datetime
+    reviewed_by: str | None
+
+
+def carried_reviews(reviews: list[Review], flags: list[dict[str, Any]]) -> list[Review | None]:
+    """For each flag of a new transcript, the review it keeps (None: to be reviewed): a
+    review of the same speaker and match (case aside) that started within
+    SAME_FLAG_WITHIN_S. Each review is kept by one flag at most, the closest in time."""
+    kept: list[Review | None] = [None] * len(flags)
+    pairs = sorted(
+        (abs(float(flag["start_s"]) - review.start_s), i, j)
+        for i, flag in enumerate(flags)
+        for j, review in enumerate(reviews)
+        if str(flag["speaker"]) == review.speaker
+        and str(flag["match"]).casefold() == review.match.casefold()
+        and abs(float(flag["start_s"]) - review.start_s) <= SAME_FLAG_WITHIN_S
+    )
+    used: set[int] = set()
+    for _, i, j in pairs:
+        if kept[i] is None and j not in used:
+            kept[i] = reviews[j]
+            used.add(j)
+    return kept

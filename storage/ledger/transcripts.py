@@ -3,21 +3,28 @@ and its flags for review. Rows are keyed by recording id (and run), like the run
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, column, delete, func, select, table, text, update
+from sqlalchemy import Integer, column, delete, func, or_, select, table, text, update
 
 from storage.domain.transcripts import (
     FlagView,
+    Review,
     SearchHit,
+    SearchPage,
     TranscriptLineView,
     TranscriptState,
     TranscriptView,
+    carried_reviews,
     fts_phrase,
     like_pattern,
 )
+from storage.ledger.console import BadCursorError
 from storage.ledger.engine import LedgerBase, aware, upsert
 from storage.ledger.tables import (
     AuditEntry,
@@ -93,7 +100,9 @@ class Transcripts(LedgerBase):
         flags: Sequence[dict[str, Any]] = (),
     ) -> bool:
         """Ready; the recording's searchable lines and its flags (as in the transcript's
-        JSON) become this run's."""
+        JSON) become this run's. A flag that was reviewed in the transcript it replaces
+        (same speaker and match, about the same time: carried_reviews) stays reviewed, by
+        whom and when it was, so nobody reviews it twice."""
         with self.session() as s:
             row = s.get(Transcript, run_id, with_for_update=True)
             if row is None or row.state == TranscriptState.READY:
@@ -102,6 +111,12 @@ class Transcripts(LedgerBase):
             row.json_url, row.vtt_url, row.summary = json_url, vtt_url, summary
             row.document, row.error, row.finished_at = document, None, now
             rid = row.recording_id
+            reviews = [
+                Review(f.speaker, f.match, f.start_s, f.reviewed_at, f.reviewed_by)
+                for f in s.scalars(select(TranscriptFlag).where(TranscriptFlag.recording_id == rid))
+                if f.reviewed_at is not None
+            ]
+            kept = carried_reviews(reviews, list(flags))
             s.execute(delete(TranscriptLine).where(TranscriptLine.recording_id == rid))
             s.execute(delete(TranscriptFlag).where(TranscriptFlag.recording_id == rid))
             s.add_all(
@@ -113,8 +128,10 @@ class Transcripts(LedgerBase):
                 TranscriptFlag(recording_id=rid, run_id=run_id, speaker=str(flag["speaker"]),
                                start_s=flag["start_s"], end_s=flag["end_s"],
                                match=str(flag["match"]), text=str(flag.get("text") or ""),
-                               created_at=now)
-                for flag in flags
+                               created_at=now,
+                               reviewed_at=review.reviewed_at if review else None,
+                               reviewed_by=review.reviewed_by if review else None)
+                for flag, review in zip(flags, kept, strict=True)
             )  # fmt: skip
             return True
 
@@ -203,42 +220,49 @@ class Transcripts(LedgerBase):
 
     # -- search ------------------------------------------------------------------------
 
-    def search_transcripts(self, query: str, limit: int = 50, offset: int = 0) -> list[SearchHit]:
+    def search_transcripts(
+        self, query: str, limit: int = 50, cursor: str | None = None
+    ) -> SearchPage:
         """Lines of the recordings' current transcripts holding `query` (case-insensitive),
-        best first: a trigram index on PostgreSQL, FTS5 (trigram) on SQLite."""
+        best first, `limit` at a time; `next` is the cursor of the page after this one.
+        Found by a trigram index on PostgreSQL, FTS5 (trigram) on SQLite, and ordered alike
+        on both: the shortest line holding the words first (the closest match, as trigram
+        similarity ranks it), then in the order the lines were stored. A page follows on
+        from its cursor, the last line before it (keyset), never by counting rows, so lines
+        stored or replaced between two pages neither repeat a hit nor skip one."""
         query = " ".join(query.split())
         if not query:
-            return []
+            return SearchPage([], None)
         line = TranscriptLine
+        size = func.length(line.text)
         columns = (line.recording_id, Recording.source, line.speaker, line.start_s, line.end_s,
-                   line.text)  # fmt: skip
-        base = select(*columns).join(Recording, Recording.id == line.recording_id)
+                   line.text, size, line.id)  # fmt: skip
+        statement = select(*columns).join(Recording, Recording.id == line.recording_id)
         if self.engine.dialect.name == "postgresql":
-            statement = base.where(line.text.ilike(like_pattern(query), escape="\\")).order_by(
-                func.similarity(line.text, query).desc(), line.recording_id, line.start_s
-            )
+            statement = statement.where(line.text.ilike(like_pattern(query), escape="\\"))
         elif len(query) >= TRIGRAM:
             match = text("transcript_lines_fts MATCH :phrase").bindparams(phrase=fts_phrase(query))
-            statement = (
-                base.join(_FTS, _FTS.c.rowid == line.id)
-                .where(match)
-                .order_by(_FTS.c.rank, line.start_s)
-            )
+            statement = statement.join(_FTS, _FTS.c.rowid == line.id).where(match)
         else:
-            statement = base.where(line.text.like(like_pattern(query), escape="\\")).order_by(
-                line.recording_id, line.start_s
+            statement = statement.where(line.text.like(like_pattern(query), escape="\\"))
+        if cursor:
+            after_size, after_id = decode_search_cursor(cursor)
+            statement = statement.where(
+                or_(size > after_size, (size == after_size) & (line.id > after_id))
             )
+        statement = statement.order_by(size, line.id).limit(limit + 1)
         with self.session() as s:
-            rows = s.execute(statement.limit(limit).offset(offset)).all()
-            rooms = _rooms_of(s, {r[0] for r in rows})
+            rows = s.execute(statement).all()
+            rooms = _rooms_of(s, {r[0] for r in rows[:limit]})
         hits = []
-        for rid, source, speaker, start, end, found in rows:
+        for rid, source, speaker, start, end, found, _size, _id in rows[:limit]:
             room_id, offset_s = rooms.get(rid, (None, None))
             hits.append(
                 SearchHit(rid, source, speaker, start, end, found, room_id,
                           None if offset_s is None else round(start + offset_s, 3))
             )  # fmt: skip
-        return hits
+        last = rows[limit - 1] if len(rows) > limit else None
+        return SearchPage(hits, encode_search_cursor(last[6], last[7]) if last else None)
 
     # -- flags ---------------------------------------------------------------------------
 
@@ -277,6 +301,25 @@ class Transcripts(LedgerBase):
                                        "start_s": row.start_s})
                 )  # fmt: skip
             return _flag(row)
+
+
+def encode_search_cursor(size: int, line_id: int) -> str:
+    """The position of a page's last line in the search's order."""
+    raw = json.dumps([int(size), int(line_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_search_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        size, line_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise BadCursorError("cursor: not one this API handed out") from exc
+    if not (isinstance(size, int) and isinstance(line_id, int)) or not (
+        0 <= size <= MAX_ROW_ID and 0 <= line_id <= MAX_ROW_ID
+    ):
+        raise BadCursorError("cursor: not one this API handed out")
+    return size, line_id
 
 
 def _rooms_of(s: Any, recording_ids: set[str]) -> dict[str, tuple[str, float | None]]:

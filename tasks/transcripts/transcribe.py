@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from foundation import jsonsafe
 from storage.domain import RunState, RunView
 from storage.domain.rooms import ROOM_SOURCE
 from storage.domain.transcripts import TranscriptLineView, TranscriptState
@@ -327,8 +328,8 @@ def _write(store: ObjectStore, run: RunView, transcript: document.Transcript) ->
         raise SupersededError(f"the manifest under {prefix} is of another run")
     stem = run.recording_id
     files = {
-        "json": (transcript_name(stem), json.dumps(transcript.as_json(), indent=1,
-                                                   ensure_ascii=False).encode(),
+        "json": (transcript_name(stem), jsonsafe.dumps(transcript.as_json(), indent=1,
+                                                       ensure_ascii=False).encode(),
                  "application/json"),
         "vtt": (vtt_name(stem), document.to_vtt(transcript.segments).encode(), "text/vtt"),
     }  # fmt: skip
@@ -342,7 +343,7 @@ def _write(store: ObjectStore, run: RunView, transcript: document.Transcript) ->
         "language": transcript.language, **transcript.summary(),
     }  # fmt: skip
     store.put_bytes(
-        manifest_key, json.dumps(manifest, indent=2, ensure_ascii=False).encode(),
+        manifest_key, jsonsafe.dumps(manifest, indent=2, ensure_ascii=False).encode(),
         "application/json",
     )  # fmt: skip
     return urls

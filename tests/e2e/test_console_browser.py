@@ -4,7 +4,9 @@ sign in, find the recording, play it, see its waveform, reprocess it to revision
 refused as a viewer. Saves the recording page's screenshot to bench/out/console-recording.png
 (untracked; copy it over docs/console-recording.png to refresh the README's picture).
 And a room made by `recpipe simulate gme --room`: its participants' bars on one clock and
-the mix playing."""
+the mix playing. And the transcript beside the player, on a recording's page and a room's:
+lines that seek, a highlight that follows, speakers in their lanes' colours, hostile text
+shown as text."""
 
 from __future__ import annotations
 
@@ -369,5 +371,136 @@ def test_signing_out_in_the_browser_ends_the_session_and_every_copy_of_its_cooki
             assert page.url.startswith(f"{console}/login")
             assert copy_home() == 302
             assert recpipe(env, "users", "sessions", "vera").stdout == ""
+        finally:
+            browser.close()
+
+
+def _real_audio(path: Path, seconds: float) -> None:
+    """Replace the stand-in bytes the stored recording has with a real m4a of `seconds`."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"sine=frequency=330:duration={seconds}:sample_rate=44100",
+         "-c:a", "aac", "-b:a", "64k", "-f", "mp4", str(path)],
+        check=True,
+    )  # fmt: skip
+
+
+def _transcribed(ledger, rid: str, segments: list[dict]) -> None:
+    from storage.domain.transcripts import TranscriptLineView
+    from storage.ledger import utcnow
+
+    run_id = ledger.recording(rid).current_run_id
+    assert ledger.queue_transcript(run_id, utcnow())
+    assert ledger.start_transcript(run_id, utcnow())
+    ledger.finish_transcript(
+        run_id, utcnow(), engine="pocketsphinx", language="en", json_url="j", vtt_url="v",
+        summary={}, document={"segments": segments, "flags": []},
+        lines=[TranscriptLineView(s["speaker"], s["start_s"], s["end_s"], s["text"])
+               for s in segments],
+    )  # fmt: skip
+
+
+# The text of the line whose `current` class marks it as the one being played.
+CURRENT_LINE = "() => document.querySelector('#transcript li.current')?.dataset.start ?? null"
+
+
+SEEK_WATCH = """() => {
+    const audio = document.getElementById('player');
+    audio.pause();
+    window.seekedAt = null;
+    audio.addEventListener('seeked', () => { window.seekedAt = audio.currentTime; audio.pause(); },
+                           { once: true });
+}"""
+
+
+def _follows_the_player(page, starts: list[float]) -> None:
+    """A click on each line seeks the player to its start and highlights it; moving the
+    player into another line moves the highlight there."""
+    page.evaluate("() => { document.getElementById('player').muted = true; }")
+    page.wait_for_function("() => document.getElementById('player').readyState >= 1")
+    lines = page.locator("#transcript li")
+    assert lines.count() == len(starts)
+    for i in (1, 0, len(starts) - 1):
+        # Where the seek the click makes lands (the click also plays: stopped there, so a
+        # slow poll does not see the player moved on).
+        page.evaluate(SEEK_WATCH)
+        lines.nth(i).click()
+        page.wait_for_function("() => window.seekedAt !== null", timeout=10_000)
+        assert abs(page.evaluate("() => window.seekedAt") - starts[i]) < 0.05
+        page.wait_for_function(f"() => ({CURRENT_LINE})() === '{starts[i]}'", timeout=10_000)
+    page.evaluate("() => document.getElementById('player').pause()")
+    for i in (2, 0):
+        at = starts[i] + 0.1
+        page.evaluate(f"() => {{ document.getElementById('player').currentTime = {at}; }}")
+        page.wait_for_function(f"() => ({CURRENT_LINE})() === '{starts[i]}'", timeout=10_000)
+    assert page.locator("#transcript li.current").count() == 1
+
+
+def test_the_transcript_beside_the_player_seeks_follows_and_colours_speakers_as_lanes(
+    console_alone, tmp_path: Path
+):
+    """On a recording's page and a room's: a click on a line seeks the audio to it, the
+    line being played is highlighted, each speaker has their lane's colour (computed), and
+    hostile transcript text (a speaker, the words) is shown as text and runs nothing."""
+    from playwright.sync_api import sync_playwright
+
+    from storage.ledger import Ledger
+    from tests.support.console import HOSTILE, archived_room, archived_run, store_gme
+
+    console, env = console_alone
+    ledger = Ledger(env["RECPIPE_DATABASE_URL"])
+    ledger.migrate()
+    archive = tmp_path / "archive"
+    rid = store_gme(ledger, 0, task="446946705284000951", user=HOSTILE)
+    archived_run(ledger, rid, archive)
+    _real_audio(archive / "gme" / str(BIZ) / rid / f"{rid}.m4a", 12.0)
+    said = [(1.0, 2.5, "alpha " + HOSTILE), (4.0, 5.5, "bravo"), (7.0, 9.0, "charlie")]
+    _transcribed(ledger, rid, [
+        {"speaker": HOSTILE, "start_s": a, "end_s": b, "text": t, "words": []} for a, b, t in said
+    ])  # fmt: skip
+    room = archived_room(ledger, archive, task="446946705284000952", room="700",
+                         users=[("alice", 0.0), ("bob", 3.0)])  # fmt: skip
+    room_folder = archive / "gme" / str(BIZ) / "rooms" / room.id
+    _real_audio(room_folder / f"{room.id}.m4a", 7.0)
+    room_said = [("alice", 0.5, 1.5, "one"), ("bob", 3.5, 4.5, "two"), ("alice", 5.0, 6.0, "three")]
+    _transcribed(ledger, room.id, [
+        {"speaker": u, "start_s": a, "end_s": b, "text": t, "words": []}
+        for u, a, b, t in room_said
+    ])  # fmt: skip
+    ledger.dispose()
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            sign_in(page, console, "vera")
+
+            page.goto(f"{console}/recordings/{rid}")
+            texts = page.locator("#transcript li .text").all_inner_texts()
+            assert texts == [t for _, _, t in said]
+            assert set(page.locator("#transcript li .speaker").all_inner_texts()) == {HOSTILE}
+            assert page.locator("#transcript script, #transcript img").count() == 0
+            assert page.evaluate("() => document.querySelectorAll('img[src=x]').length") == 0
+            _follows_the_player(page, [a for a, _, _ in said])
+
+            page.goto(f"{console}/rooms/{room.id}")
+            _follows_the_player(page, [a for _, a, _, _ in room_said])
+            lanes = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('tr.participant')]
+                    .map((row) => [row.querySelector('code').textContent,
+                                   getComputedStyle(row.querySelector('rect.bar')).fill]))"""
+            )
+            speakers = page.evaluate(
+                """() => [...document.querySelectorAll('#transcript li')]
+                    .map((li) => { const s = li.querySelector('.speaker');
+                                   return [s.textContent, getComputedStyle(s).color,
+                                           getComputedStyle(li).borderLeftColor]; })"""
+            )
+            assert set(lanes) == {"alice", "bob"} and lanes["alice"] != lanes["bob"]
+            for speaker, colour, border in speakers:
+                assert colour == border == lanes[speaker], (speaker, colour, border, lanes)
+            assert dialogs == []
         finally:
             browser.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +41,7 @@ class World:
     app: Any
     people: Any
     ids: dict[str, str]
+    archive: Path | None = None
 
 
 def transcribe(ledger: Ledger, rid: str, segments: list[dict], flags=(), lines=True) -> None:
@@ -83,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         {"speaker": "bob", "start_s": 3.5, "end_s": 4.0, "text": "delta", "words": []},
     ], lines=False)  # fmt: skip
     app = create_app(settings, ledger=ledger, secret=SECRET)
-    yield World(ledger, app, people, ids)
+    yield World(ledger, app, people, ids, archive)
     ledger.dispose()
 
 
@@ -123,6 +125,42 @@ def test_search_api_finds_the_words_and_links_the_player_at_their_second(world: 
     for bad in ({}, {"q": " "}, {"q": "x" * 257}, {"q": "a\x00b"}, {"q": "a", "cursor": "z"}):
         assert client.get("/api/v1/search", query_string=bad, headers=headers).status_code == 400
     assert client.get("/api/v1/search", query_string={"q": "bridge"}).status_code == 401
+
+
+def test_search_pages_follow_their_next_cursor_in_the_api_and_the_more_link(world: World):
+    """61 lines saying one word: the API's pages of 50 follow `next` to every hit once,
+    and the search page's "more" link opens the second page."""
+    rid = store_gme(world.ledger, 0, task="446946705284000903", user="paging")
+    archived_run(world.ledger, rid, world.archive)
+    transcribe(world.ledger, rid, [
+        {"speaker": "paging", "start_s": float(i), "end_s": i + 0.5,
+         "text": f"zebra crossing {'!' * (i % 7)}", "words": []}
+        for i in range(61)
+    ])  # fmt: skip
+    client, headers = api(world)
+    seen, cursor = [], None
+    for _ in range(3):
+        served = client.get(
+            "/api/v1/search",
+            headers=headers,
+            query_string={"q": "zebra", **({"cursor": cursor} if cursor else {})},
+        )
+        schema("/api/v1/search").validate(served.json)
+        seen += [h["start_s"] for h in served.json["hits"]]
+        cursor = served.json["next"]
+        if cursor is None:
+            break
+    assert cursor is None and sorted(seen) == [float(i) for i in range(61)]
+    assert len(seen) == len(set(seen))
+
+    viewer = page(world)
+    html = viewer.get("/search", query_string={"q": "zebra"}).get_data(as_text=True)
+    assert html.count('<tr class="hit">') == 50
+    [more] = re.findall(r'<a href="([^"]+)">more</a>', html)
+    second = viewer.get(more.replace("&amp;", "&")).get_data(as_text=True)
+    assert second.count('<tr class="hit">') == 11 and ">more</a>" not in second
+    refused = viewer.get("/search", query_string={"q": "zebra", "cursor": "nope"})
+    assert refused.status_code == 400
 
 
 def test_the_recordings_page_shows_its_transcript_escaped_and_cued(world: World):

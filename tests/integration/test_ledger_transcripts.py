@@ -48,7 +48,7 @@ def searchable(ledger: Ledger) -> dict[str, str]:
 def test_search_finds_text_without_spaces_and_english(
     ledger: Ledger, searchable: dict[str, str], language: str, query: str
 ):
-    hits = ledger.search_transcripts(query)
+    hits = ledger.search_transcripts(query).hits
     assert [h.recording_id for h in hits] == [searchable[language]], (query, hits)
     [hit] = hits
     assert (hit.speaker, hit.start_s, hit.end_s) == (LINES[language][0], 12.5, 14.0)
@@ -57,7 +57,7 @@ def test_search_finds_text_without_spaces_and_english(
 
 def test_search_takes_wildcards_and_quotes_literally(ledger: Ledger, searchable):
     for query in ("%", "_", '"', 'bridge" OR "오늘', "a%b", "   "):
-        assert ledger.search_transcripts(query) == []
+        assert ledger.search_transcripts(query).hits == []
 
 
 def test_search_is_served_by_the_trigram_index(ledger: Ledger):
@@ -82,8 +82,8 @@ def test_a_new_revisions_transcript_replaces_the_lines_and_flags(ledger: Ledger)
     again = ledger.claim(rid, now=utcnow(), force=True)
     ledger.finish_run(again, now=utcnow(), result={"artifacts": []}, manifest_url="m")
     transcribed(ledger, again, "bob", "new words only")
-    assert ledger.search_transcripts("old words") == []
-    assert [h.recording_id for h in ledger.search_transcripts("new words")] == [rid]
+    assert ledger.search_transcripts("old words").hits == []
+    assert [h.recording_id for h in ledger.search_transcripts("new words").hits] == [rid]
     assert ledger.transcript_flags(recording_id=rid) == []
     assert ledger.transcript_of(rid).run_id == again
     assert ledger.transcript_of(rid, revision=1).run_id == run_id
@@ -119,3 +119,102 @@ def test_a_lost_transcript_is_handed_out_again_once(ledger: Ledger):
     assert ledger.lost_transcripts(now, queued_before=later, running_before=later) == [queued]
     assert ledger.lost_transcripts(now, queued_before=later, running_before=later) == []
     assert ledger.start_transcript(running, now) is not None
+
+
+def lines_saying(ledger: Ledger, user: str, texts: list[str]) -> str:
+    """A recording whose current transcript has one line of each text, a second apart."""
+    rid, run_id = archived(ledger, user)
+    assert ledger.queue_transcript(run_id, utcnow())
+    assert ledger.start_transcript(run_id, utcnow()) is not None
+    assert ledger.finish_transcript(
+        run_id, utcnow(), engine="whisper", language="x", json_url="j", vtt_url="v",
+        summary={}, document={"segments": []},
+        lines=[TranscriptLineView(user, float(i), i + 0.5, t) for i, t in enumerate(texts)],
+    )  # fmt: skip
+    return rid
+
+
+@pytest.mark.parametrize("query", ["bridge", "다리", "桥边见面"])
+def test_search_pages_follow_on_by_keyset_without_repeats_or_gaps(ledger: Ledger, query: str):
+    """Pages of 4 over 23 hits of lines of equal and unequal length (ties broken by line):
+    every hit once, in the search's order, the shortest line first; lines stored between
+    two pages come after the cursor or not at all, never again."""
+    said = {"bridge": "at the bridge", "다리": "다리 앞에서", "桥边见面": "我们在桥边见面"}[query]
+    texts = [f"{said}{' !' * (i % 5)}" for i in range(20)]
+    rid = lines_saying(ledger, "frank", [*texts, "nothing to find"])
+    other = lines_saying(ledger, "gina", [said, f"{said} {said}", said])
+    everything = ledger.search_transcripts(query, limit=100)
+    assert everything.next is None and len(everything.hits) == 23
+    sizes = [len(h.text) for h in everything.hits]
+    assert sizes == sorted(sizes) and {h.recording_id for h in everything.hits} == {rid, other}
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = ledger.search_transcripts(query, limit=4, cursor=cursor)
+        assert len(page.hits) == 4 or page.next is None
+        seen += [(h.recording_id, h.start_s) for h in page.hits]
+        pages += 1
+        if pages == 2:  # a new recording's lines while someone pages: the longest come later
+            lines_saying(ledger, "hana", [said, f"{said} and more words than any other line"])
+        if page.next is None:
+            break
+        cursor = page.next
+    assert len(seen) == len(set(seen))  # no hit twice
+    first = [(h.recording_id, h.start_s) for h in everything.hits]
+    assert [s for s in seen if s in first] == first  # none skipped, in order
+    assert len(seen) == 24  # the longer new line came after the cursor; the short one before
+
+
+def test_a_search_cursor_not_handed_out_is_refused(ledger: Ledger):
+    from storage.ledger.console import BadCursorError
+
+    # "1", not base64, ["a", 1], [-1, 2], [1]
+    for cursor in ("1", "not base64!", "WyJhIiwgMV0", "Wy0xLCAyXQ", "WzFd"):
+        with pytest.raises(BadCursorError):
+            ledger.search_transcripts("bridge", cursor=cursor)
+
+
+def test_a_reviewed_flag_stays_reviewed_when_the_recording_is_transcribed_again(ledger: Ledger):
+    """A new revision's flags for the same speaker and match about the same time keep the
+    review (by whom, when); another match, another time or another speaker is open."""
+    rid, run_id = archived(ledger, "ivan")
+    flags = [
+        {"speaker": "ivan", "start_s": 12.5, "end_s": 13.0, "match": "bridge", "text": "t"},
+        {"speaker": "ivan", "start_s": 40.0, "end_s": 40.4, "match": "bridge", "text": "t"},
+        {"speaker": "ivan", "start_s": 60.0, "end_s": 60.4, "match": "throw", "text": "t"},
+    ]
+    transcribed(ledger, run_id, "ivan", "at the bridge", flags=flags)
+    first, _, third = sorted(ledger.transcript_flags(recording_id=rid), key=lambda f: f.start_s)
+    when = utcnow() - timedelta(hours=2)
+    ledger.review_flag(first.id, "user:olga", when)
+    ledger.review_flag(third.id, "user:olga", when)
+
+    again = ledger.claim(rid, now=utcnow(), force=True)
+    ledger.finish_run(again, now=utcnow(), result={"artifacts": []}, manifest_url="m")
+    moved = [
+        {"speaker": "ivan", "start_s": 12.9, "end_s": 13.3, "match": "BRIDGE", "text": "t"},
+        {"speaker": "ivan", "start_s": 40.1, "end_s": 40.5, "match": "bridge", "text": "t"},
+        {"speaker": "ivan", "start_s": 63.0, "end_s": 63.4, "match": "throw", "text": "t"},
+        {"speaker": "ivan", "start_s": 13.1, "end_s": 13.4, "match": "bridge", "text": "t"},
+    ]
+    transcribed(ledger, again, "ivan", "at the bridge", flags=moved)
+    now_flags = sorted(ledger.transcript_flags(recording_id=rid), key=lambda f: f.start_s)
+    assert [(f.start_s, f.reviewed_by) for f in now_flags] == [
+        (12.9, "user:olga"),  # the closest to the reviewed one keeps its review
+        (13.1, None),  # a second one near it is another word: open
+        (40.1, None),  # never reviewed
+        (63.0, None),  # three seconds later: another moment
+    ]
+    assert abs((now_flags[0].reviewed_at - when).total_seconds()) < 1
+    assert sorted(f.start_s for f in ledger.transcript_flags(reviewed=False)) == [13.1, 40.1, 63.0]
+
+    # `reprocess --from-step transcribe`: the same run made again keeps them too.
+    assert ledger.requeue_transcript(again, utcnow())
+    assert ledger.start_transcript(again, utcnow()) is not None
+    assert ledger.finish_transcript(
+        again, utcnow(), engine="whisper", language="x", json_url="j", vtt_url="v",
+        summary={}, document={"segments": []}, flags=moved[:1],
+    )  # fmt: skip
+    [kept] = ledger.transcript_flags(recording_id=rid)
+    assert (kept.start_s, kept.reviewed_by) == (12.9, "user:olga")
+    assert [e.action for e in ledger.audit_trail(rid)] == ["review_flag", "review_flag"]

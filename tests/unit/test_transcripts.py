@@ -270,3 +270,23 @@ def test_doctor_line_names_engine_model_and_language(tmp_path: Path):
     line = engines.describe(cfg)
     assert line.startswith("whisper, model ") and "int8" in line and line.endswith("language ja")
     assert engines.describe(Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})) == "off"
+
+
+def test_a_review_carries_over_to_the_closest_flag_of_the_same_speaker_and_match():
+    from datetime import UTC, datetime
+
+    from storage.domain.transcripts import Review, carried_reviews
+
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    reviews = [Review("999", "Bridge", 10.0, when, "user:olga"),
+               Review("999", "throw", 30.0, when, "user:otto")]  # fmt: skip
+    flags = [
+        {"speaker": "999", "match": "bridge", "start_s": 10.8},
+        {"speaker": "999", "match": "bridge", "start_s": 10.3},  # closer: this one keeps it
+        {"speaker": "777", "match": "throw", "start_s": 30.0},  # another speaker
+        {"speaker": "999", "match": "throw", "start_s": 31.5},  # too far
+        {"speaker": "999", "match": "match", "start_s": 10.0},  # another match
+    ]
+    assert carried_reviews(reviews, flags) == [None, reviews[0], None, None, None]
+    assert carried_reviews([], flags) == [None] * 5
+    assert carried_reviews(reviews, []) == []
