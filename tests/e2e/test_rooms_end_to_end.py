@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from storage.domain import GmeRecordingKey
 from storage.domain.rooms import room_id
 from tests.support.media import ANALYSIS_RATE, decode, duration
+from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
 from tests.support.stack import Stack, parse_body
 from tests.support.waits import wait_for
@@ -76,18 +76,8 @@ def key_of(user: str, second: int) -> str:
     return f"{BIZ}_{ROOM}_{user}/2026-11-21-10-00-{second:02d}_{TASK}_audio.mp3"
 
 
-def recording_id(user: str) -> str:
-    return GmeRecordingKey(BIZ, ROOM, user, str(TASK), 0).recording_id
-
-
-def callback(user: str, event_type: int, seq: int, file_name: str) -> bytes:
-    return json.dumps(
-        {
-            "BizID": BIZ, "RoomID": ROOM, "UserID": user, "TaskID": TASK, "RecordMode": 0,
-            "Timestamp": int(time.time()), "EventType": event_type,
-            "Detail": {"SeqNo": seq, "FileName": file_name},
-        }
-    ).encode()  # fmt: skip
+_ROOM_TASK = RoomTask(BIZ, ROOM, TASK)
+recording_id, callback = _ROOM_TASK.recording_id, _ROOM_TASK.callback
 
 
 def assert_heard_where_they_spoke(mix: Path, windows, users) -> None:

@@ -18,7 +18,6 @@ import requests
 import webvtt
 from standardwebhooks.webhooks import Webhook
 
-from storage.domain import GmeRecordingKey
 from storage.domain.rooms import room_id
 from tests.support.css import APPID as CSS_APPID
 from tests.support.css import KEY as CSS_KEY
@@ -26,6 +25,7 @@ from tests.support.css import T0 as CSS_T0
 from tests.support.css import callback as css_callback
 from tests.support.media import speech_track
 from tests.support.metrics import sample
+from tests.support.rooms import RoomTask
 from tests.support.services import free_port
 from tests.support.signing import sign_gme
 from tests.support.stack import FileServer, Stack, parse_body, stack_env
@@ -43,18 +43,8 @@ FLAG = "bravo"
 TOLERANCE_S = 0.5
 
 
-def recording_id(user: str) -> str:
-    return GmeRecordingKey(BIZ, ROOM, user, str(TASK), 0).recording_id
-
-
-def callback(user: str, event_type: int, seq: int, file_name: str) -> bytes:
-    return json.dumps(
-        {
-            "BizID": BIZ, "RoomID": ROOM, "UserID": user, "TaskID": TASK, "RecordMode": 0,
-            "Timestamp": int(time.time()), "EventType": event_type,
-            "Detail": {"SeqNo": seq, "FileName": file_name},
-        }
-    ).encode()  # fmt: skip
+_ROOM_TASK = RoomTask(BIZ, ROOM, TASK)
+recording_id, callback = _ROOM_TASK.recording_id, _ROOM_TASK.callback
 
 
 def sign(body: bytes) -> str:
@@ -339,7 +329,7 @@ def test_an_engine_that_fails_leaves_the_recording_archived_and_sends_transcript
             )
             == 200
         )
-    rid = GmeRecordingKey(BIZ, ROOM, "zoe", str(TASK), 1).recording_id
+    rid = RoomTask(BIZ, ROOM, TASK, record_mode=1).recording_id("zoe")
     assert stack.wait_for_state(rid, ("archived", "failed"), 120).state == "archived"
     wait_for(lambda: notes(receiver, "transcript.failed"), timeout=120, what="transcript.failed")
     [failed] = notes(receiver, "transcript.failed")
