@@ -95,6 +95,9 @@ def answer(outcome: Outcome) -> tuple[Response, int]:
 
 def blueprint() -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    from recpipe.console import players
+
+    players.add_api(bp)
 
     @bp.get("/openapi.json")
     def openapi_document() -> Response:

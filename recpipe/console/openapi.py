@@ -238,6 +238,104 @@ _DONE = {
 }
 
 
+_BIZ_ID = {
+    "name": "BizID",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
+_USER_ID = {
+    "name": "UserID",
+    "in": "path",
+    "required": True,
+    "description": "as the callbacks carried it (a `/` in it is sent as %2F)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+_NULLABLE_HOLD = {"oneOf": [{"$ref": "#/components/schemas/Hold"}, {"type": "null"}]}
+_PLAYER_ITEM = {
+    "type": "object",
+    "required": ["id", "source", "state", "revision", "hold"],
+    "properties": {
+        "id": {"type": "string"},
+        "source": {"type": "string", "enum": ["gme", "room"]},
+        "state": {"type": "string", "enum": list(RecordingState.ALL)},
+        "revision": {"type": "integer"},
+        "RoomID": _NULLABLE_STRING,
+        "TaskID": _NULLABLE_STRING,
+        "created_at": _NULLABLE_STRING,
+        "last_event_at": _NULLABLE_STRING,
+        "tombstoned_at": {
+            "type": ["string", "null"],
+            "description": "when it became a tombstone (state expired or forgotten)",
+        },
+        "hold": _NULLABLE_HOLD,
+    },
+}
+_ERASURE = {
+    "type": "object",
+    "required": ["player", "state", "requested_by", "requested_at"],
+    "description": "the newest erasure of the player (`recpipe forget`)",
+    "properties": {
+        "player": {"type": "string", "description": "the keyed hash the ledger keeps"},
+        "state": {"type": "string"},
+        "requested_by": {"type": "string"},
+        "requested_at": {"type": "string"},
+        "finished_at": _NULLABLE_STRING,
+    },
+}
+_PLAYER = {
+    "type": "object",
+    "required": ["BizID", "UserID", "recordings", "rooms", "erasure"],
+    "properties": {
+        "BizID": {"type": "integer"},
+        "UserID": {"type": "string"},
+        "recordings": {
+            "type": "array",
+            "description": "their own recordings, newest first",
+            "items": _PLAYER_ITEM,
+        },
+        "rooms": {
+            "type": "array",
+            "description": "the rooms with one of those recordings as a member",
+            "items": _PLAYER_ITEM,
+        },
+        "erasure": {
+            "oneOf": [_ERASURE, {"type": "null"}],
+            "description": "null unless the player was forgotten (what is held is still "
+            "listed while the erasure waits for its release)",
+        },
+    },
+}
+
+
+def _player_path() -> dict[str, Any]:
+    """GET /api/v1/players/{BizID}/{UserID}."""
+    return {
+        "get": {
+            "operationId": "getPlayer",
+            "summary": "A player's recordings and the rooms they were in, with their holds",
+            "parameters": [_BIZ_ID, _USER_ID],
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/Player"}, "found"),
+                "410": _json(
+                    {
+                        "type": "object",
+                        "required": ["error", "forgotten_at", "erasure"],
+                        "properties": {
+                            "error": {"type": "string"},
+                            "forgotten_at": {"type": "string"},
+                            "erasure": _ERASURE,
+                        },
+                    },
+                    "the player was forgotten: nothing of theirs carries the UserID any more",
+                ),
+                **_errors(400, 401),
+                "404": _json({"$ref": "#/components/schemas/Error"}, "no recording of this player"),
+            },
+        }
+    }
+
+
 def _hold_paths(kind: str, parameter: dict[str, Any]) -> dict[str, Any]:
     """POST (hold) and DELETE (release) on a recording's or a room's hold."""
     admin: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -544,6 +642,7 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/recordings/{recording_id}/hold": _hold_paths("Recording", _ID),
             "/api/v1/rooms/{room_id}/hold": _hold_paths("Room", _ROOM_ID),
+            "/api/v1/players/{BizID}/{UserID}": _player_path(),
             "/api/v1/holds": {
                 "get": {
                     "operationId": "listHolds",
@@ -755,6 +854,7 @@ def document() -> dict[str, Any]:
                 "RecordingDetail": _DETAIL,
                 "RoomDetail": _ROOM,
                 "Hold": _HOLD,
+                "Player": _PLAYER,
             },
         },
     }

@@ -26,7 +26,7 @@ from flask_limiter import Limiter
 from limits import parse_many
 
 from foundation.queues import BrokerUnavailableError
-from recpipe.console import auth
+from recpipe.console import auth, players
 from recpipe.console.actions import Outcome
 from recpipe.console.api import (
     RECORDING_STATES,
@@ -109,6 +109,7 @@ def _throttled() -> Any:
 def blueprint(limiter: Limiter) -> Blueprint:
     bp = Blueprint("pages", __name__, template_folder="templates")
     bp.add_app_template_filter(callback_text, "callback_text")
+    players.add_pages(bp)
 
     @bp.get("/static/console/<path:filename>", endpoint="static")
     def static(filename: str) -> Any:
