@@ -7,23 +7,23 @@ ledger keeps no UserID in clear): the page says when, the API answers 410."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
+from foundation.config import ConfigError
 from recpipe.console.api import console
 from recpipe.console.auth import needs
 from storage.domain.events import has_control_characters
+from storage.domain.players import ForgetReport, player_hash
+
+log = structlog.get_logger("recpipe.console")
 
 BIZ_ID_MAX = 2**63 - 1
 # As the webhook takes it (webhook.callbacks.MAX_ID_LENGTH): longer is no one's UserID.
 USER_ID_MAX = 256
-
-
-class PlayerKeyMissingError(RuntimeError):
-    """No key to hash UserIDs with (RECPIPE_PLAYER_KEY), so no erasure can be made or
-    found: one line naming the setting."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def player_of(biz_id: int, user_id: str) -> Found:
     erasure, problem = None, None
     try:
         erasure = ledger.erasure_of(player_hash_of(biz_id, user_id))
-    except PlayerKeyMissingError as exc:
+    except ConfigError as exc:  # no RECPIPE_PLAYER_KEY
         problem = str(exc)
     recordings, rooms = list(footprint.recordings), list(footprint.rooms)
     held = dict(footprint.held)
@@ -75,8 +75,8 @@ def player_of(biz_id: int, user_id: str) -> Found:
     return Found(
         biz_id,
         user_id,
-        tuple(recordings),
-        tuple(rooms),
+        tuple(sorted(recordings, key=_newest_first)),
+        tuple(sorted(rooms, key=_newest_first)),
         held,
         erasure,
         problem,
@@ -84,21 +84,24 @@ def player_of(biz_id: int, user_id: str) -> Found:
     )
 
 
+def _newest_first(recording: Any) -> tuple[float, str]:
+    created = recording.created_at or recording.first_event_at
+    return (-created.timestamp(), recording.id)
+
+
+def when(value: str | None) -> str:
+    """An ISO time as the player's page shows it: to the second, in UTC."""
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def player_hash_of(biz_id: int, user_id: str) -> str:
-    from storage.domain.players import player_hash
+    """The player's keyed hash: PlayerKeyMissingError (one line naming
+    RECPIPE_PLAYER_KEY) outside the embedded default without a key."""
+    from tasks.forgetting import player_key
 
-    return player_hash(player_key(), biz_id, user_id)
-
-
-def player_key() -> bytes:
-    """RECPIPE_PLAYER_KEY, or the embedded default's own key; PlayerKeyMissingError
-    when neither is there."""
-    from tasks.forgetting import PlayerKeyError, player_key
-
-    try:
-        return player_key(console()["settings"])
-    except PlayerKeyError as exc:
-        raise PlayerKeyMissingError(str(exc).splitlines()[0]) from None
+    return player_hash(player_key(console()["settings"]), biz_id, user_id)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -150,11 +153,12 @@ def player_json(found: Found) -> dict[str, Any]:
     }
 
 
-def forget(biz_id: int, user_id: str, *, actor: str, dry_run: bool) -> Any:
+def forget(biz_id: int, user_id: str, *, actor: str, dry_run: bool) -> ForgetReport:
     """`tasks.forgetting.forget_player` on the console's ledger and stores: the report
-    (dry run: the plan). The erasure audits itself."""
+    (dry run: the plan). The erasure audits itself; `player.forgotten` is handed to the
+    workers when the broker takes it (beat's sweep delivers it otherwise)."""
     from storage.objectstore import store_from_url
-    from tasks.forgetting import PlayerKeyError, forget_player
+    from tasks.forgetting import forget_player
     from tasks.services import Services
 
     settings = console()["settings"]
@@ -164,10 +168,16 @@ def forget(biz_id: int, user_id: str, *, actor: str, dry_run: bool) -> Any:
         source=store_from_url(settings.gme_source_url),
         archive=store_from_url(settings.archive_url),
     )
+    return forget_player(services, biz_id, user_id, actor=actor, dry_run=dry_run, deliver=_deliver)
+
+
+def _deliver(notification_id: int) -> None:
+    from tasks import jobs
+
     try:
-        return forget_player(services, biz_id, user_id, actor=actor, dry_run=dry_run)
-    except PlayerKeyError as exc:
-        raise PlayerKeyMissingError(str(exc).splitlines()[0]) from None
+        jobs.deliver_notification.delay(notification_id)
+    except Exception as exc:  # the broker away: the sweep delivers it
+        log.warning("forget.deliver_later", notification_id=notification_id, error=str(exc))
 
 
 def _bad_player(biz_id: int, user_id: str) -> str | None:
@@ -180,6 +190,7 @@ def _bad_player(biz_id: int, user_id: str) -> str | None:
 
 def add_pages(bp: Blueprint) -> None:
     """The player pages, on the pages' blueprint."""
+    bp.add_app_template_filter(when, "when")
 
     @bp.get("/players")
     @needs("read", api=False)
@@ -226,7 +237,7 @@ def add_pages(bp: Blueprint) -> None:
             ), 400
         try:
             report = forget(biz_id, user_id, actor=g.principal.actor, dry_run=dry_run)
-        except PlayerKeyMissingError as exc:
+        except ConfigError as exc:  # no RECPIPE_PLAYER_KEY
             return render_template("error.html", code=503, message=str(exc)), 503
         found = player_of(biz_id, user_id)
         return render_template(
