@@ -315,6 +315,14 @@ def test_tombstones_show_forgotten_and_expired_with_the_time_never_as_errors(wor
         assert 'class="flash error"' not in html
         assert "download</a>" not in html and 'id="player"' not in html
         assert 'id="no-media"' in html
+    # An expired room: a notice with the time, no mix, no lanes.
+    other = archived_room(world.ledger, world.archive, task="446946705284000807", room="303",
+                          users=[("carol", 0.0), ("dave", 1.0)])  # fmt: skip
+    assert world.ledger.expire(other.id, now + timedelta(days=1), now) is not None
+    room = admin.get(f"/rooms/{other.id}").get_data(as_text=True)
+    assert 'id="tombstone"' in room and "Expired" in room and "badge state-expired" in room
+    assert 'class="flash error"' not in room and 'id="artifacts"' not in room
+    assert 'class="participant ' not in room and "download</a>" not in room
     # The forgotten recording's page names no player.
     assert PLAYER not in admin.get(f"/recordings/{world.second}").get_data(as_text=True)
     # The list shows them by state, with the time.
@@ -325,9 +333,13 @@ def test_tombstones_show_forgotten_and_expired_with_the_time_never_as_errors(wor
 
 
 def test_the_api_answers_410_for_a_forgotten_player_and_the_page_says_when(world: World):
-    # p-2: one recording, nothing held, so nothing carries the UserID afterwards.
+    # p-2: one recording and a room alone, nothing held: nothing carries the UserID after.
     rid = store_gme(world.ledger, 0, task="446946705284000805", user="p-2", room="202")
     archived_run(world.ledger, rid, world.archive)
+    solo = archived_room(world.ledger, world.archive, task="446946705284000806", room="302",
+                         users=[("p-2", 0.0), ("eve", 1.0)])  # fmt: skip
+    now = utcnow()  # eve's recording expired: no one else is left in that room
+    assert world.ledger.expire(solo.members[1], now + timedelta(days=1), now) is not None
     admin = browser(world, "ada")
     token = _forget_form(admin, "p-2")
     done = admin.post(
@@ -347,6 +359,14 @@ def test_the_api_answers_410_for_a_forgotten_player_and_the_page_says_when(world
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and 'id="forgotten"' in html and "Forgotten on" in html
     assert f'href="/recordings/{rid}"' in html and "badge state-forgotten" in html
+    assert f'href="/rooms/{solo.id}"' in html[html.index('id="rooms"') :]
+    # The room no one else was in is deleted whole: a tombstone, not an error.
+    room = admin.get(f"/rooms/{solo.id}")
+    text = room.get_data(as_text=True)
+    assert room.status_code == 200 and world.ledger.recording(solo.id).state == "forgotten"
+    assert 'id="tombstone"' in text and "Forgotten on" in text and "p-2" not in text
+    assert 'class="flash error"' not in text and 'id="artifacts"' not in text
+    assert 'class="participant ' not in text and 'id="no-media"' in text
 
 
 def test_forget_is_503_naming_the_key_outside_the_embedded_default(keyless: World):
