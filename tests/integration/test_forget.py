@@ -10,6 +10,9 @@ the end-to-end proof (tests/e2e) mixes real tones."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,3 +489,123 @@ def test_a_room_with_no_one_else_left_is_deleted_whole(world: World):
     assert world.kept_under(room) == []
     assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
     assert ledger_rows_holding(world.ledger.engine, OTHERS[0]) == []
+
+
+# -- the API and the command line ---------------------------------------------------------
+
+
+def console_app(world: World) -> tuple[Any, dict[str, str]]:
+    """The console on the world's ledger (its tasks' settings too), with a token of each
+    scope."""
+    from recpipe.console import auth
+    from recpipe.console.app import create_app
+    from tasks import context
+    from tests.support.console import add_people
+
+    context.use(world.settings)
+    people = add_people(world.ledger)
+    admin = auth.new_token()
+    world.ledger.add_token("legal", "admin", auth.hash_token(admin))
+    tokens = {"read": people.read_token, "operate": people.operate_token, "admin": admin}
+    app = create_app(world.settings, ledger=world.ledger, secret="forget-test-" + "s" * 32)
+    return app, tokens
+
+
+@pytest.fixture
+def fresh_context() -> Iterator[None]:
+    from tasks import context
+
+    yield
+    context.use(Settings.from_env())
+    context.reset()
+
+
+@pytest.mark.parametrize("who", ["none", "read", "operate", "admin"])
+def test_only_an_admin_forgets_a_player_through_the_api(
+    world: World, who: str, fresh_context: None
+):
+    r = room_of_three(world)
+    app, tokens = console_app(world)
+    client = app.test_client()
+    headers = {} if who == "none" else {"Authorization": f"Bearer {tokens[who]}"}
+    url = f"/api/v1/players/{BIZ}/{PLAYER}/forget"
+
+    dry = client.post(url, json={"dry_run": True}, headers=headers)
+    expected = {"none": 401, "read": 403, "operate": 403, "admin": 200}[who]
+    assert dry.status_code == expected, dry.data
+    if who != "admin":
+        assert client.post(url, headers=headers).status_code == expected
+        assert [e for e in world.ledger.audit_trail() if e.action == "forget"] == []
+        assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+        return
+    plan = dry.get_json()
+    assert plan["dry_run"] is True and plan["state"] == "planned"
+    assert plan["recordings"] == [r.player] and PLAYER not in dry.get_data(as_text=True)
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+
+    done = client.post(url, headers=headers)
+    assert done.status_code == 202, done.data
+    report = done.get_json()
+    assert report["state"] == "running" and report["rooms_remixed"] == [r.room]
+    assert report["player"] == plan["player"] and PLAYER not in done.get_data(as_text=True)
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "forgotten"
+    [audit] = [e for e in world.ledger.audit_trail() if e.action == "forget"]
+    assert audit.actor == "token:legal" and audit.target == report["player"]
+    for bad in ({"dry_run": "yes"}, ["x"]):
+        assert client.post(url, json=bad, headers=headers).status_code == 400
+
+
+def test_the_api_refuses_to_forget_without_the_player_key_outside_the_embedded_default(
+    world: World, fresh_context: None
+):
+    if world.s3 is None:
+        pytest.skip("the embedded default keeps a player key of its own")
+    world.settings = Settings.from_env({**world.env, "RECPIPE_PLAYER_KEY": ""})
+    app, tokens = console_app(world)
+    answer = app.test_client().post(
+        f"/api/v1/players/{BIZ}/{PLAYER}/forget",
+        json={"dry_run": True},
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+    assert answer.status_code == 503
+    assert answer.get_json()["setting"] == "RECPIPE_PLAYER_KEY"
+    assert "RECPIPE_PLAYER_KEY" in answer.get_json()["error"]
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_recpipe_forget_plans_forgets_and_says_so_with_its_exit_codes(world: World):
+    r = room_of_three(world)
+    args = ("forget", "--app", str(BIZ), "--user", PLAYER)
+
+    dry = cli(world.env, *args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "objects would be deleted: 2" in dry.stdout and f"rooms would be remixed: {r.room}"
+    assert "(dry run: nothing changed)" in dry.stdout and PLAYER not in dry.stdout
+    plan = json.loads(cli(world.env, *args, "--dry-run", "--json").stdout)
+    assert plan["state"] == "planned" and plan["recordings"] == [r.player]
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+
+    done = cli(world.env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["state"] == "running" and report["rooms_remixed"] == [r.room]
+    assert PLAYER not in done.stdout
+    assert world.kept_under(r.player) == []
+    [audit] = [e for e in world.ledger.audit_trail() if e.action == "forget"]
+    assert audit.actor.startswith("cli") and audit.target == report["player"]
+
+    assert cli(world.env, "forget", "--app", "0", "--user", PLAYER).returncode == 2
+    assert cli(world.env, "forget", "--app", str(BIZ), "--user", " ").returncode == 2
+    if world.s3 is not None:
+        keyless = cli({**world.env, "RECPIPE_PLAYER_KEY": ""}, *args, "--dry-run")
+        assert keyless.returncode == 2 and keyless.stdout == ""
+        assert keyless.stderr.count("\n") == 1 and "RECPIPE_PLAYER_KEY" in keyless.stderr
