@@ -643,3 +643,27 @@ def test_a_run_under_way_when_its_recording_is_forgotten_leaves_nothing_behind(w
     assert forgetting.finish(world.services(), report.erasure_id).state == ErasureState.DONE
     assert world.kept_under(r.player) == []
     assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+
+
+def test_a_held_room_is_kept_whole_and_remixed_without_the_player_once_released(world: World):
+    r = room_of_three(world)
+    world.ledger.hold(r.room, "case 31", "user:lex")
+    room_before = world.kept_under(r.room)
+
+    report = forget(world)
+
+    assert report.state == ErasureState.WAITING and report.rooms_remixed == ()
+    assert [(k.id, k.hold_reason) for k in report.kept] == [(r.room, "case 31")]
+    assert world.kept_under(r.player) == []  # their own recording went
+    assert world.kept_under(r.room) == room_before  # the room, evidence, is whole
+    held = world.ledger.recording(r.room)
+    assert held is not None and held.state == RecordingState.ARCHIVED
+
+    assert world.ledger.release(r.room, "user:lex")
+    resumed = forgetting.finish(world.services(), report.erasure_id)
+    assert resumed.state == ErasureState.RUNNING and resumed.rooms_remixed == (r.room,)
+    remix_without_player(world, r)
+    done = forgetting.finish(world.services(), report.erasure_id)
+    assert done.state == ErasureState.DONE and done.kept == ()
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.objects_holding(PLAYER) == []
