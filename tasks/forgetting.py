@@ -200,7 +200,9 @@ def finish(
     # A recording released from its hold was still mixed in its rooms: they go again.
     rooms = erasure.items_of(ItemKind.ROOM, *todo, *((ItemState.DONE,) if released else ()))
     for item in rooms:
-        outcome = ledger.forget_in_room(item.recording_id, own_ids, erasure.player, now, settle)
+        outcome = ledger.forget_in_room(
+            item.recording_id, own_ids, erasure.player, now, settle, user_id=user_id
+        )
         if outcome is None:
             ledger.set_erasure_item(erasure_id, item.recording_id, ItemState.HELD, now)
             continue
@@ -346,8 +348,10 @@ def _notify(
 
 
 def resume_unfinished(svc: Services, send: Callable[[int], object]) -> list[int]:
-    """The sweep's part: each erasure with something to do (running, or waiting on a hold
-    since released) is handed to `recpipe.forget` again."""
+    """The sweep's part: the UserID a vendor's late callback brought to a forgotten
+    recording is hashed, and each erasure with something to do (running, or waiting on a
+    hold since released) is handed to `recpipe.forget` again."""
+    svc.ledger.scrub_late_callbacks()
     found = svc.ledger.unfinished_erasures()
     for erasure_id in found:
         send(erasure_id)

@@ -10,16 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
 from foundation.config import ConfigError
+from foundation.queues import BrokerUnavailableError
 from recpipe.console.api import console
 from recpipe.console.auth import needs
 from storage.domain.events import has_control_characters
-from storage.domain.players import ForgetReport, player_hash
-
-log = structlog.get_logger("recpipe.console")
+from storage.domain.players import player_hash
 
 BIZ_ID_MAX = 2**63 - 1
 # As the webhook takes it (webhook.callbacks.MAX_ID_LENGTH): longer is no one's UserID.
@@ -153,33 +151,6 @@ def player_json(found: Found) -> dict[str, Any]:
     }
 
 
-def forget(biz_id: int, user_id: str, *, actor: str, dry_run: bool) -> ForgetReport:
-    """`tasks.forgetting.forget_player` on the console's ledger and stores: the report
-    (dry run: the plan). The erasure audits itself; `player.forgotten` is handed to the
-    workers when the broker takes it (beat's sweep delivers it otherwise)."""
-    from storage.objectstore import store_from_url
-    from tasks.forgetting import forget_player
-    from tasks.services import Services
-
-    settings = console()["settings"]
-    services = Services(
-        settings=settings,
-        ledger=console()["ledger"],
-        source=store_from_url(settings.gme_source_url),
-        archive=store_from_url(settings.archive_url),
-    )
-    return forget_player(services, biz_id, user_id, actor=actor, dry_run=dry_run, deliver=_deliver)
-
-
-def _deliver(notification_id: int) -> None:
-    from tasks import jobs
-
-    try:
-        jobs.deliver_notification.delay(notification_id)
-    except Exception as exc:  # the broker away: the sweep delivers it
-        log.warning("forget.deliver_later", notification_id=notification_id, error=str(exc))
-
-
 def _bad_player(biz_id: int, user_id: str) -> str | None:
     if not 1 <= biz_id <= BIZ_ID_MAX:
         return f"BizID: a whole number from 1 to {BIZ_ID_MAX}"
@@ -236,9 +207,14 @@ def add_pages(bp: Blueprint) -> None:
                 "player.html", p=found, rows=player_json(found), refused=message
             ), 400
         try:
-            report = forget(biz_id, user_id, actor=g.principal.actor, dry_run=dry_run)
+            report = console()["actions"].forget(
+                g.principal.actor, biz_id, user_id, dry_run=dry_run
+            )
         except ConfigError as exc:  # no RECPIPE_PLAYER_KEY
             return render_template("error.html", code=503, message=str(exc)), 503
+        except BrokerUnavailableError as exc:
+            message = f"The broker did not answer: {exc}"
+            return render_template("error.html", code=503, message=message), 503
         found = player_of(biz_id, user_id)
         return render_template(
             "player.html", p=found, rows=player_json(found), report=report.as_json()
