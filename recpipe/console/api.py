@@ -342,6 +342,11 @@ def _forget(biz_id: int, user_id: str) -> Any:
         return bad_request("dry_run: true or false", field="dry_run")
     if not user_id.strip():
         return bad_request("UserID: the player's UserID, not blank", field="UserID")
+    from recpipe.console.players import bad_player
+
+    problem = bad_player(biz_id, user_id)
+    if problem:
+        return bad_request(problem, field=problem.split(":")[0])
     try:
         report = console()["actions"].forget(g.principal.actor, biz_id, user_id, dry_run=dry_run)
     except PlayerKeyMissingError as exc:

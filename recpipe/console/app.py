@@ -19,7 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from foundation import jsonsafe
 from foundation.config import Settings
-from recpipe.console import api, auth, pages
+from recpipe.console import api, auth, pages, players
 from recpipe.console.actions import Actions
 from recpipe.console.media import Archive
 from storage.ledger import Ledger
@@ -165,6 +165,7 @@ def create_app(
                 response.headers[name] = value
         return response, code
 
+    app.url_map.converters["user_id"] = players.UserIdConverter
     app.register_blueprint(pages.blueprint(limiter))
     app.register_blueprint(api.blueprint())
     return app

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
+from werkzeug.routing import PathConverter
 
 from foundation.config import ConfigError
 from foundation.queues import BrokerUnavailableError
@@ -22,6 +23,13 @@ from storage.domain.players import player_hash
 BIZ_ID_MAX = 2**63 - 1
 # As the webhook takes it (webhook.callbacks.MAX_ID_LENGTH): longer is no one's UserID.
 USER_ID_MAX = 256
+
+
+class UserIdConverter(PathConverter):
+    """A UserID in a URL's path: it may hold `/`, but a path ending in `/forget` is the
+    forget route's (`POST .../{UserID}/forget`), never a player named so."""
+
+    regex = r"[^/].*?(?<!/forget)"
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ def player_json(found: Found) -> dict[str, Any]:
     }
 
 
-def _bad_player(biz_id: int, user_id: str) -> str | None:
+def bad_player(biz_id: int, user_id: str) -> str | None:
     if not 1 <= biz_id <= BIZ_ID_MAX:
         return f"BizID: a whole number from 1 to {BIZ_ID_MAX}"
     if not valid_user_id(user_id):
@@ -172,15 +180,15 @@ def add_pages(bp: Blueprint) -> None:
         if not raw_biz and not user_id:
             return render_template("players.html", args=request.args)
         problem = None if raw_biz.isdigit() else "BizID: a whole number"
-        problem = problem or _bad_player(int(raw_biz), user_id)
+        problem = problem or bad_player(int(raw_biz), user_id)
         if problem:
             return render_template("players.html", args=request.args, error=problem), 400
         return redirect(url_for("pages.player", biz_id=int(raw_biz), user_id=user_id), 303)
 
-    @bp.get("/players/<int:biz_id>/<path:user_id>")
+    @bp.get("/players/<int:biz_id>/<user_id:user_id>")
     @needs("read", api=False)
     def player(biz_id: int, user_id: str) -> Any:
-        problem = _bad_player(biz_id, user_id)
+        problem = bad_player(biz_id, user_id)
         if problem:
             return render_template("error.html", code=400, message=problem), 400
         found = player_of(biz_id, user_id)
@@ -194,7 +202,7 @@ def add_pages(bp: Blueprint) -> None:
     def forget_player_page(biz_id: int, user_id: str) -> Any:
         """A dry run (`preview`), or the erasure itself once `confirm` is the UserID, typed
         again exactly; the report either way."""
-        problem = _bad_player(biz_id, user_id)
+        problem = bad_player(biz_id, user_id)
         if problem:
             return render_template("error.html", code=400, message=problem), 400
         dry_run = request.form.get("mode") != "forget"
@@ -224,10 +232,10 @@ def add_pages(bp: Blueprint) -> None:
 def add_api(bp: Blueprint) -> None:
     """`GET /api/v1/players/{BizID}/{UserID}` on the API's blueprint."""
 
-    @bp.get("/players/<int:biz_id>/<path:user_id>")
+    @bp.get("/players/<int:biz_id>/<user_id:user_id>")
     @needs("read", api=True)
     def player(biz_id: int, user_id: str) -> Any:
-        problem = _bad_player(biz_id, user_id)
+        problem = bad_player(biz_id, user_id)
         if problem:
             return jsonify(error=problem, parameter=problem.split(":")[0]), 400
         found = player_of(biz_id, user_id)

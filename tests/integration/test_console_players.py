@@ -215,6 +215,13 @@ def test_the_api_serves_the_player_as_its_openapi_document_says(world: World):
     assert missing.status_code == 404 and missing.get_json() == {
         "error": "no recording of this player"
     }
+    # A path ending in /forget is the forget route's (POST), never a player of that name.
+    allowed = client.options(f"{api_of(PLAYER)}/forget", headers=headers).headers["Allow"]
+    assert "GET" not in allowed and "POST" in allowed
+    assert client.get(api_of("x/forget"), headers=headers).status_code == 405
+    assert client.get(api_of("x/b"), headers=headers).status_code == 404  # a `/` is fine
+    too_long = client.get(api_of("u" * 257), headers=headers)
+    assert too_long.status_code == 400 and too_long.get_json()["parameter"] == "UserID"
 
 
 def test_a_hostile_user_id_is_text_on_the_page_and_whole_in_the_api(world: World):
