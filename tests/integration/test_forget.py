@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from storage.ledger import Ledger, utcnow
 from storage.objectstore import ObjectStore, store_from_url
 from tasks import forgetting
 from tasks.archive import recording_prefix
+from tasks.notify import outbox
 from tasks.services import Services
 from tests.support.archives import ledger_rows_holding, objects_holding, versions_under
 from webhook.callbacks import parse_gme
@@ -355,6 +357,9 @@ def test_forget_deletes_every_version_remixes_the_room_and_leaves_no_user_id(
         "BizID": BIZ, "player": player, "state": "done", "recordings": [r.player],
         "rooms_remixed": [r.room], "rooms_deleted": [], "kept": [], "objects": done.objects,
     }  # fmt: skip
+    # Lost with its task, it is handed out again by the sweep, as any notification.
+    later = utcnow() + timedelta(hours=1)
+    assert note.id in outbox.lost_deliveries(world.ledger, later)
     deliver_all(world, whsec, receiver, [note.id])
     [received] = receiver.requests
     Webhook(whsec).verify(received.body, received.headers)
