@@ -476,7 +476,7 @@ def _forget_path() -> dict[str, Any]:
                     _FORGET_REPORT,
                     "the erasure is recorded and under way (or done); asking again reports it",
                 ),
-                **_errors(400, 401, 403, 404),  # 404: a BizID that is not a number
+                **_errors(400, 401, 403),
                 "503": _json(
                     {
                         "type": "object",
