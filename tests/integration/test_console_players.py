@@ -109,6 +109,13 @@ def keyless(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[World]:
     yield from _world(_env(tmp_path, pg_url, redis_url, None), tmp_path)
 
 
+@pytest.fixture
+def embedded(redis_url: str, tmp_path: Path) -> Iterator[World]:
+    """The embedded default's ledger (SQLite) without RECPIPE_PLAYER_KEY: it keeps its own."""
+    yield from _world(_env(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}", redis_url, None),
+                      tmp_path)  # fmt: skip
+
+
 def page_of(user_id: str, biz_id: int = BIZ) -> str:
     return f"/players/{biz_id}/{quote(user_id, safe='')}"
 
@@ -392,3 +399,19 @@ def test_forget_is_503_naming_the_key_outside_the_embedded_default(keyless: Worl
     headers = {"Authorization": f"Bearer {keyless.tokens['read']}"}
     served = keyless.app.test_client().get(api_of(PLAYER), headers=headers)
     assert served.status_code == 200 and served.get_json()["erasure"] is None
+
+
+def test_the_embedded_default_forgets_from_the_console_with_its_own_key(embedded: World):
+    admin = browser(embedded, "ada")
+    html = admin.get(page_of(PLAYER)).get_data(as_text=True)
+    assert 'id="forget-form"' in html and "RECPIPE_PLAYER_KEY" not in html
+    done = admin.post(
+        page_of(PLAYER) + "/forget",
+        data={"csrf_token": csrf_of(html), "mode": "forget", "confirm": PLAYER},
+    )
+    assert done.status_code == 200 and "Forgotten: what was done" in done.get_data(True)
+    assert embedded.ledger.recording(embedded.second).state == "forgotten"
+    key = Path(embedded.env["RECPIPE_DATA_DIR"]).rglob("player-key")
+    assert [oct(p.stat().st_mode & 0o777) for p in key] == ["0o600"]
+    page = admin.get(page_of(PLAYER)).get_data(as_text=True)
+    assert 'id="forgotten"' in page and embedded.second in page
