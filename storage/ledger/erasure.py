@@ -324,9 +324,11 @@ class Erasures(LedgerBase):
                 )
             )
 
-    def is_held(self, recording_id: str) -> bool:
+    def user_in_clear(self, recording_id: str, player: str) -> str | None:
+        """The recording's UserID while it is not yet replaced by the player's hash."""
         with self.session() as s:
-            return s.get(Hold, recording_id) is not None
+            found = s.scalar(select(Recording.user_id).where(Recording.id == recording_id))
+            return found if found and found != player else None
 
     # -- a recording of the player -----------------------------------------------------------
 
