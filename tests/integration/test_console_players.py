@@ -302,7 +302,7 @@ def test_forget_previews_then_needs_the_user_id_typed_and_is_audited(world: Worl
     # The player's page says they were forgotten, and lists the tombstones and what is kept.
     page = admin.get(page_of(PLAYER)).get_data(as_text=True)
     assert 'id="forgotten"' in page and "Forgotten on" in page and "user:ada" in page
-    assert world.second in page and world.own in page and "forgotten on" in page
+    assert world.second in page and world.own in page and "tombstone-at" in page
 
 
 def test_tombstones_show_forgotten_and_expired_with_the_time_never_as_errors(world: World):
@@ -329,6 +329,10 @@ def test_tombstones_show_forgotten_and_expired_with_the_time_never_as_errors(wor
         assert 'class="flash error"' not in html
         assert "download</a>" not in html and 'id="player"' not in html
         assert 'id="no-media"' in html
+        # The time, to the second in UTC; no Reprocess (it would undo the deletion).
+        stamp = world.ledger.recording(rid).tombstoned_at.strftime("%Y-%m-%d %H:%M:%SZ")
+        assert stamp in html[html.index('id="tombstone"') :][:300]
+        assert 'id="reprocess"' not in html and 'id="no-reprocess"' in html
     # An expired room: a notice with the time, no mix, no lanes.
     other = archived_room(world.ledger, world.archive, task="446946705284000807", room="303",
                           users=[("carol", 0.0), ("dave", 1.0)])  # fmt: skip
