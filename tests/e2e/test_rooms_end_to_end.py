@@ -72,10 +72,6 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whse
     s.stop()
 
 
-def key_of(user: str, second: int) -> str:
-    return f"{BIZ}_{ROOM}_{user}/2026-11-21-10-00-{second:02d}_{TASK}_audio.mp3"
-
-
 _ROOM_TASK = RoomTask(BIZ, ROOM, TASK)
 recording_id, callback = _ROOM_TASK.recording_id, _ROOM_TASK.callback
 
@@ -98,22 +94,12 @@ def sign(body: bytes) -> str:
 
 
 def speak(tmp_path: Path, s3_client, bucket, users: dict, lost=None) -> list[bytes]:
-    """Upload each user's segments (tones at -20 dBFS) and return their callbacks."""
-    bodies = []
-    for user, (hz, segments) in users.items():
-        for seq, (second, seconds) in enumerate(segments):
-            path = tmp_path / f"{user}-{seq}.mp3"
-            subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-                 "-i", f"sine=frequency={hz}:duration={seconds}:sample_rate=44100",
-                 "-af", "volume=-17dB", "-c:a", "libmp3lame", "-b:a", "64k", str(path)],
-                check=True,
-            )  # fmt: skip
-            key = key_of(user, second)
-            s3_client.upload_file(str(path), bucket, f"cos/{key}")
-            events = (1, 2) if (user, seq) == lost else (1, 2, 3)
-            bodies += [callback(user, ev, seq, key) for ev in events]
-    return bodies
+    """Upload each user's segments (tones at -35 dBFS) and return their callbacks."""
+
+    def upload(key: str, path: Path) -> None:
+        s3_client.upload_file(str(path), bucket, f"cos/{key}")
+
+    return _ROOM_TASK.speak(tmp_path, users, upload, lost)
 
 
 def post_all(stack: Stack, bodies: list[bytes], seed: int) -> None:

@@ -19,11 +19,14 @@ def make_tone(
     sample_rate: int = 44100,
     channels: int = 1,
     codec: str = "libmp3lame",
+    gain_db: float = 0.0,
 ) -> Path:
+    """A sine tone; `gain_db` changes its level (ffmpeg's sine is at -18 dBFS)."""
     subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
             "-i", f"sine=frequency={frequency}:duration={seconds}:sample_rate={sample_rate}",
+            "-af", f"volume={gain_db}dB",
             "-ac", str(channels), "-c:a", codec, "-b:a", "64k", str(path),
         ],
         check=True,

@@ -1,0 +1,327 @@
+"""The proof that a forgotten player is gone, with recpipe as real processes (webhook, worker
+with beat, `recpipe forget` as an operator runs it): on PostgreSQL with a versioned bucket on
+an S3 server over HTTP, and on the embedded default (SQLite, the local archive, the embedded
+broker).
+
+A GME room of three users, each speaking a tone of their own, then a fourth who comes later
+(revision 2). One of the first three is forgotten. Afterwards no object in the store (every
+version of every key) holds their UserID or their voice, the room's mix (its revision 3)
+still has everyone else's tone and not theirs, no row of the ledger holds their UserID, a
+signed player.forgotten carrying the keyed hash went downstream, a vendor retry of their old
+callbacks brings nothing back, and forgetting them again changes nothing. Each check is
+first seen to fail before forget. Forget killed half-way and run again gives the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from storage.domain.rooms import room_id
+from tests.support.rooms import RoomTask
+from tests.support.signing import sign_gme
+from tests.support.stack import Received, Stack, parse_body, stack_env
+from tests.support.traces import (
+    ABSENT,
+    HEARD,
+    StoredObject,
+    holds,
+    ledger_rows_holding,
+    local_objects,
+    objects_holding,
+    s3_objects,
+    sounds,
+    tone_levels,
+)
+from tests.support.waits import wait_for
+
+BIZ, SECRET, ROOM = 1400000000, "forget-test-key", "700"
+TASK = 446946705284000919  # > 2**53
+FORGOTTEN = "player-7f3a91"  # never found by chance in a sound's bytes
+# user: (tone Hz, [(clock second of 10:00:ss, seconds), ...]); the forgotten one pauses.
+SPEAKERS = {
+    "player-alice": (440.0, [(0, 4.0)]),
+    FORGOTTEN: (660.0, [(1, 2.0), (5, 2.0)]),
+    "player-carol": (880.0, [(2, 4.0)]),
+}
+LATE = {"player-dave": (1250.0, [(9, 2.0)])}  # revision 2 of the room
+TONES = {user: hz for user, (hz, _) in {**SPEAKERS, **LATE}.items()}
+OTHERS = [user for user in TONES if user != FORGOTTEN]
+# A test-only key for the keyed hash of the PostgreSQL stack (the embedded default keeps
+# one of its own in the data directory).
+PLAYER_KEY = "recpipe-test-player-key-0123456789abcdef"
+
+_ROOM = RoomTask(BIZ, ROOM, TASK)
+RID = room_id(BIZ, ROOM, str(TASK))
+FORGOTTEN_RID = _ROOM.recording_id(FORGOTTEN)
+
+
+@dataclass
+class Place:
+    """Where one stack keeps everything: its settings, where GME uploads a file, and every
+    object (every version) of its archive."""
+
+    env: dict[str, str]
+    upload: Callable[[str, Path], None]
+    objects: Callable[[], list[StoredObject]]
+
+
+def _s3_place(request: pytest.FixtureRequest, tmp_path: Path, common: dict[str, str]) -> Place:
+    s3_client, endpoint = (
+        request.getfixturevalue("s3_client"),
+        request.getfixturevalue("s3_endpoint"),
+    )
+    archive = request.getfixturevalue("bucket")
+    s3_client.put_bucket_versioning(Bucket=archive, VersioningConfiguration={"Status": "Enabled"})
+    source = f"{archive}-cos"  # the vendor's bucket is not recpipe's store
+    s3_client.create_bucket(Bucket=source)
+    env = stack_env(
+        tmp_path,
+        request.getfixturevalue("pg_url"),
+        request.getfixturevalue("redis_url"),
+        endpoint,
+        archive,
+        RECPIPE_GME_SOURCE_URL=f"s3://{source}/cos?endpoint_url={endpoint}",
+        RECPIPE_PLAYER_KEY=PLAYER_KEY,
+        **common,
+    )
+
+    def upload(key: str, path: Path) -> None:
+        s3_client.upload_file(str(path), source, f"cos/{key}")
+
+    return Place(env, upload, lambda: s3_objects(s3_client, archive))
+
+
+def _embedded_place(tmp_path: Path, common: dict[str, str]) -> Place:
+    data = tmp_path / "var"
+    # The defaults but for the ledger's URL, which the test reads too: the embedded broker,
+    # the archive and the GME source in the data directory, no player key set.
+    env = {
+        "RECPIPE_DATA_DIR": str(data),
+        "RECPIPE_DATABASE_URL": f"sqlite:///{data / 'ledger.sqlite3'}",
+        "RECPIPE_SWEEP_SECONDS": "1",
+        "RECPIPE_SETTLE_SECONDS": "2",
+        **common,
+    }
+    for name in ("RECPIPE_BROKER_URL", "RECPIPE_ARCHIVE_URL", "RECPIPE_GME_SOURCE_URL"):
+        assert name not in os.environ, f"{name} is set: the embedded default cannot be tested"
+
+    def upload(key: str, path: Path) -> None:
+        (data / "source" / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / "source" / key)
+
+    return Place(env, upload, lambda: local_objects(data / "archive"))
+
+
+@pytest.fixture(params=["postgresql-s3", "embedded"])
+def place(request: pytest.FixtureRequest, tmp_path: Path, receiver, whsec) -> Place:
+    common = {
+        "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+        "RECPIPE_NOTIFY_URLS": receiver.url,
+        "RECPIPE_NOTIFY_SECRET": whsec,
+        "RECPIPE_MAX_WAIT_SECONDS": "4",
+    }
+    if request.param == "postgresql-s3":
+        return _s3_place(request, tmp_path, common)
+    return _embedded_place(tmp_path, common)
+
+
+@pytest.fixture
+def stack(place: Place, tmp_path: Path):
+    s = Stack(place.env, tmp_path / "logs")
+    s.start_webhook()
+    s.start_worker(concurrency=2, beat=True)
+    yield s
+    s.stop()
+
+
+def sign(body: bytes) -> str:
+    return sign_gme(SECRET, body)
+
+
+def post_shuffled(stack: Stack, bodies: list[bytes], seed: int) -> None:
+    shuffled = list(bodies)
+    random.Random(seed).shuffle(shuffled)
+    assert [stack.post_gme(body, sign(body)) for body in shuffled] == [200] * len(shuffled)
+
+
+def notes(receiver, kind: str) -> list[Received]:
+    return [r for r in receiver.requests if parse_body(r)["type"] == kind]
+
+
+def room_archived(stack: Stack, revision: int) -> None:
+    def done() -> bool:
+        room = stack.ledger.recording(RID)
+        assert room is None or room.state != "failed", (room.error, stack.log_text())
+        return room is not None and room.revision == revision and room.state == "archived"
+
+    wait_for(done, timeout=180, interval=0.5, what=f"revision {revision} of the room archived")
+
+
+def make_room(stack: Stack, place: Place, receiver, tmp_path: Path) -> list[bytes]:
+    """Three users, then a fourth as revision 2; returns the forgotten user's callbacks."""
+    bodies = _ROOM.speak(tmp_path, SPEAKERS, place.upload)
+    post_shuffled(stack, bodies, seed=27)
+    room_archived(stack, 1)
+    post_shuffled(stack, _ROOM.speak(tmp_path, LATE, place.upload), seed=28)
+    room_archived(stack, 2)
+    wait_for(lambda: len(notes(receiver, "room.archived")) >= 2, timeout=60, what="room notes")
+    return [b for b in bodies if json.loads(b)["UserID"] == FORGOTTEN]
+
+
+def forget(stack: Stack, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", "forget", "--app", str(BIZ), "--user", FORGOTTEN,
+         "--json"],
+        env=stack.env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def the_mix(objects: list[StoredObject]) -> list[StoredObject]:
+    """Every stored version of the room's mix."""
+    return [o for o in objects if o.name.endswith(f"rooms/{RID}/{RID}.m4a")]
+
+
+def voices(objects: list[StoredObject], scratch: Path) -> dict[str, dict[float, float]]:
+    """Each sound in the store (name@version): the level of every user's tone in it."""
+    return {
+        f"{o.name}@{o.version}": tone_levels(samples, TONES.values())
+        for o, samples in sounds(objects, scratch)
+    }
+
+
+def heard(levels: dict[float, float], user: str) -> bool:
+    return levels[TONES[user]] >= HEARD
+
+
+def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> None:
+    """The checks of the proof fail on the room as it is before forget."""
+    objects = place.objects()
+    assert objects_holding(objects, FORGOTTEN), "the UserID is in no object before forget"
+    assert any(FORGOTTEN_RID in o.name for o in objects)
+    found = voices(objects, tmp_path / "sound")
+    theirs = [name for name, levels in found.items() if levels[TONES[FORGOTTEN]] >= ABSENT]
+    own = [n for n in theirs if FORGOTTEN_RID in n]
+    assert own and len(theirs) > len(own), f"their voice is not where it should be: {found}"
+    [mix] = [o for o in the_mix(objects) if o.latest]
+    mix_levels = found[f"{mix.name}@{mix.version}"]
+    assert all(heard(mix_levels, user) for user in TONES), mix_levels
+    rows = ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN)
+    assert {row.split(".")[0] for row in rows} >= {"recordings", "callbacks", "segments"}, rows
+
+
+def player_of(report: dict) -> str:
+    player = report["player"]
+    assert player.startswith("p_") and len(player) == 34, report
+    return player
+
+
+def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path) -> dict:
+    """The proof. Returns what it saw of the store (each object's name@version)."""
+    objects = place.objects()
+    # No object holds the UserID; none is (a version of) the player's own track.
+    assert objects_holding(objects, FORGOTTEN) == []
+    assert [o.name for o in objects if FORGOTTEN_RID in o.name] == []
+    # Their voice is in no sound left; everyone else's is in the room's mix, and each of the
+    # others' own track is still there.
+    found = voices(objects, tmp_path / "sound")
+    theirs = {name: lv for name, lv in found.items() if lv[TONES[FORGOTTEN]] >= ABSENT}
+    assert theirs == {}, f"{FORGOTTEN}'s tone is still heard in {theirs}"
+    mixes = the_mix(objects)
+    assert mixes, "the room's mix is gone"
+    for mix in mixes:
+        levels = found[f"{mix.name}@{mix.version}"]
+        assert all(heard(levels, user) for user in OTHERS), (mix.name, levels)
+    for user in OTHERS:
+        own = [n for n in found if _ROOM.recording_id(user) in n]
+        assert own and all(heard(found[n], user) for n in own), (user, own)
+    # No row of the ledger holds the UserID: raw callbacks, notification bodies, audit...
+    assert ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN) == []
+    # The recording is a tombstone that says forgotten, with the time.
+    tombstone = stack.ledger.recording(FORGOTTEN_RID)
+    assert tombstone is not None and tombstone.state == "forgotten", tombstone
+    assert tombstone.tombstoned_at is not None
+    room = stack.ledger.recording(RID)
+    assert room is not None and (room.state, room.revision) == ("archived", 3), room
+    # room.archived for revision 3, and player.forgotten: signed, without the UserID.
+    [revision_3] = [
+        n for n in notes(receiver, "room.archived")
+        if n.headers["webhook-id"] == f"msg_{RID}_r3_archived"
+    ]  # fmt: skip
+    Webhook(whsec).verify(revision_3.body, revision_3.headers)
+    assert not holds(revision_3.body, FORGOTTEN)
+    participants = parse_body(revision_3)["room"]["participants"]
+    assert sorted(p["UserID"] for p in participants) == sorted(OTHERS)
+    forgotten = notes(receiver, "player.forgotten")
+    assert forgotten
+    for note in forgotten:
+        Webhook(whsec).verify(note.body, note.headers)
+        assert not holds(note.body, FORGOTTEN) and not holds(str(note.headers), FORGOTTEN)
+    return {f"{o.name}@{o.version}" for o in objects}
+
+
+def assert_player_forgotten_note(receiver, player: str) -> None:
+    [data] = {
+        json.dumps(parse_body(n)["data"], sort_keys=True)
+        for n in notes(receiver, "player.forgotten")
+    }
+    body = json.loads(data)
+    assert body["BizID"] == BIZ and body["player"] == player, body
+    assert FORGOTTEN_RID in body["recordings"] and RID in body["rooms_remixed"], body
+    assert body["rooms_deleted"] == [] and body["kept"] == [], body
+    assert body["objects"] > 0, body
+
+
+def wait_forgotten(stack: Stack, receiver) -> None:
+    room_archived(stack, 3)
+    wait_for(lambda: notes(receiver, "player.forgotten"), timeout=120, what="player.forgotten")
+
+
+def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
+    place: Place, stack: Stack, receiver, whsec, tmp_path: Path
+):
+    """Forget one of a room's four users; the proof; a vendor retry of their callbacks and
+    forget again change nothing."""
+    theirs = make_room(stack, place, receiver, tmp_path)
+    assert_there_before_forget(stack, place, tmp_path)
+
+    done = forget(stack)
+    assert done.returncode == 0, (done.stdout, done.stderr, stack.log_text())
+    assert not holds(done.stdout + done.stderr, FORGOTTEN), done.stdout
+    report = json.loads(done.stdout)
+    player = player_of(report)
+    assert report["biz_id"] == BIZ and report["dry_run"] is False, report
+    assert FORGOTTEN_RID in report["recordings"] and report["objects"] > 0, report
+    assert RID in report["rooms_remixed"] and report["rooms_deleted"] == [], report
+    wait_forgotten(stack, receiver)
+    stored = assert_forgotten(stack, place, receiver, whsec, tmp_path)
+    assert_player_forgotten_note(receiver, player)
+
+    # A vendor retry of their old callbacks (the exact signed bodies) is a duplicate.
+    for body in theirs:
+        assert stack.post_gme(body, sign(body)) == 200
+    time.sleep(6)  # settle, sweep and max wait all pass: nothing comes back
+    assert assert_forgotten(stack, place, receiver, whsec, tmp_path) == stored
+
+    # Forget again: the same standing erasure, nothing new deleted, no new revision.
+    notified = len(receiver.requests)
+    again = forget(stack)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    repeated = json.loads(again.stdout)
+    assert player_of(repeated) == player and repeated["state"] == "done", repeated
+    time.sleep(4)
+    assert assert_forgotten(stack, place, receiver, whsec, tmp_path) == stored
+    assert [parse_body(r)["type"] for r in receiver.requests[notified:]] in (
+        [],
+        ["player.forgotten"],
+    )
