@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from storage.domain.rooms import room_id
+from tests.support.media import level_at, loudest_level
 from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
 from tests.support.stack import Received, Stack, parse_body, stack_env
@@ -41,7 +43,6 @@ from tests.support.traces import (
     objects_holding,
     s3_objects,
     sounds,
-    tone_levels,
 )
 from tests.support.waits import wait_for
 
@@ -51,11 +52,12 @@ FORGOTTEN = "player-7f3a91"  # never found by chance in a sound's bytes
 # user: (tone Hz, [(clock second of 10:00:ss, seconds), ...]); the forgotten one pauses.
 SPEAKERS = {
     "player-alice": (440.0, [(0, 4.0)]),
-    FORGOTTEN: (660.0, [(1, 2.0), (5, 2.0)]),
+    FORGOTTEN: (660.0, [(1, 2.0), (6, 2.0)]),  # a pause over 2 s is kept
     "player-carol": (880.0, [(2, 4.0)]),
 }
 LATE = {"player-dave": (1250.0, [(9, 2.0)])}  # revision 2 of the room
-TONES = {user: hz for user, (hz, _) in {**SPEAKERS, **LATE}.items()}
+EVERYONE = {**SPEAKERS, **LATE}
+TONES = {user: hz for user, (hz, _) in EVERYONE.items()}
 OTHERS = [user for user in TONES if user != FORGOTTEN]
 # A test-only key for the keyed hash of the PostgreSQL stack (the embedded default keeps
 # one of its own in the data directory).
@@ -192,16 +194,18 @@ def the_mix(objects: list[StoredObject]) -> list[StoredObject]:
     return [o for o in objects if o.name.endswith(f"rooms/{RID}/{RID}.m4a")]
 
 
-def voices(objects: list[StoredObject], scratch: Path) -> dict[str, dict[float, float]]:
-    """Each sound in the store (name@version): the level of every user's tone in it."""
-    return {
-        f"{o.name}@{o.version}": tone_levels(samples, TONES.values())
-        for o, samples in sounds(objects, scratch)
-    }
+def voices(objects: list[StoredObject], scratch: Path) -> dict[str, Any]:
+    """Each sound in the store, by name@version: its samples."""
+    return {f"{o.name}@{o.version}": samples for o, samples in sounds(objects, scratch)}
 
 
-def heard(levels: dict[float, float], user: str) -> bool:
-    return levels[TONES[user]] >= HEARD
+def spoke(user: str) -> list[float]:
+    """The middle of each of the user's segments, on the room's clock."""
+    return [second + seconds / 2 for second, seconds in EVERYONE[user][1]]
+
+
+def heard_where_they_spoke(samples, user: str) -> bool:
+    return all(level_at(samples, at, TONES[user]) >= HEARD for at in spoke(user))
 
 
 def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> None:
@@ -210,12 +214,14 @@ def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> No
     assert objects_holding(objects, FORGOTTEN), "the UserID is in no object before forget"
     assert any(FORGOTTEN_RID in o.name for o in objects)
     found = voices(objects, tmp_path / "sound")
-    theirs = [name for name, levels in found.items() if levels[TONES[FORGOTTEN]] >= ABSENT]
+    theirs = [
+        n for n, samples in found.items() if loudest_level(samples, TONES[FORGOTTEN]) >= HEARD
+    ]
     own = [n for n in theirs if FORGOTTEN_RID in n]
-    assert own and len(theirs) > len(own), f"their voice is not where it should be: {found}"
+    assert own and len(theirs) > len(own), f"their voice is not where it should be: {theirs}"
     [mix] = [o for o in the_mix(objects) if o.latest]
-    mix_levels = found[f"{mix.name}@{mix.version}"]
-    assert all(heard(mix_levels, user) for user in TONES), mix_levels
+    for user in TONES:
+        assert heard_where_they_spoke(found[f"{mix.name}@{mix.version}"], user), user
     rows = ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN)
     assert {row.split(".")[0] for row in rows} >= {"recordings", "callbacks", "segments"}, rows
 
@@ -235,16 +241,21 @@ def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path
     # Their voice is in no sound left; everyone else's is in the room's mix, and each of the
     # others' own track is still there.
     found = voices(objects, tmp_path / "sound")
-    theirs = {name: lv for name, lv in found.items() if lv[TONES[FORGOTTEN]] >= ABSENT}
-    assert theirs == {}, f"{FORGOTTEN}'s tone is still heard in {theirs}"
+    theirs = {
+        name: level
+        for name, samples in found.items()
+        if (level := loudest_level(samples, TONES[FORGOTTEN])) >= ABSENT
+    }
+    assert theirs == {}, f"{FORGOTTEN}'s tone is still in {theirs}"
     mixes = the_mix(objects)
     assert mixes, "the room's mix is gone"
     for mix in mixes:
-        levels = found[f"{mix.name}@{mix.version}"]
-        assert all(heard(levels, user) for user in OTHERS), (mix.name, levels)
+        for user in OTHERS:
+            assert heard_where_they_spoke(found[f"{mix.name}@{mix.version}"], user), user
     for user in OTHERS:
         own = [n for n in found if _ROOM.recording_id(user) in n]
-        assert own and all(heard(found[n], user) for n in own), (user, own)
+        assert own, f"{user}'s own track is gone"
+        assert all(loudest_level(found[n], TONES[user]) >= HEARD for n in own), user
     # No row of the ledger holds the UserID: raw callbacks, notification bodies, audit...
     assert ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN) == []
     # The recording is a tombstone that says forgotten, with the time.

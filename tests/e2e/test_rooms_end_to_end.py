@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from storage.domain.rooms import room_id
-from tests.support.media import ANALYSIS_RATE, decode, duration
+from tests.support.media import ANALYSIS_RATE, decode, duration, level_at
 from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
 from tests.support.stack import Stack, parse_body
@@ -108,16 +108,6 @@ def post_all(stack: Stack, bodies: list[bytes], seed: int) -> None:
     bodies[2:2] = [bodies[0], bodies[-1]]  # duplicates
     for body in bodies:
         assert stack.post_gme(body, sign(body)) == 200
-
-
-def level_at(samples: np.ndarray, at: float, hz: float, window: float = 0.4) -> float:
-    """The magnitude of the spectrum around `hz` in a window centred on `at` seconds."""
-    half = int(window * ANALYSIS_RATE / 2)
-    centre = int(at * ANALYSIS_RATE)
-    chunk = samples[centre - half : centre + half]
-    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk)))) / len(chunk)
-    freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
-    return float(spectrum[(freqs > hz - 20) & (freqs < hz + 20)].max())
 
 
 def rms(samples: np.ndarray, start: float, end: float) -> float:
