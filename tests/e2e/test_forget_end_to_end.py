@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
 from standardwebhooks.webhooks import Webhook
 
 from storage.domain.rooms import room_id
+from tests.support.faults import TcpProxy
 from tests.support.media import level_at, loudest_level
 from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
@@ -76,6 +79,7 @@ class Place:
     env: dict[str, str]
     upload: Callable[[str, Path], None]
     objects: Callable[[], list[StoredObject]]
+    archive_through: Callable[[str], str] | None = None  # the archive's URL via an endpoint
 
 
 def _s3_place(request: pytest.FixtureRequest, tmp_path: Path, common: dict[str, str]) -> Place:
@@ -101,7 +105,12 @@ def _s3_place(request: pytest.FixtureRequest, tmp_path: Path, common: dict[str, 
     def upload(key: str, path: Path) -> None:
         s3_client.upload_file(str(path), source, f"cos/{key}")
 
-    return Place(env, upload, lambda: s3_objects(s3_client, archive))
+    return Place(
+        env,
+        upload,
+        lambda: s3_objects(s3_client, archive),
+        lambda endpoint: f"s3://{archive}/archive?endpoint_url={endpoint}",
+    )
 
 
 def _embedded_place(tmp_path: Path, common: dict[str, str]) -> Place:
@@ -181,12 +190,13 @@ def make_room(stack: Stack, place: Place, receiver, tmp_path: Path) -> list[byte
     return [b for b in bodies if json.loads(b)["UserID"] == FORGOTTEN]
 
 
+FORGET = [sys.executable, "-m", "recpipe", "forget", "--app", str(BIZ), "--user", FORGOTTEN]
+
+
 def forget(stack: Stack, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "recpipe", "forget", "--app", str(BIZ), "--user", FORGOTTEN,
-         "--json"],
-        env=stack.env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [*FORGET, "--json"], env=stack.env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def the_mix(objects: list[StoredObject]) -> list[StoredObject]:
@@ -336,3 +346,62 @@ def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
         [],
         ["player.forgotten"],
     )
+
+
+def erasures(database_url: str) -> list[str]:
+    """The state of each erasure in the ledger."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("erasures"):
+                return []
+            return [row.state for row in conn.execute(text("SELECT state FROM erasures"))]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("place", ["postgresql-s3"], indirect=True)
+def test_forget_killed_half_way_is_finished_by_running_it_again(
+    place: Place, stack: Stack, receiver, whsec, tmp_path: Path
+):
+    """With the workers stopped, `recpipe forget` reaches the store through a slow TCP proxy
+    and is SIGKILLed once its erasure is recorded and the store has begun to lose the
+    player's objects; run again (and the workers back), the proof holds."""
+    make_room(stack, place, receiver, tmp_path)
+    assert_there_before_forget(stack, place, tmp_path)
+    stack.kill("worker", signal.SIGTERM)  # nothing but forget itself finishes it
+    before = {o.name for o in place.objects() if FORGOTTEN_RID in o.name}
+    assert place.archive_through is not None
+    proxy = TcpProxy("127.0.0.1", int(place.env["RECPIPE_ARCHIVE_URL"].rsplit(":", 1)[1]))
+    proxy.rate = 4000.0  # bytes a second each way: each request takes a while
+    slow = {**stack.env, "RECPIPE_ARCHIVE_URL": place.archive_through(proxy.endpoint)}
+    log = (tmp_path / "forget-killed.log").open("wb")
+    killed = subprocess.Popen(
+        [*FORGET, "--json"], env=slow, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def half_way() -> bool:
+            assert killed.poll() is None, "forget ended before it could be killed"
+            left = {o.name for o in place.objects() if FORGOTTEN_RID in o.name}
+            return bool(erasures(place.env["RECPIPE_DATABASE_URL"])) and left < before
+
+        wait_for(half_way, timeout=120, interval=0.2, what="forget half-way")
+        proxy.stall.set()
+        os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.wait(30) == -signal.SIGKILL
+    finally:
+        log.close()
+        proxy.close()
+    assert "done" not in erasures(place.env["RECPIPE_DATABASE_URL"])
+    assert stack.ledger.recording(RID).revision == 2  # type: ignore[union-attr]
+
+    done = forget(stack)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    report = json.loads(done.stdout)
+    stack.start_worker(concurrency=2, beat=True)
+    wait_forgotten(stack, receiver)
+    assert_forgotten(stack, place, receiver, whsec, tmp_path)
+    assert_player_forgotten_note(receiver, player_of(report))
+    assert erasures(place.env["RECPIPE_DATABASE_URL"]) == ["done"]
