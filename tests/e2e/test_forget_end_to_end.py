@@ -364,37 +364,42 @@ def erasures(database_url: str) -> list[str]:
 def test_forget_killed_half_way_is_finished_by_running_it_again(
     place: Place, stack: Stack, receiver, whsec, tmp_path: Path
 ):
-    """With the workers stopped, `recpipe forget` reaches the store through a slow TCP proxy
-    and is SIGKILLed once its erasure is recorded and the store has begun to lose the
-    player's objects; run again (and the workers back), the proof holds."""
+    """With the workers stopped, `recpipe forget` reaches the store through a TCP proxy
+    that holds every byte: it is SIGKILLed once it has recorded the erasure and made the
+    player's recording a tombstone, while its deletes are stuck on their way to the store.
+    Run again (and the workers back), the proof holds."""
     make_room(stack, place, receiver, tmp_path)
     assert_there_before_forget(stack, place, tmp_path)
     stack.kill("worker", signal.SIGTERM)  # nothing but forget itself finishes it
-    before = {o.name for o in place.objects() if FORGOTTEN_RID in o.name}
+    theirs = {f"{o.name}@{o.version}" for o in place.objects() if FORGOTTEN_RID in o.name}
     assert place.archive_through is not None
     proxy = TcpProxy("127.0.0.1", int(place.env["RECPIPE_ARCHIVE_URL"].rsplit(":", 1)[1]))
-    proxy.rate = 4000.0  # bytes a second each way: each request takes a while
-    slow = {**stack.env, "RECPIPE_ARCHIVE_URL": place.archive_through(proxy.endpoint)}
+    proxy.stall.set()
+    stuck = {**stack.env, "RECPIPE_ARCHIVE_URL": place.archive_through(proxy.endpoint)}
     log = (tmp_path / "forget-killed.log").open("wb")
     killed = subprocess.Popen(
-        [*FORGET, "--json"], env=slow, stdout=log, stderr=subprocess.STDOUT,
+        [*FORGET, "--json"], env=stuck, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
+    database = place.env["RECPIPE_DATABASE_URL"]
     try:
 
         def half_way() -> bool:
-            assert killed.poll() is None, "forget ended before it could be killed"
-            left = {o.name for o in place.objects() if FORGOTTEN_RID in o.name}
-            return bool(erasures(place.env["RECPIPE_DATABASE_URL"])) and left < before
+            assert killed.poll() is None, (tmp_path / "forget-killed.log").read_text()
+            tombstone = stack.ledger.recording(FORGOTTEN_RID)
+            return bool(erasures(database)) and tombstone.state == "forgotten"  # type: ignore[union-attr]
 
         wait_for(half_way, timeout=120, interval=0.2, what="forget half-way")
-        proxy.stall.set()
         os.killpg(killed.pid, signal.SIGKILL)
         assert killed.wait(30) == -signal.SIGKILL
     finally:
         log.close()
         proxy.close()
-    assert "done" not in erasures(place.env["RECPIPE_DATABASE_URL"])
+    # Half-way: the erasure is not done, the player's objects are all still stored and the
+    # room still has them.
+    assert "done" not in erasures(database)
+    after = {f"{o.name}@{o.version}" for o in place.objects() if FORGOTTEN_RID in o.name}
+    assert after == theirs
     assert stack.ledger.recording(RID).revision == 2  # type: ignore[union-attr]
 
     done = forget(stack)
@@ -404,4 +409,4 @@ def test_forget_killed_half_way_is_finished_by_running_it_again(
     wait_forgotten(stack, receiver)
     assert_forgotten(stack, place, receiver, whsec, tmp_path)
     assert_player_forgotten_note(receiver, player_of(report))
-    assert erasures(place.env["RECPIPE_DATABASE_URL"]) == ["done"]
+    assert erasures(database) == ["done"]
