@@ -333,6 +333,14 @@ def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
         assert stack.post_gme(body, sign(body)) == 200
     time.sleep(6)  # settle, sweep and max wait all pass: nothing comes back
     assert assert_forgotten(stack, place, receiver, whsec, tmp_path) == stored
+    # A new segment of theirs, uploaded and told (events never seen): nothing comes back,
+    # and the ledger keeps no UserID of it.
+    more = _ROOM.speak(tmp_path, {FORGOTTEN: (660.0, [(12, 1.0)])}, place.upload)
+    late = [json.dumps({**json.loads(b), "Detail": {**json.loads(b)["Detail"], "SeqNo": 2}})
+            .encode() for b in more]  # fmt: skip
+    assert [stack.post_gme(body, sign(body)) for body in late] == [200] * len(late)
+    time.sleep(6)
+    assert assert_forgotten(stack, place, receiver, whsec, tmp_path) == stored
 
     # Forget again: the same standing erasure, nothing new deleted, no new revision.
     notified = len(receiver.requests)
