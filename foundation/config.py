@@ -498,6 +498,12 @@ class Settings:
         " default (an SQLite ledger) may use",
         secret=True,
     )
+    player_key: str | None = setting(
+        "RECPIPE_PLAYER_KEY", Kind(_console_secret, "text, at least 32 characters"), "",
+        "keys the hash that replaces a forgotten player's UserID (`recpipe forget`); empty:"
+        " one kept in the data dir, which only the embedded default (an SQLite ledger) may use",
+        secret=True,
+    )
     # Transcripts (docs/transcripts.md)
     transcribe: str = setting(
         "RECPIPE_TRANSCRIBE", choice("off", "pocketsphinx", "whisper"), "off",

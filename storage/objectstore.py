@@ -13,7 +13,7 @@ import posixpath
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +75,7 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
     def delete(self, key: str) -> None: ...
     def purge(self, prefix: str) -> int: ...
+    def purge_noncurrent(self, prefix: str) -> int: ...
     def url(self, key: str) -> str: ...
     def fetch(self, key: str, dest: Path) -> Fetched: ...
     def check_writable(self) -> None: ...
@@ -169,6 +170,13 @@ class LocalStore:
                 removed += 0 if name.startswith(".tmp-") else 1
             Path(dirpath).rmdir()
         return removed
+
+    def purge_noncurrent(self, prefix: str) -> int:
+        """A disk keeps no earlier versions: an object written again replaced the old one,
+        and a deleted one is gone. Nothing to do."""
+        if not prefix.endswith("/"):
+            raise ValueError(f"purge takes a folder's prefix, not {prefix!r}")
+        return 0
 
     def url(self, key: str) -> str:
         return (self.root / key).as_uri()
@@ -283,6 +291,43 @@ class S3Store:
                         )
         return len(keys)
 
+    def purge_noncurrent(self, prefix: str) -> int:
+        """Keep only the current version of each object under `prefix`: on a versioned
+        bucket every earlier version (what a key held before it was written again) and
+        every delete marker (with the versions it hid) is deleted for good. The number
+        of versions deleted; 0 on a bucket without versioning."""
+        if not prefix.endswith("/"):
+            raise ValueError(f"purge takes a folder's prefix, not {prefix!r}")
+        full = join_key(self.prefix, prefix)
+        removed = 0
+        paginator = self.client.get_paginator("list_object_versions")
+        with _vendor_errors(f"purging earlier versions of {self.url(prefix)}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                batch = [
+                    {"Key": item["Key"], "VersionId": item["VersionId"]}
+                    for item in page.get("Versions", [])
+                    if not item.get("IsLatest") and item.get("VersionId") not in (None, "null")
+                ]
+                removed += len(batch)
+                batch += [
+                    {"Key": item["Key"], "VersionId": item["VersionId"]}
+                    for item in page.get("DeleteMarkers", [])
+                ]
+                self._delete_versions(batch, prefix)
+        return removed
+
+    def _delete_versions(self, batch: Sequence[dict[str, str]], prefix: str) -> None:
+        for start in range(0, len(batch), 1000):  # S3's most per request
+            done = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch[start : start + 1000], "Quiet": True}
+            )
+            if done.get("Errors"):
+                first = done["Errors"][0]
+                raise StoreUnavailableError(
+                    f"purging {self.url(prefix)}: {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message')}"
+                )
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
 
@@ -371,6 +416,9 @@ class HTTPStore:
         raise PermissionError("an https:// source is read-only")
 
     def purge(self, prefix: str) -> int:
+        raise PermissionError("an https:// source is read-only")
+
+    def purge_noncurrent(self, prefix: str) -> int:
         raise PermissionError("an https:// source is read-only")
 
     def check_writable(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundation import jsonsafe
-from storage.domain import RunView, slug
+from storage.domain import RecordingView, RunView, slug
 from storage.domain.rooms import ROOM_SOURCE
 from storage.objectstore import ObjectStore
 from tasks.media.ffmpeg import content_type
@@ -31,7 +31,11 @@ class ManifestSource(Protocol):
 
 def archive_prefix(run: RunView) -> str:
     """Same for every revision of a recording, so reprocessing replaces, never duplicates."""
-    rec = run.recording
+    return recording_prefix(run.recording)
+
+
+def recording_prefix(rec: RecordingView) -> str:
+    """The archive prefix of a recording (or a room), whichever its revision."""
     owner = rec.identity.get("BizID") or rec.details.get("appid") or "_"
     if rec.source == ROOM_SOURCE:  # a room lives beside its users' recordings
         return f"gme/{slug(str(owner))}/rooms/{rec.id}/"

@@ -18,10 +18,27 @@ from celery.signals import worker_process_init
 
 from foundation import queues
 from foundation.queues import MEDIA, TRANSCRIBE
-from storage.domain import NotificationState, RunHolder, RunState, RunView, retention
+from storage.domain import (
+    NotificationState,
+    RecordingState,
+    RunHolder,
+    RunState,
+    RunView,
+    retention,
+)
 from storage.ledger import LedgerUnavailableError, utcnow
 from storage.objectstore import StoreUnavailableError
-from tasks import context, expiry, metrics, processing, reprocessing, retrying, settling, sweeping
+from tasks import (
+    context,
+    expiry,
+    forgetting,
+    metrics,
+    processing,
+    reprocessing,
+    retrying,
+    settling,
+    sweeping,
+)
 from tasks.celery import app
 from tasks.notify import delivery, outbox
 from tasks.rooms.members import member_finished
@@ -164,6 +181,8 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
     run = run or svc.ledger.run(run_id)
     if run is None or run.state not in RunState.TERMINAL:
         return 0
+    if run.recording.state in RecordingState.TOMBSTONES:
+        return 0  # forgotten (or expired) while it ran: nothing of it is said
     bind_recording(run.recording, run_id=run_id)
     created = outbox.enqueue(svc.ledger, run, svc.settings.notify_urls, utcnow())
     for notification_id in created:
@@ -173,6 +192,9 @@ def notify(svc: Services, run_id: str, run: RunView | None = None) -> int:
         transcribe.delay(run_id)
     # A user's recording that ended may complete (or change) its room: its settle time moves.
     member_finished(svc, run)
+    # A room's new revision may be the one an erasure waits for (without its player).
+    for erasure_id in svc.ledger.erasures_remixing(run.recording_id):
+        forget.delay(erasure_id)
     return len(created)
 
 
@@ -233,7 +255,7 @@ def _deliver(task: Task, svc: Services, notification_id: int) -> str:
     return final
 
 
-def _bind_notification(body: str, notification_id: int, run_id: str) -> None:
+def _bind_notification(body: str, notification_id: int, run_id: str | None) -> None:
     """The recording a notification is about, from its body (the contract's fields)."""
     try:
         recording = json.loads(body).get("recording") or {}
@@ -324,9 +346,39 @@ def sweep() -> dict[str, int]:
         "renotified": len(report.renotified),
         "retranscribed": len(retranscribed),
     }
+    counts["erasures"] = len(
+        forgetting.resume_unfinished(services(), lambda erasure_id: forget.delay(erasure_id))
+    )
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts
+
+
+@app.task(
+    name=forgetting.FORGET_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def forget(self: Task, erasure_id: int, failing_since: float | None = None) -> str:
+    """Finish a player's erasure (`tasks.forgetting.finish`) as far as it can go now: on
+    the light queue, by id, safe to run twice. The sweep hands out unfinished ones again;
+    a room's new revision and a released hold bring it back."""
+    svc = services()
+    try:
+        report = forgetting.finish(
+            svc, erasure_id, deliver=lambda nid: deliver_notification.delay(nid)
+        )
+    except LookupError:
+        return "unknown"
+    except Exception as exc:
+        if not retrying.is_transient(exc):
+            raise
+        budget = svc.settings.store_retry_seconds
+        retry_transient(self, str(erasure_id), exc, failing_since=failing_since, budget=budget)
+        raise  # past the budget: beat's sweep hands it out again
+    return report.state
 
 
 # Batches per table per run of the retention job: a first run over a long backlog does a

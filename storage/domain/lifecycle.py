@@ -262,7 +262,10 @@ def run_ended(
     recording: RecordingStatus, run_state: str, *, error: str | None, now: datetime
 ) -> RecordingStatus:
     """The recording's current run ended (archived or failed). Content that came in while it
-    worked sends the recording back to collecting, due at once, for the next revision."""
+    worked sends the recording back to collecting, due at once, for the next revision. A
+    tombstone (forgotten while its run worked) stays one."""
+    if recording.state in RecordingState.TOMBSTONES:
+        return recording
     if recording.pending_changes:
         return RecordingStatus(RecordingState.COLLECTING, now, pending_changes=False, error=error)
     state = RecordingState.ARCHIVED if run_state == RunState.ARCHIVED else RecordingState.FAILED

@@ -134,10 +134,11 @@ class StoredCallback:
 
 @dataclass(frozen=True)
 class NotificationView:
-    """One downstream message to one URL, and how its delivery stands."""
+    """One downstream message to one URL, and how its delivery stands: about a run's
+    outcome, or (`run_id` None) about a player's erasure (`erasure_id`)."""
 
     id: int
-    run_id: str
+    run_id: str | None
     url: str
     event_type: str
     webhook_id: str
@@ -149,6 +150,7 @@ class NotificationView:
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
+    erasure_id: int | None = None
 
 
 @dataclass(frozen=True)

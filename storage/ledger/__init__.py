@@ -5,11 +5,12 @@ hold: `gme_intake` and `css_intake` (where a callback becomes a recording), `rec
 (settling and claiming), `rooms` (a task's users mixed as one room), `runs`,
 `notifications`, `callbacks`, `leases` (one beat at a time), `retention` (what old rows
 may go), `holds` (legal holds), `transcripts` (made on the transcribe queue, searched,
-flagged), `queries` (what operators read), `gauges` (what a metrics scrape reads) and
-`console` (the console's users, tokens, audit trail and pages). `engine` makes the
-database connection and its sessions; `tables` are the ORM tables that the migrations
-follow. What the rules are (the lifecycle) lives in `storage.domain`; what the ledger
-hands out are its frozen views, never live rows.
+flagged), `queries` (what operators read), `gauges` (what a metrics scrape reads),
+`console` (the console's users, tokens, audit trail and pages), `players` (what is kept
+of one player) and `erasure` (forgetting them). `engine` makes the database connection
+and its sessions; `tables` are the ORM tables that the migrations follow. What the rules
+are (the lifecycle) lives in `storage.domain`; what the ledger hands out are its frozen
+views, never live rows.
 """
 
 from storage.domain import (
@@ -26,11 +27,13 @@ from storage.ledger.callbacks import Callbacks
 from storage.ledger.console import Console
 from storage.ledger.css_intake import CssIntake
 from storage.ledger.engine import LedgerUnavailableError, aware, make_engine, utcnow
+from storage.ledger.erasure import Erasures
 from storage.ledger.gauges import Gauges, LedgerGauges
 from storage.ledger.gme_intake import GmeIntake
 from storage.ledger.holds import Holds
 from storage.ledger.leases import Leases
 from storage.ledger.notifications import Notifications
+from storage.ledger.players import PlayerFootprint, Players
 from storage.ledger.queries import OperatorQueries
 from storage.ledger.recordings import Recordings
 from storage.ledger.retention import Retention
@@ -54,6 +57,8 @@ class Ledger(
     Retention,
     Holds,
     Transcripts,
+    Players,
+    Erasures,
 ):
     """One database, every aggregate: `Ledger(url)`, then `migrate()` once per process."""
 
@@ -66,6 +71,7 @@ __all__ = [
     "LedgerGauges",
     "LedgerUnavailableError",
     "NotificationView",
+    "PlayerFootprint",
     "RecordingView",
     "RoomSummary",
     "RunView",

@@ -11,7 +11,7 @@ from storage.ledger.engine import LedgerBase, aware, utcnow
 from storage.ledger.tables import AuditEntry, Hold, Recording
 
 
-def _view(hold: Hold, recording: Recording) -> HoldView:
+def hold_view(hold: Hold, recording: Recording) -> HoldView:
     return HoldView(
         recording_id=hold.recording_id,
         reason=hold.reason,
@@ -50,7 +50,7 @@ class Holds(LedgerBase):
                 )
             )
             s.flush()
-            return _view(hold, recording)
+            return hold_view(hold, recording)
 
     def release(self, recording_id: str, actor: str, *, now: datetime | None = None) -> bool:
         """Lift the recording's hold, audited; False when it was not held."""
@@ -78,7 +78,7 @@ class Holds(LedgerBase):
                 .join(Recording, Recording.id == Hold.recording_id)
                 .where(Hold.recording_id == recording_id)
             ).first()
-            return None if row is None else _view(row[0], row[1])
+            return None if row is None else hold_view(row[0], row[1])
 
     def holds(self, limit: int = 500) -> list[HoldView]:
         """Every standing hold, newest first."""
@@ -89,7 +89,7 @@ class Holds(LedgerBase):
                 .order_by(Hold.held_at.desc(), Hold.recording_id)
                 .limit(limit)
             ).all()
-            return [_view(h, r) for h, r in rows]
+            return [hold_view(h, r) for h, r in rows]
 
     def held_ids(self, recording_ids: list[str]) -> set[str]:
         """Which of these recordings are held."""

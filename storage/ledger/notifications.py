@@ -281,4 +281,5 @@ def notification_view(note: Notification) -> NotificationView:
         created_at=aware(note.created_at),
         updated_at=aware(note.updated_at),
         delivered_at=aware(note.delivered_at),
+        erasure_id=note.erasure_id,
     )

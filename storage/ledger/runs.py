@@ -7,10 +7,13 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 
-from storage.domain import RunHolder, RunState, RunView, StaleRun, lifecycle
+from storage.domain import RecordingState, RunHolder, RunState, RunView, StaleRun, lifecycle
 from storage.ledger.engine import LedgerBase, aware
 from storage.ledger.recordings import recording_view, set_status, status_of
 from storage.ledger.tables import Recording, Run
+
+# The end of a run whose recording became a tombstone while it worked.
+FORGOTTEN_RUN = "the recording was forgotten (or expired) while this run worked"
 
 
 class Runs(LedgerBase):
@@ -210,6 +213,12 @@ class Runs(LedgerBase):
             recording = s.execute(
                 select(Recording).where(Recording.id == run.recording_id).with_for_update()
             ).scalar_one()
+            if recording.state in RecordingState.TOMBSTONES:
+                # Forgotten (or expired) while it ran: what it made is not kept, nor said.
+                state, error, result, manifest_url, steps = (
+                    RunState.FAILED, FORGOTTEN_RUN, None, None, None
+                )  # fmt: skip
+                run.notified_at = run.notified_at or now
             run.state = state
             run.finished_at = now
             run.heartbeat_at = now

@@ -141,10 +141,18 @@ class Run(Base):
 
 
 class Notification(Base):
+    """One downstream message to one URL: the outcome of a run, or (`erasure_id`, no run)
+    a player's erasure."""
+
     __tablename__ = "notifications"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    erasure_id: Mapped[int | None] = mapped_column(
+        ForeignKey("erasures.id", ondelete="CASCADE"), index=True
+    )
     url: Mapped[str] = mapped_column(Text)
     event_type: Mapped[str] = mapped_column(String(32))
     webhook_id: Mapped[str] = mapped_column(Text)
@@ -159,6 +167,10 @@ class Notification(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "url", "event_type", name="uq_notifications_run_url_type"),
+        # An erasure notifies once per URL and round (its webhook-id says which).
+        UniqueConstraint(
+            "erasure_id", "url", "webhook_id", name="uq_notifications_erasure_url_webhook"
+        ),
     )
 
 
@@ -371,3 +383,42 @@ class TranscriptFlag(Base):
     created_at: Mapped[datetime]
     reviewed_at: Mapped[datetime | None] = mapped_column(index=True)
     reviewed_by: Mapped[str | None] = mapped_column(Text)
+
+
+class Erasure(Base):
+    """A player's erasure (`recpipe forget`): who asked, when, how it stands, and its
+    report. Written before anything is deleted, with its items, so that a crash half-way
+    is finished by the next forget or by the sweep. Never holds the UserID: the player is
+    their keyed hash."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    player: Mapped[str] = mapped_column(String(40), index=True)
+    biz_id: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    requested_by: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ErasureItem(Base):
+    """One recording an erasure deletes (`own`) or one room it remixes without the player
+    (`room`), and how far that went (storage.domain.players.ItemState)."""
+
+    __tablename__ = "erasure_items"
+
+    erasure_id: Mapped[int] = mapped_column(
+        ForeignKey("erasures.id", ondelete="CASCADE"), primary_key=True
+    )
+    recording_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))
+    # A room: the revision it had when its remix was asked for (the new one comes after).
+    base_revision: Mapped[int] = mapped_column(Integer, default=0)
+    objects: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_erasure_items_recording", "recording_id"),)

@@ -7,6 +7,7 @@ from typing import Any
 
 from foundation import jsonsafe
 from storage.domain import RunState, RunView
+from storage.domain.players import ForgetReport
 from storage.domain.rooms import ROOM_SOURCE
 
 ARCHIVED = "recording.archived"
@@ -108,6 +109,33 @@ def expired_body(run: RunView, expired_at: datetime, deleted_objects: int) -> di
         "manifest": None,
         "error": None,
         "timestamp": expired_at.isoformat(),
+    }
+
+
+PLAYER_FORGOTTEN = "player.forgotten"
+
+
+def forgotten_webhook_id(player: str, erasure_id: int, round_: int, state: str) -> str:
+    """One per erasure, round (the player asked again after recording again) and state it
+    reached (waiting on a hold, done): the same message sent twice has the same id."""
+    return f"msg_{player}_e{erasure_id}_{round_}_{state}"
+
+
+def forgotten_body(report: ForgetReport, at: datetime) -> dict[str, Any]:
+    """`player.forgotten`: the player's keyed hash and what went, never the UserID."""
+    return {
+        "type": PLAYER_FORGOTTEN,
+        "timestamp": at.isoformat(),
+        "data": {
+            "BizID": report.biz_id,
+            "player": report.player,
+            "state": report.state,
+            "recordings": list(report.recordings),
+            "rooms_remixed": list(report.rooms_remixed),
+            "rooms_deleted": list(report.rooms_deleted),
+            "kept": [{"id": k.id, "reason": k.reason} for k in report.kept],
+            "objects": report.objects,
+        },
     }
 
 

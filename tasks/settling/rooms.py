@@ -25,7 +25,9 @@ def decide_room(
     While a member is busy the room waits a settle window: that member's run end moves
     the room's settle time itself (`Ledger.note_room_member`), so the room is not looked
     at again before then but as a safety net."""
-    busy = [m for m in members if m.state not in RecordingState.TERMINAL]
+    # A tombstone (a forgotten or expired member) is settled for good, and never mixed.
+    settled = RecordingState.TERMINAL + RecordingState.TOMBSTONES
+    busy = [m for m in members if m.state not in settled]
     quiet_at = last_change_at + timedelta(seconds=settle_seconds)
     if now < quiet_at:
         return Decision("wait", recheck_at=quiet_at)

@@ -1,0 +1,170 @@
+"""Forgetting a player, the pure parts: the keyed hash, taking a UserID out of stored text
+and JSON, the report, the `player.forgotten` body, and the rules a tombstone changes (a
+forgotten member of a room is settled and never mixed; a run's end leaves it forgotten)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storage.domain import RecordingState, RunState, lifecycle
+from storage.domain.lifecycle import RecordingStatus
+from storage.domain.players import (
+    ErasureItemView,
+    ErasureState,
+    ErasureView,
+    ForgetReport,
+    ItemKind,
+    ItemState,
+    Kept,
+    add_rows,
+    holds_user,
+    player_hash,
+    scrub_json_text,
+    scrub_text,
+    scrub_value,
+)
+from storage.domain.rooms import Member
+from tasks.forgetting import erasure_state
+from tasks.notify.body import PLAYER_FORGOTTEN, forgotten_body, forgotten_webhook_id
+from tasks.settling.rooms import decide_room
+
+KEY = b"k" * 32
+NOW = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)
+
+
+def test_the_player_hash_is_keyed_stable_and_says_nothing_of_the_user():
+    one = player_hash(KEY, 1400000000, "player-7f3a")
+    assert one == player_hash(KEY, 1400000000, "player-7f3a")
+    assert one.startswith("p_") and len(one) == 34 and "7f3a" not in one
+    assert one != player_hash(b"j" * 32, 1400000000, "player-7f3a")  # another key
+    assert one != player_hash(KEY, 1400000001, "player-7f3a")  # another app
+    assert one != player_hash(KEY, 1400000000, "player-7f3b")
+
+
+@pytest.mark.parametrize(
+    "user",
+    ["player-7f3a", "유저-한글", 'say "hi"', "back\\slash", "tab\tin"],
+)
+def test_a_json_body_loses_every_spelling_of_the_user_and_stays_json(user: str):
+    body = {"UserID": user, "Detail": {"FileName": f"1400000000_100_{user}/0.mp3"}, "n": 999}
+    for ascii_only in (True, False):
+        text = json.dumps(body, ensure_ascii=ascii_only)
+        scrubbed = scrub_json_text(text, user, "p_hash")
+        parsed = json.loads(scrubbed)
+        assert parsed["UserID"] == "p_hash"
+        assert parsed["Detail"]["FileName"] == "1400000000_100_p_hash/0.mp3"
+        assert parsed["n"] == 999  # numbers are left alone
+        assert not holds_user(scrubbed, user) and not holds_user(parsed, user)
+
+
+def test_text_that_is_not_json_is_scrubbed_as_text_and_json_without_the_user_is_unchanged():
+    assert scrub_json_text("user=u-1; again u-1", "u-1", "p_x") == "user=p_x; again p_x"
+    untouched = '{"b": 1,   "a": "x"}'
+    assert scrub_json_text(untouched, "u-1", "p_x") == untouched
+    assert scrub_text("anything", "", "p_x") == "anything"
+
+
+def test_scrub_value_reaches_keys_lists_and_nested_objects():
+    value = {"u-1": [{"speaker": "u-1"}, "u-1/x", 3, None], "ok": True}
+    assert scrub_value(value, "u-1", "p_x") == {
+        "p_x": [{"speaker": "p_x"}, "p_x/x", 3, None],
+        "ok": True,
+    }
+
+
+@given(st.text(min_size=1, max_size=12), st.text(max_size=40))
+def test_a_scrubbed_text_never_holds_the_user(user: str, around: str):
+    scrubbed = scrub_text(around + user + around, user, "p_" + "0" * 32)
+    if user not in "p_" + "0" * 32:
+        assert user not in scrubbed
+
+
+def test_the_report_round_trips_and_never_names_the_user():
+    report = ForgetReport(
+        player="p_abc",
+        biz_id=1400000000,
+        dry_run=False,
+        state=ErasureState.WAITING,
+        recordings=("gme-1-a", "gme-2-b"),
+        objects=7,
+        revisions=3,
+        rooms_remixed=("room-1-c",),
+        rooms_deleted=(),
+        rows={"recordings": 2, "callbacks": 6},
+        kept=(Kept("gme-2-b", "hold", "case 12"),),
+        erasure_id=4,
+    )
+    data = report.as_json()
+    assert data["kept"] == [{"id": "gme-2-b", "reason": "hold", "hold_reason": "case 12"}]
+    assert list(data["rows"]) == ["callbacks", "recordings"]
+    assert ForgetReport.from_json(json.loads(json.dumps(data))) == report
+
+
+def test_rows_add_up_per_table_and_tables_with_none_are_left_out():
+    assert add_rows({"runs": 1, "segments": 0}, {"runs": 2, "callbacks": 3}) == {
+        "callbacks": 3,
+        "runs": 3,
+    }
+
+
+def test_the_player_forgotten_body_has_the_hash_and_what_went():
+    report = ForgetReport(
+        player="p_abc", biz_id=1400000000, dry_run=False, state=ErasureState.DONE,
+        recordings=("gme-1-a",), objects=4, rooms_remixed=("room-1-c",),
+        kept=(Kept("gme-2-b", "hold", "case 12 about player-7f3a"),),
+    )  # fmt: skip
+    body = forgotten_body(report, NOW)
+    assert body["type"] == PLAYER_FORGOTTEN == "player.forgotten"
+    assert body["timestamp"] == NOW.isoformat()
+    assert body["data"] == {
+        "BizID": 1400000000,
+        "player": "p_abc",
+        "state": "done",
+        "recordings": ["gme-1-a"],
+        "rooms_remixed": ["room-1-c"],
+        "rooms_deleted": [],
+        "kept": [{"id": "gme-2-b", "reason": "hold"}],  # a hold's reason is not sent
+        "objects": 4,
+    }
+    assert forgotten_webhook_id("p_abc", 4, 1, "done") == "msg_p_abc_e4_1_done"
+
+
+def _erasure(*states: tuple[str, str]) -> ErasureView:
+    return ErasureView(
+        id=1, player="p_x", biz_id=1, state=ErasureState.RUNNING, requested_by="ada",
+        requested_at=NOW, finished_at=None, report={},
+        items=tuple(ErasureItemView(f"r{i}", k, state) for i, (k, state) in enumerate(states)),
+    )  # fmt: skip
+
+
+def test_an_erasure_runs_while_work_is_left_waits_on_holds_and_is_done_after():
+    own, room = ItemKind.OWN, ItemKind.ROOM
+    assert erasure_state(_erasure((own, ItemState.DONE), (room, ItemState.REMIXING))) == "running"
+    assert erasure_state(_erasure((own, ItemState.PENDING), (room, ItemState.HELD))) == "running"
+    assert erasure_state(_erasure((own, ItemState.DONE), (room, ItemState.HELD))) == "waiting"
+    assert erasure_state(_erasure((own, ItemState.DONE), (room, ItemState.DONE))) == "done"
+    assert erasure_state(_erasure()) == "done"
+
+
+def test_a_forgotten_member_is_settled_and_left_out_of_the_mix():
+    members = [
+        Member("gme-a", "p_x", RecordingState.FORGOTTEN, 1, None),
+        Member("gme-b", "u-2", RecordingState.ARCHIVED, 1, "run-b"),
+        Member("gme-c", "u-3", RecordingState.ARCHIVED, 2, "run-c"),
+    ]
+    decision = decide_room(
+        members, last_change_at=NOW, now=NOW.replace(hour=17), settle_seconds=30,
+        last_mixed=[["gme-a", 1], ["gme-b", 1], ["gme-c", 2]],
+    )  # fmt: skip
+    assert decision.action == "finalize" and decision.members == ("gme-b", "gme-c")
+
+
+def test_a_run_that_ends_after_its_recording_was_forgotten_leaves_it_forgotten():
+    tomb = RecordingStatus(RecordingState.FORGOTTEN, None, pending_changes=False)
+    for state in (RunState.ARCHIVED, RunState.FAILED):
+        assert lifecycle.run_ended(tomb, state, error=None, now=NOW) == tomb
