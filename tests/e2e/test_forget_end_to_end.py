@@ -30,7 +30,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from standardwebhooks.webhooks import Webhook
 
+from storage.domain.players import player_hash
 from storage.domain.rooms import room_id
+from tests.support.archives import ledger_rows_holding, objects_holding
 from tests.support.faults import TcpProxy
 from tests.support.media import level_at, loudest_level
 from tests.support.rooms import RoomTask
@@ -41,9 +43,7 @@ from tests.support.traces import (
     HEARD,
     StoredObject,
     holds,
-    ledger_rows_holding,
     local_objects,
-    objects_holding,
     s3_objects,
     sounds,
 )
@@ -73,12 +73,13 @@ FORGOTTEN_RID = _ROOM.recording_id(FORGOTTEN)
 
 @dataclass
 class Place:
-    """Where one stack keeps everything: its settings, where GME uploads a file, and every
-    object (every version) of its archive."""
+    """Where one stack keeps everything: its settings, where GME uploads a file, every
+    object (every version) of its archive, and those that hold a text (name@version)."""
 
     env: dict[str, str]
     upload: Callable[[str, Path], None]
     objects: Callable[[], list[StoredObject]]
+    holding: Callable[[str], list[str]]
     archive_through: Callable[[str], str] | None = None  # the archive's URL via an endpoint
 
 
@@ -109,6 +110,7 @@ def _s3_place(request: pytest.FixtureRequest, tmp_path: Path, common: dict[str, 
         env,
         upload,
         lambda: s3_objects(s3_client, archive),
+        lambda needle: objects_holding(s3_client, needle, bucket=archive),
         lambda endpoint: f"s3://{archive}/archive?endpoint_url={endpoint}",
     )
 
@@ -131,7 +133,12 @@ def _embedded_place(tmp_path: Path, common: dict[str, str]) -> Place:
         (data / "source" / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, data / "source" / key)
 
-    return Place(env, upload, lambda: local_objects(data / "archive"))
+    return Place(
+        env,
+        upload,
+        lambda: local_objects(data / "archive"),
+        lambda needle: objects_holding(data / "archive", needle),
+    )
 
 
 @pytest.fixture(params=["postgresql-s3", "embedded"])
@@ -199,6 +206,15 @@ def forget(stack: Stack, timeout: float = 300) -> subprocess.CompletedProcess[st
     )
 
 
+def ledger_rows(place: Place, needle: str) -> list[tuple[str, str, str]]:
+    """(table, column, value) of every value of the ledger that holds `needle`."""
+    engine = create_engine(place.env["RECPIPE_DATABASE_URL"])
+    try:
+        return ledger_rows_holding(engine, needle)
+    finally:
+        engine.dispose()
+
+
 def the_mix(objects: list[StoredObject]) -> list[StoredObject]:
     """Every stored version of the room's mix."""
     return [o for o in objects if o.name.endswith(f"rooms/{RID}/{RID}.m4a")]
@@ -221,7 +237,7 @@ def heard_where_they_spoke(samples, user: str) -> bool:
 def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> None:
     """The checks of the proof fail on the room as it is before forget."""
     objects = place.objects()
-    assert objects_holding(objects, FORGOTTEN), "the UserID is in no object before forget"
+    assert place.holding(FORGOTTEN), "the UserID is in no object before forget"
     assert any(FORGOTTEN_RID in o.name for o in objects)
     found = voices(objects, tmp_path / "sound")
     theirs = [
@@ -232,21 +248,25 @@ def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> No
     [mix] = [o for o in the_mix(objects) if o.latest]
     for user in TONES:
         assert heard_where_they_spoke(found[f"{mix.name}@{mix.version}"], user), user
-    rows = ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN)
-    assert {row.split(".")[0] for row in rows} >= {"recordings", "callbacks", "segments"}, rows
+    rows = ledger_rows(place, FORGOTTEN)
+    assert {table for table, _, _ in rows} >= {"recordings", "callbacks", "segments"}, rows
 
 
-def player_of(report: dict) -> str:
-    player = report["player"]
-    assert player.startswith("p_") and len(player) == 34, report
-    return player
+def player_of(report: dict, place: Place) -> str:
+    """The keyed hash the report names, checked against the stack's player key (the
+    setting, or on the embedded default the key kept in its data directory)."""
+    key = place.env.get("RECPIPE_PLAYER_KEY") or (
+        (Path(place.env["RECPIPE_DATA_DIR"]) / "player-key").read_text().strip()
+    )
+    assert report["player"] == player_hash(key.encode(), BIZ, FORGOTTEN), report
+    return str(report["player"])
 
 
-def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path) -> dict:
+def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path) -> set[str]:
     """The proof. Returns what it saw of the store (each object's name@version)."""
     objects = place.objects()
     # No object holds the UserID; none is (a version of) the player's own track.
-    assert objects_holding(objects, FORGOTTEN) == []
+    assert place.holding(FORGOTTEN) == []
     assert [o.name for o in objects if FORGOTTEN_RID in o.name] == []
     # Their voice is in no sound left; everyone else's is in the room's mix, and each of the
     # others' own track is still there.
@@ -267,7 +287,7 @@ def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path
         assert own, f"{user}'s own track is gone"
         assert all(loudest_level(found[n], TONES[user]) >= HEARD for n in own), user
     # No row of the ledger holds the UserID: raw callbacks, notification bodies, audit...
-    assert ledger_rows_holding(place.env["RECPIPE_DATABASE_URL"], FORGOTTEN) == []
+    assert ledger_rows(place, FORGOTTEN) == []
     # The recording is a tombstone that says forgotten, with the time.
     tombstone = stack.ledger.recording(FORGOTTEN_RID)
     assert tombstone is not None and tombstone.state == "forgotten", tombstone
@@ -320,7 +340,7 @@ def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
     assert done.returncode == 0, (done.stdout, done.stderr, stack.log_text())
     assert not holds(done.stdout + done.stderr, FORGOTTEN), done.stdout
     report = json.loads(done.stdout)
-    player = player_of(report)
+    player = player_of(report, place)
     assert report["biz_id"] == BIZ and report["dry_run"] is False, report
     assert FORGOTTEN_RID in report["recordings"] and report["objects"] > 0, report
     assert RID in report["rooms_remixed"] and report["rooms_deleted"] == [], report
@@ -347,7 +367,7 @@ def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
     again = forget(stack)
     assert again.returncode == 0, (again.stdout, again.stderr)
     repeated = json.loads(again.stdout)
-    assert player_of(repeated) == player and repeated["state"] == "done", repeated
+    assert player_of(repeated, place) == player and repeated["state"] == "done", repeated
     time.sleep(4)
     assert assert_forgotten(stack, place, receiver, whsec, tmp_path) == stored
     assert [parse_body(r)["type"] for r in receiver.requests[notified:]] in (
@@ -416,5 +436,5 @@ def test_forget_killed_half_way_is_finished_by_running_it_again(
     stack.start_worker(concurrency=2, beat=True)
     wait_forgotten(stack, receiver)
     assert_forgotten(stack, place, receiver, whsec, tmp_path)
-    assert_player_forgotten_note(receiver, player_of(report))
+    assert_player_forgotten_note(receiver, player_of(report, place))
     assert erasures(database) == ["done"]
