@@ -200,7 +200,9 @@ def finish(
     # A recording released from its hold was still mixed in its rooms: they go again.
     rooms = erasure.items_of(ItemKind.ROOM, *todo, *((ItemState.DONE,) if released else ()))
     for item in rooms:
-        outcome = ledger.forget_in_room(item.recording_id, own_ids, erasure.player, now, settle)
+        outcome = ledger.forget_in_room(
+            item.recording_id, own_ids, erasure.player, now, settle, user_id=user_id
+        )
         if outcome is None:
             ledger.set_erasure_item(erasure_id, item.recording_id, ItemState.HELD, now)
             continue

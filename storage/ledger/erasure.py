@@ -451,6 +451,8 @@ class Erasures(LedgerBase):
         player: str,
         now: datetime,
         settle_seconds: float,
+        *,
+        user_id: str | None = None,
     ) -> tuple[str, int, dict[str, int]] | None:
         """Take the forgotten recordings' user out of a room's rows (its runs'
         participants, notifications, transcripts; their lines and flags deleted; the member
@@ -473,8 +475,15 @@ class Erasures(LedgerBase):
                     )
                 )
             )
-            uids = {m.user_id for m in members if m.user_id and m.user_id != player}
+            # The player's own recordings were forgotten first, which hashed these member
+            # rows already: their UserID is read from the room's runs too (the sources
+            # each revision mixed), and is the one asked for when it is at hand.
             run_ids = list(s.scalars(select(Run.id).where(Run.recording_id == room_id)))
+            uids = {m.user_id for m in members if m.user_id}
+            uids.add(user_id or "")
+            for result in s.scalars(select(Run.result).where(Run.id.in_(run_ids))):
+                uids |= _users_of(result, set(forgotten))
+            uids -= {"", player}
             for uid in uids:
                 _scrub_runs(s, run_ids, uid, player, c)
                 for table in (TranscriptLine, TranscriptFlag):
@@ -661,6 +670,22 @@ class Erasures(LedgerBase):
                 )
             )
             return bool(found)
+
+
+def _users_of(value: Any, recordings: set[str]) -> set[str]:
+    """The UserIDs that a run's result (any JSON) gives the recordings: each object with
+    one of them as `recording_id` and a `UserID`."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        user = value.get("UserID")
+        if value.get("recording_id") in recordings and isinstance(user, str):
+            found.add(user)
+        for item in value.values():
+            found |= _users_of(item, recordings)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _users_of(item, recordings)
+    return found
 
 
 def _user_in_body(body: str) -> str | None:
