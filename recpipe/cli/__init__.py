@@ -2,9 +2,9 @@
 
 processes.py: serve, run, migrate; status.py; reprocess.py; replay.py; delivery.py:
 redeliver; doctor.py; settings.py: config; simulate.py: simulate gme|css; console.py:
-console, users, tokens; stop.py; prune.py; holds.py: hold, release, holds. What they share
-(one-line failures, settings, the ledger and broker of the operator commands) is in
-common.py.
+console, users, tokens; stop.py; prune.py; holds.py: hold, release, holds; forget.py.
+What they share (one-line failures, settings, the ledger and broker of the operator
+commands) is in common.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from recpipe.cli.common import fail, load_settings
 from recpipe.cli.console import console, tokens, users
 from recpipe.cli.delivery import redeliver
 from recpipe.cli.doctor import doctor
+from recpipe.cli.forget import forget
 from recpipe.cli.holds import hold, holds, release
 from recpipe.cli.processes import migrate, run, serve
 from recpipe.cli.prune import prune
@@ -51,6 +52,7 @@ for command in (
     hold,
     release,
     holds,
+    forget,
 ):
     main.add_command(command)
 for command in (console, users, tokens):

@@ -1,7 +1,8 @@
 """What an operator can do from the console or the API, each recorded in the audit trail:
 reprocess (as `recpipe reprocess`), redeliver (as `recpipe redeliver`), settle now, and
 stop a GME task (the `recpipe.stop_gme_task` task, sent by name); and what an admin can
-do: hold and release (as `recpipe hold` and `recpipe release`)."""
+do: hold and release (as `recpipe hold` and `recpipe release`), and forget a player (as
+`recpipe forget`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from foundation import queues
 from foundation.config import Settings
 from foundation.queues import BrokerUnavailableError
+from storage.domain.players import ForgetReport
 from storage.ledger import Ledger, utcnow
 
 TASK_ID = re.compile(r"^[0-9]{1,32}$")
@@ -118,7 +120,34 @@ class Actions:
             return Outcome("missing", "no such recording or room")
         if not self.ledger.release(recording_id, actor):
             return Outcome("conflict", "it is not on hold")
+        self._resume_erasures()
         return Outcome("done", "released: retention and erasure apply to it again")
+
+    def forget(self, actor: str, biz_id: int, user_id: str, *, dry_run: bool) -> ForgetReport:
+        """Forget a player (as `recpipe forget`), or say what that would do. Raises
+        PlayerKeyMissingError without RECPIPE_PLAYER_KEY outside the embedded default."""
+        from kombu.exceptions import OperationalError
+
+        from tasks import forgetting, jobs
+
+        try:
+            return forgetting.forget_player(
+                jobs.services(), biz_id, user_id, actor=actor, dry_run=dry_run,
+                deliver=lambda nid: jobs.deliver_notification.delay(nid),
+            )  # fmt: skip
+        except OperationalError as exc:
+            raise BrokerUnavailableError(str(exc)) from exc
+
+    def _resume_erasures(self) -> None:
+        """An erasure that waited on a released hold goes on now (beat's sweep would
+        otherwise hand it out at its next pass)."""
+        from tasks.forgetting import FORGET_TASK
+
+        try:
+            for erasure_id in self.ledger.unfinished_erasures():
+                self._send(FORGET_TASK, [erasure_id])
+        except BrokerUnavailableError:
+            pass  # the sweep hands it out once the broker answers
 
     def queue_depths(self) -> dict[str, int | None]:
         """Messages waiting in each of Celery's queues; None where the broker did not say

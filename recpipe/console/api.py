@@ -232,6 +232,11 @@ def blueprint() -> Blueprint:
     def release_room(room_id: str) -> Any:
         return _act(lambda a: a.release(g.principal.actor, room_id))
 
+    @bp.post("/players/<int:biz_id>/<path:user_id>/forget")
+    @needs("admin", api=True)
+    def forget(biz_id: int, user_id: str) -> Any:
+        return _forget(biz_id, user_id)
+
     @bp.get("/holds")
     @needs("read", api=True)
     def holds() -> Any:
@@ -320,6 +325,27 @@ def _hold(recording_id: str) -> Any:
             f"reason: why it is kept, 1-{MAX_HOLD_REASON} characters", field="reason"
         )
     return _act(lambda a: a.hold(g.principal.actor, recording_id, reason))
+
+
+def _forget(biz_id: int, user_id: str) -> Any:
+    """202 and the erasure's report; with `{"dry_run": true}` 200 and the plan."""
+    from tasks.forgetting import PlayerKeyMissingError
+
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        return bad_request("the body must be a JSON object")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        return bad_request("dry_run: true or false", field="dry_run")
+    if not user_id.strip():
+        return bad_request("UserID: the player's UserID, not blank", field="UserID")
+    try:
+        report = console()["actions"].forget(g.principal.actor, biz_id, user_id, dry_run=dry_run)
+    except PlayerKeyMissingError as exc:
+        return jsonify(error=str(exc), setting="RECPIPE_PLAYER_KEY"), 503
+    except BrokerUnavailableError as exc:
+        return jsonify(error=f"broker unreachable: {exc}"), 503
+    return jsonify(report.as_json()), 200 if dry_run else 202
 
 
 def _act(call: Any) -> Any:

@@ -23,7 +23,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "a parameter or the body is not valid",
         401: "no valid credential (a bearer token, or a signed-in session)",
         403: "the credential may read but not do this (a viewer or read token acts on "
-        "nothing; holds need an admin or an admin token)",
+        "nothing; holds and forget need an admin or an admin token)",
         404: "no such recording, room or artifact",
         409: "refused in the recording's present state",
         503: "the broker did not take the task",
@@ -294,6 +294,108 @@ def _hold_paths(kind: str, parameter: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_FORGET_REPORT = {
+    "type": "object",
+    "description": "What the erasure did (or, a dry run, would do); never the UserID",
+    "required": [
+        "player", "BizID", "dry_run", "state", "erasure", "recordings", "objects",
+        "revisions", "rooms_remixed", "rooms_deleted", "rows", "kept",
+    ],
+    "properties": {
+        "player": {"type": "string", "description": "the player's keyed hash, p_ and 32 hex"},
+        "BizID": {"type": "integer"},
+        "dry_run": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["planned", "running", "waiting", "done"]},
+        "erasure": {"type": ["integer", "null"], "description": "the erasure's id"},
+        "recordings": {"type": "array", "items": {"type": "string"}},
+        "objects": {"type": "integer", "description": "archived objects deleted"},
+        "revisions": {"type": "integer", "description": "revisions whose media went"},
+        "rooms_remixed": {"type": "array", "items": {"type": "string"}},
+        "rooms_deleted": {"type": "array", "items": {"type": "string"}},
+        "rows": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "ledger rows changed per table",
+        },
+        "kept": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "reason", "hold_reason"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "reason": {"type": "string", "enum": ["hold"]},
+                    "hold_reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def _forget_path() -> dict[str, Any]:
+    admin: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "post": {
+            "operationId": "forgetPlayer",
+            "summary": "Forget a player (admin): every archived object of their recordings "
+            "deleted, their rooms remixed without them, their UserID a keyed hash in the "
+            "ledger, the recordings tombstones; what is held is kept until released",
+            "security": admin,
+            "parameters": [
+                {
+                    "name": "BizID",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+                {
+                    "name": "UserID",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                },
+            ],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "dry_run": {
+                                    "type": "boolean",
+                                    "description": "say what would go, change nothing",
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_FORGET_REPORT, "the plan (dry run): nothing changed"),
+                "202": _json(
+                    _FORGET_REPORT,
+                    "the erasure is recorded and under way (or done); asking again reports it",
+                ),
+                **_errors(400, 401, 403),
+                "503": _json(
+                    {
+                        "type": "object",
+                        "required": ["error"],
+                        "properties": {
+                            "error": {"type": "string"},
+                            "setting": {"type": "string"},
+                        },
+                    },
+                    "RECPIPE_PLAYER_KEY is not set (outside the embedded default; `setting` "
+                    "names it), or the broker did not answer",
+                ),
+            },
+        }
+    }
+
+
 _ACCEPTED = {
     "type": "object",
     "required": ["status", "detail"],
@@ -313,7 +415,8 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "Recordings, rooms and the operator's actions. Reading needs a "
             "`read` token (or a signed-in viewer); acting needs an `operate` token (or an "
-            "operator); holding and releasing needs an `admin` token (or an admin). Tokens are "
+            "operator); holding, releasing and forgetting a player need an `admin` token (or an "
+            "admin). Tokens are "
             "made with `recpipe tokens create NAME --scope read|operate|admin`.",
         },
         "servers": [{"url": "/"}],
@@ -544,6 +647,7 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/recordings/{recording_id}/hold": _hold_paths("Recording", _ID),
             "/api/v1/rooms/{room_id}/hold": _hold_paths("Room", _ROOM_ID),
+            "/api/v1/players/{BizID}/{UserID}/forget": _forget_path(),
             "/api/v1/holds": {
                 "get": {
                     "operationId": "listHolds",

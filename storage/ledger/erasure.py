@@ -164,13 +164,6 @@ def _scrub_audit(
         _set(e, "detail", scrub_value(e.detail or {}, uid, player), c, "audit_entries", seen)
 
 
-def _rooms_held(s: Session, room_ids: Iterable[str]) -> set[str]:
-    ids = list(room_ids)
-    if not ids:
-        return set()
-    return set(s.scalars(select(Hold.recording_id).where(Hold.recording_id.in_(ids))))
-
-
 class Erasures(LedgerBase):
     # -- the erasure and its items ---------------------------------------------------------
 
@@ -402,12 +395,15 @@ class Erasures(LedgerBase):
             for t in s.scalars(select(Transcript).where(Transcript.recording_id == recording_id)):
                 # Their own transcript is their speech: none of it is kept.
                 _set(t, "document", {}, c, "transcripts", seen)
+            # Its member rows of a room that exists are the room's step (`forget_in_room`),
+            # which reads the UserID from them; those of a room never made go now.
             members = list(
                 s.scalars(select(RoomMember).where(RoomMember.recording_id == recording_id))
             )
-            held_rooms = _rooms_held(s, (m.room_id for m in members))
+            made = [m.room_id for m in members]
+            rooms = set(s.scalars(select(Recording.id).where(Recording.id.in_(made))))
             for m in members:
-                if m.room_id not in held_rooms:
+                if m.room_id not in rooms:
                     _set(m, "user_id", player, c, "room_members", seen)
             _scrub_audit(s, uid, player, c, [recording_id])
             return add_rows(c.rows)

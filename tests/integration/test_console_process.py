@@ -225,4 +225,4 @@ def test_schemathesis_finds_the_served_api_true_to_its_openapi_document(env, con
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
-    assert "Tested: 16" in result.stdout, result.stdout[-3000:]
+    assert "Tested: 17" in result.stdout, result.stdout[-3000:]

@@ -10,17 +10,22 @@ the end-to-end proof (tests/e2e) mixes real tones."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from foundation.config import Settings
 from storage.domain import RecordingState
 from storage.domain.players import ErasureState, player_hash
 from storage.domain.rooms import room_id
+from storage.domain.transcripts import TranscriptLineView
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import ObjectStore, store_from_url
 from tasks import forgetting
@@ -122,7 +127,13 @@ def record(world: World, user: str, seq: int, event_type: int = 3) -> str:
 
 
 def archive_run(
-    world: World, rid: str, *, audio: bytes, manifest: dict[str, Any], result: dict[str, Any]
+    world: World,
+    rid: str,
+    *,
+    audio: bytes,
+    manifest: dict[str, Any],
+    result: dict[str, Any],
+    speakers: list[str],
 ) -> str:
     """A revision of the recording (or room): its media written twice (two versions on
     S3), a sidecar written then deleted (a delete marker), its manifest, its run archived,
@@ -155,6 +166,24 @@ def archive_run(
     )  # fmt: skip
     world.ledger.queue_transcript(run_id, utcnow())
     world.ledger.start_transcript(run_id, utcnow())
+    segments = [
+        {"speaker": u, "start_s": float(i), "end_s": i + 1.0, "text": f"hello from {u}"}
+        for i, u in enumerate(speakers)
+    ]
+    flags = [
+        {"speaker": u, "start_s": float(i), "end_s": i + 1.0, "match": "hello",
+         "text": f"hello from {u}"}
+        for i, u in enumerate(speakers)
+    ]  # fmt: skip
+    world.ledger.finish_transcript(
+        run_id, utcnow(), engine="test", language="en",
+        json_url=world.archive.url(prefix + "transcript.json"),
+        vtt_url=world.archive.url(prefix + "transcript.vtt"),
+        summary={"speakers": list(speakers)}, document={"segments": segments, "flags": flags},
+        lines=[TranscriptLineView(x["speaker"], x["start_s"], x["end_s"], x["text"])
+               for x in segments],
+        flags=flags,
+    )  # fmt: skip
     return run_id
 
 
@@ -168,6 +197,7 @@ def user_recording(world: World, user: str) -> str:
         manifest={"recording": {"gme": identity}, "speech": [{"UserID": user}]},
         result={"included": [0, 1], "missing": [], "speech": [{"UserID": user, "spans": []}],
                 "artifacts": [{"format": "m4a", "url": f"archive/{user}.m4a"}]},
+        speakers=[user],
     )  # fmt: skip
     world.ledger.note_room_member(rid, now=utcnow(), settle_seconds=30)
     return rid
@@ -186,6 +216,7 @@ def mix_room(world: World, members: list[str], users: list[str]) -> str:
         manifest={"participants": participants},
         result={"participants": participants, "speech": [{"UserID": u} for u in users],
                 "members_key": sorted([r, revisions[r]] for r in members)},
+        speakers=users,
     )  # fmt: skip
     return rid
 
@@ -248,3 +279,333 @@ def test_a_dry_run_reports_the_plan_and_changes_nothing(world: World):
     assert world.objects_holding(PLAYER) == objects_before
     assert world.ledger.erasure_of(expected_player) is None
     assert (world.ledger.recording(r.player) or _no(r.player)).state == RecordingState.ARCHIVED
+
+
+def deliver_all(world: World, whsec: str, receiver: Any, ids: list[int]) -> None:
+    """Send the notifications as the delivery task does (signed, Standard Webhooks)."""
+    import requests
+
+    from tasks.notify import delivery
+
+    for nid in ids:
+        note = world.ledger.notification(nid)
+        assert note is not None
+        attempt = delivery.deliver(
+            requests.Session(), note.url, note.webhook_id, note.body, secret=whsec, timeout=5
+        )
+        assert attempt.status_code == 204
+
+
+def erasure_notes(world: World, erasure_id: int) -> list[Any]:
+    from sqlalchemy import select
+
+    from storage.ledger.tables import Notification
+
+    with world.ledger.session() as s:
+        ids = s.scalars(
+            select(Notification.id)
+            .where(Notification.erasure_id == erasure_id)
+            .order_by(Notification.id)
+        ).all()
+    return [world.ledger.notification(i) for i in ids]
+
+
+def test_forget_deletes_every_version_remixes_the_room_and_leaves_no_user_id(
+    world: World, receiver: Any, whsec: str
+):
+    r = room_of_three(world)
+    player = player_hash(KEY.encode(), BIZ, PLAYER)
+
+    report = forget(world)
+
+    assert not report.dry_run and report.state == ErasureState.RUNNING  # the room's remix
+    assert report.player == player and report.recordings == (r.player,)
+    assert report.rooms_remixed == (r.room,) and report.rooms_deleted == ()
+    # The media written twice (two versions on S3), its manifest, and on S3 the deleted
+    # sidecar's version and delete marker (one object that had a version).
+    assert report.objects == (2 if world.s3 is None else 3)
+    assert world.kept_under(r.player) == []
+    tomb = world.ledger.recording(r.player)
+    assert tomb is not None and tomb.state == RecordingState.FORGOTTEN and tomb.tombstoned_at
+    assert tomb.identity["UserID"] == player
+    assert erasure_notes(world, report.erasure_id) == []  # nothing said before it is done
+
+    remix_without_player(world, r)
+    done = forgetting.finish(world.services(), report.erasure_id)
+
+    assert done.state == ErasureState.DONE and done.rooms_remixed == (r.room,)
+    assert done.rows["recordings"] >= 2 and done.rows["callbacks"] == 2
+    assert done.rows["transcript_lines"] == 2 and done.rows["audit_entries"] >= 2
+    # Only the new revision's objects are left of the room, each with its one version.
+    room_left = world.kept_under(r.room)
+    assert len(room_left) == len(set(room_left)) == 2 and "(delete marker)" not in str(room_left)
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.objects_holding(PLAYER) == []
+    # Everyone else is still there.
+    for other, rid in zip(OTHERS, r.others, strict=True):
+        assert ledger_rows_holding(world.ledger.engine, other)
+        assert world.objects_holding(other)
+        assert (world.ledger.recording(rid) or _no(rid)).state == RecordingState.ARCHIVED
+
+    [note] = erasure_notes(world, report.erasure_id)
+    assert note.run_id is None and note.event_type == "player.forgotten"
+    body = json.loads(note.body)
+    assert body["type"] == "player.forgotten" and PLAYER not in note.body
+    assert body["data"] == {
+        "BizID": BIZ, "player": player, "state": "done", "recordings": [r.player],
+        "rooms_remixed": [r.room], "rooms_deleted": [], "kept": [], "objects": done.objects,
+    }  # fmt: skip
+    deliver_all(world, whsec, receiver, [note.id])
+    [received] = receiver.requests
+    Webhook(whsec).verify(received.body, received.headers)
+    assert (
+        received.headers["webhook-id"] == note.webhook_id and PLAYER.encode() not in received.body
+    )
+
+    [audit] = [e for e in world.ledger.audit_trail() if e.action == "forget"]
+    assert audit.actor == "user:ada" and audit.target == player
+    assert audit.detail["recordings"] == 1 and audit.detail["rooms"] == 1
+
+
+def test_a_vendor_retry_or_a_new_callback_does_not_bring_a_forgotten_recording_back(
+    world: World,
+):
+    r = room_of_three(world)
+    report = forget(world)
+    remix_without_player(world, r)
+    forgetting.finish(world.services(), report.erasure_id)
+
+    assert record(world, PLAYER, 1) == r.player  # a vendor's retry of an old callback
+    assert record(world, PLAYER, 7) == r.player  # a segment never seen
+    tomb = world.ledger.recording(r.player)
+    assert tomb is not None and tomb.state == RecordingState.FORGOTTEN
+    assert tomb.settle_due_at is None
+    assert world.ledger.claim(r.player, now=utcnow(), force=True) is None
+    # The new callback brought the UserID in again; the next pass (or sweep) takes it out.
+    again = forgetting.finish(world.services(), report.erasure_id)
+    assert again.state == ErasureState.DONE
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.kept_under(r.player) == []
+
+
+def test_forget_twice_reports_the_same_erasure_and_changes_nothing_more(world: World):
+    r = room_of_three(world)
+    first = forget(world)
+    remix_without_player(world, r)
+    done = forgetting.finish(world.services(), first.erasure_id)
+    notes = erasure_notes(world, first.erasure_id)
+
+    again = forget(world)
+
+    assert again.erasure_id == first.erasure_id and again.state == ErasureState.DONE
+    assert again.objects == done.objects and again.recordings == done.recordings
+    assert again.rooms_remixed == done.rooms_remixed
+    assert erasure_notes(world, first.erasure_id) == notes  # not sent twice
+    room = world.ledger.recording(r.room)
+    assert room is not None and room.state == RecordingState.ARCHIVED  # not remixed again
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+
+
+def test_a_forget_that_crashed_half_way_is_finished_by_running_it_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """The ledger part committed, then the process died before the archive was purged."""
+    r = room_of_three(world)
+
+    def crash(prefix: str) -> int:
+        raise RuntimeError("killed half-way")
+
+    svc = world.services()
+    monkeypatch.setattr(svc.archive, "purge", crash)
+    with pytest.raises(RuntimeError, match="half-way"):
+        forgetting.forget_player(svc, BIZ, PLAYER, actor="user:ada")
+    monkeypatch.undo()
+    tomb = world.ledger.recording(r.player)
+    assert tomb is not None and tomb.state == RecordingState.FORGOTTEN
+    assert world.kept_under(r.player)  # the media is still there
+    player = player_hash(KEY.encode(), BIZ, PLAYER)
+    erasure = world.ledger.erasure_of(player)
+    assert erasure is not None and erasure.state == ErasureState.RUNNING
+    # The sweep would hand it out: it has something to do.
+    assert erasure.id in world.ledger.unfinished_erasures()
+
+    report = forgetting.finish(world.services(), erasure.id)  # as `recpipe.forget` does
+    assert world.kept_under(r.player) == [] and report.state == ErasureState.RUNNING
+    remix_without_player(world, r)
+    assert forget(world).state == ErasureState.DONE  # or asked again
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.objects_holding(PLAYER) == []
+    assert world.ledger.unfinished_erasures() == []
+
+
+def test_a_held_recording_is_kept_and_reported_and_finished_on_release(world: World):
+    r = room_of_three(world)
+    world.ledger.hold(r.player, "case 12", "user:lex")
+
+    report = forget(world)
+
+    assert [k.as_json() for k in report.kept] == [
+        {"id": r.player, "reason": "hold", "hold_reason": "case 12"}
+    ]
+    assert world.kept_under(r.player)  # nothing of it deleted
+    held = world.ledger.recording(r.player)
+    assert held is not None and held.state == RecordingState.ARCHIVED
+    remix_without_player(world, r)
+    waiting = forgetting.finish(world.services(), report.erasure_id)
+    assert waiting.state == ErasureState.WAITING
+    [note] = erasure_notes(world, report.erasure_id)
+    assert json.loads(note.body)["data"]["kept"] == [{"id": r.player, "reason": "hold"}]
+    assert world.ledger.unfinished_erasures() == []  # the hold stands: nothing to do
+
+    assert world.ledger.release(r.player, "user:lex")
+    assert world.ledger.unfinished_erasures() == [report.erasure_id]  # the sweep's cue
+    sent: list[int] = []
+    svc = world.services()
+    assert forgetting.resume_unfinished(svc, sent.append) == [report.erasure_id]
+    resumed = forgetting.finish(svc, report.erasure_id)
+    # The room still mixed the held recording: it is remixed once more.
+    assert resumed.state == ErasureState.RUNNING and world.kept_under(r.player) == []
+    remix_without_player(world, r)
+    done = forgetting.finish(world.services(), report.erasure_id)
+    assert done.state == ErasureState.DONE and done.kept == ()
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.objects_holding(PLAYER) == []
+    assert [json.loads(n.body)["data"]["state"] for n in erasure_notes(world, done.erasure_id)] == [
+        "waiting",
+        "done",
+    ]
+
+
+def test_a_room_with_no_one_else_left_is_deleted_whole(world: World):
+    player = user_recording(world, PLAYER)
+    other = user_recording(world, OTHERS[0])
+    room = mix_room(world, [player, other], [PLAYER, OTHERS[0]])
+    forget(world)
+    assert forgetting.forget_player(
+        world.services(), BIZ, OTHERS[0], actor="user:ada", deliver=lambda _: None
+    ).rooms_deleted == (room,)
+    gone = world.ledger.recording(room)
+    assert gone is not None and gone.state == RecordingState.FORGOTTEN
+    assert world.kept_under(room) == []
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert ledger_rows_holding(world.ledger.engine, OTHERS[0]) == []
+
+
+# -- the API and the command line ---------------------------------------------------------
+
+
+def console_app(world: World) -> tuple[Any, dict[str, str]]:
+    """The console on the world's ledger (its tasks' settings too), with a token of each
+    scope."""
+    from recpipe.console import auth
+    from recpipe.console.app import create_app
+    from tasks import context
+    from tests.support.console import add_people
+
+    context.use(world.settings)
+    people = add_people(world.ledger)
+    admin = auth.new_token()
+    world.ledger.add_token("legal", "admin", auth.hash_token(admin))
+    tokens = {"read": people.read_token, "operate": people.operate_token, "admin": admin}
+    app = create_app(world.settings, ledger=world.ledger, secret="forget-test-" + "s" * 32)
+    return app, tokens
+
+
+@pytest.fixture
+def fresh_context() -> Iterator[None]:
+    from tasks import context
+
+    yield
+    context.use(Settings.from_env())
+    context.reset()
+
+
+@pytest.mark.parametrize("who", ["none", "read", "operate", "admin"])
+def test_only_an_admin_forgets_a_player_through_the_api(
+    world: World, who: str, fresh_context: None
+):
+    r = room_of_three(world)
+    app, tokens = console_app(world)
+    client = app.test_client()
+    headers = {} if who == "none" else {"Authorization": f"Bearer {tokens[who]}"}
+    url = f"/api/v1/players/{BIZ}/{PLAYER}/forget"
+
+    dry = client.post(url, json={"dry_run": True}, headers=headers)
+    expected = {"none": 401, "read": 403, "operate": 403, "admin": 200}[who]
+    assert dry.status_code == expected, dry.data
+    if who != "admin":
+        assert client.post(url, headers=headers).status_code == expected
+        assert [e for e in world.ledger.audit_trail() if e.action == "forget"] == []
+        assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+        return
+    plan = dry.get_json()
+    assert plan["dry_run"] is True and plan["state"] == "planned"
+    assert plan["recordings"] == [r.player] and PLAYER not in dry.get_data(as_text=True)
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+
+    done = client.post(url, headers=headers)
+    assert done.status_code == 202, done.data
+    report = done.get_json()
+    assert report["state"] == "running" and report["rooms_remixed"] == [r.room]
+    assert report["player"] == plan["player"] and PLAYER not in done.get_data(as_text=True)
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "forgotten"
+    [audit] = [e for e in world.ledger.audit_trail() if e.action == "forget"]
+    assert audit.actor == "token:legal" and audit.target == report["player"]
+    for bad in ({"dry_run": "yes"}, ["x"]):
+        assert client.post(url, json=bad, headers=headers).status_code == 400
+
+
+def test_the_api_refuses_to_forget_without_the_player_key_outside_the_embedded_default(
+    world: World, fresh_context: None
+):
+    if world.s3 is None:
+        pytest.skip("the embedded default keeps a player key of its own")
+    world.settings = Settings.from_env({**world.env, "RECPIPE_PLAYER_KEY": ""})
+    app, tokens = console_app(world)
+    answer = app.test_client().post(
+        f"/api/v1/players/{BIZ}/{PLAYER}/forget",
+        json={"dry_run": True},
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+    assert answer.status_code == 503
+    assert answer.get_json()["setting"] == "RECPIPE_PLAYER_KEY"
+    assert "RECPIPE_PLAYER_KEY" in answer.get_json()["error"]
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recpipe", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_recpipe_forget_plans_forgets_and_says_so_with_its_exit_codes(world: World):
+    r = room_of_three(world)
+    args = ("forget", "--app", str(BIZ), "--user", PLAYER)
+
+    dry = cli(world.env, *args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "objects would be deleted: 2" in dry.stdout and f"rooms would be remixed: {r.room}"
+    assert "(dry run: nothing changed)" in dry.stdout and PLAYER not in dry.stdout
+    plan = json.loads(cli(world.env, *args, "--dry-run", "--json").stdout)
+    assert plan["state"] == "planned" and plan["recordings"] == [r.player]
+    assert (world.ledger.recording(r.player) or _no(r.player)).state == "archived"
+
+    done = cli(world.env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["state"] == "running" and report["rooms_remixed"] == [r.room]
+    assert PLAYER not in done.stdout
+    assert world.kept_under(r.player) == []
+    [audit] = [e for e in world.ledger.audit_trail() if e.action == "forget"]
+    assert audit.actor.startswith("cli") and audit.target == report["player"]
+
+    assert cli(world.env, "forget", "--app", "0", "--user", PLAYER).returncode == 2
+    assert cli(world.env, "forget", "--app", str(BIZ), "--user", " ").returncode == 2
+    if world.s3 is not None:
+        keyless = cli({**world.env, "RECPIPE_PLAYER_KEY": ""}, *args, "--dry-run")
+        assert keyless.returncode == 2 and keyless.stdout == ""
+        assert keyless.stderr.count("\n") == 1 and "RECPIPE_PLAYER_KEY" in keyless.stderr

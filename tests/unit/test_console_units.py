@@ -36,6 +36,7 @@ def test_the_openapi_document_lists_every_route_of_the_contract():
         "/api/v1/recordings/{recording_id}/hold",
         "/api/v1/rooms/{room_id}/hold",
         "/api/v1/holds",
+        "/api/v1/players/{BizID}/{UserID}/forget",
         "/api/v1/search",
         "/api/v1/flags",
         "/api/v1/flags/{flag_id}/review",
