@@ -348,8 +348,10 @@ def _notify(
 
 
 def resume_unfinished(svc: Services, send: Callable[[int], object]) -> list[int]:
-    """The sweep's part: each erasure with something to do (running, or waiting on a hold
-    since released) is handed to `recpipe.forget` again."""
+    """The sweep's part: the UserID a vendor's late callback brought to a forgotten
+    recording is hashed, and each erasure with something to do (running, or waiting on a
+    hold since released) is handed to `recpipe.forget` again."""
+    svc.ledger.scrub_late_callbacks()
     found = svc.ledger.unfinished_erasures()
     for erasure_id in found:
         send(erasure_id)

@@ -421,7 +421,10 @@ class Erasures(LedgerBase):
                     Recording.state == RecordingState.FORGOTTEN,
                     Recording.source == "gme",
                     Callback.received_at >= Recording.tombstoned_at,
+                    # Not yet hashed: a hashed body holds the hash the recording holds.
+                    ~Callback.body.contains(func.coalesce(Recording.user_id, "")),
                 )
+                .order_by(Callback.id)
                 .limit(limit)
             ).all()
             seen: set[int] = set()

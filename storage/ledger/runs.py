@@ -219,6 +219,9 @@ class Runs(LedgerBase):
                     RunState.FAILED, FORGOTTEN_RUN, None, None, None
                 )  # fmt: skip
                 run.notified_at = run.notified_at or now
+                # Its steps were written while it worked, after its rows were hashed: an
+                # error may name the player's files. Nothing of it is kept.
+                run.steps = []
             run.state = state
             run.finished_at = now
             run.heartbeat_at = now

@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from foundation.config import Settings
 from storage.domain import RecordingState
-from storage.domain.players import ErasureState, player_hash
+from storage.domain.players import ErasureState, ItemState, player_hash
 from storage.domain.rooms import room_id
 from storage.domain.transcripts import TranscriptLineView
 from storage.ledger import Ledger, utcnow
@@ -381,10 +381,13 @@ def test_a_vendor_retry_or_a_new_callback_does_not_bring_a_forgotten_recording_b
     assert tomb is not None and tomb.state == RecordingState.FORGOTTEN
     assert tomb.settle_due_at is None
     assert world.ledger.claim(r.player, now=utcnow(), force=True) is None
-    # The new callback brought the UserID in again; the next pass (or sweep) takes it out.
+    # The new callback brought the UserID in again; beat's sweep (or the erasure's next
+    # pass) takes it out.
+    assert ledger_rows_holding(world.ledger.engine, PLAYER)
+    assert forgetting.resume_unfinished(world.services(), lambda _: None) == []
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
     again = forgetting.finish(world.services(), report.erasure_id)
     assert again.state == ErasureState.DONE
-    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
     assert world.kept_under(r.player) == []
 
 
@@ -609,3 +612,34 @@ def test_recpipe_forget_plans_forgets_and_says_so_with_its_exit_codes(world: Wor
         keyless = cli({**world.env, "RECPIPE_PLAYER_KEY": ""}, *args, "--dry-run")
         assert keyless.returncode == 2 and keyless.stdout == ""
         assert keyless.stderr.count("\n") == 1 and "RECPIPE_PLAYER_KEY" in keyless.stderr
+
+
+def test_a_run_under_way_when_its_recording_is_forgotten_leaves_nothing_behind(world: World):
+    r = room_of_three(world)
+    run_id = world.ledger.claim(r.player, now=utcnow(), force=True)  # a reprocess, say
+    assert run_id and world.ledger.start_run(run_id, worker="w1", now=utcnow(), stale_after=60)
+
+    report = forget(world)
+    erasure = world.ledger.erasure(report.erasure_id)
+    assert erasure is not None
+    [own] = erasure.items_of("own")
+    assert own.state == ItemState.PENDING  # its run may still write the archive
+
+    # The worker finishes: it wrote the archive again, and tells the ledger.
+    run = world.ledger.run(run_id)
+    assert run is not None
+    prefix = recording_prefix(run.recording)
+    world.archive.put_bytes(prefix + f"{r.player}.m4a", f"voice of {PLAYER}".encode())
+    world.ledger.finish_run(
+        run_id, now=utcnow(), result={"speech": [{"UserID": PLAYER}]}, manifest_url="x",
+        steps=[{"step": "fetch", "error": f"{BIZ}_{ROOM}_{PLAYER}/0.mp3 is odd"}],
+    )  # fmt: skip
+    tomb = world.ledger.recording(r.player)
+    assert tomb is not None and tomb.state == RecordingState.FORGOTTEN
+    ended = world.ledger.run(run_id)
+    assert ended is not None and ended.state == "failed" and ended.result == {}
+
+    remix_without_player(world, r)
+    assert forgetting.finish(world.services(), report.erasure_id).state == ErasureState.DONE
+    assert world.kept_under(r.player) == []
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []

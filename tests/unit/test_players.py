@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.config import ConfigError, Settings
+from foundation.queues import LIGHT
 from storage.domain import RecordingState, RunState, lifecycle
 from storage.domain.lifecycle import RecordingStatus
 from storage.domain.players import (
@@ -29,7 +32,13 @@ from storage.domain.players import (
     scrub_value,
 )
 from storage.domain.rooms import Member
-from tasks.forgetting import erasure_state
+from tasks.forgetting import (
+    FORGET_TASK,
+    PLAYER_KEY_FILE,
+    PlayerKeyMissingError,
+    erasure_state,
+    player_key,
+)
 from tasks.notify.body import PLAYER_FORGOTTEN, forgotten_body, forgotten_webhook_id
 from tasks.settling.rooms import decide_room
 
@@ -168,3 +177,30 @@ def test_a_run_that_ends_after_its_recording_was_forgotten_leaves_it_forgotten()
     tomb = RecordingStatus(RecordingState.FORGOTTEN, None, pending_changes=False)
     for state in (RunState.ARCHIVED, RunState.FAILED):
         assert lifecycle.run_ended(tomb, state, error=None, now=NOW) == tomb
+
+
+def test_the_embedded_default_keeps_a_player_key_of_its_own_and_nothing_else_does(
+    tmp_path: Path,
+):
+    embedded = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
+    key = player_key(embedded)
+    assert len(key) >= 32 and key == player_key(embedded)  # made once, then read
+    assert (tmp_path / PLAYER_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    given = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_PLAYER_KEY": "x" * 32})
+    assert player_key(given) == b"x" * 32
+    server = Settings.from_env(
+        {"RECPIPE_DATA_DIR": str(tmp_path), "RECPIPE_DATABASE_URL": "postgresql://db/recpipe"}
+    )
+    with pytest.raises(PlayerKeyMissingError, match="RECPIPE_PLAYER_KEY"):
+        player_key(server)
+    with pytest.raises(ConfigError, match="at least 32"):
+        Settings.from_env({"RECPIPE_PLAYER_KEY": "short"})
+
+
+def test_the_forget_task_has_its_name_and_runs_on_the_light_queue():
+    from tasks import jobs
+    from tasks.celery import app
+
+    assert jobs.forget.name == FORGET_TASK == "recpipe.forget"
+    assert app.conf.task_default_queue == LIGHT
+    assert FORGET_TASK not in (app.conf.task_routes or {})
