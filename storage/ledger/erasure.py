@@ -276,13 +276,21 @@ class Erasures(LedgerBase):
     def end_erasure_pass(
         self, erasure_id: int, state: str, report: dict[str, Any], now: datetime
     ) -> ErasureView | None:
-        """Record how the erasure stands after a pass, and its report."""
+        """Record how the erasure stands after a pass, and its report. Passes may overlap
+        (the command's, and the sweep's task handed the erasure meanwhile): the rooms one
+        pass remixed or deleted stay in the report whatever another, which began before it
+        and ends after it, read then."""
         with self.session() as s:
             erasure = s.get(Erasure, erasure_id, with_for_update=True)
             if erasure is None:
                 return None
             erasure.state = state
-            erasure.report = {**(erasure.report or {}), **report}
+            before = erasure.report or {}
+            merged = {**before, **report}
+            for key in ("rooms_remixed", "rooms_deleted"):
+                rooms = set(before.get(key) or ()) | set(report.get(key) or ())
+                merged[key] = sorted(rooms)
+            erasure.report = merged
             erasure.updated_at = now
             if state == ErasureState.DONE and erasure.finished_at is None:
                 erasure.finished_at = now
