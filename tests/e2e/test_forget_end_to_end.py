@@ -341,7 +341,7 @@ def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
     assert not holds(done.stdout + done.stderr, FORGOTTEN), done.stdout
     report = json.loads(done.stdout)
     player = player_of(report, place)
-    assert report["biz_id"] == BIZ and report["dry_run"] is False, report
+    assert report["BizID"] == BIZ and report["dry_run"] is False, report
     assert FORGOTTEN_RID in report["recordings"] and report["objects"] > 0, report
     assert RID in report["rooms_remixed"] and report["rooms_deleted"] == [], report
     wait_forgotten(stack, receiver)
