@@ -32,7 +32,7 @@ from standardwebhooks.webhooks import Webhook
 
 from storage.domain.players import player_hash
 from storage.domain.rooms import room_id
-from tests.support.archives import ledger_rows_holding, objects_holding
+from tests.support.archives import ledger_rows_holding, objects_holding, versions_under
 from tests.support.faults import TcpProxy
 from tests.support.media import level_at, loudest_level
 from tests.support.rooms import RoomTask
@@ -80,6 +80,7 @@ class Place:
     upload: Callable[[str, Path], None]
     objects: Callable[[], list[StoredObject]]
     holding: Callable[[str], list[str]]
+    kept_under: Callable[[str], list[str]]  # every version and delete marker under a prefix
     archive_through: Callable[[str], str] | None = None  # the archive's URL via an endpoint
 
 
@@ -111,6 +112,7 @@ def _s3_place(request: pytest.FixtureRequest, tmp_path: Path, common: dict[str, 
         upload,
         lambda: s3_objects(s3_client, archive),
         lambda needle: objects_holding(s3_client, needle, bucket=archive),
+        lambda prefix: versions_under(s3_client, f"archive/{prefix}", bucket=archive),
         lambda endpoint: f"s3://{archive}/archive?endpoint_url={endpoint}",
     )
 
@@ -138,6 +140,7 @@ def _embedded_place(tmp_path: Path, common: dict[str, str]) -> Place:
         upload,
         lambda: local_objects(data / "archive"),
         lambda needle: objects_holding(data / "archive", needle),
+        lambda prefix: versions_under(data / "archive", prefix),
     )
 
 
@@ -239,6 +242,7 @@ def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> No
     objects = place.objects()
     assert place.holding(FORGOTTEN), "the UserID is in no object before forget"
     assert any(FORGOTTEN_RID in o.name for o in objects)
+    assert place.kept_under(f"gme/{BIZ}/{FORGOTTEN_RID}/")
     found = voices(objects, tmp_path / "sound")
     theirs = [
         n for n, samples in found.items() if loudest_level(samples, TONES[FORGOTTEN]) >= HEARD
@@ -268,6 +272,11 @@ def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path
     # No object holds the UserID; none is (a version of) the player's own track.
     assert place.holding(FORGOTTEN) == []
     assert [o.name for o in objects if FORGOTTEN_RID in o.name] == []
+    # Nothing is left under their recording's prefix, not even a delete marker; the room
+    # keeps one version of each of its objects (no earlier mix hidden behind the current).
+    assert place.kept_under(f"gme/{BIZ}/{FORGOTTEN_RID}/") == []
+    room = place.kept_under(f"gme/{BIZ}/rooms/{RID}/")
+    assert room and len(room) == len(set(room)) and not any("marker" in k for k in room), room
     # Their voice is in no sound left; everyone else's is in the room's mix, and each of the
     # others' own track is still there.
     found = voices(objects, tmp_path / "sound")
