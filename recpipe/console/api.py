@@ -13,6 +13,7 @@ from recpipe.console.actions import TASK_ID, Outcome
 from recpipe.console.auth import needs
 from recpipe.console.media import download_name
 from recpipe.reports import recording_detail, recording_summary
+from storage.domain import has_control_characters
 from storage.domain.console import MAX_HOLD_REASON, hold_reason
 from storage.domain.states import RecordingState
 from storage.ledger.console import BadCursorError
@@ -232,9 +233,9 @@ def blueprint() -> Blueprint:
     def release_room(room_id: str) -> Any:
         return _act(lambda a: a.release(g.principal.actor, room_id))
 
-    @bp.post("/players/<int:biz_id>/<path:user_id>/forget")
+    @bp.post("/players/<biz_id>/<path:user_id>/forget")
     @needs("admin", api=True)
-    def forget(biz_id: int, user_id: str) -> Any:
+    def forget(biz_id: str, user_id: str) -> Any:
         return _forget(biz_id, user_id)
 
     @bp.get("/holds")
@@ -327,7 +328,11 @@ def _hold(recording_id: str) -> Any:
     return _act(lambda a: a.hold(g.principal.actor, recording_id, reason))
 
 
-def _forget(biz_id: int, user_id: str) -> Any:
+# A UserID as GME sends it: at most this many characters, no control characters.
+MAX_USER_ID = 256
+
+
+def _forget(biz_text: str, user_id: str) -> Any:
     """202 and the erasure's report; with `{"dry_run": true}` 200 and the plan."""
     from tasks.forgetting import PlayerKeyMissingError
 
@@ -337,10 +342,17 @@ def _forget(biz_id: int, user_id: str) -> Any:
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         return bad_request("dry_run: true or false", field="dry_run")
-    if not user_id.strip():
-        return bad_request("UserID: the player's UserID, not blank", field="UserID")
+    if not biz_text.isascii() or not biz_text.isdigit() or not 0 < int(biz_text) < 2**63:
+        return bad_request("BizID: a positive whole number", field="BizID")
+    if not user_id.strip() or len(user_id) > MAX_USER_ID or has_control_characters(user_id):
+        return bad_request(
+            f"UserID: the player's UserID, 1-{MAX_USER_ID} characters, no control characters",
+            field="UserID",
+        )
     try:
-        report = console()["actions"].forget(g.principal.actor, biz_id, user_id, dry_run=dry_run)
+        report = console()["actions"].forget(
+            g.principal.actor, int(biz_text), user_id, dry_run=dry_run
+        )
     except PlayerKeyMissingError as exc:
         return jsonify(error=str(exc), setting="RECPIPE_PLAYER_KEY"), 503
     except BrokerUnavailableError as exc:

@@ -32,6 +32,8 @@ def env(tmp_path: Path, pg_url: str, redis_url: str) -> dict[str, str]:
         "RECPIPE_ARCHIVE_URL": (tmp_path / "archive").as_uri(),
         "RECPIPE_GME_SOURCE_URL": (tmp_path / "source").as_uri(),
         "RECPIPE_CONSOLE_SECRET": SECRET,
+        # Forget refuses without it outside the embedded default (503, a server's error).
+        "RECPIPE_PLAYER_KEY": "console-process-player-key-" + "p" * 16,
     }
 
 

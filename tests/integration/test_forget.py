@@ -15,9 +15,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -30,6 +32,7 @@ from storage.ledger import Ledger, utcnow
 from storage.objectstore import ObjectStore, store_from_url
 from tasks import forgetting
 from tasks.archive import recording_prefix
+from tasks.notify import outbox
 from tasks.services import Services
 from tests.support.archives import ledger_rows_holding, objects_holding, versions_under
 from webhook.callbacks import parse_gme
@@ -355,6 +358,9 @@ def test_forget_deletes_every_version_remixes_the_room_and_leaves_no_user_id(
         "BizID": BIZ, "player": player, "state": "done", "recordings": [r.player],
         "rooms_remixed": [r.room], "rooms_deleted": [], "kept": [], "objects": done.objects,
     }  # fmt: skip
+    # Lost with its task, it is handed out again by the sweep, as any notification.
+    later = utcnow() + timedelta(hours=1)
+    assert note.id in outbox.lost_deliveries(world.ledger, later)
     deliver_all(world, whsec, receiver, [note.id])
     [received] = receiver.requests
     Webhook(whsec).verify(received.body, received.headers)
@@ -643,3 +649,95 @@ def test_a_run_under_way_when_its_recording_is_forgotten_leaves_nothing_behind(w
     assert forgetting.finish(world.services(), report.erasure_id).state == ErasureState.DONE
     assert world.kept_under(r.player) == []
     assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+
+
+def test_a_held_room_is_kept_whole_and_remixed_without_the_player_once_released(world: World):
+    r = room_of_three(world)
+    world.ledger.hold(r.room, "case 31", "user:lex")
+    room_before = world.kept_under(r.room)
+
+    report = forget(world)
+
+    assert report.state == ErasureState.WAITING and report.rooms_remixed == ()
+    assert [(k.id, k.hold_reason) for k in report.kept] == [(r.room, "case 31")]
+    assert world.kept_under(r.player) == []  # their own recording went
+    assert world.kept_under(r.room) == room_before  # the room, evidence, is whole
+    held = world.ledger.recording(r.room)
+    assert held is not None and held.state == RecordingState.ARCHIVED
+
+    assert world.ledger.release(r.room, "user:lex")
+    resumed = forgetting.finish(world.services(), report.erasure_id)
+    assert resumed.state == ErasureState.RUNNING and resumed.rooms_remixed == (r.room,)
+    remix_without_player(world, r)
+    done = forgetting.finish(world.services(), report.erasure_id)
+    assert done.state == ErasureState.DONE and done.kept == ()
+    assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
+    assert world.objects_holding(PLAYER) == []
+
+
+# -- a real mix, in process -----------------------------------------------------------------
+
+
+def test_the_room_is_mixed_again_without_the_players_tone_and_with_everyone_elses(
+    ledger: Ledger, tmp_path: Path, tone: Any
+):
+    """Three users, each a tone, mixed by tasks.processing; the player (440 Hz) forgotten,
+    the room settles and mixes again: 440 Hz is gone from the mix, 880 and 1320 Hz stay."""
+    from storage.domain import GmeEvent, GmeRecordingKey
+    from storage.objectstore import LocalStore
+    from tasks import processing, settling
+    from tests.support.media import ANALYSIS_RATE, decode
+
+    settings = Settings.from_env({
+        "RECPIPE_DATA_DIR": str(tmp_path / "var"), "RECPIPE_DATABASE_URL": ledger.url,
+        "RECPIPE_PLAYER_KEY": KEY, "RECPIPE_SETTLE_SECONDS": "1",
+    })  # fmt: skip
+    source, archive = LocalStore(tmp_path / "source"), LocalStore(tmp_path / "archive")
+    svc = Services(settings, ledger, source, archive)
+
+    def run(rid: str) -> Any:
+        run_id = ledger.claim(rid, now=utcnow(), force=True)
+        assert run_id
+        done = processing.process(svc, run_id, "test-worker")
+        assert done is not None and done.state == "archived", done and done.error
+        return done
+
+    users = {PLAYER: 440.0, OTHERS[0]: 880.0, OTHERS[1]: 1320.0}
+    rids = {}
+    for user, frequency in users.items():
+        key = GmeRecordingKey(BIZ, ROOM, user, TASK, 0)
+        name = f"{BIZ}_{ROOM}_{user}/2026-01-01-10-00-00_{TASK}_audio.mp3"
+        source.put(name, tone(f"{user}.mp3", frequency, 3.0))
+        body = callback(user, 0)
+        ledger.record_gme_event(GmeEvent(key, 3, 0, name, 1675930605), body, {},
+                                now=utcnow(), settle_seconds=0)  # fmt: skip
+        rids[user] = run(key.recording_id).recording_id
+        room = ledger.note_room_member(rids[user], now=utcnow(), settle_seconds=0)
+    assert room is not None
+    first = run(room)
+    assert {p["UserID"] for p in first.result["participants"]} == set(users)
+
+    def band(run_view: Any, frequency: float) -> float:
+        [artifact] = [a for a in run_view.result["artifacts"] if a["format"] == "m4a"]
+        samples = decode(archive.local_path(artifact["url"].split("/archive/", 1)[1]))
+        spectrum = np.abs(np.fft.rfft(samples))
+        freqs = np.fft.rfftfreq(len(samples), 1 / ANALYSIS_RATE)
+        return float(spectrum[(freqs > frequency - 15) & (freqs < frequency + 15)].max())
+
+    assert band(first, 440.0) > 0.3 * band(first, 880.0)
+
+    report = forgetting.forget_player(svc, BIZ, PLAYER, actor="user:ada")
+    assert report.rooms_remixed == (room,) and report.state == ErasureState.RUNNING
+    later = utcnow() + timedelta(minutes=5)
+    assert settling.settle(svc, room, now=later).action == "finalize"
+    room_now = ledger.recording(room)
+    assert room_now is not None and room_now.current_run_id
+    second = processing.process(svc, room_now.current_run_id, "test-worker")
+    assert second is not None and second.state == "archived", second and second.error
+    assert forgetting.finish(svc, report.erasure_id).state == ErasureState.DONE
+
+    assert [p["UserID"] for p in second.result["participants"]] == list(OTHERS)
+    assert band(second, 440.0) < 0.02 * band(second, 880.0)
+    assert band(second, 1320.0) > 0.3 * band(second, 880.0)
+    assert ledger_rows_holding(ledger.engine, PLAYER) == []
+    assert objects_holding(tmp_path / "archive", PLAYER) == []
