@@ -218,6 +218,19 @@ def ledger_rows(place: Place, needle: str) -> list[tuple[str, str, str]]:
         engine.dispose()
 
 
+def data_files_holding(data: Path, needle: str) -> list[str]:
+    """The files of a data directory whose path or bytes hold `needle`, but its `source`
+    folder (the vendor's uploads, on the embedded default) and the ledger's file."""
+    return [
+        str(path)
+        for path in sorted(data.rglob("*"))
+        if path.is_file()
+        and path.relative_to(data).parts[0] != "source"
+        and not path.name.startswith("ledger.sqlite3")
+        and (holds(str(path.relative_to(data)), needle) or holds(path.read_bytes(), needle))
+    ]
+
+
 def the_mix(objects: list[StoredObject]) -> list[StoredObject]:
     """Every stored version of the room's mix."""
     return [o for o in objects if o.name.endswith(f"rooms/{RID}/{RID}.m4a")]
@@ -252,6 +265,8 @@ def assert_there_before_forget(stack: Stack, place: Place, tmp_path: Path) -> No
     [mix] = [o for o in the_mix(objects) if o.latest]
     for user in TONES:
         assert heard_where_they_spoke(found[f"{mix.name}@{mix.version}"], user), user
+    if place.archive_through is None:  # the local archive is in the data directory
+        assert data_files_holding(Path(place.env["RECPIPE_DATA_DIR"]), FORGOTTEN)
     rows = ledger_rows(place, FORGOTTEN)
     assert {table for table, _, _ in rows} >= {"recordings", "callbacks", "segments"}, rows
 
@@ -295,6 +310,10 @@ def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path
         own = [n for n in found if _ROOM.recording_id(user) in n]
         assert own, f"{user}'s own track is gone"
         assert all(loudest_level(found[n], TONES[user]) >= HEARD for n in own), user
+    # Nor does any file recpipe keeps in its data directory (scratch, the embedded broker's
+    # messages, metrics, the local archive), but the GME source the embedded default keeps
+    # there for the vendor, and the SQLite ledger, whose rows are read next.
+    assert data_files_holding(Path(place.env["RECPIPE_DATA_DIR"]), FORGOTTEN) == []
     # No row of the ledger holds the UserID: raw callbacks, notification bodies, audit...
     assert ledger_rows(place, FORGOTTEN) == []
     # The recording is a tombstone that says forgotten, with the time.
