@@ -34,7 +34,7 @@ from storage.domain.players import player_hash
 from storage.domain.rooms import room_id
 from tests.support.archives import ledger_rows_holding, objects_holding, versions_under
 from tests.support.faults import TcpProxy
-from tests.support.media import level_at, loudest_level
+from tests.support.media import level_at, loudest_level, speech_track
 from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
 from tests.support.stack import Received, Stack, parse_body, stack_env
@@ -466,3 +466,75 @@ def test_forget_killed_half_way_is_finished_by_running_it_again(
     assert_forgotten(stack, place, receiver, whsec, tmp_path)
     assert_player_forgotten_note(receiver, player_of(report, place))
     assert erasures(database) == ["done"]
+
+
+WORDS = ("delta", "hotel")  # what the forgotten player says, one word a segment
+
+
+def test_a_forgotten_players_words_leave_the_room_transcript(
+    request: pytest.FixtureRequest, tmp_path: Path, receiver, whsec
+):
+    """With transcription on (pocketsphinx) and the forgotten player saying words instead
+    of their tone, their room's transcripts go too: no version of any object, no row, holds
+    their UserID once the room's revision 3 is transcribed without them, even when that is
+    after the erasure finished (the transcribe worker was busy)."""
+    (tmp_path / "words.txt").write_text("\n".join(WORDS) + "\n")
+    place = _s3_place(
+        request,
+        tmp_path,
+        {
+            "RECPIPE_GME_SECRET_KEYS": f"{BIZ}={SECRET}",
+            "RECPIPE_NOTIFY_URLS": receiver.url,
+            "RECPIPE_NOTIFY_SECRET": whsec,
+            "RECPIPE_MAX_WAIT_SECONDS": "4",
+            "RECPIPE_TRANSCRIBE": "pocketsphinx",
+            "RECPIPE_POCKETSPHINX_WORDS": str(tmp_path / "words.txt"),
+        },
+    )
+    stack = Stack(place.env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker("media", concurrency=2, queues="light,media")
+        stack.start_worker("speech", concurrency=1, beat=False, queues="transcribe")
+        others = {u: v for u, v in SPEAKERS.items() if u != FORGOTTEN}
+        bodies = _ROOM.speak(tmp_path, others, place.upload)
+        for seq, ((second, seconds), word) in enumerate(
+            zip(SPEAKERS[FORGOTTEN][1], WORDS, strict=True)
+        ):
+            path = tmp_path / f"said-{seq}.mp3"
+            speech_track(path, [(word, 0.4)], seconds)
+            key = _ROOM.file_name(FORGOTTEN, second)
+            place.upload(key, path)
+            bodies += [_ROOM.callback(FORGOTTEN, ev, seq, key) for ev in (1, 2, 3)]
+        post_shuffled(stack, bodies, seed=29)
+        room_archived(stack, 1)
+        post_shuffled(stack, _ROOM.speak(tmp_path, LATE, place.upload), seed=30)
+        room_archived(stack, 2)
+        transcribed(stack, 2)
+        said = stack.ledger.transcript_of(RID)
+        assert said is not None and FORGOTTEN in json.dumps(said.document), said
+        assert [n for n in place.holding(FORGOTTEN) if n.split("?")[0].endswith(".vtt")]
+
+        # Transcription is slower than mixing: revision 3 is transcribed after the erasure
+        # has deleted the earlier revisions' objects.
+        stack.kill("speech", signal.SIGTERM)
+        done = forget(stack)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        wait_forgotten(stack, receiver)
+        stack.start_worker("speech", concurrency=1, beat=False, queues="transcribe")
+        transcribed(stack, 3)
+        time.sleep(3)  # the sweep's next pass, had anything been left for it
+        assert place.holding(FORGOTTEN) == []
+        assert ledger_rows(place, FORGOTTEN) == []
+        assert place.kept_under(f"gme/{BIZ}/{FORGOTTEN_RID}/") == []
+    finally:
+        stack.stop()
+
+
+def transcribed(stack: Stack, revision: int) -> None:
+    def ready() -> bool:
+        found = stack.ledger.transcript_of(RID, revision)
+        assert found is None or found.state != "failed", found
+        return found is not None and found.state == "ready"
+
+    wait_for(ready, timeout=180, interval=0.5, what=f"the room's transcript of revision {revision}")
