@@ -185,6 +185,8 @@ def finish(
 
     released = False
     for item in erasure.items_of(ItemKind.OWN, *todo):
+        # A recording still in clear (held until now) tells the UserID its rooms need.
+        user_id = user_id or ledger.user_in_clear(item.recording_id, erasure.player)
         changed = ledger.forget_recording(item.recording_id, erasure.player, now, user_id=user_id)
         if changed is None:
             ledger.set_erasure_item(erasure_id, item.recording_id, ItemState.HELD, now)
@@ -197,11 +199,15 @@ def finish(
         ledger.set_erasure_item(erasure_id, item.recording_id, state, now, objects=objects)
 
     settle = svc.settings.settle_seconds
+    erasure = ledger.erasure(erasure_id) or erasure
+    # What the rooms lose: the player's recordings not held (a held one is kept, in its
+    # rooms' mixes too, until released).
+    gone = [i.recording_id for i in erasure.items_of(ItemKind.OWN) if i.state != ItemState.HELD]
     # A recording released from its hold was still mixed in its rooms: they go again.
     rooms = erasure.items_of(ItemKind.ROOM, *todo, *((ItemState.DONE,) if released else ()))
     for item in rooms:
         outcome = ledger.forget_in_room(
-            item.recording_id, own_ids, erasure.player, now, settle, user_id=user_id
+            item.recording_id, gone, erasure.player, now, settle, user_id=user_id
         )
         if outcome is None:
             ledger.set_erasure_item(erasure_id, item.recording_id, ItemState.HELD, now)
@@ -222,7 +228,7 @@ def finish(
 
     erasure = ledger.erasure(erasure_id) or erasure
     for item in erasure.items_of(ItemKind.ROOM, ItemState.REMIXING):
-        remix = ledger.room_remix(item.recording_id, item.base_revision, own_ids, now, settle)
+        remix = ledger.room_remix(item.recording_id, item.base_revision, gone, now, settle)
         if remix == "done":
             objects = _purge_earlier_revisions(svc, item.recording_id)
             ledger.set_erasure_item(

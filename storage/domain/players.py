@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,18 +140,33 @@ def spellings(user_id: str) -> tuple[str, ...]:
     return tuple(sorted((f for f in forms if f), key=len, reverse=True))
 
 
+def _pattern(user_id: str) -> re.Pattern[str]:
+    """Any spelling of the UserID standing as a token of its own: not inside a longer run
+    of letters or digits (a UserID `999` is taken out of `1400000000_77_999/0.mp3` and
+    `UserID=999`, never out of a timestamp `1765999123`)."""
+    forms = "|".join(re.escape(f) for f in spellings(user_id))
+    return re.compile(rf"(?<![^\W_])(?:{forms})(?![^\W_])")
+
+
 def scrub_text(text: str, user_id: str, player: str) -> str:
-    """`text` with every spelling of the UserID replaced by the player's hash."""
-    if not user_id:
+    """`text` with every spelling of the UserID (as a token of its own) replaced by the
+    player's hash."""
+    if not user_id or not any(form in text for form in spellings(user_id)):
         return text
-    for form in spellings(user_id):
-        text = text.replace(form, player)
-    return text
+    return _pattern(user_id).sub(player, text)
 
 
-def scrub_value(value: Any, user_id: str, player: str) -> Any:
+# Where a room's JSON (its result, manifest, notification, transcript) names a user.
+USER_KEYS = frozenset({"UserID", "user_id", "speaker", "speakers", "missing_speakers"})
+
+
+def scrub_value(value: Any, user_id: str, player: str, *, exact: bool = False) -> Any:
     """A JSON value with the UserID replaced in every string, keys included; numbers and
-    the rest unchanged."""
+    the rest unchanged. `exact`: for rows shared with other players (a room's), where a
+    short UserID may also be another's, or a RoomID: only a value that is the UserID whole,
+    under a key that names a user (USER_KEYS), and a key that is the UserID."""
+    if exact:
+        return _scrub_users(value, user_id, player, named=False)
     if isinstance(value, str):
         return scrub_text(value, user_id, player)
     if isinstance(value, list | tuple):
@@ -163,7 +179,20 @@ def scrub_value(value: Any, user_id: str, player: str) -> Any:
     return value
 
 
-def scrub_json_text(text: str, user_id: str, player: str) -> str:
+def _scrub_users(value: Any, user_id: str, player: str, *, named: bool) -> Any:
+    if isinstance(value, str):
+        return player if named and value == user_id else value
+    if isinstance(value, list | tuple):
+        return [_scrub_users(v, user_id, player, named=named) for v in value]
+    if isinstance(value, dict):
+        return {
+            (player if k == user_id else k): _scrub_users(v, user_id, player, named=k in USER_KEYS)
+            for k, v in value.items()
+        }
+    return value
+
+
+def scrub_json_text(text: str, user_id: str, player: str, *, exact: bool = False) -> str:
     """Stored JSON text (a raw callback, a notification body): parsed, scrubbed and written
     back when it is JSON (so it stays JSON, whatever the UserID looks like), otherwise
     scrubbed as text. Written back compact, keys in their order. A UserID is a string
@@ -173,8 +202,8 @@ def scrub_json_text(text: str, user_id: str, player: str) -> str:
     try:
         parsed = json.loads(text)
     except ValueError:
-        return scrub_text(text, user_id, player)
-    scrubbed = scrub_value(parsed, user_id, player)
+        return text if exact else scrub_text(text, user_id, player)
+    scrubbed = scrub_value(parsed, user_id, player, exact=exact)
     return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":"))
 
 

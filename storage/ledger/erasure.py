@@ -78,32 +78,53 @@ def _set(row: Any, attr: str, value: Any, counter: Counter, table: str, seen: se
         counter.add(table)
 
 
-def _scrub_runs(s: Session, run_ids: Sequence[str], uid: str, player: str, c: Counter) -> None:
+def _scrub_runs(
+    s: Session, run_ids: Sequence[str], uid: str, player: str, c: Counter, *, shared: bool
+) -> None:
     """Runs, their notifications and delivery attempts, and their transcripts: the UserID
-    replaced; in a transcript the player's own segments go."""
+    replaced; in a transcript the player's own segments go. `shared`: a room's, whose JSON
+    also holds other players' (a value that is the UserID whole is replaced, no part of
+    another)."""
     if not run_ids:
         return
     seen: set[int] = set()
     for run in s.scalars(select(Run).where(Run.id.in_(run_ids))):
-        _set(run, "result", scrub_value(run.result or {}, uid, player), c, "runs", seen)
-        _set(run, "steps", scrub_value(run.steps or [], uid, player), c, "runs", seen)
+        result = scrub_value(run.result or {}, uid, player, exact=shared)
+        _set(run, "result", result, c, "runs", seen)
+        _set(run, "steps", _scrub_steps(run.steps or [], uid, player, shared), c, "runs", seen)
         if run.error:
             _set(run, "error", scrub_text(run.error, uid, player), c, "runs", seen)
         if run.manifest_url:
             _set(run, "manifest_url", scrub_text(run.manifest_url, uid, player), c, "runs", seen)
     notes = list(s.scalars(select(Notification).where(Notification.run_id.in_(run_ids))))
     for note in notes:
-        _set(note, "body", scrub_json_text(note.body, uid, player), c, "notifications", seen)
+        body = scrub_json_text(note.body, uid, player, exact=shared)
+        _set(note, "body", body, c, "notifications", seen)
         if note.last_error:
             error = scrub_text(note.last_error, uid, player)
             _set(note, "last_error", error, c, "notifications", seen)
     _scrub_attempts(s, [n.id for n in notes], uid, player, c)
     for t in s.scalars(select(Transcript).where(Transcript.run_id.in_(run_ids))):
-        _set(t, "document", _without_speaker(t.document or {}, uid, player), c, "transcripts", seen)
-        _set(t, "summary", scrub_value(t.summary or {}, uid, player), c, "transcripts", seen)
+        document = _without_speaker(t.document or {}, uid, player, exact=shared)
+        _set(t, "document", document, c, "transcripts", seen)
+        summary = scrub_value(t.summary or {}, uid, player, exact=shared)
+        _set(t, "summary", summary, c, "transcripts", seen)
         for attr in ("json_url", "vtt_url", "error"):
             if getattr(t, attr):
                 _set(t, attr, scrub_text(getattr(t, attr), uid, player), c, "transcripts", seen)
+
+
+def _scrub_steps(steps: list[Any], uid: str, player: str, shared: bool) -> list[Any]:
+    """A run's steps; a room's keep their times and names, and lose the UserID where an
+    error names it."""
+    if not shared:
+        return list(scrub_value(steps, uid, player))
+    return [
+        {**step, "error": scrub_text(step["error"], uid, player)}
+        if isinstance(step, dict) and isinstance(step.get("error"), str)
+        else step
+        for step in steps
+    ]
 
 
 def _scrub_attempts(
@@ -132,7 +153,9 @@ def _like(uid: str) -> Any:
     return clause
 
 
-def _without_speaker(document: dict[str, Any], uid: str, player: str) -> dict[str, Any]:
+def _without_speaker(
+    document: dict[str, Any], uid: str, player: str, *, exact: bool
+) -> dict[str, Any]:
     """A transcript document without the player's segments and flags (a room's merges its
     users'), and the UserID replaced in what is left."""
     doc = dict(document)
@@ -141,7 +164,7 @@ def _without_speaker(document: dict[str, Any], uid: str, player: str) -> dict[st
             doc[part] = [
                 x for x in doc[part] if not (isinstance(x, dict) and x.get("speaker") == uid)
             ]
-    return dict(scrub_value(doc, uid, player))
+    return dict(scrub_value(doc, uid, player, exact=exact))
 
 
 def _scrub_audit(
@@ -332,9 +355,11 @@ class Erasures(LedgerBase):
                 )
             )
 
-    def is_held(self, recording_id: str) -> bool:
+    def user_in_clear(self, recording_id: str, player: str) -> str | None:
+        """The recording's UserID while it is not yet replaced by the player's hash."""
         with self.session() as s:
-            return s.get(Hold, recording_id) is not None
+            found = s.scalar(select(Recording.user_id).where(Recording.id == recording_id))
+            return found if found and found != player else None
 
     # -- a recording of the player -----------------------------------------------------------
 
@@ -385,7 +410,7 @@ class Erasures(LedgerBase):
                 headers = scrub_value(cb.headers or {}, uid, player)
                 _set(cb, "headers", headers, c, "callbacks", seen)
             run_ids = list(s.scalars(select(Run.id).where(Run.recording_id == recording_id)))
-            _scrub_runs(s, run_ids, uid, player, c)
+            _scrub_runs(s, run_ids, uid, player, c, shared=False)
             c.add(
                 "transcript_lines",
                 s.execute(
@@ -492,7 +517,7 @@ class Erasures(LedgerBase):
                 uids |= _users_of(result, set(forgotten))
             uids -= {"", player}
             for uid in uids:
-                _scrub_runs(s, run_ids, uid, player, c)
+                _scrub_runs(s, run_ids, uid, player, c, shared=True)
                 for table in (TranscriptLine, TranscriptFlag):
                     gone = s.execute(
                         delete(table).where(

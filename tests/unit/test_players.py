@@ -86,11 +86,40 @@ def test_scrub_value_reaches_keys_lists_and_nested_objects():
     }
 
 
-@given(st.text(min_size=1, max_size=12), st.text(max_size=40))
-def test_a_scrubbed_text_never_holds_the_user(user: str, around: str):
-    scrubbed = scrub_text(around + user + around, user, "p_" + "0" * 32)
-    if user not in "p_" + "0" * 32:
+@given(st.text(min_size=1, max_size=12), st.text(alphabet="/_ .=:\"'-", max_size=6))
+def test_a_user_id_standing_as_a_token_never_stays(user: str, around: str):
+    player = "p_" + "0" * 32
+    scrubbed = scrub_text(f"{around}/{user}={around} {user}.", user, player)
+    if user not in player:
         assert user not in scrubbed
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("1400000000_77_999/0_446946705284000977_audio.mp3", "1400000000_77_p_x/0_44694670528"
+         "4000977_audio.mp3"),
+        ("UserID=999, again 999.", "UserID=p_x, again p_x."),
+        ("Timestamp 1765999123 and 9999", "Timestamp 1765999123 and 9999"),
+        ("유저999 999유저", "유저999 999유저"),
+    ],
+)  # fmt: skip
+def test_a_short_user_id_is_taken_out_only_where_it_stands_alone(text: str, scrubbed: str):
+    assert scrub_text(text, "999", "p_x") == scrubbed
+
+
+def test_rows_shared_with_others_lose_only_the_values_that_are_the_user_id():
+    room = {"RoomID": "999", "participants": [{"UserID": "999"}, {"UserID": "1999"}],
+            "key": "gme/1400000000/rooms/room-1/999.m4a", "speakers": ["999", "5"],
+            "999": {"spans": []}}  # fmt: skip
+    assert scrub_value(room, "999", "p_x", exact=True) == {
+        "RoomID": "999",
+        "participants": [{"UserID": "p_x"}, {"UserID": "1999"}],
+        "key": "gme/1400000000/rooms/room-1/999.m4a",
+        "speakers": ["p_x", "5"],
+        "p_x": {"spans": []},
+    }
+    assert scrub_json_text("not json 999", "999", "p_x", exact=True) == "not json 999"
 
 
 def test_the_report_round_trips_and_never_names_the_user():
