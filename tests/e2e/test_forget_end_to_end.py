@@ -51,7 +51,7 @@ from tests.support.waits import wait_for
 
 BIZ, SECRET, ROOM = 1400000000, "forget-test-key", "700"
 TASK = 446946705284000919  # > 2**53
-FORGOTTEN = "player-7f3a91"  # never found by chance in a sound's bytes
+FORGOTTEN = "플레이어-7f3a91"  # never found by chance in a sound's bytes
 # user: (tone Hz, [(clock second of 10:00:ss, seconds), ...]); the forgotten one pauses.
 SPEAKERS = {
     "player-alice": (440.0, [(0, 4.0)]),
