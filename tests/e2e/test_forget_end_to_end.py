@@ -8,8 +8,12 @@ A GME room of three users, each speaking a tone of their own, then a fourth who 
 version of every key) holds their UserID or their voice, the room's mix (its revision 3)
 still has everyone else's tone and not theirs, no row of the ledger holds their UserID, a
 signed player.forgotten carrying the keyed hash went downstream, a vendor retry of their old
-callbacks brings nothing back, and forgetting them again changes nothing. Each check is
-first seen to fail before forget. Forget killed half-way and run again gives the same."""
+callbacks or a new segment of theirs brings nothing back, and forgetting them again changes
+nothing. Each check is first seen to fail before forget. Forget killed half-way and run
+again gives the same. With transcription on, the room's transcripts lose them too.
+
+The forgotten UserID is Korean: JSON writes it escaped (a raw callback's body) or not (what
+recpipe writes), and both spellings are looked for."""
 
 from __future__ import annotations
 
