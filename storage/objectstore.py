@@ -7,6 +7,7 @@ a filesystem path or a bucket. boto3's errors for a missing object become
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -168,7 +169,8 @@ class LocalStore:
             for name in files:
                 (Path(dirpath) / name).unlink(missing_ok=True)
                 removed += 0 if name.startswith(".tmp-") else 1
-            Path(dirpath).rmdir()
+            with contextlib.suppress(FileNotFoundError):  # a purge beside this one took it
+                Path(dirpath).rmdir()
         return removed
 
     def purge_noncurrent(self, prefix: str) -> int:

@@ -13,12 +13,13 @@ step runs again) or everything of that step done.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy import String, cast, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from storage.domain import NotificationState, RecordingState, RunState, lifecycle
@@ -187,6 +188,15 @@ def _scrub_audit(
         _set(e, "detail", scrub_value(e.detail or {}, uid, player), c, "audit_entries", seen)
 
 
+def _lock_player(s: Session, player: str) -> None:
+    """One request for a player at a time, so two at once make one erasure: on PostgreSQL
+    a transaction-scoped advisory lock on the player's hash (SQLite runs one writing
+    transaction at a time)."""
+    if s.get_bind().dialect.name == "postgresql":
+        key = int(hashlib.sha256(f"player:{player}".encode()).hexdigest()[:15], 16)
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
 class Erasures(LedgerBase):
     # -- the erasure and its items ---------------------------------------------------------
 
@@ -205,6 +215,7 @@ class Erasures(LedgerBase):
         standing one (an item it has keeps its state; new ones are added), or a new one.
         Audited (actor, the player's hash, the counts), never with the UserID."""
         with self.session() as s:
+            _lock_player(s, player)
             erasure = s.scalars(
                 select(Erasure)
                 .where(Erasure.player == player)

@@ -775,3 +775,19 @@ def test_a_short_user_id_that_is_also_the_room_id_leaves_everyone_elses_rows_alo
         assert ROOM not in users
         for note in world.ledger.notifications_for_run(run.id):
             assert json.loads(note.body).get("RoomID", ROOM) == ROOM
+
+
+def test_two_requests_at_once_make_one_erasure(world: World):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from storage.ledger.tables import Erasure
+
+    r = room_of_three(world)
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: forget(world), range(2)))
+    assert reports[0].erasure_id == reports[1].erasure_id
+    with world.ledger.session() as s:
+        assert s.scalar(select(func.count()).select_from(Erasure)) == 1
+    assert world.kept_under(r.player) == []
