@@ -207,9 +207,9 @@ def make_room(stack: Stack, place: Place, receiver, tmp_path: Path) -> list[byte
 FORGET = [sys.executable, "-m", "recpipe", "forget", "--app", str(BIZ), "--user", FORGOTTEN]
 
 
-def forget(stack: Stack, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def forget(stack: Stack, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*FORGET, "--json"], env=stack.env, capture_output=True, text=True, timeout=timeout
+        [*FORGET, "--json", *options], env=stack.env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -363,9 +363,19 @@ def wait_forgotten(stack: Stack, receiver) -> None:
 def test_a_forgotten_player_is_gone_from_store_ledger_and_mix(
     place: Place, stack: Stack, receiver, whsec, tmp_path: Path
 ):
-    """Forget one of a room's four users; the proof; a vendor retry of their callbacks and
-    forget again change nothing."""
+    """Forget one of a room's four users (a dry run first changes nothing); the proof; a
+    vendor retry of their callbacks, a new segment of theirs and forget again change
+    nothing."""
     theirs = make_room(stack, place, receiver, tmp_path)
+    # A dry run says what would go, and changes nothing.
+    before = {(o.name, o.version) for o in place.objects()}
+    planned = forget(stack, "--dry-run")
+    assert planned.returncode == 0, (planned.stdout, planned.stderr)
+    plan = json.loads(planned.stdout)
+    assert (plan["dry_run"], plan["state"]) == (True, "planned"), plan
+    assert plan["recordings"] == [FORGOTTEN_RID] and plan["rooms_remixed"] == [RID], plan
+    assert plan["objects"] == len([o for o in before if FORGOTTEN_RID in o[0]]), plan
+    assert {(o.name, o.version) for o in place.objects()} == before
     assert_there_before_forget(stack, place, tmp_path)
 
     done = forget(stack)
