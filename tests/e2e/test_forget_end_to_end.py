@@ -10,7 +10,8 @@ still has everyone else's tone and not theirs, no row of the ledger holds their 
 signed player.forgotten carrying the keyed hash went downstream, a vendor retry of their old
 callbacks or a new segment of theirs brings nothing back, and forgetting them again changes
 nothing. Each check is first seen to fail before forget. Forget killed half-way and run
-again gives the same. With transcription on, the room's transcripts lose them too.
+again gives the same. With transcription on, the room's transcripts lose them too. A player
+forgotten while their callbacks still wait for a worker is never archived at all.
 
 The forgotten UserID is Korean: JSON writes it escaped (a raw callback's body) or not (what
 recpipe writes), and both spellings are looked for."""
@@ -285,8 +286,11 @@ def player_of(report: dict, place: Place) -> str:
     return str(report["player"])
 
 
-def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path) -> set[str]:
-    """The proof. Returns what it saw of the store (each object's name@version)."""
+def assert_forgotten(
+    stack: Stack, place: Place, receiver, whsec, tmp_path: Path, revision: int = 3
+) -> set[str]:
+    """The proof, the room at `revision`. Returns what it saw of the store (each object's
+    name@version)."""
     objects = place.objects()
     # No object holds the UserID; none is (a version of) the player's own track.
     assert place.holding(FORGOTTEN) == []
@@ -325,15 +329,15 @@ def assert_forgotten(stack: Stack, place: Place, receiver, whsec, tmp_path: Path
     assert tombstone is not None and tombstone.state == "forgotten", tombstone
     assert tombstone.tombstoned_at is not None
     room = stack.ledger.recording(RID)
-    assert room is not None and (room.state, room.revision) == ("archived", 3), room
-    # room.archived for revision 3, and player.forgotten: signed, without the UserID.
-    [revision_3] = [
+    assert room is not None and (room.state, room.revision) == ("archived", revision), room
+    # room.archived for that revision, and player.forgotten: signed, without the UserID.
+    [archived] = [
         n for n in notes(receiver, "room.archived")
-        if n.headers["webhook-id"] == f"msg_{RID}_r3_archived"
+        if n.headers["webhook-id"] == f"msg_{RID}_r{revision}_archived"
     ]  # fmt: skip
-    Webhook(whsec).verify(revision_3.body, revision_3.headers)
-    assert not holds(revision_3.body, FORGOTTEN)
-    participants = parse_body(revision_3)["room"]["participants"]
+    Webhook(whsec).verify(archived.body, archived.headers)
+    assert not holds(archived.body, FORGOTTEN)
+    participants = parse_body(archived)["room"]["participants"]
     assert sorted(p["UserID"] for p in participants) == sorted(OTHERS)
     forgotten = notes(receiver, "player.forgotten")
     assert forgotten
@@ -552,3 +556,30 @@ def transcribed(stack: Stack, revision: int) -> None:
         return found is not None and found.state == "ready"
 
     wait_for(ready, timeout=180, interval=0.5, what=f"the room's transcript of revision {revision}")
+
+
+@pytest.mark.parametrize("place", ["postgresql-s3"], indirect=True)
+def test_a_player_forgotten_while_their_recording_arrives_is_never_archived(
+    place: Place, tmp_path: Path, receiver, whsec
+):
+    """Everyone's callbacks are in, no worker has taken anything yet, and one player is
+    forgotten: their recording never gets archived, and the room is mixed without them."""
+    stack = Stack(place.env, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        bodies = _ROOM.speak(tmp_path, EVERYONE, place.upload)
+        post_shuffled(stack, bodies, seed=31)
+        done = forget(stack)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        report = json.loads(done.stdout)
+        assert report["recordings"] == [FORGOTTEN_RID], report
+        stack.start_worker(concurrency=2, beat=True)
+        room_archived(stack, 1)
+        wait_for(lambda: notes(receiver, "player.forgotten"), timeout=120, what="player.forgotten")
+        time.sleep(4)  # the sweep's next passes, had anything been left for them
+        assert_forgotten(stack, place, receiver, whsec, tmp_path, revision=1)
+        assert ledger_rows(place, FORGOTTEN) == []
+        [data] = {json.dumps(parse_body(n)["data"]) for n in notes(receiver, "player.forgotten")}
+        assert json.loads(data)["player"] == player_of(report, place)
+    finally:
+        stack.stop()
