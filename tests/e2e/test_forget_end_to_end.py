@@ -583,3 +583,38 @@ def test_a_player_forgotten_while_their_recording_arrives_is_never_archived(
         assert json.loads(data)["player"] == player_of(report, place)
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize("place", ["postgresql-s3"], indirect=True)
+def test_a_player_forgotten_while_their_recording_is_processed_is_not_archived(
+    place: Place, tmp_path: Path, receiver, whsec
+):
+    """The worker's archive is held by a TCP proxy, so the player's recording is being
+    processed and gets no further, when the player is forgotten; once the proxy lets the
+    worker through, nothing of theirs is archived, or it is deleted after, and the room is
+    mixed without them."""
+    assert place.archive_through is not None
+    proxy = TcpProxy("127.0.0.1", int(place.env["RECPIPE_ARCHIVE_URL"].rsplit(":", 1)[1]))
+    proxy.stall.set()
+    held = {**place.env, "RECPIPE_ARCHIVE_URL": place.archive_through(proxy.endpoint)}
+    stack = Stack(held, tmp_path / "logs")
+    try:
+        stack.start_webhook()
+        stack.start_worker(concurrency=2, beat=True)
+        post_shuffled(stack, _ROOM.speak(tmp_path, EVERYONE, place.upload), seed=32)
+        stack.wait_for_state(FORGOTTEN_RID, ("processing",), timeout=120)
+        done = forget(Stack(place.env, tmp_path / "cli-logs"))  # straight to the store
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        report = json.loads(done.stdout)
+        assert report["recordings"] == [FORGOTTEN_RID], report
+        proxy.stall.clear()
+        wait_for(lambda: notes(receiver, "player.forgotten"), timeout=180, what="player.forgotten")
+        stack.wait_for_state(RID, ("archived", "failed"), timeout=180)
+        time.sleep(4)  # the sweep's next passes, had anything been left for them
+        room = stack.ledger.recording(RID)
+        assert room is not None
+        assert_forgotten(stack, place, receiver, whsec, tmp_path, revision=room.revision)
+        assert ledger_rows(place, FORGOTTEN) == []
+    finally:
+        stack.stop()
+        proxy.close()
