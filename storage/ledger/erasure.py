@@ -310,13 +310,21 @@ class Erasures(LedgerBase):
     def end_erasure_pass(
         self, erasure_id: int, state: str, report: dict[str, Any], now: datetime
     ) -> ErasureView | None:
-        """Record how the erasure stands after a pass, and its report."""
+        """Record how the erasure stands after a pass, and its report. Passes may overlap
+        (the command's, and the sweep's task handed the erasure meanwhile): the rooms one
+        pass remixed or deleted stay in the report whatever another, which began before it
+        and ends after it, read then."""
         with self.session() as s:
             erasure = s.get(Erasure, erasure_id, with_for_update=True)
             if erasure is None:
                 return None
             erasure.state = state
-            erasure.report = {**(erasure.report or {}), **report}
+            before = erasure.report or {}
+            merged = {**before, **report}
+            for key in ("rooms_remixed", "rooms_deleted"):
+                rooms = set(before.get(key) or ()) | set(report.get(key) or ())
+                merged[key] = sorted(rooms)
+            erasure.report = merged
             erasure.updated_at = now
             if state == ErasureState.DONE and erasure.finished_at is None:
                 erasure.finished_at = now
@@ -510,9 +518,15 @@ class Erasures(LedgerBase):
                     )
                 )
             )
-            uids = {m.user_id for m in members if m.user_id and m.user_id != player}
-            uids |= {user_id} if user_id else set()
+            # The player's own recordings were forgotten first, which hashed these member
+            # rows already: their UserID is read from the room's runs too (the sources
+            # each revision mixed), and is the one asked for when it is at hand.
             run_ids = list(s.scalars(select(Run.id).where(Run.recording_id == room_id)))
+            uids = {m.user_id for m in members if m.user_id}
+            uids.add(user_id or "")
+            for result in s.scalars(select(Run.result).where(Run.id.in_(run_ids))):
+                uids |= _users_of(result, set(forgotten))
+            uids -= {"", player}
             for uid in uids:
                 _scrub_runs(s, run_ids, uid, player, c, shared=True)
                 for table in (TranscriptLine, TranscriptFlag):
@@ -699,6 +713,22 @@ class Erasures(LedgerBase):
                 )
             )
             return bool(found)
+
+
+def _users_of(value: Any, recordings: set[str]) -> set[str]:
+    """The UserIDs that a run's result (any JSON) gives the recordings: each object with
+    one of them as `recording_id` and a `UserID`."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        user = value.get("UserID")
+        if value.get("recording_id") in recordings and isinstance(user, str):
+            found.add(user)
+        for item in value.values():
+            found |= _users_of(item, recordings)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _users_of(item, recordings)
+    return found
 
 
 def _user_in_body(body: str) -> str | None:

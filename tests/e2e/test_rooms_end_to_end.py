@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from storage.domain.rooms import room_id
-from tests.support.media import ANALYSIS_RATE, decode, duration
+from tests.support.media import ANALYSIS_RATE, decode, duration, level_at
 from tests.support.rooms import RoomTask
 from tests.support.signing import sign_gme
 from tests.support.stack import Stack, parse_body
@@ -72,10 +72,6 @@ def stack(tmp_path: Path, s3_endpoint, bucket, pg_url, redis_url, receiver, whse
     s.stop()
 
 
-def key_of(user: str, second: int) -> str:
-    return f"{BIZ}_{ROOM}_{user}/2026-11-21-10-00-{second:02d}_{TASK}_audio.mp3"
-
-
 _ROOM_TASK = RoomTask(BIZ, ROOM, TASK)
 recording_id, callback = _ROOM_TASK.recording_id, _ROOM_TASK.callback
 
@@ -98,22 +94,12 @@ def sign(body: bytes) -> str:
 
 
 def speak(tmp_path: Path, s3_client, bucket, users: dict, lost=None) -> list[bytes]:
-    """Upload each user's segments (tones at -20 dBFS) and return their callbacks."""
-    bodies = []
-    for user, (hz, segments) in users.items():
-        for seq, (second, seconds) in enumerate(segments):
-            path = tmp_path / f"{user}-{seq}.mp3"
-            subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-                 "-i", f"sine=frequency={hz}:duration={seconds}:sample_rate=44100",
-                 "-af", "volume=-17dB", "-c:a", "libmp3lame", "-b:a", "64k", str(path)],
-                check=True,
-            )  # fmt: skip
-            key = key_of(user, second)
-            s3_client.upload_file(str(path), bucket, f"cos/{key}")
-            events = (1, 2) if (user, seq) == lost else (1, 2, 3)
-            bodies += [callback(user, ev, seq, key) for ev in events]
-    return bodies
+    """Upload each user's segments (tones at -35 dBFS) and return their callbacks."""
+
+    def upload(key: str, path: Path) -> None:
+        s3_client.upload_file(str(path), bucket, f"cos/{key}")
+
+    return _ROOM_TASK.speak(tmp_path, users, upload, lost)
 
 
 def post_all(stack: Stack, bodies: list[bytes], seed: int) -> None:
@@ -122,16 +108,6 @@ def post_all(stack: Stack, bodies: list[bytes], seed: int) -> None:
     bodies[2:2] = [bodies[0], bodies[-1]]  # duplicates
     for body in bodies:
         assert stack.post_gme(body, sign(body)) == 200
-
-
-def level_at(samples: np.ndarray, at: float, hz: float, window: float = 0.4) -> float:
-    """The magnitude of the spectrum around `hz` in a window centred on `at` seconds."""
-    half = int(window * ANALYSIS_RATE / 2)
-    centre = int(at * ANALYSIS_RATE)
-    chunk = samples[centre - half : centre + half]
-    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk)))) / len(chunk)
-    freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
-    return float(spectrum[(freqs > hz - 20) & (freqs < hz + 20)].max())
 
 
 def rms(samples: np.ndarray, start: float, end: float) -> float:

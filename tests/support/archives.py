@@ -28,7 +28,10 @@ def ledger_rows_holding(engine: Engine, needle: str) -> list[tuple[str, str, str
             t = table(name, *(column(c) for c in columns))
             for col in columns:
                 text = cast(t.c[col], String)
-                query = select(text).where(or_(*(text.contains(f) for f in spellings(needle))))
+                # autoescape: a JSON-escaped spelling's backslashes are LIKE's escape
+                # character on PostgreSQL, and would match the unescaped letters instead.
+                forms = (text.contains(f, autoescape=True) for f in spellings(needle))
+                query = select(text).where(or_(*forms))
                 values = conn.execute(query).scalars().all()
                 found += [(name, col, str(v)[:200]) for v in values]
     return found

@@ -19,11 +19,14 @@ def make_tone(
     sample_rate: int = 44100,
     channels: int = 1,
     codec: str = "libmp3lame",
+    gain_db: float = 0.0,
 ) -> Path:
+    """A sine tone; `gain_db` changes its level (ffmpeg's sine is at -18 dBFS)."""
     subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
             "-i", f"sine=frequency={frequency}:duration={seconds}:sample_rate={sample_rate}",
+            "-af", f"volume={gain_db}dB",
             "-ac", str(channels), "-c:a", codec, "-b:a", "64k", str(path),
         ],
         check=True,
@@ -61,6 +64,25 @@ def dominant_frequency(samples: np.ndarray, at: float, window: float = 0.4) -> f
     spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
     freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
     return float(freqs[int(np.argmax(spectrum))])
+
+
+def level_at(samples: np.ndarray, at: float, hz: float, window: float = 0.4) -> float:
+    """The magnitude of the spectrum around `hz` in a window centred on `at` seconds."""
+    half = int(window * ANALYSIS_RATE / 2)
+    centre = int(at * ANALYSIS_RATE)
+    chunk = samples[centre - half : centre + half]
+    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk)))) / len(chunk)
+    freqs = np.fft.rfftfreq(len(chunk), 1 / ANALYSIS_RATE)
+    return float(spectrum[(freqs > hz - 20) & (freqs < hz + 20)].max())
+
+
+def loudest_level(samples: np.ndarray, hz: float, window: float = 0.4) -> float:
+    """The highest `level_at` of `hz` in any window of the sound (windows a half apart)."""
+    seconds = len(samples) / ANALYSIS_RATE
+    if seconds <= window:
+        return level_at(samples, seconds / 2, hz, window=seconds)
+    starts = np.arange(window / 2, seconds - window / 2, window / 2)
+    return max(level_at(samples, float(at), hz, window) for at in starts)
 
 
 def make_video(
