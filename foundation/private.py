@@ -6,6 +6,7 @@ narrowed to it when an earlier version made it wider."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -35,3 +36,19 @@ def private_file(path: Path) -> None:
             path.chmod(0o600)
     except FileNotFoundError:
         pass
+
+
+def kept_secret(data_dir: Path, name: str) -> str | None:
+    """A random secret kept in the data directory as `name` (mode 0600), made on first use
+    by whichever process asks first; None when the one kept there is too short (not ours,
+    or cut short)."""
+    path = private_dir(data_dir) / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(48))
+    kept = path.read_text(encoding="ascii").strip()
+    return kept if len(kept) >= 32 else None

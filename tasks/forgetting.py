@@ -12,16 +12,13 @@ Celery task `recpipe.forget`, beat's sweep, a room's new revision) does the rest
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import structlog
 
 from foundation.config import ConfigError, Settings
-from foundation.private import private_dir
+from foundation.private import kept_secret
 from storage.domain import RecordingState, RecordingView
 from storage.domain.players import (
     ErasureState,
@@ -59,17 +56,11 @@ def player_key(settings: Settings) -> bytes:
             "RECPIPE_PLAYER_KEY: required to forget a player outside the embedded default "
             "(use at least 32 random characters, and keep it)"
         )
-    path: Path = private_dir(settings.data_dir) / PLAYER_KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_urlsafe(48))
-    key = path.read_text(encoding="ascii").strip()
-    if len(key) < 32:
-        raise PlayerKeyMissingError(f"{path}: the player key kept there is too short")
+    key = kept_secret(settings.data_dir, PLAYER_KEY_FILE)
+    if key is None:
+        raise PlayerKeyMissingError(
+            f"{settings.data_dir / PLAYER_KEY_FILE}: the player key kept there is too short"
+        )
     return key.encode()
 
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
-from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -30,7 +28,7 @@ from flask import g, jsonify, redirect, render_template, request, session, url_f
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from foundation.config import ConfigError, Settings
-from foundation.private import private_dir
+from foundation.private import kept_secret
 from storage.domain import ConsoleUserView
 from storage.ledger import utcnow
 
@@ -78,6 +76,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+CONSOLE_SECRET_FILE = "console-secret"  # noqa: S105 (a file name)
+
+
 def console_secret(settings: Settings) -> str:
     """RECPIPE_CONSOLE_SECRET, or on the embedded default (a SQLite ledger) a random one
     kept in the data directory (mode 0600), made on first use."""
@@ -88,17 +89,12 @@ def console_secret(settings: Settings) -> str:
             "RECPIPE_CONSOLE_SECRET: required by `recpipe console` outside the embedded "
             "default (use at least 32 random characters)"
         )
-    path: Path = private_dir(settings.data_dir) / "console-secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_urlsafe(48))
-    secret = path.read_text(encoding="ascii").strip()
-    if len(secret) < 32:
-        raise ConfigError(f"{path}: the console secret kept there is too short; remove it")
+    secret = kept_secret(settings.data_dir, CONSOLE_SECRET_FILE)
+    if secret is None:
+        raise ConfigError(
+            f"{settings.data_dir / CONSOLE_SECRET_FILE}: the console secret kept there is too"
+            " short; remove it"
+        )
     return secret
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from foundation.config import ConfigError, Settings
@@ -89,9 +89,11 @@ def test_scrub_value_reaches_keys_lists_and_nested_objects():
 @given(st.text(min_size=1, max_size=12), st.text(alphabet="/_ .=:\"'-", max_size=6))
 def test_a_user_id_standing_as_a_token_never_stays(user: str, around: str):
     player = "p_" + "0" * 32
+    assume("\x00" not in user and user not in player)
     scrubbed = scrub_text(f"{around}/{user}={around} {user}.", user, player)
-    if user not in player:
-        assert user not in scrubbed
+    # The hash beside what follows it may spell the UserID again ("p_…0" + "=" for "0="):
+    # what counts is that no UserID is left outside the hashes.
+    assert user not in scrubbed.replace(player, "\x00")
 
 
 @pytest.mark.parametrize(
