@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import String, cast, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from storage.domain import NotificationState, RecordingState, RunState, lifecycle
+from storage.domain import RecordingState, RunState, lifecycle
 from storage.domain.players import (
     ErasureState,
     ErasureView,
@@ -35,7 +35,8 @@ from storage.domain.players import (
     spellings,
 )
 from storage.domain.rooms import ROOM_SOURCE
-from storage.ledger.engine import LedgerBase, upsert
+from storage.ledger.engine import LedgerBase
+from storage.ledger.notifications import insert_notifications
 from storage.ledger.players import erasure_view
 from storage.ledger.recordings import set_status, status_of
 from storage.ledger.tables import (
@@ -620,29 +621,20 @@ class Erasures(LedgerBase):
     ) -> list[int]:
         """One pending notification per URL about the erasure (no run): ids of those this
         call made (one that exists already is not made twice)."""
-        created: list[int] = []
         with self.session() as s:
-            for url in urls:
-                row = s.execute(
-                    upsert(s, Notification)
-                    .values(
-                        run_id=None,
-                        erasure_id=erasure_id,
-                        url=url,
-                        event_type=event_type,
-                        webhook_id=webhook_id,
-                        body=body,
-                        state=NotificationState.PENDING,
-                        attempts=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["erasure_id", "url", "webhook_id"])
-                    .returning(Notification.id)
-                ).first()
-                if row is not None:
-                    created.append(int(row[0]))
-        return created
+            return insert_notifications(
+                s,
+                dict(
+                    run_id=None,
+                    erasure_id=erasure_id,
+                    event_type=event_type,
+                    webhook_id=webhook_id,
+                    body=body,
+                ),
+                urls,
+                now,
+                once_per=["erasure_id", "url", "webhook_id"],
+            )
 
     def count_player_rows(
         self, user_id: str, own: Sequence[str], rooms: Sequence[str]

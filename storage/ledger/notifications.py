@@ -7,10 +7,42 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from storage.domain import DeliveryAttemptView, NotificationState, NotificationView, RunState
 from storage.ledger.engine import LedgerBase, aware, upsert
 from storage.ledger.tables import DeliveryAttempt, Notification, Recording, Run
+
+
+def insert_notifications(
+    s: Session,
+    values: dict[str, Any],
+    urls: Sequence[str],
+    now: datetime,
+    *,
+    once_per: list[str],
+) -> list[int]:
+    """One pending notification per URL with `values`; ids of those this call made (one
+    that exists already by the unique index on `once_per` is not made twice, so only one
+    caller ever dispatches its delivery)."""
+    created: list[int] = []
+    for url in urls:
+        row = s.execute(
+            upsert(s, Notification)
+            .values(
+                **values,
+                url=url,
+                state=NotificationState.PENDING,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=once_per)
+            .returning(Notification.id)
+        ).first()
+        if row is not None:
+            created.append(int(row[0]))
+    return created
 
 
 class Notifications(LedgerBase):
@@ -25,27 +57,14 @@ class Notifications(LedgerBase):
     ) -> list[int]:
         """Ids of the notifications this call created; one that exists already is not
         returned, so only one caller ever dispatches its delivery."""
-        created: list[int] = []
         with self.session() as s:
-            for url in urls:
-                row = s.execute(
-                    upsert(s, Notification)
-                    .values(
-                        run_id=run_id,
-                        url=url,
-                        event_type=event_type,
-                        webhook_id=webhook_id,
-                        body=body,
-                        state=NotificationState.PENDING,
-                        attempts=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["run_id", "url", "event_type"])
-                    .returning(Notification.id)
-                ).first()
-                if row is not None:
-                    created.append(int(row[0]))
+            created = insert_notifications(
+                s,
+                dict(run_id=run_id, event_type=event_type, webhook_id=webhook_id, body=body),
+                urls,
+                now,
+                once_per=["run_id", "url", "event_type"],
+            )
             s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.notified_at.is_(None))
