@@ -19,8 +19,9 @@ starts, so nothing is padded). Baselines, measured in the same run on a recordin
 segments, times the recordings, spread over two cores after the settle window (what two
 perfectly fed workers could not beat):
   - concat + AAC: one bare ffmpeg concat and AAC encode;
-  - same work: what recpipe's ffmpeg does too (`benchlib.bare_finish`: loudness measuring
-    pass, linear loudnorm, AAC, silencedetect, waveform peaks).
+  - same work: what recpipe does too (`benchlib.bare_finish`: one decode measuring the
+    loudness into a float PCM copy, one encode from it with a linear gain and AAC while
+    numpy reads the copy for the silences and the waveform peaks).
 Ratios: recpipe wall over each baseline, recpipe CPU per recording over the same work's.
 
     python bench/burst.py [--quick] [--recordings 200] [--segments 6] [--settle 5]
