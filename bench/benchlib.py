@@ -671,10 +671,13 @@ class Counted:
         self._on = True
         return self
 
-    def stop(self) -> dict[str, Any]:
-        self._on = False
+    def counts(self) -> dict[str, Any]:
         return {"processes": dict(sorted(self.processes.items())), "ledger_round_trips":
                 self.round_trips}  # fmt: skip
+
+    def stop(self) -> dict[str, Any]:
+        self._on = False
+        return self.counts()
 
 
 # -- profiling --------------------------------------------------------------------------
