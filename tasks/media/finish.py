@@ -391,7 +391,7 @@ class TrackScan:
 
 def speech_spans(silences: Sequence[tuple[float, float]], duration_s: float) -> list[list[float]]:
     """Where the track is not silent for at least SHORTEST_SPEECH_S: the stretches between
-    the silences (silencedetect reports only pauses of LONGEST_BRIDGED_PAUSE_S or more,
+    the silences (`TrackScan` reports only pauses of LONGEST_BRIDGED_PAUSE_S or more,
     so shorter ones are bridged already)."""
     spans: list[list[float]] = []
     cursor = 0.0
