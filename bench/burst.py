@@ -19,8 +19,9 @@ starts, so nothing is padded). Baselines, measured in the same run on a recordin
 segments, times the recordings, spread over two cores after the settle window (what two
 perfectly fed workers could not beat):
   - concat + AAC: one bare ffmpeg concat and AAC encode;
-  - same work: what recpipe's ffmpeg does too (`benchlib.bare_finish`: loudness measuring
-    pass, linear loudnorm, AAC, silencedetect, waveform peaks).
+  - same work: what recpipe does too (`benchlib.bare_finish`: one decode measuring the
+    loudness into a float PCM copy, one encode from it with a linear gain and AAC while
+    numpy reads the copy for the silences and the waveform peaks).
 Ratios: recpipe wall over each baseline, recpipe CPU per recording over the same work's.
 
     python bench/burst.py [--quick] [--recordings 200] [--segments 6] [--settle 5]
@@ -127,9 +128,12 @@ def fill_source(store: str, target: Any, keys: list[tuple[str, int]], tones: lis
         list(pool.map(put, keys))
 
 
-def worker_commands(pool: str) -> dict[str, list[str]]:
+def worker_commands(pool: str, counts: Path) -> dict[str, list[str]]:
+    """Celery workers that count their processes and ledger round trips into `counts`
+    (bench/counted_worker.py)."""
     base = [
-        sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
+        sys.executable, str(ROOT / "bench" / "counted_worker.py"), str(counts),
+        "-A", "tasks", "worker", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--pool", "prefork",
     ]  # fmt: skip
     if pool == "processes":
@@ -391,7 +395,7 @@ def burst(
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "the webhook")
         workers = {
             name: procs.spawn(name, cmd, cwd=ROOT)
-            for name, cmd in worker_commands(args.pool).items()
+            for name, cmd in worker_commands(args.pool, work / "counts").items()
         }
         if args.beat:
             beat = [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO"]
@@ -439,7 +443,17 @@ def burst(
     finally:
         procs.stop_all()
     times = sorted(archived.values())
+    counted = [json.loads(p.read_text()) for p in sorted((work / "counts").glob("*.json"))]
+    programs = sorted({name for c in counted for name in c["processes"]})
+    per = max(1, len(archived))
     return {
+        "per_recording": {
+            "processes": {
+                name: round(sum(c["processes"].get(name, 0) for c in counted) / per, 2)
+                for name in programs
+            },
+            "ledger_round_trips": round(sum(c["ledger_round_trips"] for c in counted) / per, 1),
+        },
         "posting": {**posted.summary(), "seconds": round(posting_s, 2)},
         "archived": len(archived),
         "final_states": counts,
@@ -515,6 +529,8 @@ def print_summary(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{r['same_work']['cpu_per_recording_s']} s per recording)"
     )
     print(f"worker CPU outside ffmpeg / rec.  {r['worker_cpu_outside_ffmpeg_per_recording_s']} s")
+    print(f"processes / recording (workers)   {r['per_recording']['processes']}")
+    print(f"ledger round trips / rec. (work.) {r['per_recording']['ledger_round_trips']}")
     print(f"last event -> claimed (settling)  {ledger['last_event_to_claim_s']}")
     print(f"claimed -> started (queueing)     {ledger['claim_to_start_s']}")
     print(f"media task (started -> finished)  {ledger['media_task_s']}")

@@ -4,9 +4,10 @@ For each recording length it
   1. makes a GME-like recording of mp3 segments with ffmpeg (cached under --out),
   2. puts the segments into a source store: a moto S3 server (default) or a directory,
   3. runs recpipe's `tasks.processing.process` for that recording in a fresh process, and
-  4. runs the same work without recpipe (download; loudnorm's measuring pass, then one
-     ffmpeg pass that normalizes, encodes AAC, detects silence and writes a 16 kHz copy
-     for numpy's waveform peaks; one upload), also in a fresh process,
+  4. runs the same work without recpipe (download; one decode measuring the loudness
+     into a float PCM copy, then one encode from it with a linear gain and AAC while numpy
+     reads the copy for the silences and the waveform peaks; one upload), also in a fresh
+     process,
 then prints wall times and peak memory and writes them as JSON to --out.
 
     python bench/gme_chain.py [--hours 1,4] [--segment-minutes 5] [--store s3|file] [--out DIR]
@@ -327,8 +328,8 @@ def child_recpipe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
-    """The same work with no recpipe: download, measure, normalize + encode + silence +
-    peaks (`bare_finish`), one upload."""
+    """The same work with no recpipe: download, measure, gain + encode with silences and
+    peaks read from the PCM copy (`bare_finish`), one upload."""
     stores = spec["stores"]
     scratch = Path(tempfile.mkdtemp(prefix="baseline-", dir=spec["scratch"]))
     client = s3_client(stores["endpoint"]) if spec["kind"] == "s3" else None

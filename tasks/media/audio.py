@@ -1,6 +1,7 @@
 """Finishing an audio track: its loudness measured in the one decode that keeps a PCM
-copy on scratch, then every format encoded from that copy with one linear gain, the speech
-spans found and the waveform peaks collected (`tasks.media.finish` builds the commands).
+copy on scratch, then every format encoded from that copy with one linear gain while the
+same copy is scanned for the speech spans and the waveform peaks (`tasks.media.finish`
+builds the commands and scans).
 Used for a GME recording and for a room mix.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -25,39 +27,9 @@ from tasks.media.tools import (
     Tools,
     describe_outputs,
     output_seconds,
+    run_tool,
     run_tool_streaming,
 )
-
-
-class PeakCollector:
-    """Min and max per pixel of a stream of s16le mono samples, block by block."""
-
-    def __init__(self, samples_per_pixel: int = finish.PEAKS_SAMPLES_PER_PIXEL):
-        self.samples_per_pixel = samples_per_pixel
-        self._carry = b""
-        self._pairs: list[np.ndarray] = []
-
-    def feed(self, block: bytes) -> None:
-        data = self._carry + block
-        width = 2 * self.samples_per_pixel
-        usable = len(data) - len(data) % width
-        self._carry = data[usable:]
-        if usable:
-            self._add(np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.samples_per_pixel))
-
-    def _add(self, pixels: np.ndarray) -> None:
-        pairs = np.empty((len(pixels), 2), dtype=np.int16)
-        pairs[:, 0], pairs[:, 1] = pixels.min(axis=1), pixels.max(axis=1)
-        self._pairs.append(pairs.reshape(-1))
-
-    def data(self) -> list[int]:
-        """The min/max pairs; a last partial pixel counts too."""
-        if len(self._carry) >= 2:
-            self._add(np.frombuffer(self._carry[: len(self._carry) // 2 * 2], dtype="<i2")[None, :])
-            self._carry = b""
-        if not self._pairs:
-            return []
-        return [int(v) for v in np.concatenate(self._pairs)]
 
 
 @dataclass(frozen=True)
@@ -119,17 +91,19 @@ def finish_track(
     gain. With levels kept: one pass that copies or encodes and measures."""
     what = f"recording {label}"
     target = finishing.target_lufs
-    collector = PeakCollector()
     processes = 1
     gain = Gain(0.0)
     if target is None:
+        scan = finish.TrackScan(
+            sample_rate=sample_rate, channels=channels, gain_db=0.0,
+            silence_db=finishing.silence_db,
+        )  # fmt: skip
         log = run_tool_streaming(
             finish.finish_command(
-                tools.ffmpeg, inputs, targets, pre_filter=pre_filter,
-                silence_db=finishing.silence_db, copy_format=copy_format,
-                source_graph=source_graph,
+                tools.ffmpeg, inputs, targets, pre_filter=pre_filter, sample_rate=sample_rate,
+                channels=channels, copy_format=copy_format, source_graph=source_graph,
             ),
-            f"transcoding {what}", collector.feed, heartbeat,
+            f"transcoding {what}", scan.feed, heartbeat,
         )  # fmt: skip
         before = after = _parsed(finish.parse_ebur128, log, what)
     else:
@@ -148,23 +122,29 @@ def finish_track(
                 before = replace(before, true_peak_dbtp=peak)
                 processes += 1
             gain = finish.choose_gain(before, target)
-            log = run_tool_streaming(
-                finish.encode_command(
-                    tools.ffmpeg, pcm, targets, sample_rate=sample_rate, channels=channels,
-                    gain_db=gain.gain_db, silence_db=finishing.silence_db,
-                ),
-                f"transcoding {what}", collector.feed, heartbeat,
+            scan = finish.TrackScan(
+                sample_rate=sample_rate, channels=channels, gain_db=gain.gain_db,
+                silence_db=finishing.silence_db,
             )  # fmt: skip
+            # The scan reads the copy while ffmpeg encodes it (numpy lets go of the GIL).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                scanned = pool.submit(scan_pcm, pcm, scan)
+                run_tool(
+                    finish.encode_command(
+                        tools.ffmpeg, pcm, targets, sample_rate=sample_rate,
+                        channels=channels, gain_db=gain.gain_db,
+                    ),
+                    f"transcoding {what}", heartbeat,
+                )  # fmt: skip
+                scanned.result()
             processes += 1
         finally:
             pcm.unlink(missing_ok=True)
         after = before.shifted(gain.gain_db)
     outputs = describe_outputs(targets, partial(output_seconds, tools), label=label)
     length = max((o.duration_s for o in outputs), default=0.0)
-    speech = finish.speech_spans(finish.parse_silences(log, length), length)
-    peaks_path.write_text(
-        json.dumps(finish.peaks_document(collector.data()), separators=(",", ":"))
-    )
+    speech = finish.speech_spans(scan.silences(), length)
+    peaks_path.write_text(json.dumps(finish.peaks_document(scan.peaks()), separators=(",", ":")))
     return Finished(
         outputs=outputs,
         before=before,
@@ -175,6 +155,19 @@ def finish_track(
         gain=gain,
         processes=processes,
     )
+
+
+# How much of the PCM copy the scan reads at a time (memory stays flat).
+SCAN_SECONDS = 10
+
+
+def scan_pcm(pcm: Path, scan: finish.TrackScan, seconds: float = SCAN_SECONDS) -> None:
+    """Feed the float PCM file to `scan`, `seconds` of audio at a time."""
+    count = max(1, round(seconds * scan.sample_rate)) * scan.channels
+    with pcm.open("rb") as f:
+        while len(samples := np.fromfile(f, dtype="<f4", count=count)):
+            usable = len(samples) - len(samples) % scan.channels
+            scan.feed_frames(samples[:usable].reshape(-1, scan.channels))
 
 
 # Blocks of the PCM copy whose sample peak is looked at, and the samples of context kept

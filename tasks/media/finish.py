@@ -1,18 +1,20 @@
 """What comes with the audio, in the passes the transcode makes: EBU R128 loudness
 (ITU-R BS.1770 integrated loudness, measured, then applied as one linear gain), the speech
-spans (`silencedetect`) and the waveform peaks (the audiowaveform JSON format, version 2).
+spans (ffmpeg's `silencedetect` rule) and the waveform peaks (the audiowaveform JSON
+format, version 2).
 
-Pure: ffmpeg command building, the choice of the gain, and the parsing of what ffmpeg
-said. With a loudness target the track is decoded once (`analysis_command`: the decoded
-samples go to a 32-bit float PCM file on local scratch while `ebur128` measures the
-integrated loudness, range and sample peak), then encoded from that file
-(`encode_command`: a `volume=` gain split to every encoder and to one analysis branch,
-silence detection and a 16 kHz mono copy for the peaks, read from ffmpeg's stdout in
-blocks). True peak (4x oversampling, as costly as the rest of the analysis) is measured
-only when the sample peak plus the gain comes within `TRUE_PEAK_MARGIN_DB` of the limit,
-and then only on the blocks that come that close (`true_peak_command`). Nothing
-resamples to 192 kHz (ffmpeg's `loudnorm` does, twice). Without a target one pass does
-it all (`finish_command`).
+Pure: ffmpeg command building, the choice of the gain, the parsing of what ffmpeg said,
+and the scan of decoded samples for speech and peaks (`TrackScan`). With a loudness target
+the track is decoded once (`analysis_command`: the decoded samples go to a 32-bit float
+PCM file on local scratch while `ebur128` measures the integrated loudness, range and
+sample peak), then encoded from that file (`encode_command`: a `volume=` gain, to the
+encoders and nothing else) while the same file is scanned in Python, with the gain, for
+the speech spans and the peaks. True peak (4x oversampling, as costly as the rest of the
+analysis) is measured only when the sample peak plus the gain comes within
+`TRUE_PEAK_MARGIN_DB` of the limit, and then only on the blocks that come that close
+(`true_peak_command`). Nothing resamples to 192 kHz (ffmpeg's `loudnorm` does, twice).
+Without a target one pass does it all (`finish_command`), its samples scanned from
+ffmpeg's stdout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tasks.media.ffmpeg import AUDIO_ENCODINGS
 
@@ -39,9 +43,11 @@ TRUE_PEAK_MARGIN_DB = 3.0
 # (docs/reference.md, "Archive layout").
 SHORTEST_SPEECH_S = 0.3
 LONGEST_BRIDGED_PAUSE_S = 0.5
-# The peaks are taken from a 16 kHz mono copy, 50 pixels a second.
+# The peaks: 50 pixels a second (written as audiowaveform's 16 kHz at 320 samples a pixel,
+# whatever the track's rate: min and max are taken over the track's own samples).
 PEAKS_SAMPLE_RATE = 16000
 PEAKS_SAMPLES_PER_PIXEL = 320
+PEAKS_PER_SECOND = PEAKS_SAMPLE_RATE // PEAKS_SAMPLES_PER_PIXEL
 # BS.1770's absolute gate: a track with no block above it is silence, with no level.
 QUIETEST_LUFS = -70.0
 # The decoded copy of the track on scratch: 32-bit float, so nothing clips before the gain.
@@ -190,15 +196,23 @@ def encode_command(
     sample_rate: int,
     channels: int,
     gain_db: float,
-    silence_db: float,
 ) -> list[str]:
-    """The encode from the decoded copy: one linear gain, split to every encoder and to
-    the analysis branch (speech, and 16 kHz mono s16le samples to stdout for the peaks)."""
+    """The encode from the decoded copy: one linear gain, to every encoder. Nothing else:
+    the speech spans and the peaks are read from the same copy in Python (`TrackScan`)."""
     head = f"volume={gain_db:.4f}dB:precision=float" if gain_db else "anull"
-    return _split_to_encoders(
-        ffmpeg, pcm_input(pcm, sample_rate=sample_rate, channels=channels), "[0:a:0]",
-        head, outputs, [], silence_db=silence_db, measure=False,
-    )  # fmt: skip
+    args = [ffmpeg, *_BASE, *pcm_input(pcm, sample_rate=sample_rate, channels=channels)]
+    if len(outputs) == 1:
+        return [*args, "-af", head, *_codec_args(outputs[0][0]), str(outputs[0][1])]
+    labels = [f"[o{i}]" for i in range(len(outputs))]
+    args += ["-filter_complex", f"[0:a:0]{head},asplit={len(outputs)}{''.join(labels)}"]
+    for label, (fmt, path) in zip(labels, outputs, strict=True):
+        args += ["-map", label, *_codec_args(fmt), str(path)]
+    return args
+
+
+def _codec_args(fmt: str) -> list[str]:
+    _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
+    return list(codec_args)
 
 
 def finish_command(
@@ -207,50 +221,35 @@ def finish_command(
     outputs: Sequence[tuple[str, Path]],
     *,
     pre_filter: str = "",
-    silence_db: float,
+    sample_rate: int,
+    channels: int,
     copy_format: str | None = None,
     source_graph: str = "",
 ) -> list[str]:
     """With levels kept as recorded: one decode, split to every encoder and to the
-    analysis branch, which measures the level (`ebur128`) for the manifest. An output in
-    `copy_format` is copied from the input instead (a mix is made, never copied). With
-    a `source_graph` (several inputs made into `[mix]`), that graph is the track."""
+    analysis branch, which measures the level (`ebur128`) for the manifest and gives the
+    samples (PCM_FORMAT at `sample_rate` and `channels`) on stdout for `TrackScan`. An
+    output in `copy_format` is copied from the input instead (a mix is made, never
+    copied). With a `source_graph` (several inputs made into `[mix]`), that graph is the
+    track."""
     if source_graph:
         copy_format = None
     encoded = [(fmt, path) for fmt, path in outputs if fmt != copy_format]
     copied = [(fmt, path) for fmt, path in outputs if fmt == copy_format]
     start = f"{source_graph};[mix]" if source_graph else "[0:a:0]"
-    return _split_to_encoders(
-        ffmpeg, list(inputs), start, pre_filter or "anull", encoded, copied,
-        silence_db=silence_db, measure=True,
-    )  # fmt: skip
-
-
-def _split_to_encoders(
-    ffmpeg: str,
-    inputs: Sequence[str],
-    start: str,
-    head: str,
-    encoded: Sequence[tuple[str, Path]],
-    copied: Sequence[tuple[str, Path]],
-    *,
-    silence_db: float,
-    measure: bool,
-) -> list[str]:
     labels = [f"[o{i}]" for i in range(len(encoded))]
-    graph = f"{start}{head},asplit={len(encoded) + 1}{''.join(labels)}[m];"
-    analysis = [f"silencedetect=n={silence_db}dB:d={LONGEST_BRIDGED_PAUSE_S}"]
-    if measure:
-        analysis.append(f"{_EBUR128}true")  # the level as it stays, for the manifest
-    analysis += [f"aresample={PEAKS_SAMPLE_RATE}", "aformat=sample_fmts=s16:channel_layouts=mono"]
-    graph += f"[m]{','.join(analysis)}[w]"
+    graph = f"{start}{pre_filter or 'anull'},asplit={len(encoded) + 1}{''.join(labels)}[m];"
+    graph += (
+        f"[m]{_EBUR128}true,"  # the level as it stays, for the manifest
+        f"aformat=sample_fmts=flt:sample_rates={sample_rate}:"
+        f"channel_layouts={_layout(channels)}[w]"
+    )
     args = [ffmpeg, *_BASE, *inputs, "-filter_complex", graph]
     for label, (fmt, path) in zip(labels, encoded, strict=True):
-        _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
-        args += ["-map", label, *codec_args, str(path)]
+        args += ["-map", label, *_codec_args(fmt), str(path)]
     for _fmt, path in copied:
         args += ["-map", "0:a:0", "-vn", "-c:a", "copy", str(path)]
-    return [*args, "-map", "[w]", "-f", "s16le", "-ac", "1", "pipe:1"]
+    return [*args, "-map", "[w]", "-f", PCM_FORMAT, "pipe:1"]
 
 
 _EBUR128_I = re.compile(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
@@ -288,32 +287,111 @@ def _db(value: object) -> float:
     return float("-inf") if text == "-inf" else float(text)
 
 
-_SILENCE_START = re.compile(r"silence_start: (-?[\d.]+(?:e-?\d+)?)")
-_SILENCE_END = re.compile(r"silence_end: (-?[\d.]+(?:e-?\d+)?)")
+class TrackScan:
+    """The speech's silences and the waveform peaks of a float PCM track (PCM_FORMAT,
+    interleaved), as it sounds after a linear gain of `gain_db`, fed in blocks of any size
+    (`feed` takes bytes, `feed_frames` an array of frames x channels); only a partial frame
+    and the samples of one pixel are carried between blocks.
 
+    Silences are ffmpeg's `silencedetect` rule at `silence_db` on the gained samples: a run
+    of at least LONGEST_BRIDGED_PAUSE_S where every channel stays under the threshold.
+    Peaks are the min and max of the channels' mean per pixel, PEAKS_PER_SECOND pixels a
+    second, as 16-bit values (`peaks_document`)."""
 
-def parse_silences(log: str, duration_s: float) -> list[tuple[float, float]]:
-    """The silences silencedetect reported, in order; one still open ends the track."""
-    events = sorted(
-        [(m.start(), "start", float(m.group(1))) for m in _SILENCE_START.finditer(log)]
-        + [(m.start(), "end", float(m.group(1))) for m in _SILENCE_END.finditer(log)]
-    )
-    silences: list[tuple[float, float]] = []
-    opened: float | None = None
-    for _pos, kind, at in events:
-        if kind == "start":
-            opened = max(0.0, at)
-        elif opened is not None:
-            silences.append((opened, min(at, duration_s)))
-            opened = None
-    if opened is not None:
-        silences.append((opened, duration_s))
-    return silences
+    def __init__(self, *, sample_rate: int, channels: int, gain_db: float, silence_db: float):
+        self.sample_rate, self.channels = sample_rate, channels
+        self.gain = 10 ** (gain_db / 20)
+        # |sample * gain| < threshold, without multiplying every sample.
+        self.quiet = np.float32(10 ** (silence_db / 20) / self.gain)
+        self.shortest_silence = round(LONGEST_BRIDGED_PAUSE_S * sample_rate)
+        self.frames = 0
+        self._carry = b""
+        self._open: int | None = None  # first frame of a quiet run still going on
+        self._silences: list[tuple[int, int]] = []
+        self._pending = np.empty(0, dtype=np.float32)  # samples of the pixel being filled
+        self._pixel = 0  # that pixel's number
+        self._peaks: list[np.ndarray] = []
+
+    def feed(self, block: bytes) -> None:
+        data = self._carry + block if self._carry else block
+        usable = len(data) - len(data) % (4 * self.channels)
+        self._carry = data[usable:]
+        if usable:
+            samples = np.frombuffer(data, dtype="<f4", count=usable // 4)
+            self.feed_frames(samples.reshape(-1, self.channels))
+
+    def feed_frames(self, frames: np.ndarray) -> None:
+        if not len(frames):
+            return
+        if self.channels == 1:
+            mono = frames[:, 0]
+            level = np.abs(mono)
+        else:
+            mono = frames.mean(axis=1, dtype=np.float32)
+            level = np.abs(frames).max(axis=1)
+        self._quiet_runs(level < self.quiet)
+        self._pixels(mono)
+        self.frames += len(frames)
+
+    def _quiet_runs(self, quiet: np.ndarray) -> None:
+        first = self.frames
+        edges = np.diff(quiet.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        begins = np.flatnonzero(edges == 1) + first
+        ends = np.flatnonzero(edges == -1) + first
+        if self._open is not None:
+            if len(begins) and begins[0] == first:
+                begins[0] = self._open
+            elif first - self._open >= self.shortest_silence:
+                self._silences.append((self._open, first))
+            self._open = None
+        if len(ends) and ends[-1] == first + len(quiet):
+            self._open = int(begins[-1])
+            begins, ends = begins[:-1], ends[:-1]
+        long = ends - begins >= self.shortest_silence
+        self._silences += zip(begins[long].tolist(), ends[long].tolist(), strict=True)
+
+    def _pixels(self, mono: np.ndarray) -> None:
+        samples = np.concatenate((self._pending, mono)) if len(self._pending) else mono
+        first = self.frames - len(self._pending)  # the frame samples[0] is
+        # Pixel k holds frames [k * rate // PPS, (k + 1) * rate // PPS): the pixels that
+        # end by the last frame here are complete.
+        done = ((first + len(samples) + 1) * PEAKS_PER_SECOND - 1) // self.sample_rate
+        if done > self._pixel:
+            bounds = np.arange(self._pixel, done + 1) * self.sample_rate // PEAKS_PER_SECOND
+            bounds -= first
+            whole, starts = samples[: bounds[-1]], bounds[:-1]
+            self._add(np.minimum.reduceat(whole, starts), np.maximum.reduceat(whole, starts))
+            samples = samples[bounds[-1] :]
+            self._pixel = done
+        self._pending = np.array(samples, dtype=np.float32)
+
+    def _add(self, low: np.ndarray, high: np.ndarray) -> None:
+        pairs = np.empty((len(low), 2), dtype=np.float32)
+        pairs[:, 0], pairs[:, 1] = low, high
+        self._peaks.append(pairs.reshape(-1))
+
+    def silences(self) -> list[tuple[float, float]]:
+        """The silences so far in seconds, in order; one still going on ends the track."""
+        found = list(self._silences)
+        if self._open is not None and self.frames - self._open >= self.shortest_silence:
+            found.append((self._open, self.frames))
+        return [(a / self.sample_rate, b / self.sample_rate) for a, b in found]
+
+    def peaks(self) -> list[int]:
+        """The min/max pairs of the gained samples as 16-bit values (ffmpeg's float to s16:
+        x * 32768, rounded, clipped); a last partial pixel counts too."""
+        parts = list(self._peaks)
+        if len(self._pending):
+            parts.append(np.array([self._pending.min(), self._pending.max()], dtype=np.float32))
+        if not parts:
+            return []
+        scaled = np.rint(np.concatenate(parts).astype(np.float64) * self.gain * 32768)
+        return [int(v) for v in np.clip(scaled, -32768, 32767)]
 
 
 def speech_spans(silences: Sequence[tuple[float, float]], duration_s: float) -> list[list[float]]:
     """Where the track is not silent for at least SHORTEST_SPEECH_S: the stretches between
-    the silences (silencedetect reports only pauses of LONGEST_BRIDGED_PAUSE_S or more,
+    the silences (`TrackScan` reports only pauses of LONGEST_BRIDGED_PAUSE_S or more,
     so shorter ones are bridged already)."""
     spans: list[list[float]] = []
     cursor = 0.0

@@ -16,7 +16,8 @@ import pytest
 
 from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
-from tasks.media.audio import Finished, Finishing
+from tasks.media.audio import Finished, Finishing, scan_pcm
+from tasks.media.finish import TrackScan, speech_spans
 from tasks.media.tools import Tools
 from tests.support.media import decode
 
@@ -152,3 +153,42 @@ def test_peaks_and_speech_describe_the_normalized_audio(tmp_path: Path):
     archived = decode(output.path)
     assert abs(highest - float(np.abs(archived).max())) < 0.05
     assert finished.speech and finished.speech[0][0] <= 0.5, finished.speech
+
+
+@pytest.mark.parametrize("gain_db", [0.0, 6.0, -10.0])
+def test_the_scan_finds_the_silences_silencedetect_finds_after_the_gain(
+    tmp_path: Path, gain_db: float
+):
+    """The speech spans' pauses, found by numpy on the PCM copy, are ffmpeg's own
+    `silencedetect` on the gained audio: pauses just under the threshold at 0 dB, lifted
+    over it by +6 dB; speech that -10 dB does not bring under it."""
+    rate, channels = 16000, 2
+    t = np.arange(20 * rate) / rate
+    level = np.full(len(t), 0.05)
+    for start, end in [(2.0, 2.4), (5.0, 6.3), (9.1, 9.55), (12.0, 15.0), (18.5, 20.0)]:
+        level[(t >= start) & (t < end)] = 0.007  # -43 dBFS peaks: under -40 dB until +3 dB
+    noise = np.random.default_rng(7).uniform(-1, 1, (len(t), channels))
+    audio = (noise * level[:, None]).astype("<f4")
+    pcm = tmp_path / "t.pcm"
+    pcm.write_bytes(audio.tobytes())
+    log = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "info", "-f", "f32le", "-ar", str(rate),
+         "-ac", str(channels), "-i", str(pcm),
+         "-af", f"volume={gain_db}dB:precision=float,silencedetect=n=-40dB:d=0.5",
+         "-f", "null", "-"],
+        check=True, capture_output=True, text=True,
+    ).stderr  # fmt: skip
+    starts = [float(v) for v in re.findall(r"silence_start: (-?[\d.]+)", log)]
+    ends = [float(v) for v in re.findall(r"silence_end: (-?[\d.]+)", log)] + [20.0]
+    scan = TrackScan(sample_rate=rate, channels=channels, gain_db=gain_db, silence_db=-40.0)
+    scan_pcm(pcm, scan, seconds=3.3)  # slices that cut through pauses
+    found = scan.silences()
+    reported = list(zip(starts, ends, strict=False))
+    assert len(found) == len(starts)
+    assert list(np.ravel(found)) == pytest.approx(list(np.ravel(reported)), abs=0.001)
+    assert speech_spans(found, 20.0) == speech_spans(reported, 20.0)
+    if gain_db == 6.0:
+        assert found == []
+    else:
+        expected = [5.0, 6.3, 12.0, 15.0, 18.5, 20.0]
+        assert list(np.ravel(found)) == pytest.approx(expected, abs=0.01)

@@ -3,18 +3,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.media.audio import PeakCollector, loud_excerpt
+from tasks.media.audio import loud_excerpt, scan_pcm
 from tasks.media.finish import (
     FinishError,
     Gain,
     Loudness,
+    TrackScan,
     analysis_command,
     choose_gain,
     encode_command,
     finish_command,
     needs_true_peak,
     parse_ebur128,
-    parse_silences,
     parse_true_peak,
     peaks_document,
     speech_spans,
@@ -106,33 +106,23 @@ def test_the_analysis_decode_measures_and_keeps_a_float_copy():
     assert "loudnorm" not in " ".join(args) and "192000" not in " ".join(args)
 
 
-def test_the_encode_applies_one_linear_gain_and_feeds_encoders_and_analysis():
+def test_the_encode_is_one_linear_gain_to_the_encoders_and_nothing_else():
     args = encode_command(
         "ffmpeg", Path("t.pcm"), [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
-        sample_rate=44100, channels=2, gain_db=6.5, silence_db=-40.0,
+        sample_rate=44100, channels=2, gain_db=6.5,
     )  # fmt: skip
     assert args[args.index("-i") - 6 : args.index("-i") + 2] == [
         "-f", "f32le", "-ar", "44100", "-ac", "2", "-i", "t.pcm"
     ]  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
-    assert graph.startswith("[0:a:0]volume=6.5000dB:precision=float,asplit=3[o0][o1][m];")
-    assert "[m]silencedetect=n=-40.0dB:d=0.5,aresample=16000" in graph
-    assert "ebur128" not in graph and "copy" not in args
-    assert args[-7:] == ["-map", "[w]", "-f", "s16le", "-ac", "1", "pipe:1"]
-
-
-def test_silences_pair_up_and_one_still_open_ends_the_track():
-    log = (
-        "[silencedetect @ 0x1] silence_start: 2.02503\n"
-        "[silencedetect @ 0x1] silence_end: 5.02508 | silence_duration: 3.00005\n"
-        "[silencedetect @ 0x1] silence_start: 9.5\n"
-    )
-    assert parse_silences(log, 12.0) == [(2.02503, 5.02508), (9.5, 12.0)]
-
-
-def test_a_leading_silence_reported_below_zero_starts_at_zero():
-    log = "silence_start: -0.0213\nsilence_end: 1.5 | silence_duration: 1.52\n"
-    assert parse_silences(log, 3.0) == [(0.0, 1.5)]
+    assert graph == "[0:a:0]volume=6.5000dB:precision=float,asplit=2[o0][o1]"
+    assert "pipe:1" not in args and "silencedetect" not in " ".join(args)
+    one = encode_command(
+        "ffmpeg", Path("t.pcm"), [("m4a", Path("o.m4a"))], sample_rate=48000, channels=1,
+        gain_db=0.0,
+    )  # fmt: skip
+    assert one[one.index("-af") : one.index("-af") + 4] == ["-af", "anull", "-c:a", "aac"]
+    assert one[-1] == "o.m4a" and "-filter_complex" not in one
 
 
 def test_speech_spans_are_what_lies_between_silences_and_long_enough():
@@ -145,21 +135,90 @@ def test_speech_spans_are_what_lies_between_silences_and_long_enough():
 def test_with_loudness_off_the_own_format_is_copied_and_ebur128_measures():
     args = finish_command(
         "ffmpeg", ["-i", "in.mp3"], [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
-        silence_db=-40.0, copy_format="mp3",
+        sample_rate=44100, channels=1, copy_format="mp3",
     )  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
     assert graph.startswith("[0:a:0]anull,asplit=2[o0][m];")
-    assert "ebur128=framelog=verbose:peak=true" in graph
+    assert "[m]ebur128=framelog=verbose:peak=true,aformat=sample_fmts=flt:" in graph
+    assert "sample_rates=44100:channel_layouts=mono[w]" in graph
+    assert args[-5:] == ["-map", "[w]", "-f", "f32le", "pipe:1"]
     assert args[args.index("o.mp3") - 2 : args.index("o.mp3")] == ["-c:a", "copy"]
 
 
+def _scanned(audio: np.ndarray, *, rate: int, gain_db: float = 0.0, block: int) -> TrackScan:
+    """`audio` (frames x channels) scanned as bytes in blocks of `block` bytes, which split
+    frames, pixels and silences."""
+    scan = TrackScan(sample_rate=rate, channels=audio.shape[1], gain_db=gain_db, silence_db=-40.0)
+    raw = audio.astype("<f4").tobytes()
+    for start in range(0, len(raw), block):
+        scan.feed(raw[start : start + block])
+    return scan
+
+
 def test_peaks_are_min_and_max_per_pixel_across_block_boundaries():
-    samples = np.array([0, 5, -3, 2, 100, -100, 7, 1, 9], dtype="<i2")
-    collector = PeakCollector(samples_per_pixel=4)
-    raw = samples.tobytes()
-    for start in range(0, len(raw), 3):  # blocks that split samples and pixels
-        collector.feed(raw[start : start + 3])
-    assert collector.data() == [-3, 5, -100, 100, 9, 9]
+    # 200 frames a second: 4 frames a pixel; values in 1/32768 steps.
+    mono = np.array([0, 5, -3, 2, 100, -100, 7, 1, 9], dtype=np.float32) / 32768
+    for block in (3, 4, 7, 1000):
+        assert _scanned(mono[:, None], rate=200, block=block).peaks() == [-3, 5, -100, 100, 9, 9]
+
+
+def test_peaks_are_of_the_gained_mean_of_the_channels_and_clip_at_16_bits():
+    stereo = np.array([[0.1, 0.3], [-0.2, 0.0], [0.9, 0.9], [-0.9, -0.9]], dtype=np.float32)
+    scan = _scanned(stereo, rate=100, gain_db=20 * np.log10(2), block=8)  # 2 frames a pixel
+    assert scan.peaks() == [-6554, 13107, -32768, 32767]
+
+
+def test_pixels_follow_the_clock_when_the_rate_is_not_a_multiple_of_50():
+    rate = 11025  # 220.5 frames a pixel: pixels of 220 and 221 frames
+    ramp = (np.arange(rate, dtype=np.float32) / 32768)[:, None]
+    peaks = _scanned(ramp, rate=rate, block=4 * 1001).peaks()
+    assert len(peaks) == 100
+    assert peaks[:4] == [0, 219, 220, 440] and peaks[-2:] == [rate - 221, rate - 1]
+
+
+def _speech_then_pauses(rate: int) -> np.ndarray:
+    """0-1 s speech, 1-1.6 s pause (a silence), 1.6-2 s speech, 2-2.4 s pause (too short:
+    bridged), 2.4-3 s speech, 3-4 s pause to the end; at -30 dBFS with pauses at -50 dBFS."""
+    t = np.arange(4 * rate) / rate
+    level = np.where(((t >= 1) & (t < 1.6)) | ((t >= 2) & (t < 2.4)) | (t >= 3), 0.00316, 0.0316)
+    sign = np.where(np.arange(len(t)) % 2, 1.0, -1.0)
+    return (level * sign).astype(np.float32)[:, None]
+
+
+@pytest.mark.parametrize("block", [4 * 7, 4 * 8000, 4 * 100_000])
+def test_silences_are_silencedetects_across_block_boundaries(block):
+    scan = _scanned(_speech_then_pauses(8000), rate=8000, block=block)
+    assert scan.silences() == [(1.0, 1.6), (3.0, 4.0)]
+    assert speech_spans(scan.silences(), 4.0) == [[0.0, 1.0], [1.6, 3.0]]
+
+
+def test_silence_is_judged_after_the_gain():
+    audio = _speech_then_pauses(8000)
+    # +20 dB lifts the pauses to -30 dBFS: no silence left.
+    assert _scanned(audio, rate=8000, gain_db=20.0, block=4096).silences() == []
+    # -20 dB drops the speech to -50 dBFS: all silence.
+    assert _scanned(audio, rate=8000, gain_db=-20.0, block=4096).silences() == [(0.0, 4.0)]
+
+
+def test_a_silence_needs_every_channel_quiet_and_a_short_one_at_the_end_is_none():
+    stereo = np.zeros((2000, 2), dtype=np.float32)  # 1000 frames a second
+    stereo[:1000, 1] = 0.5  # the right channel talks for 1 s
+    stereo[1700:1800] = 0.5  # a blip leaves 0.2 s of silence at the end
+    scan = _scanned(stereo, rate=1000, block=4 * 2 * 333)
+    assert scan.silences() == [(1.0, 1.7)]
+
+
+def test_the_pcm_copy_is_scanned_in_slices_to_the_same_result(tmp_path: Path):
+    audio = np.repeat(_speech_then_pauses(8000), 2, axis=1)
+    pcm = tmp_path / "t.pcm"
+    pcm.write_bytes(audio.astype("<f4").tobytes())
+    whole = _scanned(audio, rate=8000, gain_db=3.0, block=len(pcm.read_bytes()))
+    for seconds in (0.013, 0.5, 10):
+        sliced = TrackScan(sample_rate=8000, channels=2, gain_db=3.0, silence_db=-40.0)
+        scan_pcm(pcm, sliced, seconds)
+        assert sliced.frames == len(audio)
+        assert sliced.silences() == whole.silences() == [(1.0, 1.6), (3.0, 4.0)]
+        assert sliced.peaks() == whole.peaks() and len(whole.peaks()) == 2 * 200
 
 
 def test_peaks_document_is_audiowaveform_version_2():

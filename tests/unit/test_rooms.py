@@ -70,7 +70,7 @@ def test_the_mix_delays_each_user_and_sums_without_changing_levels():
 def test_a_mix_is_finished_from_its_graph_and_never_copied():
     args = finish_command(
         "ffmpeg", ["-i", "a.m4a", "-i", "b.m4a"], [("m4a", "o.m4a")],  # type: ignore[list-item]
-        silence_db=-40.0, copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
+        sample_rate=48000, channels=2, copy_format="m4a", source_graph=mix_graph([0.0, 1.0]),
     )  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
     assert ";[mix]anull,asplit=2[o0][m];" in graph and "copy" not in args
