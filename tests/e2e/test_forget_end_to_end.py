@@ -600,7 +600,10 @@ def test_a_player_forgotten_while_their_recording_is_processed_is_not_archived(
     stack = Stack(held, tmp_path / "logs")
     try:
         stack.start_webhook()
-        stack.start_worker(concurrency=2, beat=True)
+        # Each user's media task stalls at the archive: a slot for each user, and one
+        # left for the settle looks (with two slots, the player's recording could wait
+        # behind two stalled others and never start).
+        stack.start_worker(concurrency=len(EVERYONE) + 1, beat=True)
         post_shuffled(stack, _ROOM.speak(tmp_path, EVERYONE, place.upload), seed=32)
         stack.wait_for_state(FORGOTTEN_RID, ("processing",), timeout=120)
         done = forget(Stack(place.env, tmp_path / "cli-logs"))  # straight to the store
