@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+import webhook.app
 from foundation.config import Settings
 from recpipe.webapp import create_app
 from storage.ledger import Ledger, utcnow
 from storage.ledger.tables import Callback, CssFile
+from tests.support.logs import captured_lines
 from webhook.verify import css_sign
 
 KEY = "css-test-key"
@@ -181,8 +183,6 @@ def test_css_intake_does_not_start_with_hosts_broader_than_the_operators_own(
 def test_accepting_broad_hosts_warns_at_every_start(tmp_path: Path):
     """RECPIPE_CSS_ALLOW_BROAD_HOSTS=1 starts intake with `*.myqcloud.com`, and each start
     logs a warning naming the pattern."""
-    from structlog.testing import capture_logs
-
     settings = Settings.from_env(
         {
             "RECPIPE_DATA_DIR": str(tmp_path),
@@ -193,7 +193,7 @@ def test_accepting_broad_hosts_warns_at_every_start(tmp_path: Path):
     )
     ledger = Ledger(settings.database_url)
     for _start in range(2):
-        with capture_logs() as logs:
+        with captured_lines(webhook.app, "recpipe.webhook") as logs:
             create_app(settings, ledger=ledger)
         warnings = [e for e in logs if e["event"] == "css.broad_allowed_hosts"]
         assert len(warnings) == 1 and "'*.myqcloud.com'" in warnings[0]["problem"]

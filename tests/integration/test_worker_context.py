@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from foundation.config import Settings
 from storage.ledger import LedgerUnavailableError
 from tasks import context
+from tests.support.logs import captured_lines
 
 
 def closed_port() -> int:
@@ -46,7 +46,7 @@ def test_warming_builds_the_stores_and_connects_the_ledger(
         RECPIPE_GME_SOURCE_URL=f"s3://source?endpoint_url={s3_endpoint}",
     )
     assert not (context.ledger.built or context.archive_store.built)
-    with capture_logs() as lines:
+    with captured_lines(context, "recpipe.tasks") as lines:
         context.warm()
     assert [line for line in lines if line["log_level"] == "warning"] == []
     assert context.archive_store.built and context.source_store.built
@@ -63,7 +63,7 @@ def test_a_ledger_down_at_start_is_a_warning_and_the_rest_is_warmed(
         RECPIPE_DATABASE_URL=f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none",
         RECPIPE_ARCHIVE_URL=f"s3://archive/r?endpoint_url={s3_endpoint}",
     )
-    with capture_logs() as lines:
+    with captured_lines(context, "recpipe.tasks") as lines:
         context.warm()
     [warning] = [line for line in lines if line["log_level"] == "warning"]
     assert warning["event"] == "worker.warm_failed" and warning["what"] == "ledger"
