@@ -10,9 +10,6 @@ the end-to-end proof (tests/e2e) mixes real tones."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +32,7 @@ from tasks.archive import recording_prefix
 from tasks.notify import outbox
 from tasks.services import Services
 from tests.support.archives import ledger_rows_holding, objects_holding, versions_under
+from tests.support.cli import cli
 from webhook.callbacks import parse_gme
 
 BIZ = 1400000000
@@ -586,16 +584,6 @@ def test_without_a_player_key_only_the_embedded_default_forgets_with_one_it_keep
     assert answer.status_code == 503
     assert answer.get_json()["setting"] == "RECPIPE_PLAYER_KEY"
     assert "RECPIPE_PLAYER_KEY" in answer.get_json()["error"]
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "recpipe", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_recpipe_forget_plans_forgets_and_says_so_with_its_exit_codes(world: World):
