@@ -355,7 +355,7 @@ def main() -> None:
             )
             result = burst(args, env, db_url, work, callbacks)
 
-    units = bare_units(tones, args.segments, 5, args.out / "bare-burst")
+    units = bare_units(tones, args.segments, 15, args.out / "bare-burst")
     shutil.rmtree(args.out / "bare-burst", ignore_errors=True)
     # Two workers, perfectly fed: the settle window, which the design must wait, then the
     # recordings' bare ffmpeg work split over two cores.

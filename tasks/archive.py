@@ -75,7 +75,7 @@ def publish(
     sidecars: Sequence[Sidecar] = (),
 ) -> tuple[list[dict[str, Any]], str]:
     """Upload the media and its sidecars (timeline.json, peaks), then the manifest, then
-    remove what an older revision left.
+    remove what an older revision or attempt left (`may_hold_leftovers`).
 
     Each object appears whole or not at all (S3 PUT; a rename on local disk).
     Returns the artifacts (as the notification lists them) and the manifest's URL.
@@ -103,7 +103,15 @@ def publish(
         "application/json",
     )
     keep.add(manifest_key)
-    for stale in list(store.list(prefix)):
-        if stale.key not in keep:
-            store.delete(stale.key)
+    if may_hold_leftovers(run):
+        for stale in list(store.list(prefix)):
+            if stale.key not in keep:
+                store.delete(stale.key)
     return artifacts, store.url(manifest_key)
+
+
+def may_hold_leftovers(run: RunView) -> bool:
+    """Whether anything but this run's own objects can be under its prefix: only an older
+    revision, or an earlier attempt of this run (with other outputs configured), writes
+    there. The first attempt of a first revision has nothing to list."""
+    return run.revision > 1 or run.attempts > 1 or bool(run.takeovers or run.requeues)

@@ -249,7 +249,7 @@ def _room_media(
         out_dir = scratch / "out"
         out_dir.mkdir(exist_ok=True)
         finished = finish_track(
-            [arg for t in tracks for arg in ("-i", str(t.path))],
+            [t.path for t in tracks],
             [(fmt, out_dir / output_name(room.id, fmt)) for fmt in cfg.audio_formats],
             out_dir / peaks_name(room.id),
             services.tools,

@@ -18,7 +18,7 @@ from tasks.gme.timeline import SegmentPiece, Timeline, place
 from tasks.media import ffmpeg as cmd
 from tasks.media.audio import KEEP_LEVELS, Finished, Finishing, finish_track
 from tasks.media.ffmpeg import AudioProbe, ConcatPlan
-from tasks.media.finish import input_args, peaks_name
+from tasks.media.finish import peaks_name
 from tasks.media.tools import (
     HEARTBEAT_SECONDS,
     Heartbeat,
@@ -187,7 +187,7 @@ def transcode(
     pauses = timeline is not None and bool(timeline.gaps)
     copy = plan.extension if plan.extension in cmd.COPY_CODECS and not pauses else None
     return finish_track(
-        input_args(joined, concat_list=plan.copy),
+        joined,
         targets,
         out_dir / peaks_name(stem),
         tools,
@@ -195,6 +195,7 @@ def transcode(
         sample_rate=plan.sample_rate,
         channels=plan.channels,
         pre_filter=cmd.timeline_filter(timeline.duration_s) if timeline else cmd.FILL_GAPS,
+        concat_list=plan.copy,
         copy_format=copy,
         label=label,
         heartbeat=heartbeat,

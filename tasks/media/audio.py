@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.media import finish
-from tasks.media.finish import Gain, Loudness
+from tasks.media import finish, libav
+from tasks.media.finish import Gain, Loudness, input_args
 from tasks.media.tools import (
     Heartbeat,
     MediaError,
@@ -27,7 +26,6 @@ from tasks.media.tools import (
     Tools,
     describe_outputs,
     output_seconds,
-    run_tool,
     run_tool_streaming,
 )
 
@@ -72,7 +70,7 @@ class Finished:
 
 
 def finish_track(
-    inputs: Sequence[str],
+    source: Path | Sequence[Path],
     targets: Sequence[tuple[str, Path]],
     peaks_path: Path,
     tools: Tools,
@@ -81,17 +79,26 @@ def finish_track(
     sample_rate: int,
     channels: int = 2,
     pre_filter: str = "",
+    concat_list: bool = False,
     copy_format: str | None = None,
     source_graph: str = "",
     label: str,
     heartbeat: Heartbeat | None = None,
 ) -> Finished:
-    """With a loudness target: one decode that measures and keeps a PCM copy, the true peak
+    """The track is `source`: one file or a concat-demuxer list (`concat_list`), or several
+    files made into one by `source_graph` (an ffmpeg filter graph whose output is `[mix]`).
+
+    With a loudness target: one decode that measures and keeps a PCM copy, the true peak
     of its loudest blocks when it can matter, then one encode from the copy with a linear
-    gain. With levels kept: one pass that copies or encodes and measures."""
+    gain. A single source is finished in the worker's process by ffmpeg's libraries
+    (`tasks.media.libav`: no process started), a mix by the ffmpeg command. With levels
+    kept: one ffmpeg pass that copies or encodes and measures."""
     what = f"recording {label}"
     target = finishing.target_lufs
-    processes = 1
+    if isinstance(source, Path):
+        inputs = input_args(source, concat_list=concat_list)
+    else:
+        inputs = [arg for path in source for arg in ("-i", str(path))]
     gain = Gain(0.0)
     if target is None:
         scan = finish.TrackScan(
@@ -106,38 +113,40 @@ def finish_track(
             f"transcoding {what}", scan.feed, heartbeat,
         )  # fmt: skip
         before = after = _parsed(finish.parse_ebur128, log, what)
+        processes = 1
     else:
         pcm = peaks_path.with_name(peaks_path.name + ".pcm")
         try:
-            log = run_tool_streaming(
-                finish.analysis_command(
-                    tools.ffmpeg, inputs, pcm, pre_filter=pre_filter, source_graph=source_graph,
+            if isinstance(source, Path) and not source_graph:
+                before = libav.decode_measured(
+                    source, pcm, concat_list=concat_list, pre_filter=pre_filter,
                     sample_rate=sample_rate, channels=channels,
-                ),
-                f"measuring the loudness of {what}", _nothing, heartbeat,
-            )  # fmt: skip
-            before = _parsed(finish.parse_ebur128, log, what)
+                    what=f"measuring the loudness of {what}", heartbeat=heartbeat,
+                )  # fmt: skip
+                processes = 0
+            else:  # a mix of several inputs: a filter graph the ffmpeg command builds
+                log = run_tool_streaming(
+                    finish.analysis_command(
+                        tools.ffmpeg, inputs, pcm, pre_filter=pre_filter,
+                        source_graph=source_graph, sample_rate=sample_rate, channels=channels,
+                    ),
+                    f"measuring the loudness of {what}", _nothing, heartbeat,
+                )  # fmt: skip
+                before = _parsed(finish.parse_ebur128, log, what)
+                processes = 1
             if finish.needs_true_peak(before, target):
-                peak = _true_peak(pcm, before, target, tools, sample_rate, channels, what)
+                peak = _true_peak(pcm, before, target, sample_rate, channels, what)
                 before = replace(before, true_peak_dbtp=peak)
-                processes += 1
             gain = finish.choose_gain(before, target)
             scan = finish.TrackScan(
                 sample_rate=sample_rate, channels=channels, gain_db=gain.gain_db,
                 silence_db=finishing.silence_db,
             )  # fmt: skip
-            # The scan reads the copy while ffmpeg encodes it (numpy lets go of the GIL).
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                scanned = pool.submit(scan_pcm, pcm, scan)
-                run_tool(
-                    finish.encode_command(
-                        tools.ffmpeg, pcm, targets, sample_rate=sample_rate,
-                        channels=channels, gain_db=gain.gain_db,
-                    ),
-                    f"transcoding {what}", heartbeat,
-                )  # fmt: skip
-                scanned.result()
-            processes += 1
+            libav.encode_pcm(
+                pcm, targets, sample_rate=sample_rate, channels=channels,
+                gain_db=gain.gain_db, scan=scan, what=f"transcoding {what}",
+                heartbeat=heartbeat,
+            )  # fmt: skip
         finally:
             pcm.unlink(missing_ok=True)
         after = before.shifted(gain.gain_db)
@@ -163,11 +172,8 @@ SCAN_SECONDS = 10
 
 def scan_pcm(pcm: Path, scan: finish.TrackScan, seconds: float = SCAN_SECONDS) -> None:
     """Feed the float PCM file to `scan`, `seconds` of audio at a time."""
-    count = max(1, round(seconds * scan.sample_rate)) * scan.channels
-    with pcm.open("rb") as f:
-        while len(samples := np.fromfile(f, dtype="<f4", count=count)):
-            usable = len(samples) - len(samples) % scan.channels
-            scan.feed_frames(samples[:usable].reshape(-1, scan.channels))
+    for frames in libav.pcm_slices(pcm, scan.sample_rate, scan.channels, seconds):
+        scan.feed_frames(frames)
 
 
 # Blocks of the PCM copy whose sample peak is looked at, and the samples of context kept
@@ -177,13 +183,7 @@ CONTEXT_FRAMES = 64
 
 
 def _true_peak(
-    pcm: Path,
-    measured: Loudness,
-    target: float,
-    tools: Tools,
-    sample_rate: int,
-    channels: int,
-    what: str,
+    pcm: Path, measured: Loudness, target: float, sample_rate: int, channels: int, what: str
 ) -> float:
     """The true peak of the blocks whose sample peak, after the wanted gain, comes within
     TRUE_PEAK_MARGIN_DB of the ceiling (the others cannot reach it), by ebur128."""
@@ -193,18 +193,12 @@ def _true_peak(
     try:
         with excerpt.open("wb") as out:
             loud_excerpt(pcm, channels, 10 ** (floor_db / 20), out)
-        log = run_tool_streaming(
-            finish.true_peak_command(
-                tools.ffmpeg, excerpt, sample_rate=sample_rate, channels=channels
-            ),
-            f"measuring the true peak of {what}", _nothing,
+        return libav.true_peak_of(
+            excerpt, sample_rate=sample_rate, channels=channels,
+            what=f"measuring the true peak of {what}",
         )  # fmt: skip
     finally:
         excerpt.unlink(missing_ok=True)
-    try:
-        return finish.parse_true_peak(log)
-    except finish.FinishError as exc:
-        raise MediaError(f"{what}: {exc}") from None
 
 
 def loud_excerpt(pcm: Path, channels: int, threshold: float, out: Any) -> int:

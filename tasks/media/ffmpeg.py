@@ -7,13 +7,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Encoder settings per output format: (file extension, codec arguments, MIME type).
-AUDIO_ENCODINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "m4a": ("m4a", ("-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"), "audio/mp4"),
-    "mp3": ("mp3", ("-c:a", "libmp3lame", "-b:a", "128k"), "audio/mpeg"),
-    "opus": ("opus", ("-c:a", "libopus", "-b:a", "64k"), "audio/ogg"),
-    "wav": ("wav", ("-c:a", "pcm_s16le"), "audio/wav"),
-    "flac": ("flac", ("-c:a", "flac"), "audio/flac"),
+
+@dataclass(frozen=True)
+class Encoding:
+    """How an output format is encoded, by the ffmpeg command (`codec_args`) or by its
+    libraries in the worker (`tasks.media.libav`): the same codec, rate and muxer options;
+    the muxer is chosen by the file's extension either way."""
+
+    extension: str
+    codec: str
+    mime: str
+    bit_rate: int | None = None
+    muxer_options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def codec_args(self) -> tuple[str, ...]:
+        rate = ("-b:a", f"{self.bit_rate // 1000}k") if self.bit_rate else ()
+        muxer = tuple(arg for name, value in self.muxer_options for arg in (f"-{name}", value))
+        return ("-c:a", self.codec, *rate, *muxer)
+
+
+AUDIO_ENCODINGS: dict[str, Encoding] = {
+    "m4a": Encoding("m4a", "aac", "audio/mp4", 128_000, (("movflags", "+faststart"),)),
+    "mp3": Encoding("mp3", "libmp3lame", "audio/mpeg", 128_000),
+    "opus": Encoding("opus", "libopus", "audio/ogg", 64_000),
+    "wav": Encoding("wav", "pcm_s16le", "audio/wav"),
+    "flac": Encoding("flac", "flac", "audio/flac"),
 }
 
 # Codecs whose agreeing segments the concat demuxer reads in turn, and which an output of
@@ -213,7 +232,7 @@ def transcode_command(
         args += ["-f", "concat", "-safe", "0"]
     args += ["-i", str(source)]
     for fmt, path in outputs:
-        _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
+        codec_args = AUDIO_ENCODINGS[fmt].codec_args
         if fmt == source_codec and fmt in COPY_CODECS and not fill_gaps:
             codec_args = ("-c:a", "copy")
         filters = ("-af", FILL_GAPS) if fill_gaps else ()
@@ -222,10 +241,10 @@ def transcode_command(
 
 
 def output_name(stem: str, fmt: str) -> str:
-    return f"{stem}.{AUDIO_ENCODINGS[fmt][0]}"
+    return f"{stem}.{AUDIO_ENCODINGS[fmt].extension}"
 
 
 def content_type(fmt: str) -> str:
     if fmt == "mp4":  # the video output of CSS recordings (tasks/media/video.py)
         return "video/mp4"
-    return AUDIO_ENCODINGS[fmt][2]
+    return AUDIO_ENCODINGS[fmt].mime

@@ -3,18 +3,18 @@
 spans (ffmpeg's `silencedetect` rule) and the waveform peaks (the audiowaveform JSON
 format, version 2).
 
-Pure: ffmpeg command building, the choice of the gain, the parsing of what ffmpeg said,
-and the scan of decoded samples for speech and peaks (`TrackScan`). With a loudness target
-the track is decoded once (`analysis_command`: the decoded samples go to a 32-bit float
-PCM file on local scratch while `ebur128` measures the integrated loudness, range and
-sample peak), then encoded from that file (`encode_command`: a `volume=` gain, to the
-encoders and nothing else) while the same file is scanned in Python, with the gain, for
-the speech spans and the peaks. True peak (4x oversampling, as costly as the rest of the
-analysis) is measured only when the sample peak plus the gain comes within
-`TRUE_PEAK_MARGIN_DB` of the limit, and then only on the blocks that come that close
-(`true_peak_command`). Nothing resamples to 192 kHz (ffmpeg's `loudnorm` does, twice).
-Without a target one pass does it all (`finish_command`), its samples scanned from
-ffmpeg's stdout.
+Pure: the choice of the gain, the commands the ffmpeg process runs where it runs, the
+parsing of what ffmpeg said, and the scan of decoded samples for speech and peaks
+(`TrackScan`). With a loudness target a track is decoded once, its samples kept as a
+32-bit float PCM file on local scratch while `ebur128` measures the integrated loudness,
+range and sample peak (in the worker, `tasks.media.libav`; a room's mix by
+`analysis_command`), then encoded from that file with one linear gain while the same
+samples are scanned, with the gain, for the speech spans and the peaks. True peak (4x
+oversampling, as costly as the rest of the analysis) is measured only when the sample peak
+plus the gain comes within `TRUE_PEAK_MARGIN_DB` of the limit, and then only on the blocks
+that come that close. Nothing resamples to 192 kHz (ffmpeg's `loudnorm` does, twice).
+Without a target one ffmpeg pass does it all (`finish_command`), its samples scanned from
+its stdout.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def input_args(source: Path, *, concat_list: bool) -> list[str]:
     return [*(["-f", "concat", "-safe", "0"] if concat_list else []), "-i", str(source)]
 
 
-def _layout(channels: int) -> str:
+def layout(channels: int) -> str:
     return "mono" if channels == 1 else "stereo"
 
 
@@ -169,7 +169,7 @@ def analysis_command(
             pre_filter,
             f"{_EBUR128}sample",
             f"aresample={sample_rate}",
-            f"aformat=sample_fmts=flt:channel_layouts={_layout(channels)}",
+            f"aformat=sample_fmts=flt:channel_layouts={layout(channels)}",
         )
         if f
     )
@@ -178,41 +178,8 @@ def analysis_command(
             "-map", "[pcm]", "-f", PCM_FORMAT, str(pcm)]  # fmt: skip
 
 
-def pcm_input(pcm: Path, *, sample_rate: int, channels: int) -> list[str]:
-    return ["-f", PCM_FORMAT, "-ar", str(sample_rate), "-ac", str(channels), "-i", str(pcm)]
-
-
-def true_peak_command(ffmpeg: str, excerpt: Path, *, sample_rate: int, channels: int) -> list[str]:
-    """ebur128's true peak (4x oversampling) of a PCM file: the loud blocks of a track."""
-    return [ffmpeg, *_BASE, *pcm_input(excerpt, sample_rate=sample_rate, channels=channels),
-            "-af", f"{_EBUR128}true", "-f", "null", "-"]  # fmt: skip
-
-
-def encode_command(
-    ffmpeg: str,
-    pcm: Path,
-    outputs: Sequence[tuple[str, Path]],
-    *,
-    sample_rate: int,
-    channels: int,
-    gain_db: float,
-) -> list[str]:
-    """The encode from the decoded copy: one linear gain, to every encoder. Nothing else:
-    the speech spans and the peaks are read from the same copy in Python (`TrackScan`)."""
-    head = f"volume={gain_db:.4f}dB:precision=float" if gain_db else "anull"
-    args = [ffmpeg, *_BASE, *pcm_input(pcm, sample_rate=sample_rate, channels=channels)]
-    if len(outputs) == 1:
-        return [*args, "-af", head, *_codec_args(outputs[0][0]), str(outputs[0][1])]
-    labels = [f"[o{i}]" for i in range(len(outputs))]
-    args += ["-filter_complex", f"[0:a:0]{head},asplit={len(outputs)}{''.join(labels)}"]
-    for label, (fmt, path) in zip(labels, outputs, strict=True):
-        args += ["-map", label, *_codec_args(fmt), str(path)]
-    return args
-
-
 def _codec_args(fmt: str) -> list[str]:
-    _ext, codec_args, _mime = AUDIO_ENCODINGS[fmt]
-    return list(codec_args)
+    return list(AUDIO_ENCODINGS[fmt].codec_args)
 
 
 def finish_command(
@@ -242,7 +209,7 @@ def finish_command(
     graph += (
         f"[m]{_EBUR128}true,"  # the level as it stays, for the manifest
         f"aformat=sample_fmts=flt:sample_rates={sample_rate}:"
-        f"channel_layouts={_layout(channels)}[w]"
+        f"channel_layouts={layout(channels)}[w]"
     )
     args = [ffmpeg, *_BASE, *inputs, "-filter_complex", graph]
     for label, (fmt, path) in zip(labels, encoded, strict=True):
@@ -273,13 +240,6 @@ def parse_ebur128(log: str) -> Loudness:
         lra,
         _db(sample.group(1)) if sample else float("nan"),
     )
-
-
-def parse_true_peak(log: str) -> float:
-    found = _EBUR128_TRUE.search(log[log.rfind("Summary:") :] if "Summary:" in log else "")
-    if not found:
-        raise FinishError("ffmpeg printed no true peak")
-    return _db(found.group(1))
 
 
 def _db(value: object) -> float:

@@ -11,11 +11,9 @@ from tasks.media.finish import (
     TrackScan,
     analysis_command,
     choose_gain,
-    encode_command,
     finish_command,
     needs_true_peak,
     parse_ebur128,
-    parse_true_peak,
     peaks_document,
     speech_spans,
 )
@@ -48,8 +46,6 @@ SILENCE_LOG = """[Parsed_ebur128_0 @ 0x1] Summary:
 def test_a_log_without_a_loudness_summary_is_an_error(log):
     with pytest.raises(FinishError):
         parse_ebur128(log)
-    with pytest.raises(FinishError):
-        parse_true_peak(log)
 
 
 def test_ebur128_summary_is_read_with_the_true_or_the_sample_peak():
@@ -61,7 +57,6 @@ def test_ebur128_summary_is_read_with_the_true_or_the_sample_peak():
         "integrated_lufs": -22.2, "true_peak_dbtp": None, "sample_peak_dbfs": -19.0,
         "range_lu": 0.0,
     }  # fmt: skip
-    assert parse_true_peak(EBUR128_LOG) == -18.5
 
 
 def test_silence_has_no_level_and_says_so():
@@ -104,25 +99,6 @@ def test_the_analysis_decode_measures_and_keeps_a_float_copy():
     )
     assert args[-5:] == ["-map", "[pcm]", "-f", "f32le", "t.pcm"]
     assert "loudnorm" not in " ".join(args) and "192000" not in " ".join(args)
-
-
-def test_the_encode_is_one_linear_gain_to_the_encoders_and_nothing_else():
-    args = encode_command(
-        "ffmpeg", Path("t.pcm"), [("m4a", Path("o.m4a")), ("mp3", Path("o.mp3"))],
-        sample_rate=44100, channels=2, gain_db=6.5,
-    )  # fmt: skip
-    assert args[args.index("-i") - 6 : args.index("-i") + 2] == [
-        "-f", "f32le", "-ar", "44100", "-ac", "2", "-i", "t.pcm"
-    ]  # fmt: skip
-    graph = args[args.index("-filter_complex") + 1]
-    assert graph == "[0:a:0]volume=6.5000dB:precision=float,asplit=2[o0][o1]"
-    assert "pipe:1" not in args and "silencedetect" not in " ".join(args)
-    one = encode_command(
-        "ffmpeg", Path("t.pcm"), [("m4a", Path("o.m4a"))], sample_rate=48000, channels=1,
-        gain_db=0.0,
-    )  # fmt: skip
-    assert one[one.index("-af") : one.index("-af") + 4] == ["-af", "anull", "-c:a", "aac"]
-    assert one[-1] == "o.m4a" and "-filter_complex" not in one
 
 
 def test_speech_spans_are_what_lies_between_silences_and_long_enough():
