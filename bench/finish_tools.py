@@ -1,10 +1,13 @@
-"""The cost of each way to finish a track's loudness, in CPU seconds of one ffmpeg run,
-on a 5-minute mono 48 kHz mp3 of voice-like audio (made once under --out): what
-docs/benchmarks.md's choice of `ebur128` + `volume` rests on.
+"""The cost of each way to finish a track's loudness, in CPU seconds, on a 5-minute mono
+48 kHz mp3 of voice-like audio and on a 6 s one (made once under --out): what
+docs/benchmarks.md's choice of `ebur128` + a linear gain, run by ffmpeg's libraries inside
+the worker, rests on.
 
     python bench/finish_tools.py [--minutes 5] [--out bench/out] [--runs 3]
 
-Each row is the median of --runs runs of one ffmpeg (user + system CPU of the child).
+Each row is the median of --runs runs: of one ffmpeg command (user + system CPU of the
+child), or of recpipe's in-worker pass (`tasks.media.libav`, user + system CPU of this
+process, warm: a worker finishes recording after recording).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import argparse
 import resource
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from tasks.media import libav
 
 VOICE = (
     "(sin(2*PI*150*t)+0.5*sin(2*PI*300*t)+0.3*sin(2*PI*450*t)+0.2*sin(2*PI*900*t))"
@@ -30,6 +36,36 @@ def cpu(args: list[str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def own_cpu(work: Callable[[], object]) -> float:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    work()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def in_worker(source: Path, scratch: Path) -> tuple[Callable[[], object], Callable[[], object]]:
+    """recpipe's two passes on `source`, in this process: decode + ebur128 + PCM copy, and
+    the encode from the copy with a gain (the speech and peaks scan not included)."""
+    pcm, out = scratch / f"{source.stem}.f32", scratch / f"{source.stem}.m4a"
+
+    def decode() -> object:
+        return libav.decode_measured(
+            source, pcm, concat_list=False, pre_filter="", sample_rate=48000, channels=1,
+            what="bench",
+        )  # fmt: skip
+
+    def encode() -> object:
+        libav.encode_pcm(
+            pcm, [("m4a", out)], sample_rate=48000, channels=1, gain_db=6.0, scan=None,
+            what="bench",
+        )  # fmt: skip
+        return None
+
+    decode()  # warm, and the copy for the encode
+    encode()
+    return decode, encode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -40,11 +76,7 @@ def main() -> None:
     media.mkdir(parents=True, exist_ok=True)
     source = media / f"voice-{args.minutes:g}min.mp3"
     if not source.exists():
-        subprocess.run(
-            [*BASE, "-f", "lavfi", "-i", f"aevalsrc={VOICE}:s=48000:d={args.minutes * 60}",
-             "-c:a", "libmp3lame", "-b:a", "64k", str(source)],
-            check=True,
-        )  # fmt: skip
+        make_voice(source, args.minutes * 60)
     with tempfile.TemporaryDirectory() as scratch:
         out, pcm = Path(scratch) / "o.m4a", Path(scratch) / "t.f32"
         src = ["-i", str(source)]
@@ -75,10 +107,42 @@ def main() -> None:
             ("PCM copy + ebur128=peak=true",
              [*BASE, *raw, "-af", "ebur128=peak=true", "-f", "null", "-"]),
         ]  # fmt: skip
+        decode, encode = in_worker(source, Path(scratch))
         print(f"{args.minutes:g} min mono 48 kHz mp3, CPU s (median of {args.runs}):")
         for name, command in rows:
-            runs = sorted(cpu(command) for _ in range(args.runs))
-            print(f"  {runs[len(runs) // 2]:6.2f}  {name}")
+            print(f"  {median(args.runs, lambda c=command: cpu(c)):6.2f}  {name}")
+        for name, work in (
+            ("in the worker: decode + ebur128 + float PCM copy", decode),
+            ("in the worker: PCM copy + gain + AAC 128k", encode),
+        ):
+            print(f"  {median(args.runs, lambda w=work: own_cpu(w)):6.2f}  {name}")
+        short = media / "voice-6s.mp3"
+        if not short.exists():
+            make_voice(short, 6.0)
+        decode, encode = in_worker(short, Path(scratch))
+        print(f"6 s mono 48 kHz mp3, CPU s (median of {max(args.runs, 9)}):")
+        for name, command in (
+            ("ffmpeg start alone (ffmpeg -version)", ["ffmpeg", "-hide_banner", "-version"]),
+            ("bare decode + AAC 128k (one ffmpeg)", [*BASE, "-i", str(short), *AAC, str(out)]),
+        ):
+            runs = max(args.runs, 9)
+            print(f"  {median(runs, lambda c=command: cpu(c)):6.3f}  {name}")
+        both = lambda: (decode(), encode())  # noqa: E731
+        print(f"  {median(max(args.runs, 9), lambda: own_cpu(both)):6.3f}  "
+              "in the worker: decode + ebur128 + PCM copy, then gain + AAC 128k")  # fmt: skip
+
+
+def median(runs: int, measure: Callable[[], float]) -> float:
+    values = sorted(measure() for _ in range(runs))
+    return values[len(values) // 2]
+
+
+def make_voice(path: Path, seconds: float) -> None:
+    subprocess.run(
+        [*BASE, "-f", "lavfi", "-i", f"aevalsrc={VOICE}:s=48000:d={seconds}",
+         "-c:a", "libmp3lame", "-b:a", "64k", str(path)],
+        check=True,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

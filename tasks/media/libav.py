@@ -160,16 +160,29 @@ def decode_measured(
             ],
         )
         kept = _Kept(out, channels)
+        shift = _start_at_zero(container.start_time, stream.time_base)
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError:
                 continue
             for frame in decoded:
+                if frame.pts is not None:
+                    frame.pts += shift
                 kept.take(chain.push(frame))
             beat()
         kept.take(chain.push(None))
     return kept.levels.loudness(kept.peak, what)
+
+
+def _start_at_zero(start_time: int | None, time_base: Fraction | None) -> int:
+    """What the ffmpeg command adds to an input's timestamps (without -copyts): minus the
+    input's start time, so its earliest timestamp is 0. The same timestamps give the same
+    timeline: an mp3's encoder delay, before its first sample, is where the command puts
+    it (silence at the start of a concat list's first file)."""
+    if not start_time or not time_base:
+        return 0
+    return round(-start_time / (1_000_000 * time_base))
 
 
 class _Kept:
