@@ -77,9 +77,12 @@ class _Chain:
         node.link_to(sink)
         self.graph.configure()
 
-    def push(self, frame: av.AudioFrame | None) -> Iterator[av.AudioFrame]:
-        """Push `frame` (None: the end of the stream) and yield every frame ready."""
+    def push(self, frame: av.AudioFrame | None) -> None:
+        """Push `frame` (None: the end of the stream)."""
         self.graph.push(frame)
+
+    def pulled(self) -> Iterator[av.AudioFrame]:
+        """Every frame ready at the other end."""
         while True:
             try:
                 out = self.graph.pull()
@@ -169,9 +172,11 @@ def decode_measured(
             for frame in decoded:
                 if frame.pts is not None:
                     frame.pts += shift
-                kept.take(chain.push(frame))
+                chain.push(frame)
+            kept.take(chain.pulled())
             beat()
-        kept.take(chain.push(None))
+        chain.push(None)
+        kept.take(chain.pulled())
     return kept.levels.loudness(kept.peak, what)
 
 
@@ -299,9 +304,11 @@ def true_peak_of(pcm: Path, *, sample_rate: int, channels: int, what: str) -> fl
         for frames in itertools.chain(
             pcm_slices(pcm, sample_rate, channels, ENCODE_SECONDS), [ending]
         ):
-            for frame in chain.push(_frame(frames, sample_rate, channels, pts)):
+            chain.push(_frame(frames, sample_rate, channels, pts))
+            for frame in chain.pulled():
                 levels.see(frame)
             pts += len(frames)
-        for frame in chain.push(None):
+        chain.push(None)
+        for frame in chain.pulled():
             levels.see(frame)
     return levels.true_peak
