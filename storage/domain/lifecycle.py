@@ -290,6 +290,12 @@ def gives_up_on(takeovers: int, max_takeovers: int = MAX_TAKEOVERS) -> bool:
 # queue is a media worker, re-sending it would go on forever.
 MAX_REQUEUES = 3
 
+# A run is created queued by the settle look that claims its recording, which then sends
+# its message and writes when it did. A run queued this long without that write lost its
+# message before it was sent (the look died between the two); younger ones are left to
+# the look still sending them (a loaded worker takes a second or two between the two).
+UNSENT_AFTER_SECONDS = 5.0
+
 
 def gives_up_on_queued(requeues: int, max_requeues: int = MAX_REQUEUES) -> bool:
     """The sweep found a queued run whose message is gone (dispatched long ago, the media

@@ -248,19 +248,25 @@ class Runs(LedgerBase):
         limit: int = 100,
         *,
         queued_after: float | None = None,
+        unsent_after: float = lifecycle.UNSENT_AFTER_SECONDS,
     ) -> list[StaleRun]:
-        """Runs queued but not dispatched, or running without a heartbeat for `stuck_after`
-        (their worker was lost); queued runs dispatched more than `queued_after` ago too,
-        when given (the caller knows their queue is idle, so their task is gone)."""
+        """Runs queued `unsent_after` ago and never dispatched, or running without a
+        heartbeat for `stuck_after` (their worker was lost); queued runs dispatched more
+        than `queued_after` ago too, when given (the caller knows their queue is idle, so
+        their task is gone)."""
         cutoff = now - timedelta(seconds=stuck_after)
         queued_cutoff = now - timedelta(seconds=min(stuck_after, queued_after or stuck_after))
+        unsent_cutoff = now - timedelta(seconds=unsent_after)
         with self.session() as s:
             rows = s.execute(
                 select(Run.id, Run.state, Run.takeovers, Run.requeues)
                 .where(
                     or_(
                         (Run.state == RunState.QUEUED)
-                        & or_(Run.dispatched_at.is_(None), Run.dispatched_at < queued_cutoff),
+                        & or_(
+                            Run.dispatched_at.is_(None) & (Run.created_at < unsent_cutoff),
+                            Run.dispatched_at < queued_cutoff,
+                        ),
                         (Run.state == RunState.RUNNING) & (Run.heartbeat_at < cutoff),
                     )
                 )

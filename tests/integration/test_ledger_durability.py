@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from foundation.config import Settings
-from storage.domain import NotificationState
+from storage.domain import NotificationState, lifecycle
 from storage.ledger import Ledger, utcnow
 from storage.objectstore import store_from_url
 from tasks import sweeping
@@ -133,8 +133,10 @@ def test_finally_failed_notification_is_visible_and_reopened_with_its_webhook_id
 def test_run_lost_between_claim_and_dispatch_is_redispatched_then_failed_with_a_reason(
     ledger: Ledger, tmp_path: Path
 ):
-    """A claimed run whose chain never reached the broker is handed out by the sweep; one
-    that keeps dying is failed after three attempts, so the recording is not left processing."""
+    """A claimed run whose chain never reached the broker is handed out by the sweep once
+    the look that claimed it had its time to send it (not while it may still be sending:
+    that made a second message under load); one that keeps dying is failed after three
+    attempts, so the recording is not left processing."""
     settings = Settings.from_env({"RECPIPE_DATA_DIR": str(tmp_path)})
     source, archive = store_from_url(settings.gme_source_url), store_from_url(settings.archive_url)
     services = Services(settings, ledger, source, archive)
@@ -153,6 +155,8 @@ def test_run_lost_between_claim_and_dispatch_is_redispatched_then_failed_with_a_
         )
 
     now = utcnow()
+    assert sweep(now).redispatched_runs == []  # the look may still be sending it
+    now += timedelta(seconds=lifecycle.UNSENT_AFTER_SECONDS + 1)
     assert sweep(now).redispatched_runs == [run_id]
     stuck = settings.stuck_after_seconds
     for attempt in range(3):  # each attempt's worker dies without a heartbeat
