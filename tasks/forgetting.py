@@ -184,9 +184,12 @@ def finish(
             continue
         released = released or item.state == ItemState.HELD
         rows = add_rows(rows, changed)
-        objects = _purge(svc, item.recording_id, now)
         # A run under way when it was forgotten may still write: purged again next pass.
-        state = ItemState.PENDING if ledger.runs_under_way(item.recording_id) else ItemState.DONE
+        # Asked before the purge: a run that ends after it may have written after it too,
+        # and one not under way now never writes again (a forgotten recording gets none).
+        under_way = ledger.runs_under_way(item.recording_id)
+        objects = _purge(svc, item.recording_id, now)
+        state = ItemState.PENDING if under_way else ItemState.DONE
         ledger.set_erasure_item(erasure_id, item.recording_id, state, now, objects=objects)
 
     settle = svc.settings.settle_seconds

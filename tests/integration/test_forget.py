@@ -646,6 +646,42 @@ def test_a_run_under_way_when_its_recording_is_forgotten_leaves_nothing_behind(w
     assert ledger_rows_holding(world.ledger.engine, PLAYER) == []
 
 
+def test_a_run_that_writes_and_ends_while_the_pass_purges_is_purged_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """The worker's last upload and its run's end land between the pass's purge and its
+    look at the recording's runs: the pass asked about the runs before it purged, so the
+    recording stays pending and the next pass deletes what the worker wrote (found by the
+    end-to-end proof once recordings were finished faster)."""
+    r = room_of_three(world)
+    run_id = world.ledger.claim(r.player, now=utcnow(), force=True)
+    assert run_id and world.ledger.start_run(run_id, worker="w1", now=utcnow(), stale_after=60)
+    run = world.ledger.run(run_id)
+    assert run is not None
+    prefix = recording_prefix(run.recording)
+    real_purge = forgetting._purge
+
+    def purge_while_the_worker_ends(svc: Services, recording_id: str, now: Any) -> int:
+        purged = real_purge(svc, recording_id, now)
+        if recording_id == r.player and world.ledger.runs_under_way(recording_id):
+            world.archive.put_bytes(prefix + "manifest.json", f"voice of {PLAYER}".encode())
+            world.ledger.finish_run(run_id, now=utcnow(), result={}, manifest_url="x")
+        return purged
+
+    monkeypatch.setattr(forgetting, "_purge", purge_while_the_worker_ends)
+    report = forget(world)
+    erasure = world.ledger.erasure(report.erasure_id)
+    assert erasure is not None
+    [own] = erasure.items_of("own")
+    assert own.state == ItemState.PENDING
+    assert world.kept_under(r.player) != []  # what the worker wrote after the purge
+
+    remix_without_player(world, r)
+    assert forgetting.finish(world.services(), report.erasure_id).state == ErasureState.DONE
+    assert world.kept_under(r.player) == []
+    assert world.objects_holding(PLAYER) == []
+
+
 def test_a_held_room_is_kept_whole_and_remixed_without_the_player_once_released(world: World):
     r = room_of_three(world)
     world.ledger.hold(r.room, "case 31", "user:lex")
