@@ -45,7 +45,7 @@ from tenacity import (
 )
 
 from foundation import css_hosts
-from tasks.media.tools import MediaError
+from tasks.media.tools import Beats, MediaError
 from tasks.retrying import wait as back_off
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -281,15 +281,9 @@ class Fetcher:
     ):
         self.policy = policy
         self.resolver = resolver
-        self.heartbeat = heartbeat
         self.user_agent = user_agent
         self.requests = 0
-        self._last_beat = time.monotonic()
-
-    def _beat(self) -> None:
-        if self.heartbeat and time.monotonic() - self._last_beat > 15:
-            self.heartbeat()
-            self._last_beat = time.monotonic()
+        self._beat = Beats(heartbeat)
 
     def _open(self, url: str) -> tuple[requests.Response, str]:
         """GET with redirects followed by hand, every hop checked: a streaming 200 response

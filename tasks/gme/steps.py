@@ -5,7 +5,6 @@ the room's clock (`tasks.gme.timeline`), transcode to every RECPIPE_AUDIO_FORMAT
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +19,7 @@ from tasks.media.audio import KEEP_LEVELS, Finished, Finishing, finish_track
 from tasks.media.ffmpeg import AudioProbe, ConcatPlan
 from tasks.media.finish import peaks_name
 from tasks.media.tools import (
-    HEARTBEAT_SECONDS,
+    Beats,
     Heartbeat,
     MediaError,
     Tools,
@@ -78,7 +77,7 @@ def fetch_sources(
 
     ordered = sorted(segments)
     results: list[SourceFile] = []
-    last_beat = time.monotonic()
+    beat = Beats(heartbeat)
     workers = max(1, concurrency)
     # A few fetches in flight, not one future per segment: a recording of thousands of
     # segments must not hold thousands of pending tasks (memory flat in the count).
@@ -92,9 +91,7 @@ def fetch_sources(
                 results.append(window.popleft().result())
                 for item in itertools.islice(items, 1):
                     window.append(pool.submit(fetch_one, item))
-                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-                    heartbeat()
-                    last_beat = time.monotonic()
+                beat()
         finally:
             for pending in window:
                 pending.cancel()

@@ -166,16 +166,6 @@ def finish_track(
     )
 
 
-# How much of the PCM copy the scan reads at a time (memory stays flat).
-SCAN_SECONDS = 10
-
-
-def scan_pcm(pcm: Path, scan: finish.TrackScan, seconds: float = SCAN_SECONDS) -> None:
-    """Feed the float PCM file to `scan`, `seconds` of audio at a time."""
-    for frames in libav.pcm_slices(pcm, scan.sample_rate, scan.channels, seconds):
-        scan.feed_frames(frames)
-
-
 # Blocks of the PCM copy whose sample peak is looked at, and the samples of context kept
 # around a loud block for the true peak's interpolation (faded in and out).
 BLOCK_FRAMES = 1024

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import itertools
 import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -31,7 +30,7 @@ import numpy as np
 
 from tasks.media.ffmpeg import AUDIO_ENCODINGS
 from tasks.media.finish import Loudness, TrackScan, layout
-from tasks.media.tools import HEARTBEAT_SECONDS, Heartbeat, MediaError
+from tasks.media.tools import Beats, Heartbeat, MediaError
 
 # How much audio goes to the encoders at a time (memory stays flat).
 ENCODE_SECONDS = 10
@@ -48,18 +47,6 @@ def libav_errors(what: str) -> Iterator[None]:
         if getattr(exc, "errno", None) == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"{what}: {exc}") from None
         raise MediaError(f"{what}: {exc}") from None
-
-
-class _Beats:
-    """Calls `heartbeat` at most every HEARTBEAT_SECONDS, from the loop that does the work."""
-
-    def __init__(self, heartbeat: Heartbeat | None):
-        self.heartbeat, self.last = heartbeat, time.monotonic()
-
-    def __call__(self) -> None:
-        if self.heartbeat and time.monotonic() - self.last > HEARTBEAT_SECONDS:
-            self.heartbeat()
-            self.last = time.monotonic()
 
 
 class _Chain:
@@ -118,12 +105,13 @@ class _Levels:
         return 20 * math.log10(peak) if peak > 0 else float("-inf") if peak == 0 else peak
 
     def loudness(self, sample_peak: float, what: str) -> Loudness:
-        if _META + "I" not in self.last:
+        last = self.last
+        if _META + "I" not in last:
             raise MediaError(f"{what}: ebur128 measured nothing (no audio was decoded)")
         return Loudness(
-            float(self.last[_META + "I"]),
+            float(last[_META + "I"]),
             float("nan"),
-            float(self.last.get(_META + "LRA", "0")),
+            float(last.get(_META + "LRA", "0")),
             20 * math.log10(sample_peak) if sample_peak > 0 else float("-inf"),
         )
 
@@ -143,7 +131,7 @@ def decode_measured(
     `pre_filter` (the timeline) and ebur128, to `pcm` as PCM_FORMAT at `sample_rate` and
     `channels`. Returns its integrated loudness, range and sample peak. A packet that does
     not decode is skipped, as the ffmpeg command skips it."""
-    beat = _Beats(heartbeat)
+    beat = Beats(heartbeat)
     options = {"safe": "0"} if concat_list else None
     with (
         libav_errors(what),
@@ -265,7 +253,7 @@ def encode_pcm(
 ) -> None:
     """Every output encoded from the float PCM copy with one linear gain (what
     `volume=…:precision=float` does), the copy fed to `scan` on the way."""
-    beat = _Beats(heartbeat)
+    beat = Beats(heartbeat)
     factor = np.float32(10 ** (gain_db / 20))
     with libav_errors(what):
         files = [_Output(fmt, path, sample_rate, channels) for fmt, path in outputs]
@@ -276,8 +264,9 @@ def encode_pcm(
                     scan.feed_frames(frames)
                 if gain_db:
                     frames *= factor
+                frame = _frame(frames, sample_rate, channels, pts)
                 for file in files:
-                    file.encode(_frame(frames, sample_rate, channels, pts))
+                    file.encode(frame)
                 pts += len(frames)
                 beat()
             for file in files:

@@ -68,6 +68,19 @@ def run_tool(args: Sequence[str], what: str, heartbeat: Heartbeat | None = None)
         return out.read().decode(errors="replace")
 
 
+class Beats:
+    """Calls `heartbeat` at most every HEARTBEAT_SECONDS, from a loop doing the work (each
+    pass calls this); nothing when there is no heartbeat."""
+
+    def __init__(self, heartbeat: Heartbeat | None):
+        self.heartbeat, self.last = heartbeat, time.monotonic()
+
+    def __call__(self) -> None:
+        if self.heartbeat and time.monotonic() - self.last > HEARTBEAT_SECONDS:
+            self.heartbeat()
+            self.last = time.monotonic()
+
+
 class _Heartbeats:
     """Call `heartbeat` every HEARTBEAT_SECONDS until stopped; if it fails, the tool is
     killed and `stop` raises its error, as a failing heartbeat did when called inline."""
@@ -170,13 +183,11 @@ def run_tool_streaming(
         stream = process.stdout
         if stream is None:  # pragma: no cover - Popen gives a pipe when asked
             raise MediaError(f"{what}: no output stream")
-        last_beat = time.monotonic()
+        beat = Beats(heartbeat)
         try:
             while block := stream.read(1 << 16):
                 consume(block)
-                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-                    heartbeat()
-                    last_beat = time.monotonic()
+                beat()
             code = process.wait()
         except BaseException:
             process.kill()

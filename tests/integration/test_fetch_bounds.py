@@ -35,7 +35,7 @@ def test_a_source_that_trickles_bytes_fails_at_the_time_limit_with_the_reason(
     fetcher = Fetcher(
         policy(hostile, max_seconds=2.0, timeout=5.0), heartbeat=lambda: beats.append(1)
     )
-    fetcher._last_beat = 0.0  # beat on every chunk, to count them
+    fetcher._beat.last = 0.0  # beat on every chunk, to count them
     with pytest.raises(FetchError, match=r"still downloading after 2 s .*trickles or never ends"):
         fetcher.download(hostile.url("/trickle"), tmp_path / "t.bin", what="trickle")
     assert 0 < len(beats) <= 2  # at most once per 15 s after the first: no beat past the end

@@ -16,8 +16,9 @@ import pytest
 
 from storage.objectstore import LocalStore
 from tasks.gme.steps import concatenate, fetch_sources, place_sources, transcode
-from tasks.media.audio import Finished, Finishing, scan_pcm
+from tasks.media.audio import Finished, Finishing
 from tasks.media.finish import TrackScan, speech_spans
+from tasks.media.libav import pcm_slices
 from tasks.media.tools import Tools
 from tests.support.media import decode
 
@@ -181,7 +182,8 @@ def test_the_scan_finds_the_silences_silencedetect_finds_after_the_gain(
     starts = [float(v) for v in re.findall(r"silence_start: (-?[\d.]+)", log)]
     ends = [float(v) for v in re.findall(r"silence_end: (-?[\d.]+)", log)] + [20.0]
     scan = TrackScan(sample_rate=rate, channels=channels, gain_db=gain_db, silence_db=-40.0)
-    scan_pcm(pcm, scan, seconds=3.3)  # slices that cut through pauses
+    for frames in pcm_slices(pcm, rate, channels, 3.3):  # slices that cut through pauses
+        scan.feed_frames(frames)
     found = scan.silences()
     reported = list(zip(starts, ends, strict=False))
     assert len(found) == len(starts)

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.media.audio import loud_excerpt, scan_pcm
+from tasks.media.audio import loud_excerpt
 from tasks.media.finish import (
     FinishError,
     Gain,
@@ -17,6 +17,7 @@ from tasks.media.finish import (
     peaks_document,
     speech_spans,
 )
+from tasks.media.libav import pcm_slices
 
 EBUR128_LOG = """[Parsed_ebur128_1 @ 0x1] Summary:
 
@@ -191,7 +192,8 @@ def test_the_pcm_copy_is_scanned_in_slices_to_the_same_result(tmp_path: Path):
     whole = _scanned(audio, rate=8000, gain_db=3.0, block=len(pcm.read_bytes()))
     for seconds in (0.013, 0.5, 10):
         sliced = TrackScan(sample_rate=8000, channels=2, gain_db=3.0, silence_db=-40.0)
-        scan_pcm(pcm, sliced, seconds)
+        for frames in pcm_slices(pcm, 8000, 2, seconds):
+            sliced.feed_frames(frames)
         assert sliced.frames == len(audio)
         assert sliced.silences() == whole.silences() == [(1.0, 1.6), (3.0, 4.0)]
         assert sliced.peaks() == whole.peaks() and len(whole.peaks()) == 2 * 200
