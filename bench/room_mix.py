@@ -97,14 +97,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     room_run = ledger.claim(room, now=datetime.now(UTC), force=True)
     services = Services(settings, ledger, store_from_url(settings.gme_source_url), archive)
 
-    sampler = ChildPeakSampler()
-    sampler.start()
     counted = Counted().start()
     started, cpu_before = time.perf_counter(), cpu_so_far()
     done = process(services, room_run, "bench")
     wall, cpu = time.perf_counter() - started, cpu_so_far() - cpu_before
     counts = counted.stop()
-    memory = memory_report(sampler)
+    memory = memory_report()
     artifacts = done.result.get("artifacts", []) if done else []
     return {
         "wall_s": round(wall, 2),
@@ -183,12 +181,16 @@ def main() -> None:
         }  # fmt: skip
         spec_path, result_path = work / "spec.json", work / "result.json"
         spec_path.write_text(json.dumps(spec))
-        subprocess.run(
-            [sys.executable, str(SCRIPT), "--child", str(spec_path), str(result_path)],
-            env=env,
-            check=True,
+        side = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--child", str(spec_path), str(result_path)], env=env
         )
-        result = json.loads(result_path.read_text())
+        sampler = ChildPeakSampler(side.pid)
+        sampler.start()
+        code = side.wait()
+        children = sampler.stop()
+        if code:
+            raise subprocess.CalledProcessError(code, side.args)
+        result = {**json.loads(result_path.read_text()), "children_vmhwm_mb": children}
         bare = baselines(spec, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
