@@ -8,7 +8,8 @@ as fast as `recpipe serve` takes them. Two Celery workers finalize and archive t
 `celery -A tasks worker --concurrency 1` processes (--pool processes, the default) or one
 `celery -A tasks worker --concurrency 2` (--pool concurrency), plus `celery -A tasks beat`.
 Ledger on a fresh PostgreSQL database, broker on a Redis database of its own. The ledger
-is polled (storage.ledger.Ledger) until every recording is archived.
+is polled (storage.ledger.Ledger) once a second until every recording is archived; when
+each was archived is read from the ledger's own timestamps (its run's end), not the poll.
 
 Reported: time from the first callback to the last archive, recordings per minute, and the
 settle window's share of that time; the workers' CPU per recording during the burst
@@ -185,10 +186,12 @@ def expected_durations(recordings: int, segments: int) -> dict[str, float]:
     return out
 
 
-def run_facts(db_url: str, expected: dict[str, float]) -> dict[str, Any]:
-    """From the ledger, after the burst: per recording, last event → run created (settling),
-    created → started (queueing), started → finished (the media task), step times, and the
-    archived m4a's duration against `expected` (its segments end to end)."""
+def run_facts(db_url: str, expected: dict[str, float], started_at: datetime) -> dict[str, Any]:
+    """From the ledger, after the burst: when each run was archived (seconds after
+    `started_at`, by the ledger's own timestamp: the poll's 1 s steps made the burst's end
+    up to a second late), and per recording, last event → run created (settling), created →
+    started (queueing), started → finished (the media task), step times, and the archived
+    m4a's duration against `expected` (its segments end to end)."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(db_url)
@@ -204,12 +207,13 @@ def run_facts(db_url: str, expected: dict[str, float]) -> dict[str, Any]:
             ).all()
     finally:
         engine.dispose()
-    settling, queueing, media, durations, off = [], [], [], [], []
+    settling, queueing, media, durations, off, done = [], [], [], [], [], []
     steps: dict[str, list[float]] = {}
     for rid, last_event, created, began, finished, run_steps, result in rows:
         settling.append((created - last_event).total_seconds())
         queueing.append((began - created).total_seconds())
         media.append((finished - began).total_seconds())
+        done.append((finished - started_at).total_seconds())
         for entry in run_steps or []:
             if entry.get("seconds") is not None:
                 steps.setdefault(entry["step"], []).append(float(entry["seconds"]))
@@ -226,6 +230,7 @@ def run_facts(db_url: str, expected: dict[str, float]) -> dict[str, Any]:
         }
 
     return {
+        "archived_at_s": sorted(done),
         "runs": len(rows),
         "last_event_to_claim_s": stats(settling),
         "claim_to_start_s": stats(queueing),
@@ -415,7 +420,7 @@ def burst(
         # The burst's CPU only: the workers' start (imports, pool processes' clients) is not
         # a recording's cost.
         cpu_before, python_before = workers_cpu(workers)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         posted = closed_loop(port, "/callbacks/gme", callbacks, args.posters, args.timeout)
         posting_s = time.perf_counter() - started
         print(
@@ -425,7 +430,6 @@ def burst(
         archived, counts = poll_until_archived(
             db_url, args.recordings, started, args.timeout - posting_s
         )
-        total_s = max(archived.values()) if archived else None
         memory = {
             name: {process_name(p): round(vm_hwm_mb(p) or 0, 1) for p in [pid, *children_of(pid)]}
             for name, pid in workers.items()
@@ -442,7 +446,9 @@ def burst(
                     print_top(f"worker profile ({path})", path, within="settle (tasks/jobs.py)")
     finally:
         procs.stop_all()
-    times = sorted(archived.values())
+    ledger = run_facts(db_url, expected_durations(args.recordings, args.segments), started_at)
+    times = ledger.pop("archived_at_s") or sorted(archived.values())
+    total_s = times[-1] if times else None
     counted = [json.loads(p.read_text()) for p in sorted((work / "counts").glob("*.json"))]
     programs = sorted({name for c in counted for name in c["processes"]})
     per = max(1, len(archived))
@@ -462,7 +468,7 @@ def burst(
         "total_s": round(total_s, 2) if total_s else None,
         "recordings_per_minute": round(60 * len(archived) / total_s, 1) if total_s else None,
         "settle_share": round(args.settle / total_s, 3) if total_s else None,
-        "ledger": run_facts(db_url, expected_durations(args.recordings, args.segments)),
+        "ledger": ledger,
         "worker_vmhwm_mb": memory,
         "worker_cpu_s": cpu,
         "worker_cpu_per_recording_s": (

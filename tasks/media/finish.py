@@ -270,7 +270,9 @@ class TrackScan:
         self._silences: list[tuple[int, int]] = []
         self._pending = np.empty(0, dtype=np.float32)  # samples of the pixel being filled
         self._pixel = 0  # that pixel's number
-        self._peaks: list[np.ndarray] = []
+        # The pairs so far, packed float32 in one growing buffer: a small array kept per
+        # block would stay between the blocks' large temporaries and hold their memory.
+        self._peaks = bytearray()
 
     def feed(self, block: bytes) -> None:
         data = self._carry + block if self._carry else block
@@ -328,7 +330,7 @@ class TrackScan:
     def _add(self, low: np.ndarray, high: np.ndarray) -> None:
         pairs = np.empty((len(low), 2), dtype=np.float32)
         pairs[:, 0], pairs[:, 1] = low, high
-        self._peaks.append(pairs.reshape(-1))
+        self._peaks += pairs.tobytes()
 
     def silences(self) -> list[tuple[float, float]]:
         """The silences so far in seconds, in order; one still going on ends the track."""
@@ -340,11 +342,9 @@ class TrackScan:
     def peaks(self) -> list[int]:
         """The min/max pairs of the gained samples as 16-bit values (ffmpeg's float to s16:
         x * 32768, rounded, clipped); a last partial pixel counts too."""
-        parts = list(self._peaks)
+        parts = [np.frombuffer(bytes(self._peaks), dtype=np.float32)]
         if len(self._pending):
             parts.append(np.array([self._pending.min(), self._pending.max()], dtype=np.float32))
-        if not parts:
-            return []
         scaled = np.rint(np.concatenate(parts).astype(np.float64) * self.gain * 32768)
         return [int(v) for v in np.clip(scaled, -32768, 32767)]
 
