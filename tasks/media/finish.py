@@ -342,7 +342,7 @@ class TrackScan:
     def peaks(self) -> list[int]:
         """The min/max pairs of the gained samples as 16-bit values (ffmpeg's float to s16:
         x * 32768, rounded, clipped); a last partial pixel counts too."""
-        parts = [np.frombuffer(bytes(self._peaks), dtype=np.float32)]
+        parts = [np.frombuffer(self._peaks, dtype=np.float32)]
         if len(self._pending):
             parts.append(np.array([self._pending.min(), self._pending.max()], dtype=np.float32))
         scaled = np.rint(np.concatenate(parts).astype(np.float64) * self.gain * 32768)

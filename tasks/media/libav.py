@@ -159,7 +159,10 @@ def decode_measured(
     if concat_list:
         movie |= {"f": "concat", "format_opts": "safe=0"}
     with libav_errors(what):
-        shift = _start_at_zero(source, movie)
+        with _opened(source, concat_list) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{what}: no audio stream")
+            shift = _start_at_zero(container.start_time, container.streams.audio[0].time_base)
         filters = [
             *(f for f in pre_filter.split(",") if f),
             "ebur128=metadata=1",
@@ -177,13 +180,19 @@ def decode_measured(
         except av.error.InvalidDataError:
             with pcm.open("wb", buffering=PCM_BUFFER) as out:
                 kept = _Kept(out, channels)
-                _decode_packets(source, movie, shift, filters, kept, beat)
+                _decode_packets(source, concat_list, shift, filters, kept, beat)
     return kept.levels.loudness(kept.peak, what)
+
+
+def _opened(source: Path, concat_list: bool) -> av.container.InputContainer:
+    """The input as ffmpeg's libraries open it: a file, or a concat-demuxer list."""
+    options = {"safe": "0"} if concat_list else None
+    return av.open(str(source), format="concat" if concat_list else None, options=options)
 
 
 def _decode_packets(
     source: Path,
-    movie: dict[str, str],
+    concat_list: bool,
     shift: int,
     filters: list[str],
     kept: _Kept,
@@ -191,8 +200,7 @@ def _decode_packets(
 ) -> None:
     """`decode_measured`'s pass with the packets demuxed and decoded here, one by one: a
     packet that does not decode is skipped."""
-    options = {"safe": "0"} if "f" in movie else None
-    with av.open(str(source), format=movie.get("f"), options=options) as container:
+    with _opened(source, concat_list) as container:
         stream = container.streams.audio[0]
         chain = _Chain(filters, buffer={"template": stream})
         for packet in container.demux(stream):
@@ -210,17 +218,12 @@ def _decode_packets(
         kept.take(chain.pulled())
 
 
-def _start_at_zero(source: Path, movie: dict[str, str]) -> int:
+def _start_at_zero(start_time: int | None, time_base: Fraction | None) -> int:
     """What the ffmpeg command adds to an input's timestamps (without -copyts), in its
     stream's time base: minus the input's start time, so its earliest timestamp is 0 (amovie
     keeps the demuxer's own). The same timestamps give the same timeline: an mp3's encoder
     delay, before its first sample, is where the command puts it (silence at the start of a
     concat list's first file)."""
-    options = {"safe": "0"} if "f" in movie else None
-    with av.open(str(source), format=movie.get("f"), options=options) as container:
-        if not container.streams.audio:
-            raise MediaError("no audio stream")
-        start_time, time_base = container.start_time, container.streams.audio[0].time_base
     if not start_time or not time_base:
         return 0
     return round(-start_time / (1_000_000 * time_base))

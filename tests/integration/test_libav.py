@@ -158,3 +158,17 @@ def test_a_damaged_frame_is_skipped_and_the_timeline_keeps_its_length(tmp_path: 
     samples = pcm_samples(pcm)
     assert len(samples) == 4 * RATE
     assert np.abs(samples[:RATE]).max() > 0.05 and np.abs(samples[-RATE:]).max() > 0.05
+
+
+def test_a_file_without_audio_is_an_error_naming_the_work(tmp_path: Path):
+    video = tmp_path / "v.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64",
+         "-an", str(video)],
+        check=True,
+    )  # fmt: skip
+    with pytest.raises(MediaError, match="measuring the loudness of recording r8: no audio"):
+        libav.decode_measured(
+            video, tmp_path / "v.f32", concat_list=False, pre_filter="", sample_rate=RATE,
+            channels=1, what="measuring the loudness of recording r8",
+        )  # fmt: skip
