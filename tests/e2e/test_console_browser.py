@@ -358,7 +358,6 @@ def console_alone(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple
         process.wait(20)
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="scripts/services.sh installs it")
 def test_signing_out_in_the_browser_ends_the_session_and_every_copy_of_its_cookie(console_alone):
     """The "Sign out" button: the browser is back at the sign-in page, and its cookie,
     copied before (with the browser's User-Agent, from the same address), is refused."""
